@@ -1,0 +1,171 @@
+"""Apply the scheduler's decisions to a batch: start, skip, cancel, finish.
+
+`batch_advance` is called after every change to a batch. It locks the batch row
+first (the one lock order everything follows), so concurrent callers queue.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from spawner import events, scheduling, timings
+from spawner.models import AgentRun, AgentType, Batch, RunAttempt
+from spawner.states import RUN_ACTIVE, AttemptStatus, BatchStatus, RunStatus
+
+
+def enqueue_attempt(attempt: RunAttempt, batch_id: int) -> None:
+    """Hand the attempt to a q2 worker once the transaction that created it commits."""
+    from django_q.tasks import async_task
+
+    attempt_id = attempt.id
+
+    def send() -> None:
+        async_task(
+            "spawner.tasks.execute_attempt",
+            attempt_id,
+            task_name=f"attempt-{attempt_id}",
+            group=f"batch-{batch_id}",
+        )
+
+    transaction.on_commit(send)
+
+
+def attempt_create(run: AgentRun, *, not_before: datetime, reason: str, actor=None) -> RunAttempt:
+    """Queue the next attempt of a run (first try, retry or manual retry). Caller holds the batch lock."""
+    number = run.attempt + 1
+    attempt = RunAttempt.objects.create(run=run, number=number, not_before=not_before)
+    now = timezone.now()
+    AgentRun.objects.filter(id=run.id).update(
+        attempt=number,
+        status=RunStatus.QUEUED,
+        queued_at=now,
+        finished_at=None,
+        error="",
+    )
+    run.attempt, run.status = number, RunStatus.QUEUED
+    events.record(
+        batch_id=run.batch_id,
+        run_id=run.id,
+        attempt=number,
+        kind=f"run.{reason}",
+        status=RunStatus.QUEUED,
+        data={"not_before": not_before.isoformat()},
+        actor=actor,
+    )
+    enqueue_attempt(attempt, run.batch_id)
+    return attempt
+
+
+def _type_limits(runs: list[AgentRun]) -> dict:
+    type_ids = {r.agent_type_id for r in runs}
+    types = {t.id: t for t in AgentType.objects.filter(id__in=type_ids)}
+    capped = [t.id for t in types.values() if t.max_concurrency]
+    active = dict(
+        AgentRun.objects.filter(agent_type_id__in=capped, status__in=RUN_ACTIVE)
+        .values_list("agent_type_id")
+        .annotate(n=Count("id"))
+    )
+    staggered = [t.id for t in types.values() if t.spawn_stagger_seconds]
+    last_start = dict(
+        RunAttempt.objects.filter(run__agent_type_id__in=staggered)
+        .values_list("run__agent_type_id")
+        .annotate(last=Max("not_before"))
+    )
+    return {
+        "type_caps": {str(i): types[i].max_concurrency for i in capped},
+        "type_active": {str(i): n for i, n in active.items()},
+        "type_stagger": {str(i): types[i].spawn_stagger_seconds for i in staggered},
+        "type_next_start": {
+            str(i): last.timestamp() + types[i].spawn_stagger_seconds
+            for i, last in last_start.items()
+        },
+    }
+
+
+def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(id=batch_id).first()
+        if batch is None or batch.status != BatchStatus.RUNNING:
+            return None
+        runs = list(batch.runs.all())
+        by_key = {r.key: r for r in runs}
+        now = timezone.now()
+        limits = scheduling.Limits(
+            max_parallel=batch.max_parallel,
+            sequential=batch.mode == "sequential",
+            fail_fast=batch.failure_policy == "fail_fast",
+            cancel_requested=batch.cancel_requested,
+            **_type_limits(runs),
+        )
+        views = [
+            scheduling.RunView(
+                key=r.key,
+                status=r.status,
+                priority=r.priority,
+                depends_on=tuple(r.depends_on),
+                agent_type=str(r.agent_type_id),
+                order=r.order,
+            )
+            for r in runs
+        ]
+        decision = scheduling.decide(views, limits, now.timestamp())
+        for key in decision.skip:
+            run = by_key[key]
+            failed = [d for d in run.depends_on if by_key[d].status != RunStatus.SUCCEEDED]
+            run_close(run, status=RunStatus.SKIPPED, error=f"dependency did not succeed: {', '.join(failed)}")
+        for key in decision.cancel:
+            run_stop(by_key[key], error="cancelled" if batch.cancel_requested else "cancelled: fail_fast")
+        for key, not_before in decision.start:
+            attempt_create(
+                by_key[key],
+                not_before=now + timedelta(seconds=max(0.0, not_before - now.timestamp())),
+                reason="queued",
+            )
+        if decision.finished:
+            batch_finish(batch, decision.outcome)
+        return decision
+
+
+def run_close(run: AgentRun, *, status: str, error: str = "", actor=None) -> None:
+    """Put a run that is not running into a final state."""
+    now = timezone.now()
+    AgentRun.objects.filter(id=run.id).update(status=status, finished_at=now, error=error)
+    run.status = status
+    events.record(
+        batch_id=run.batch_id, run_id=run.id, attempt=run.attempt or None,
+        kind=f"run.{status}", status=status, data={"error": error} if error else {}, actor=actor,
+    )  # fmt: skip
+
+
+def run_stop(run: AgentRun, *, error: str, actor=None) -> None:
+    """Cancel a run in any non-final state; its worker sees the attempt change and kills the process."""
+    if run.status in RUN_ACTIVE:
+        RunAttempt.objects.filter(
+            run_id=run.id, number=run.attempt, status__in=[AttemptStatus.QUEUED, AttemptStatus.RUNNING]
+        ).update(status=AttemptStatus.CANCELLED, finished_at=timezone.now(), error=error)
+    run_close(run, status=RunStatus.CANCELLED, error=error, actor=actor)
+
+
+def batch_finish(batch: Batch, outcome: str) -> None:
+    now = timezone.now()
+    figures = timings.batch_figures(batch, finished_at=now)
+    Batch.objects.filter(id=batch.id).update(status=outcome, finished_at=now, **figures)
+    batch.status = outcome
+    events.record(batch_id=batch.id, kind=f"batch.{outcome}", status=outcome, data=figures)
+
+
+def advance_all_running() -> int:
+    """Backstop for batches waiting on something outside themselves (a type cap elsewhere)."""
+    ids = list(Batch.objects.filter(status=BatchStatus.RUNNING).values_list("id", flat=True))
+    for batch_id in ids:
+        batch_advance(batch_id)
+    return len(ids)
+
+
+def backoff_delay(attempt_number: int, base: float) -> float:
+    return min(base * (2 ** (attempt_number - 1)), settings.SPAWNER["BACKOFF_MAX_SECONDS"])

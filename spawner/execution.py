@@ -1,0 +1,302 @@
+"""Supervise one attempt: claim it, run it, heartbeat, enforce the timeout, record the result.
+
+Every write here is a conditional update naming the attempt, so a re-delivered
+q2 task or a late answer from an attempt that was reaped or cancelled changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from spawner import dispatch, events
+from spawner.models import AgentRun, Batch, RunAttempt
+from spawner.runners import Invocation, RunnerError, runner_for
+from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
+
+RESULT_MAX_BYTES = 1_000_000
+HOST = socket.gethostname()
+
+
+def conf(name: str):
+    return settings.SPAWNER[name]
+
+
+def attempt_paths(attempt: RunAttempt) -> tuple[Path, Path, Path]:
+    """(log, result, prompt) files of an attempt."""
+    run = attempt.run
+    folder = Path(conf("LOG_DIR")) / f"batch-{run.batch_id}"
+    stem = f"{run.key}.{attempt.number}"
+    return folder / f"{stem}.log", folder / f"{stem}.result.json", folder / f"{stem}.prompt.txt"
+
+
+def read_tail(path: Path, limit: int) -> str:
+    """The last `limit` bytes of a log, decoded so that binary or broken UTF-8 shows, never fails."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return text.replace("\x00", "\ufffd")
+
+
+def read_result(path: Path) -> tuple[dict | list | None, str]:
+    """The agent's structured result from SPAWNER_RESULT_FILE: (result, error)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None, ""
+    if size > RESULT_MAX_BYTES:
+        return None, f"result file is {size} bytes; the limit is {RESULT_MAX_BYTES}"
+    try:
+        return json.loads(path.read_bytes().decode("utf-8")), ""
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"result file is not valid JSON: {exc}"
+
+
+def agent_env(agent_type) -> dict[str, str]:
+    """Allowlisted server variables, the type's own env, and its secrets read now."""
+    env = {k: os.environ[k] for k in conf("ENV_ALLOWLIST") if k in os.environ}
+    env.update({str(k): str(v) for k, v in (agent_type.env or {}).items()})
+    missing = [name for name in agent_type.secret_names or [] if name not in os.environ]
+    if missing:
+        raise RunnerError(f"secret(s) not set in the server's environment: {', '.join(missing)}")
+    env.update({name: os.environ[name] for name in agent_type.secret_names or []})
+    return env
+
+
+# --- claiming ---------------------------------------------------------------------------
+
+
+def _still(attempt_id: int, status: str) -> bool:
+    return RunAttempt.objects.filter(id=attempt_id, status=status).exists()
+
+
+def attempt_claim(attempt: RunAttempt) -> bool:
+    now = timezone.now()
+    with transaction.atomic():
+        Batch.objects.select_for_update().filter(id=attempt.run.batch_id).first()
+        claimed = RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.QUEUED).update(
+            status=AttemptStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            host=HOST,
+            worker_pid=os.getpid(),
+        )
+        if not claimed:
+            return False
+        AgentRun.objects.filter(id=attempt.run_id, attempt=attempt.number).update(
+            status=RunStatus.RUNNING, started_at=now
+        )
+        events.record(
+            batch_id=attempt.run.batch_id,
+            run_id=attempt.run_id,
+            attempt=attempt.number,
+            kind="run.running",
+            status=RunStatus.RUNNING,
+            data={"host": HOST, "worker_pid": os.getpid()},
+        )
+    return True
+
+
+# --- finishing --------------------------------------------------------------------------
+
+
+def attempt_finish(
+    attempt: RunAttempt,
+    *,
+    status: str,
+    exit_code: int | None = None,
+    error: str = "",
+    from_status: str = AttemptStatus.RUNNING,
+) -> bool:
+    """Record an attempt's end; retry it or close its run; advance the batch. False if stale."""
+    run = attempt.run
+    now = timezone.now()
+    result, result_error = (None, "")
+    log_path, result_path, _ = attempt_paths(attempt)
+    if status == AttemptStatus.SUCCEEDED or result_path.exists():
+        result, result_error = read_result(result_path)
+    tail = read_tail(log_path, conf("TAIL_BYTES"))
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(id=run.batch_id)
+        changed = RunAttempt.objects.filter(id=attempt.id, status=from_status).update(
+            status=status, finished_at=now, exit_code=exit_code, error=error
+        )
+        if not changed:
+            return False
+        run = AgentRun.objects.get(id=run.id)
+        if run.attempt != attempt.number:
+            return False
+        started_at = RunAttempt.objects.values_list("started_at", flat=True).get(id=attempt.id)
+        ran = (now - started_at).total_seconds() if started_at else 0.0
+        AgentRun.objects.filter(id=run.id).update(
+            exit_code=exit_code,
+            output_tail=tail,
+            duration_seconds=(run.duration_seconds or 0.0) + ran,
+            result=result,
+            result_error=result_error,
+        )
+        events.record(
+            batch_id=run.batch_id,
+            run_id=run.id,
+            attempt=attempt.number,
+            kind=f"attempt.{status}",
+            status=status,
+            data={"exit_code": exit_code, "error": error, "seconds": round(ran, 3)},
+        )
+        retry = (
+            status in ATTEMPT_RETRYABLE
+            and attempt.number <= run.retries
+            and batch.status == BatchStatus.RUNNING
+            and not batch.cancel_requested
+        )
+        if retry:
+            delay = dispatch.backoff_delay(attempt.number, batch.backoff_seconds)
+            dispatch.attempt_create(
+                run, not_before=now + timedelta(seconds=delay), reason="retrying"
+            )
+        else:
+            final = RunStatus.SUCCEEDED if status == AttemptStatus.SUCCEEDED else status
+            AgentRun.objects.filter(id=run.id).update(status=final, finished_at=now, error=error)
+            events.record(
+                batch_id=run.batch_id,
+                run_id=run.id,
+                attempt=attempt.number,
+                kind=f"run.{final}",
+                status=final,
+                data={"exit_code": exit_code, "error": error} if error or exit_code else {},
+            )
+    dispatch.batch_advance(run.batch_id)
+    if run.agent_type.max_concurrency:
+        # A slot of a capped type opened: other batches may be waiting for it.
+        for other in (
+            Batch.objects.filter(status=BatchStatus.RUNNING, runs__agent_type_id=run.agent_type_id)
+            .exclude(id=run.batch_id)
+            .values_list("id", flat=True)
+            .distinct()
+        ):
+            dispatch.batch_advance(other)
+    return True
+
+
+# --- supervising ------------------------------------------------------------------------
+
+
+def run_attempt(attempt_id: int) -> str:
+    """The q2 task body. Returns what happened, for q2's task record."""
+    attempt = (
+        RunAttempt.objects.select_related("run__agent_type", "run__batch")
+        .filter(id=attempt_id)
+        .first()
+    )
+    if attempt is None or attempt.status != AttemptStatus.QUEUED:
+        return "stale: attempt is not queued"
+    while (delay := (attempt.not_before - timezone.now()).total_seconds()) > 0:
+        time.sleep(min(delay, conf("POLL_SECONDS")))
+        if not _still(attempt_id, AttemptStatus.QUEUED):
+            return "stale: attempt left the queue while waiting"
+    if not attempt_claim(attempt):
+        return "stale: attempt already claimed"
+
+    run = attempt.run
+    log_path, result_path, prompt_path = attempt_paths(attempt)
+    RunAttempt.objects.filter(id=attempt.id).update(log_path=str(log_path))
+    try:
+        invocation = Invocation(
+            argv_template=tuple(str(a) for a in run.agent_type.argv),
+            prompt=run.prompt,
+            prompt_via=run.agent_type.prompt_via,
+            key=run.key,
+            cwd=Path(run.cwd or run.batch.cwd or settings.BASE_DIR),
+            log_path=log_path,
+            result_path=result_path,
+            prompt_path=prompt_path,
+            env=agent_env(run.agent_type),
+        )
+        process = runner_for(run.agent_type).start(invocation)
+    except (RunnerError, OSError) as exc:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(f"spawner: could not start: {exc}\n")
+        attempt_finish(attempt, status=AttemptStatus.FAILED, error=f"could not start: {exc}")
+        return f"failed to start: {exc}"
+    RunAttempt.objects.filter(id=attempt.id).update(pgid=process.pgid)
+    return _supervise(attempt, process, log_path)
+
+
+def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
+    run = attempt.run
+    started = time.monotonic()
+    last_beat = last_output = started
+    last_size = -1
+    poll = conf("POLL_SECONDS")
+    while True:
+        code = process.poll()
+        if code is not None:
+            ok = code in run.agent_type.exit_codes
+            attempt_finish(
+                attempt,
+                status=AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED,
+                exit_code=code,
+                error="" if ok else f"exit code {code}",
+            )
+            return f"exit {code}"
+        now = time.monotonic()
+        if now - started > run.timeout:
+            code = process.stop(conf("KILL_GRACE_SECONDS"))
+            attempt_finish(
+                attempt,
+                status=AttemptStatus.TIMED_OUT,
+                exit_code=code,
+                error=f"timed out after {run.timeout} s; process group stopped",
+            )
+            return "timed out"
+        if not _still(attempt.id, AttemptStatus.RUNNING):
+            # Cancelled, or reaped as lost while we stalled: stop and say nothing more.
+            process.stop(conf("KILL_GRACE_SECONDS"))
+            return "stopped: attempt no longer current"
+        if now - last_beat >= conf("HEARTBEAT_SECONDS"):
+            RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.RUNNING).update(
+                heartbeat_at=timezone.now()
+            )
+            last_beat = now
+        if now - last_output >= conf("OUTPUT_SECONDS"):
+            last_output = now
+            last_size = _publish_output(attempt, log_path, last_size)
+        time.sleep(poll)
+
+
+def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:
+    """Throttled: the tail goes to the database and one event says output grew."""
+    try:
+        size = log_path.stat().st_size
+    except FileNotFoundError:
+        return last_size
+    if size == last_size:
+        return size
+    tail = read_tail(log_path, conf("TAIL_BYTES"))
+    with transaction.atomic():
+        updated = AgentRun.objects.filter(
+            id=attempt.run_id, attempt=attempt.number, status=RunStatus.RUNNING
+        ).update(output_tail=tail)
+        if updated:
+            events.record(
+                batch_id=attempt.run.batch_id,
+                run_id=attempt.run_id,
+                attempt=attempt.number,
+                kind="run.output",
+                data={"bytes": size},
+            )
+    return size

@@ -1,0 +1,200 @@
+"""`manage.py spawn FILE`: validate, plan, launch and follow a batch from the terminal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from spawner import reaper, reports, services, spec
+from spawner.models import Batch
+from spawner.states import BATCH_TERMINAL, BatchStatus
+
+STATUS_STYLE = {
+    "pending": "dim", "queued": "cyan", "running": "bold blue", "succeeded": "green",
+    "failed": "red", "timed_out": "red", "lost": "magenta", "cancelled": "yellow", "skipped": "dim",
+    "partial": "yellow",
+}  # fmt: skip
+
+
+class Command(BaseCommand):
+    help = "Launch a batch from a YAML/JSON spec and follow it live."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="batch spec (YAML or JSON); '-' reads standard input")
+        parser.add_argument("--plan", action="store_true", help="show the plan; run nothing")
+        parser.add_argument("--wait", action="store_true", help="follow the batch until it ends")
+        parser.add_argument("--sequential", action="store_true", help="one task at a time")
+        parser.add_argument(
+            "--compare", action="store_true", help="then run it sequentially and compare"
+        )
+        parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    def handle(self, *args, **opts):
+        self.console = Console(stderr=opts["json"], highlight=False)
+        path = opts["file"]
+        text = sys.stdin.read() if path == "-" else self._read(path)
+        base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
+        try:
+            batch_spec = services.spec_load(text, is_admin=True)
+        except spec.SpecInvalid as exc:
+            for error in exc.errors:
+                self.console.print(f"[red]error[/red] {error}", markup=True, soft_wrap=True)
+            raise CommandError(f"{path}: {len(exc.errors)} error(s); nothing was launched") from None
+        if opts["plan"]:
+            self._print_plan(batch_spec, sequential=opts["sequential"])
+            return
+        cluster = None if reaper.live_clusters() else self._start_cluster()
+        try:
+            data = spec.parse_text(text)[0]
+            try:
+                batch = services.batch_launch(
+                    batch_spec=batch_spec, base_dir=base_dir, spec_data=data, spec_text=text,
+                    mode="sequential" if opts["sequential"] else None,
+                )  # fmt: skip
+            except spec.SpecInvalid as exc:
+                for error in exc.errors:
+                    self.console.print(f"[red]error[/red] {error}", soft_wrap=True)
+                raise CommandError("nothing was launched") from None
+            if not (opts["wait"] or opts["compare"] or cluster):
+                self.console.print(f"launched batch #{batch.id}: {batch.name}")
+                return
+            batch = self._follow(batch)
+            summaries = [reports.batch_summary(batch)]
+            if opts["compare"]:
+                self.console.print("\n[bold]Same batch, sequentially:[/bold]")
+                rerun = services.batch_rerun_sequential(batch=batch)
+                summaries.append(reports.batch_summary(self._follow(rerun)))
+        finally:
+            if cluster:
+                self._stop_cluster(cluster)
+        if opts["json"]:
+            out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
+            sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+        else:
+            self._print_summary(summaries[0])
+            if len(summaries) == 2:
+                self._print_comparison(*summaries)
+        if summaries[0]["status"] != BatchStatus.SUCCEEDED:
+            raise CommandError(f"batch #{summaries[0]['batch']} ended {summaries[0]['status']}")
+
+    def _read(self, path: str) -> str:
+        try:
+            return Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {path}: {exc}") from None
+
+    # --- cluster ----------------------------------------------------------------------
+
+    def _start_cluster(self) -> subprocess.Popen:
+        self.console.print("[dim]no cluster is running: starting one for this batch[/dim]")
+        proc = subprocess.Popen(
+            [sys.executable, str(settings.BASE_DIR / "manage.py"), "spawner_cluster"],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not reaper.live_clusters():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise CommandError("could not start a cluster (see the output above)")
+            time.sleep(0.1)
+        return proc
+
+    def _stop_cluster(self, proc: subprocess.Popen) -> None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    # --- following --------------------------------------------------------------------
+
+    def _follow(self, batch: Batch) -> Batch:
+        with Live(self._progress(batch), console=self.console, refresh_per_second=8) as live:
+            while True:
+                batch.refresh_from_db()
+                live.update(self._progress(batch))
+                if batch.status in BATCH_TERMINAL:
+                    return batch
+                time.sleep(0.2)
+
+    def _progress(self, batch: Batch) -> Table:
+        runs = list(batch.runs.order_by("order").values_list("key", "status", "attempt", "wave"))
+        done = sum(1 for r in runs if r[1] in {"succeeded", "failed", "timed_out", "lost", "cancelled", "skipped"})
+        width = 30
+        filled = int(width * done / len(runs)) if runs else width
+        title = f"batch #{batch.id} {batch.name} [{'█' * filled}{'░' * (width - filled)}] {done}/{len(runs)}"
+        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        table.add_column("task")
+        table.add_column("wave", justify="right")
+        table.add_column("status")
+        table.add_column("try", justify="right")
+        for key, status, attempt, wave in runs[:60]:
+            table.add_row(key, str(wave), f"[{STATUS_STYLE.get(status, '')}]{status}[/]", str(attempt or ""))
+        if len(runs) > 60:
+            table.add_row(f"… {len(runs) - 60} more", "", "", "")
+        return table
+
+    # --- printing ---------------------------------------------------------------------
+
+    def _print_plan(self, batch_spec: spec.BatchSpec, *, sequential: bool) -> None:
+        plan = services.batch_plan(batch_spec, sequential=sequential or None)
+        c = self.console
+        c.print(f"[bold]{batch_spec.name}[/bold]: {len(batch_spec.tasks)} tasks, "
+                f"max_parallel {batch_spec.max_parallel}, {'sequential' if sequential else batch_spec.mode}")  # fmt: skip
+        for n, wave in enumerate(plan.waves):
+            c.print(f"  wave {n}: {', '.join(wave)}")
+        unit = "s" if plan.durations_known else " units (no durations known: each task counts 1)"
+        c.print(f"  critical path: {' -> '.join(plan.critical_path)} ({plan.critical_path_seconds:g}{unit})")
+        c.print(f"  estimated: sum {plan.sum_seconds:g}, wall {plan.estimated_wall_seconds:g}, "
+                f"speedup {plan.estimated_speedup:.2f}x")  # fmt: skip
+        for name, ok, detail in plan.checks:
+            mark = "[green]ok[/green]  " if ok else "[yellow]warn[/yellow]"
+            c.print(f"  {mark} {name}: {detail}", soft_wrap=True)
+        for warning in batch_spec.warnings:
+            c.print(f"  [yellow]warn[/yellow] {warning}", soft_wrap=True)
+
+    def _print_summary(self, s: dict) -> None:
+        table = Table(title=f"batch #{s['batch']} {s['name']}: {s['status']}", title_justify="left")
+        for col in ("task", "agent", "prio", "wave", "status", "tries", "exit", "seconds", "error"):
+            table.add_column(col)
+        for r in s["runs"]:
+            secs = f"{r['duration_seconds']:.2f}" if r["duration_seconds"] is not None else ""
+            table.add_row(r["key"], r["agent_type"], r["priority"], str(r["wave"]),
+                          f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempts"]),
+                          "" if r["exit_code"] is None else str(r["exit_code"]), secs, r["error"][:60])  # fmt: skip
+        self.console.print(table)
+        t = s["timings"]
+        self.console.print(
+            f"wall {_f(t['wall_seconds'])} s · sum of runs {_f(t['sum_seconds'])} s · critical path "
+            f"{_f(t['critical_path_seconds'])} s · speedup {_f(t['speedup'])}x · efficiency {_pct(t['efficiency'])}"
+        )
+
+    def _print_comparison(self, par: dict, seq: dict) -> None:
+        table = Table(title="parallel vs sequential", title_justify="left")
+        table.add_column("")
+        table.add_column(f"parallel #{par['batch']}", justify="right")
+        table.add_column(f"sequential #{seq['batch']}", justify="right")
+        for label, key in (("wall s", "wall_seconds"), ("sum of runs s", "sum_seconds"),
+                           ("speedup", "speedup"), ("efficiency", "efficiency")):  # fmt: skip
+            table.add_row(label, _f(par["timings"][key]), _f(seq["timings"][key]))
+        table.add_row("status", par["status"], seq["status"])
+        self.console.print(table)
+        pw, sw = par["timings"]["wall_seconds"], seq["timings"]["wall_seconds"]
+        if pw and sw:
+            self.console.print(f"[bold]measured: parallel is {sw / pw:.2f}x faster than sequential[/bold]")
+
+
+def _f(value) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value * 100:.0f}%"

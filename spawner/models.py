@@ -1,0 +1,227 @@
+"""What Spawner stores: agent types and roles, batches, runs, attempts and the event log."""
+
+from __future__ import annotations
+
+import shutil
+
+from django.conf import settings
+from django.db import models
+
+from spawner.states import AttemptStatus, BatchStatus, Priority, PromptVia, RunStatus
+
+
+class AgentType(models.Model):
+    """An admin-defined way to run an agent: which command, and how the prompt reaches it."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    argv = models.JSONField(
+        help_text='Command as a list, e.g. ["claude", "-p", "{prompt}"]. Placeholders: '
+        "{prompt}, {prompt_file}, {result_file}, {key}. Never run through a shell."
+    )
+    prompt_via = models.CharField(max_length=8, choices=PromptVia.choices, default=PromptVia.ARG)
+    env = models.JSONField(default=dict, blank=True, help_text="Extra environment variables.")
+    secret_names = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of server environment variables passed through at spawn time. "
+        "Their values are never stored.",
+    )
+    success_exit_codes = models.JSONField(default=list, blank=True, help_text="Default [0].")
+    default_timeout = models.PositiveIntegerField(null=True, blank=True)
+    max_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many runs of this type at once, everywhere."
+    )
+    spawn_stagger_seconds = models.FloatField(
+        default=0, help_text="Minimum gap between two starts (agents sharing one rate limit)."
+    )
+    admin_only = models.BooleanField(default=False, help_text="Only staff may launch it.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def executable(self) -> str:
+        return str(self.argv[0]) if self.argv else ""
+
+    @property
+    def available(self) -> bool:
+        return self.enabled and bool(self.executable) and shutil.which(self.executable) is not None
+
+    @property
+    def unavailable_reason(self) -> str:
+        if not self.enabled:
+            return "disabled by an admin"
+        if not self.available:
+            return f"{self.executable!r} is not on this server's PATH"
+        return ""
+
+    @property
+    def exit_codes(self) -> list[int]:
+        return list(self.success_exit_codes) or [0]
+
+
+class Role(models.Model):
+    """A prompt template for one of the seeds' roles (explorer, implementer, ...)."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    template = models.TextField(help_text="Variables as {{ name }}; {{ task }} is the task's prompt.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Batch(models.Model):
+    name = models.CharField(max_length=200)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    spec = models.JSONField(help_text="The spec as submitted (parsed).")
+    spec_text = models.TextField(blank=True)
+    mode = models.CharField(max_length=12, default="parallel")
+    max_parallel = models.PositiveIntegerField(default=3)
+    failure_policy = models.CharField(max_length=12, default="continue")
+    backoff_seconds = models.FloatField(default=2.0, help_text="First retry delay; doubles each time.")
+    aggregation = models.CharField(max_length=20, blank=True)
+    cwd = models.CharField(max_length=500, blank=True)
+    status = models.CharField(
+        max_length=12, choices=BatchStatus.choices, default=BatchStatus.RUNNING, db_index=True
+    )
+    cancel_requested = models.BooleanField(default=False)
+    sequential_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="sequential_reruns",
+        help_text="The parallel batch this one re-runs sequentially, for comparison.",
+    )
+    launched_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    wall_seconds = models.FloatField(null=True, blank=True)
+    sum_seconds = models.FloatField(null=True, blank=True)
+    critical_path_seconds = models.FloatField(null=True, blank=True)
+    speedup = models.FloatField(null=True, blank=True)
+    efficiency = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "batches"
+        permissions = [("cancel_batch", "Can cancel batches and runs")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+
+class AgentRun(models.Model):
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="runs")
+    key = models.CharField(max_length=100)
+    agent_type = models.ForeignKey(AgentType, on_delete=models.PROTECT, related_name="runs")
+    role = models.CharField(max_length=64, blank=True)
+    prompt = models.TextField(blank=True)
+    priority = models.PositiveSmallIntegerField(choices=Priority.choices, default=Priority.P1)
+    depends_on = models.JSONField(default=list, blank=True)
+    files = models.JSONField(default=list, blank=True)
+    timeout = models.PositiveIntegerField()
+    retries = models.PositiveIntegerField(default=0)
+    cwd = models.CharField(max_length=500, blank=True)
+    order = models.PositiveIntegerField(help_text="Position in plan order.")
+    wave = models.PositiveIntegerField(default=0)
+    status = models.CharField(
+        max_length=12, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True
+    )
+    attempt = models.PositiveIntegerField(default=0, help_text="Number of the current attempt.")
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    output_tail = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+    result_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["batch", "order"]
+        constraints = [models.UniqueConstraint(fields=["batch", "key"], name="unique_run_key")]
+
+    def __str__(self) -> str:
+        return f"{self.batch_id}/{self.key}"
+
+
+class RunAttempt(models.Model):
+    run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=12, choices=AttemptStatus.choices, default=AttemptStatus.QUEUED, db_index=True
+    )
+    not_before = models.DateTimeField(help_text="Backoff or stagger: do not start earlier.")
+    queued_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log_path = models.CharField(max_length=500, blank=True)
+    host = models.CharField(max_length=200, blank=True)
+    worker_pid = models.IntegerField(null=True, blank=True)
+    pgid = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="unique_attempt_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run} attempt {self.number}"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class RunEvent(models.Model):
+    """The append-only event log: the audit trail and the source of everything live."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(
+        AgentRun, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=40)
+    status = models.CharField(max_length=12, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["batch", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.kind}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A live cluster (qcluster + reaper) says it is alive here."""
+
+    host = models.CharField(max_length=200)
+    pid = models.IntegerField()
+    workers = models.PositiveIntegerField()
+    started_at = models.DateTimeField(auto_now_add=True)
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="unique_worker")]

@@ -1,0 +1,296 @@
+"""Pure planning: waves, cycles, file-scope conflicts, critical path, estimated speedup.
+
+Everything here takes plain data and returns plain data; nothing touches the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from functools import lru_cache
+
+Graph = Mapping[str, Sequence[str]]  # task key -> keys it depends on
+
+
+def find_cycle(deps: Graph) -> list[str] | None:
+    """Return one dependency cycle as [a, b, ..., a], or None."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(deps, white)
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = grey
+        stack.append(node)
+        for dep in deps.get(node, ()):
+            if dep not in colour:
+                continue
+            if colour[dep] == grey:
+                return stack[stack.index(dep) :] + [dep]
+            if colour[dep] == white and (cycle := visit(dep)):
+                return cycle
+        stack.pop()
+        colour[node] = black
+        return None
+
+    for node in deps:
+        if colour[node] == white and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def waves(deps: Graph) -> list[list[str]]:
+    """Topological levels: wave 0 has no dependencies, wave n depends on wave n-1 at most."""
+    level: dict[str, int] = {}
+
+    def depth(node: str) -> int:
+        if node not in level:
+            level[node] = 1 + max((depth(d) for d in deps[node]), default=-1)
+        return level[node]
+
+    for node in deps:
+        depth(node)
+    result: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for node in deps:  # keeps the spec's order inside a wave
+        result[level[node]].append(node)
+    return result
+
+
+def ancestors(deps: Graph) -> dict[str, frozenset[str]]:
+    """Every task's transitive dependencies."""
+    memo: dict[str, frozenset[str]] = {}
+
+    def of(node: str) -> frozenset[str]:
+        if node not in memo:
+            memo[node] = frozenset(deps[node]).union(*(of(d) for d in deps[node]))
+        return memo[node]
+
+    return {node: of(node) for node in deps}
+
+
+def critical_path(deps: Graph, durations: Mapping[str, float]) -> tuple[float, list[str]]:
+    """The longest chain of dependent tasks, by duration: (its length, its keys in order)."""
+    finish: dict[str, float] = {}
+    via: dict[str, str | None] = {}
+    for wave in waves(deps):
+        for node in wave:
+            before = max(deps[node], key=lambda d: finish[d], default=None)
+            via[node] = before
+            finish[node] = (finish[before] if before else 0.0) + durations.get(node, 0.0)
+    if not finish:
+        return 0.0, []
+    end: str | None = max(finish, key=finish.__getitem__)
+    length = finish[end]
+    chain = []
+    while end is not None:
+        chain.append(end)
+        end = via[end]
+    return length, chain[::-1]
+
+
+# --- file scopes ------------------------------------------------------------------
+
+
+def _segment_overlap(a: str, b: str) -> bool:
+    """Can one path segment match both glob segments? (conservative: may say yes)."""
+    if not _has_magic(a) and not _has_magic(b):
+        return a == b
+    if not _has_magic(a):
+        return fnmatchcase(a, b)
+    if not _has_magic(b):
+        return fnmatchcase(b, a)
+    pa, sa = _literal_ends(a)
+    pb, sb = _literal_ends(b)
+    return (pa.startswith(pb) or pb.startswith(pa)) and (sa.endswith(sb) or sb.endswith(sa))
+
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def _has_magic(s: str) -> bool:
+    return bool(_MAGIC.search(s))
+
+
+def _literal_ends(s: str) -> tuple[str, str]:
+    parts = _MAGIC.split(s)
+    return parts[0], parts[-1] if len(parts) > 1 else ""
+
+
+def globs_overlap(a: str, b: str) -> bool:
+    """Could some file path match both glob patterns? `**` matches any number of directories."""
+    sa = tuple(p for p in a.strip("/").split("/") if p not in ("", "."))
+    sb = tuple(p for p in b.strip("/").split("/") if p not in ("", "."))
+
+    @lru_cache(maxsize=None)
+    def match(i: int, j: int) -> bool:
+        if i == len(sa) and j == len(sb):
+            return True
+        if i < len(sa) and sa[i] == "**":
+            return match(i + 1, j) or (j < len(sb) and match(i, j + 1))
+        if j < len(sb) and sb[j] == "**":
+            return match(i, j + 1) or (i < len(sa) and match(i + 1, j))
+        if i == len(sa) or j == len(sb):
+            # A pattern naming a directory covers everything below it.
+            return True
+        return _segment_overlap(sa[i], sb[j]) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    first: str
+    second: str
+    pattern_first: str
+    pattern_second: str
+
+    def describe(self) -> str:
+        overlap = (
+            f"'{self.pattern_first}'"
+            if self.pattern_first == self.pattern_second
+            else f"'{self.pattern_first}' and '{self.pattern_second}'"
+        )
+        return (
+            f"tasks '{self.first}' and '{self.second}' may both touch {overlap} "
+            "with no dependency between them"
+        )
+
+
+def file_conflicts(deps: Graph, files: Mapping[str, Sequence[str]]) -> list[Conflict]:
+    """Pairs of tasks that may touch the same files and could run at the same time."""
+    before = ancestors(deps)
+    keys = [k for k in deps if files.get(k)]
+    conflicts = []
+    for i, first in enumerate(keys):
+        for second in keys[i + 1 :]:
+            if first in before[second] or second in before[first]:
+                continue
+            pair = next(
+                (
+                    (pa, pb)
+                    for pa in files[first]
+                    for pb in files[second]
+                    if globs_overlap(pa, pb)
+                ),
+                None,
+            )
+            if pair:
+                conflicts.append(Conflict(first, second, *pair))
+    return conflicts
+
+
+# --- the plan ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanTask:
+    key: str
+    depends_on: tuple[str, ...] = ()
+    priority: int = 1
+    agent_type: str = ""
+    files: tuple[str, ...] = ()
+    prompt: str = ""
+    estimate: float | None = None  # seconds, declared or from past runs
+
+
+@dataclass
+class Plan:
+    waves: list[list[str]]
+    order: list[str]  # plan order: by wave, then priority, then spec order
+    critical_path: list[str]
+    critical_path_seconds: float
+    sum_seconds: float
+    estimated_wall_seconds: float
+    estimated_speedup: float
+    durations_known: bool
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (name, ok, detail)
+
+
+_DEP_REF = re.compile(r"\{\{\s*deps\.([A-Za-z0-9_.-]+?)(?:\.[A-Za-z_]+)*\s*\}\}")
+
+
+def plan_order(tasks: Sequence[PlanTask]) -> list[str]:
+    deps = {t.key: t.depends_on for t in tasks}
+    by_key = {t.key: t for t in tasks}
+    position = {t.key: i for i, t in enumerate(tasks)}
+    return [
+        key
+        for wave in waves(deps)
+        for key in sorted(wave, key=lambda k: (by_key[k].priority, position[k]))
+    ]
+
+
+def simulate_wall(
+    tasks: Sequence[PlanTask], durations: Mapping[str, float], max_parallel: int
+) -> float:
+    """List-schedule the tasks (ready first, P0 first) on max_parallel slots; return the makespan."""
+    deps = {t.key: set(t.depends_on) for t in tasks}
+    order = {key: i for i, key in enumerate(plan_order(tasks))}
+    prio = {t.key: t.priority for t in tasks}
+    done: set[str] = set()
+    running: list[tuple[float, str]] = []
+    now = 0.0
+    pending = set(deps)
+    while pending or running:
+        ready = sorted(
+            (k for k in pending if deps[k] <= done), key=lambda k: (prio[k], order[k])
+        )
+        for key in ready[: max(0, max_parallel - len(running))]:
+            pending.discard(key)
+            running.append((now + durations.get(key, 0.0), key))
+        running.sort()
+        now, key = running.pop(0)
+        done.add(key)
+    return now
+
+
+def make_plan(
+    tasks: Sequence[PlanTask], *, max_parallel: int, sequential: bool, aggregation: str
+) -> Plan:
+    """Assumes a validated task list (no cycle, no unknown dependency)."""
+    deps = {t.key: t.depends_on for t in tasks}
+    known = all(t.estimate is not None for t in tasks)
+    durations = {t.key: (t.estimate if t.estimate is not None else 1.0) for t in tasks}
+    cp_seconds, cp = critical_path(deps, durations)
+    total = sum(durations.values())
+    wall = simulate_wall(tasks, durations, 1 if sequential else max_parallel)
+    return Plan(
+        waves=waves(deps),
+        order=plan_order(tasks),
+        critical_path=cp,
+        critical_path_seconds=cp_seconds,
+        sum_seconds=total,
+        estimated_wall_seconds=wall,
+        estimated_speedup=(total / wall) if wall else 1.0,
+        durations_known=known,
+        checks=independence_checks(tasks, aggregation=aggregation),
+    )
+
+
+def independence_checks(tasks: Sequence[PlanTask], *, aggregation: str) -> list[tuple[str, bool, str]]:
+    """The seeds' checks before a parallel dispatch: each (name, ok, detail)."""
+    deps = {t.key: t.depends_on for t in tasks}
+    before = ancestors(deps)
+    keys = set(deps)
+    hidden = []
+    for t in tasks:
+        for ref in _DEP_REF.findall(t.prompt):
+            if ref in keys and ref not in before[t.key]:
+                hidden.append(f"'{t.key}' uses the result of '{ref}' but does not depend on it")
+    conflicts = file_conflicts(deps, {t.key: t.files for t in tasks})
+    undeclared = [t.key for t in tasks if not t.files]
+    scope_detail = "; ".join(c.describe() for c in conflicts) or (
+        f"no overlap among declared scopes ({len(undeclared)} task(s) declare no files)"
+        if undeclared
+        else "every task declares its own files"
+    )
+    return [
+        ("no hidden dependency", not hidden, "; ".join(hidden) or "no task uses an undeclared result"),
+        ("distinct file scopes", not conflicts, scope_detail),
+        (
+            "aggregation defined",
+            bool(aggregation),
+            f"results combined by '{aggregation}'" if aggregation else "no aggregation strategy set",
+        ),
+    ]

@@ -1,0 +1,49 @@
+"""Reads that shape a batch for people: the summary the CLI, the API and JSON output share."""
+
+from __future__ import annotations
+
+from spawner.models import Batch
+from spawner.states import RUN_FAILED, RunStatus
+
+
+def batch_summary(batch: Batch) -> dict:
+    """Everything about a batch's outcome; partial failures are listed, never raised."""
+    batch.refresh_from_db()
+    runs = list(batch.runs.select_related("agent_type").order_by("order"))
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    return {
+        "batch": batch.id,
+        "name": batch.name,
+        "mode": batch.mode,
+        "status": batch.status,
+        "max_parallel": batch.max_parallel,
+        "counts": counts,
+        "timings": {
+            "wall_seconds": batch.wall_seconds,
+            "sum_seconds": batch.sum_seconds,
+            "critical_path_seconds": batch.critical_path_seconds,
+            "speedup": batch.speedup,
+            "efficiency": batch.efficiency,
+        },
+        "succeeded": [r.key for r in runs if r.status == RunStatus.SUCCEEDED],
+        "failed": [r.key for r in runs if r.status in RUN_FAILED],
+        "runs": [
+            {
+                "key": r.key,
+                "agent_type": r.agent_type.name,
+                "priority": f"P{r.priority}",
+                "wave": r.wave,
+                "status": r.status,
+                "attempts": r.attempt,
+                "exit_code": r.exit_code,
+                "duration_seconds": r.duration_seconds,
+                "error": r.error,
+                "result": r.result,
+                "result_error": r.result_error,
+                "output_tail": r.output_tail[-2000:],
+            }
+            for r in runs
+        ],
+    }

@@ -1,0 +1,128 @@
+"""Run an agent as a local process: never through a shell, always in its own process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from spawner.runners.base import Invocation, RunnerError
+from spawner.states import PromptVia
+
+
+def build_argv(invocation: Invocation) -> list[str]:
+    """Fill the placeholders of the argv template; each stays exactly one argv element."""
+    values = {
+        "{prompt}": invocation.prompt,
+        "{prompt_file}": str(invocation.prompt_path),
+        "{result_file}": str(invocation.result_path),
+        "{key}": invocation.key,
+        "{cwd}": str(invocation.cwd),
+    }
+    argv = []
+    for element in invocation.argv_template:
+        if element == "{prompt}" and not invocation.prompt:
+            continue  # a tool run with no arguments, not with one empty argument
+        for placeholder, value in values.items():
+            element = element.replace(placeholder, value)
+        argv.append(element)
+    return argv
+
+
+def build_env(invocation: Invocation) -> dict[str, str]:
+    env = dict(invocation.env)
+    env["SPAWNER_RESULT_FILE"] = str(invocation.result_path)
+    env["SPAWNER_RUN_KEY"] = invocation.key
+    if invocation.prompt_via == PromptVia.ENV:
+        env["SPAWNER_PROMPT"] = invocation.prompt
+    if invocation.prompt_via == PromptVia.FILE:
+        env["SPAWNER_PROMPT_FILE"] = str(invocation.prompt_path)
+    return env
+
+
+def stop_group(pgid: int, grace: float, poll=lambda: None) -> None:
+    """SIGTERM the whole process group, wait up to `grace`, then SIGKILL what is left."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        poll()  # reap our own child so it does not linger as a zombie
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class StartedProcess:
+    process: subprocess.Popen
+    pid: int
+    pgid: int
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def stop(self, grace: float) -> int | None:
+        stop_group(self.pgid, grace, self.process.poll)
+        try:
+            return self.process.wait(timeout=grace + 5)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class CommandRunner:
+    def start(self, invocation: Invocation) -> StartedProcess:
+        argv = build_argv(invocation)
+        if not argv:
+            raise RunnerError("the agent type has an empty command")
+        if not invocation.cwd.is_dir():
+            raise RunnerError(f"working directory {invocation.cwd} does not exist")
+        invocation.log_path.parent.mkdir(parents=True, exist_ok=True)
+        uses_prompt_file = invocation.prompt_via in (PromptVia.FILE, PromptVia.STDIN) or any(
+            "{prompt_file}" in a for a in invocation.argv_template
+        )
+        if uses_prompt_file:
+            invocation.prompt_path.write_text(invocation.prompt, encoding="utf-8")
+        invocation.result_path.unlink(missing_ok=True)
+        with open(invocation.log_path, "wb") as log:
+            stdin = (
+                open(invocation.prompt_path, "rb")  # noqa: SIM115 - closed right after Popen
+                if invocation.prompt_via == PromptVia.STDIN
+                else subprocess.DEVNULL
+            )
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    stdin=stdin,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=invocation.cwd,
+                    env=build_env(invocation),
+                    start_new_session=True,  # own session and process group
+                    close_fds=True,
+                )
+            except FileNotFoundError:
+                raise RunnerError(f"executable {argv[0]!r} not found on PATH") from None
+            except PermissionError:
+                raise RunnerError(f"executable {argv[0]!r} is not executable") from None
+            finally:
+                if stdin is not subprocess.DEVNULL:
+                    stdin.close()
+        return StartedProcess(process=process, pid=process.pid, pgid=process.pid)

@@ -1,0 +1,138 @@
+"""Pure scheduling: given the runs' states, the limits and the clock, what happens now.
+
+`decide` is called after every change to a batch. It never does I/O; the caller
+applies its decision in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, RunStatus
+
+# A dependency in one of these states can no longer succeed.
+_DEAD = RUN_TERMINAL - {RunStatus.SUCCEEDED}
+
+
+@dataclass(frozen=True)
+class RunView:
+    key: str
+    status: str
+    priority: int = 1
+    depends_on: tuple[str, ...] = ()
+    agent_type: str = ""
+    order: int = 0  # plan order
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_parallel: int
+    sequential: bool = False
+    fail_fast: bool = False
+    cancel_requested: bool = False
+    type_caps: Mapping[str, int] = field(default_factory=dict)
+    # Active runs of each agent type across every batch, this one included.
+    type_active: Mapping[str, int] = field(default_factory=dict)
+    type_stagger: Mapping[str, float] = field(default_factory=dict)
+    # The earliest time (seconds) the next run of a type may start.
+    type_next_start: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    start: list[tuple[str, float]] = field(default_factory=list)  # (key, not before)
+    skip: list[str] = field(default_factory=list)
+    cancel: list[str] = field(default_factory=list)
+    finished: bool = False
+    outcome: str | None = None
+    type_next_start: dict[str, float] = field(default_factory=dict)
+
+
+def skipped_by_failed_dependencies(runs: Sequence[RunView]) -> list[str]:
+    """Pending runs that can never start because a dependency (transitively) did not succeed."""
+    status = {r.key: r.status for r in runs}
+    skipped: list[str] = []
+    changed = True
+    while changed:
+        changed = False
+        for run in runs:
+            if status[run.key] == RunStatus.PENDING and any(
+                status.get(dep) in _DEAD for dep in run.depends_on
+            ):
+                status[run.key] = RunStatus.SKIPPED
+                skipped.append(run.key)
+                changed = True
+    return skipped
+
+
+def outcome(statuses: Sequence[str], *, cancel_requested: bool, fail_fast: bool) -> str:
+    if cancel_requested:
+        return BatchStatus.CANCELLED
+    if all(s == RunStatus.SUCCEEDED for s in statuses):
+        return BatchStatus.SUCCEEDED
+    if fail_fast and any(s in RUN_FAILED for s in statuses):
+        return BatchStatus.FAILED
+    if any(s == RunStatus.SUCCEEDED for s in statuses):
+        return BatchStatus.PARTIAL
+    return BatchStatus.FAILED
+
+
+def decide(runs: Sequence[RunView], limits: Limits, now: float) -> Decision:
+    decision = Decision(type_next_start=dict(limits.type_next_start))
+    status = {r.key: r.status for r in runs}
+
+    stop_all = limits.cancel_requested or (
+        limits.fail_fast and any(s in RUN_FAILED for s in status.values())
+    )
+    if stop_all:
+        decision.cancel = [r.key for r in runs if r.status not in RUN_TERMINAL]
+        for key in decision.cancel:
+            status[key] = RunStatus.CANCELLED
+    else:
+        decision.skip = skipped_by_failed_dependencies(runs)
+        for key in decision.skip:
+            status[key] = RunStatus.SKIPPED
+        _start_ready(runs, status, limits, now, decision)
+
+    if all(s in RUN_TERMINAL for s in status.values()):
+        decision.finished = True
+        decision.outcome = outcome(
+            list(status.values()),
+            cancel_requested=limits.cancel_requested,
+            fail_fast=limits.fail_fast,
+        )
+    return decision
+
+
+def _start_ready(
+    runs: Sequence[RunView], status: dict[str, str], limits: Limits, now: float, decision: Decision
+) -> None:
+    capacity = 1 if limits.sequential else limits.max_parallel
+    slots = capacity - sum(1 for s in status.values() if s in RUN_ACTIVE)
+    if slots <= 0:
+        return
+    ready = [
+        r
+        for r in runs
+        if status[r.key] == RunStatus.PENDING
+        and all(status.get(dep) == RunStatus.SUCCEEDED for dep in r.depends_on)
+    ]
+    # Sequential mode: strictly plan order. Parallel: P0 before P1 before P2.
+    ready.sort(key=(lambda r: r.order) if limits.sequential else (lambda r: (r.priority, r.order)))
+    active = dict(limits.type_active)
+    for run in ready:
+        if slots == 0:
+            break
+        kind = run.agent_type
+        cap = limits.type_caps.get(kind)
+        if cap is not None and active.get(kind, 0) >= cap:
+            continue
+        not_before = max(now, decision.type_next_start.get(kind, now))
+        stagger = limits.type_stagger.get(kind, 0.0)
+        if stagger:
+            decision.type_next_start[kind] = not_before + stagger
+        decision.start.append((run.key, not_before))
+        status[run.key] = RunStatus.QUEUED
+        active[kind] = active.get(kind, 0) + 1
+        slots -= 1

@@ -1,0 +1,221 @@
+"""Every write the outside world asks for: the browser, the CLI and the Python API call these."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from statistics import median
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from spawner import dispatch, events, planning, spec
+from spawner.models import AgentRun, AgentType, Batch, Role
+from spawner.states import RUN_TERMINAL, BatchStatus, RunStatus
+
+
+class ActionRefused(Exception):
+    """The action does not apply to the object in its current state; the message says why."""
+
+
+def spec_limits() -> spec.Limits:
+    s = settings.SPAWNER
+    return spec.Limits(
+        max_tasks=s["MAX_TASKS"],
+        max_parallel=s["MAX_PARALLEL"],
+        max_timeout=s["MAX_TIMEOUT"],
+        max_retries=s["MAX_RETRIES"],
+    )
+
+
+def agent_catalog() -> dict[str, spec.AgentInfo]:
+    return {
+        t.name: spec.AgentInfo(
+            name=t.name,
+            available=t.available,
+            reason=t.unavailable_reason,
+            admin_only=t.admin_only,
+            default_timeout=t.default_timeout,
+        )
+        for t in AgentType.objects.all()
+    }
+
+
+def role_templates() -> dict[str, str]:
+    return dict(Role.objects.values_list("name", "template"))
+
+
+def spec_load(text: str, *, is_admin: bool) -> spec.BatchSpec:
+    """Parse and validate a spec against this server's agent types and roles."""
+    return spec.load(
+        text, agents=agent_catalog(), roles=role_templates(), limits=spec_limits(), is_admin=is_admin
+    )
+
+
+def past_durations(batch_spec: spec.BatchSpec) -> dict[str, float]:
+    """Median duration of earlier successful runs with the same key and agent type."""
+    found: dict[str, list[float]] = {}
+    rows = AgentRun.objects.filter(
+        key__in=[t.key for t in batch_spec.tasks],
+        status=RunStatus.SUCCEEDED,
+        duration_seconds__isnull=False,
+    ).values_list("key", "agent_type__name", "duration_seconds")[:5000]
+    agent_of = {t.key: t.agent for t in batch_spec.tasks}
+    for key, agent, seconds in rows:
+        if agent_of.get(key) == agent:
+            found.setdefault(key, []).append(seconds)
+    return {key: median(values) for key, values in found.items()}
+
+
+def batch_plan(batch_spec: spec.BatchSpec, *, sequential: bool | None = None) -> planning.Plan:
+    return planning.make_plan(
+        batch_spec.plan_tasks(past_durations(batch_spec)),
+        max_parallel=batch_spec.max_parallel,
+        sequential=batch_spec.mode == "sequential" if sequential is None else sequential,
+        aggregation=batch_spec.aggregation,
+    )
+
+
+def _resolve_cwds(batch_spec: spec.BatchSpec, base_dir: Path) -> tuple[Path, dict[str, Path]]:
+    batch_cwd = (base_dir / batch_spec.cwd).resolve()
+    errors = []
+    if not batch_cwd.is_dir():
+        errors.append(spec.FieldError("batch", "cwd", f"directory {batch_cwd} does not exist"))
+    task_cwds = {}
+    for t in batch_spec.tasks:
+        path = (batch_cwd / t.cwd).resolve()
+        if t.cwd and not path.is_dir():
+            errors.append(
+                spec.FieldError(f"task '{t.key}'", "cwd", f"directory {path} does not exist", t.key)
+            )
+        task_cwds[t.key] = path
+    if errors:
+        raise spec.SpecInvalid(errors)
+    return batch_cwd, task_cwds
+
+
+def batch_launch(
+    *,
+    batch_spec: spec.BatchSpec,
+    base_dir: Path,
+    owner=None,
+    spec_data: Mapping | None = None,
+    spec_text: str = "",
+    mode: str | None = None,
+    sequential_of: Batch | None = None,
+) -> Batch:
+    """Store the batch and its runs, and start what is ready, in one transaction."""
+    unavailable = [
+        spec.FieldError(f"task '{key}'", "agent", why, key) for key, why in batch_spec.unavailable
+    ]
+    if unavailable:
+        raise spec.SpecInvalid(unavailable)
+    batch_cwd, task_cwds = _resolve_cwds(batch_spec, base_dir)
+    mode = mode or batch_spec.mode
+    plan = batch_plan(batch_spec, sequential=mode == "sequential")
+    order = {key: i for i, key in enumerate(plan.order)}
+    wave_of = {key: n for n, wave in enumerate(plan.waves) for key in wave}
+    types = {t.name: t for t in AgentType.objects.filter(name__in={t.agent for t in batch_spec.tasks})}
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            name=batch_spec.name,
+            owner=owner if owner is not None and owner.is_authenticated else None,
+            spec=dict(spec_data) if spec_data is not None else {},
+            spec_text=spec_text,
+            mode=mode,
+            max_parallel=batch_spec.max_parallel,
+            failure_policy=batch_spec.failure_policy,
+            backoff_seconds=batch_spec.backoff,
+            aggregation=batch_spec.aggregation,
+            cwd=str(batch_cwd),
+            sequential_of=sequential_of,
+        )
+        AgentRun.objects.bulk_create(
+            AgentRun(
+                batch=batch,
+                key=t.key,
+                agent_type=types[t.agent],
+                role=t.role,
+                prompt=t.prompt,
+                priority=t.priority,
+                depends_on=list(t.depends_on),
+                files=list(t.files),
+                timeout=t.timeout,
+                retries=t.retries,
+                cwd=str(task_cwds[t.key]),
+                order=order[t.key],
+                wave=wave_of[t.key],
+            )
+            for t in batch_spec.tasks
+        )
+        events.record(
+            batch_id=batch.id,
+            kind="batch.launched",
+            status=BatchStatus.RUNNING,
+            data={"tasks": len(batch_spec.tasks), "mode": mode, "max_parallel": batch.max_parallel},
+            actor=owner,
+        )
+        dispatch.batch_advance(batch.id)
+    return batch
+
+
+def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
+    """Run the same spec again, one task at a time, to compare against the parallel run."""
+    if not batch.spec_text:
+        raise ActionRefused("this batch has no stored spec to re-run")
+    batch_spec = spec_load(batch.spec_text, is_admin=True)
+    return batch_launch(
+        batch_spec=batch_spec,
+        base_dir=Path(batch.cwd),
+        owner=actor,
+        spec_data=batch.spec,
+        spec_text=batch.spec_text,
+        mode="sequential",
+        sequential_of=batch,
+    )
+
+
+def batch_cancel(*, batch: Batch, actor=None) -> None:
+    with transaction.atomic():
+        updated = Batch.objects.filter(
+            id=batch.id, status=BatchStatus.RUNNING, cancel_requested=False
+        ).update(cancel_requested=True)
+        if not updated:
+            raise ActionRefused(f"batch #{batch.id} is not running")
+        events.record(batch_id=batch.id, kind="batch.cancel_requested", actor=actor)
+        dispatch.batch_advance(batch.id, actor=actor)
+
+
+def run_cancel(*, run: AgentRun, actor=None) -> None:
+    with transaction.atomic():
+        Batch.objects.select_for_update().get(id=run.batch_id)
+        run = AgentRun.objects.get(id=run.id)
+        if run.status in RUN_TERMINAL:
+            raise ActionRefused(f"run '{run.key}' has already ended ({run.status})")
+        dispatch.run_stop(run, error="cancelled by a user", actor=actor)
+        dispatch.batch_advance(run.batch_id)
+
+
+def run_retry(*, run: AgentRun, actor=None) -> None:
+    """A new attempt for a run that ended without success; reopens its batch if it had ended."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(id=run.batch_id)
+        run = AgentRun.objects.get(id=run.id)
+        if run.status not in RUN_TERMINAL or run.status == RunStatus.SUCCEEDED:
+            raise ActionRefused(f"run '{run.key}' is {run.status}; only ended, unsuccessful runs retry")
+        waiting = [d for d in run.depends_on if not AgentRun.objects.filter(
+            batch_id=batch.id, key=d, status=RunStatus.SUCCEEDED).exists()]  # fmt: skip
+        if waiting:
+            raise ActionRefused(f"run '{run.key}' depends on {', '.join(waiting)}, which did not succeed")
+        if batch.status != BatchStatus.RUNNING:
+            Batch.objects.filter(id=batch.id).update(
+                status=BatchStatus.RUNNING, finished_at=None, cancel_requested=False
+            )
+            events.record(batch_id=batch.id, kind="batch.reopened", status=BatchStatus.RUNNING, actor=actor)
+        # Dependents skipped because of this run get their chance again.
+        AgentRun.objects.filter(batch_id=batch.id, status=RunStatus.SKIPPED).update(
+            status=RunStatus.PENDING, finished_at=None, error=""
+        )
+        dispatch.attempt_create(run, not_before=timezone.now(), reason="retried", actor=actor)
+        dispatch.batch_advance(batch.id)

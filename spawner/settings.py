@@ -1,0 +1,201 @@
+"""Spawner settings: everything comes from the environment, with defaults for a fresh machine."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("SPAWNER_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _secret_key() -> str:
+    """Use SPAWNER_SECRET_KEY, else a key generated once and kept in var/."""
+    if key := os.environ.get("SPAWNER_SECRET_KEY"):
+        return key
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("SPAWNER_DEBUG", "0") == "1"
+ALLOWED_HOSTS = os.environ.get("SPAWNER_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+CSRF_TRUSTED_ORIGINS = [
+    o for o in os.environ.get("SPAWNER_CSRF_TRUSTED_ORIGINS", "").split(",") if o
+]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "servestatic.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_q",
+    "django_htmx",
+    "template_partials",
+    "spawner",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "spawner.urls"
+ASGI_APPLICATION = "spawner.asgi.application"
+WSGI_APPLICATION = "spawner.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------
+# SQLite by default: WAL so readers never block the writer, IMMEDIATE
+# transactions so two writers queue on the busy timeout instead of failing with
+# "database is locked" halfway through a transaction.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'spawner.sqlite3'}"),
+        conn_max_age=0,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test.sqlite3")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+# --- Spawner engine -------------------------------------------------------------
+SPAWNER = {
+    # Where each attempt's full output goes.
+    "LOG_DIR": Path(os.environ.get("SPAWNER_LOG_DIR", VAR_DIR / "logs")),
+    # An attempt whose heartbeat is older than this is lost (its worker died).
+    "LEASE_SECONDS": _env_float("SPAWNER_LEASE_SECONDS", 30),
+    # How often a running attempt writes its heartbeat, and polls for cancel.
+    "HEARTBEAT_SECONDS": _env_float("SPAWNER_HEARTBEAT_SECONDS", 5),
+    "POLL_SECONDS": _env_float("SPAWNER_POLL_SECONDS", 0.2),
+    # How often the reaper looks for lost attempts and stalled batches.
+    "REAPER_SECONDS": _env_float("SPAWNER_REAPER_SECONDS", 2),
+    # How often output reaches the database (tail + event) at most.
+    "OUTPUT_SECONDS": _env_float("SPAWNER_OUTPUT_SECONDS", 1),
+    "TAIL_BYTES": _env_int("SPAWNER_TAIL_BYTES", 16_384),
+    # SIGTERM first, then SIGKILL after this grace.
+    "KILL_GRACE_SECONDS": _env_float("SPAWNER_KILL_GRACE_SECONDS", 5),
+    "MAX_TASKS": _env_int("SPAWNER_MAX_TASKS", 1000),
+    "MAX_PARALLEL": _env_int("SPAWNER_MAX_PARALLEL", 256),
+    "MAX_TIMEOUT": _env_int("SPAWNER_MAX_TIMEOUT", 4 * 3600),
+    "MAX_RETRIES": _env_int("SPAWNER_MAX_RETRIES", 10),
+    "BACKOFF_SECONDS": _env_float("SPAWNER_BACKOFF_SECONDS", 2),
+    "BACKOFF_MAX_SECONDS": _env_float("SPAWNER_BACKOFF_MAX_SECONDS", 300),
+    # Environment variables passed from the server to every agent process.
+    "ENV_ALLOWLIST": os.environ.get(
+        "SPAWNER_ENV_ALLOWLIST", "PATH,HOME,LANG,LC_ALL,TERM,TMPDIR,USER,SHELL,TZ"
+    ).split(","),
+}
+SPAWNER["LOG_DIR"].mkdir(parents=True, exist_ok=True)
+
+# --- django-q2 ------------------------------------------------------------------
+# Agents mostly wait on their processes, so workers are not bounded by cores.
+# q2 re-delivers a task that outlives `retry`: keep it above the longest agent
+# timeout plus the longest backoff, so only a dead worker causes a re-delivery
+# (and the attempt fencing turns that re-delivery into a no-op).
+SPAWNER_WORKERS = _env_int("SPAWNER_WORKERS", 20)
+_Q_TIMEOUT = SPAWNER["MAX_TIMEOUT"] + int(SPAWNER["BACKOFF_MAX_SECONDS"]) + 120
+Q_CLUSTER = {
+    "name": "spawner",
+    "workers": SPAWNER_WORKERS,
+    "recycle": 500,
+    "timeout": _Q_TIMEOUT,
+    "retry": _Q_TIMEOUT + 60,
+    "queue_limit": SPAWNER_WORKERS,
+    "poll": _env_float("SPAWNER_BROKER_POLL", 0.02),
+    "guard_cycle": 0.5,
+    "ack_failures": True,
+    "max_attempts": 1,
+    "save_limit": 500,
+    "catch_up": False,
+    "label": "Task queue",
+}
+if redis_url := os.environ.get("REDIS_URL"):
+    Q_CLUSTER["redis"] = redis_url
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Channels -------------------------------------------------------------------
+if redis_url := os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("SPAWNER_LOG_LEVEL", "WARNING")},
+    "loggers": {
+        "django_q": {"level": os.environ.get("SPAWNER_Q_LOG_LEVEL", "WARNING")},
+    },
+}

@@ -1,0 +1,406 @@
+"""Batch spec: YAML or JSON in, a validated batch description out.
+
+Every error names where it is: the task (by key and by line), and the field.
+Validation is pure: the agent types and roles it checks against are passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from spawner import planning
+
+MODES = ("parallel", "sequential")
+FAILURE_POLICIES = ("continue", "fail_fast")
+AGGREGATIONS = ("merge", "vote", "priority", "first_success", "all")
+PRIORITIES = {"P0": 0, "P1": 1, "P2": 2}
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
+
+BATCH_FIELDS = {
+    "name", "mode", "max_parallel", "timeout", "retries", "backoff", "failure_policy",
+    "aggregation", "cwd", "agent", "tasks", "vars",
+}  # fmt: skip
+TASK_FIELDS = {
+    "key", "agent", "role", "prompt", "vars", "priority", "depends_on", "files",
+    "timeout", "retries", "cwd", "estimate",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_tasks: int = 1000
+    max_parallel: int = 256
+    max_timeout: int = 4 * 3600
+    max_retries: int = 10
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    name: str
+    available: bool = True
+    reason: str = ""
+    admin_only: bool = False
+    default_timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class FieldError:
+    where: str  # "batch" or "task 'lint' (tasks[2], line 14)"
+    field: str
+    message: str
+    task: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.field}: {self.message}" if self.field else f"{self.where}: {self.message}"
+
+
+class SpecInvalid(Exception):
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    key: str
+    agent: str
+    prompt: str
+    role: str = ""
+    priority: int = 1
+    depends_on: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    timeout: int = 1800
+    retries: int = 0
+    cwd: str = ""
+    estimate: float | None = None
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    name: str
+    tasks: tuple[TaskSpec, ...]
+    mode: str = "parallel"
+    max_parallel: int = 3
+    timeout: int = 1800
+    retries: int = 0
+    backoff: float = 2.0
+    failure_policy: str = "continue"
+    aggregation: str = ""
+    cwd: str = ""
+    # (task key, why) for tasks whose agent type this server cannot run now.
+    unavailable: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"task '{key}': {why}" for key, why in self.unavailable]
+
+    def plan_tasks(self, past: Mapping[str, float] | None = None) -> list[planning.PlanTask]:
+        past = past or {}
+        return [
+            planning.PlanTask(
+                key=t.key,
+                depends_on=t.depends_on,
+                priority=t.priority,
+                agent_type=t.agent,
+                files=t.files,
+                prompt=t.prompt,
+                estimate=t.estimate if t.estimate is not None else past.get(t.key),
+            )
+            for t in self.tasks
+        ]
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def parse_text(text: str) -> tuple[Any, dict[int, int]]:
+    """YAML (JSON is YAML too) -> data, plus the source line of each task by index."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "spec"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecInvalid([FieldError(where, "", f"not valid YAML or JSON: {problem}")]) from None
+    return data, _task_lines(text)
+
+
+def _task_lines(text: str) -> dict[int, int]:
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    for key_node, value_node in node.value:
+        if key_node.value == "tasks" and isinstance(value_node, yaml.SequenceNode):
+            return {i: item.start_mark.line + 1 for i, item in enumerate(value_node.value)}
+    return {}
+
+
+def load(
+    text: str,
+    *,
+    agents: Mapping[str, AgentInfo],
+    roles: Mapping[str, str],
+    limits: Limits = Limits(),
+    is_admin: bool = False,
+) -> BatchSpec:
+    data, lines = parse_text(text)
+    return validate(data, agents=agents, roles=roles, limits=limits, is_admin=is_admin, lines=lines)
+
+
+# --- validation ---------------------------------------------------------------------
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, where: str, field_name: str, message: str, task: str | None = None) -> None:
+        self.errors.append(FieldError(where, field_name, message, task))
+
+
+def _int(c: _Collector, where: str, name: str, value: Any, lo: int, hi: int, task=None) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        c.add(where, name, f"must be a whole number, got {value!r}", task)
+        return None
+    if not lo <= value <= hi:
+        c.add(where, name, f"must be between {lo} and {hi}, got {value}", task)
+        return None
+    return value
+
+
+def _number(c: _Collector, where: str, name: str, value: Any, lo: float, hi: float, task=None):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        c.add(where, name, f"must be a number, got {value!r}", task)
+        return None
+    if not lo <= value <= hi:
+        c.add(where, name, f"must be between {lo} and {hi}, got {value}", task)
+        return None
+    return float(value)
+
+
+def _str_list(c: _Collector, where: str, name: str, value: Any, task=None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        c.add(where, name, f"must be a list of non-empty strings, got {value!r}", task)
+        return ()
+    return tuple(value)
+
+
+def _choice(c: _Collector, where: str, name: str, value: Any, choices, task=None) -> str | None:
+    if value not in choices:
+        c.add(where, name, f"must be one of {', '.join(choices)}; got {value!r}", task)
+        return None
+    return value
+
+
+def render_prompt(template: str, variables: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """Fill {{ name }} from variables; {{ deps.* }} stays for spawn time. Returns (text, unknown)."""
+    unknown: list[str] = []
+
+    def fill(match: re.Match) -> str:
+        name = match.group(1)
+        if name.startswith("deps."):
+            return match.group(0)
+        if name not in variables:
+            unknown.append(name)
+            return match.group(0)
+        return str(variables[name])
+
+    return VAR_RE.sub(fill, template), unknown
+
+
+def validate(
+    data: Any,
+    *,
+    agents: Mapping[str, AgentInfo],
+    roles: Mapping[str, str],
+    limits: Limits = Limits(),
+    is_admin: bool = False,
+    lines: Mapping[int, int] | None = None,
+) -> BatchSpec:
+    lines = lines or {}
+    c = _Collector()
+    if not isinstance(data, dict):
+        raise SpecInvalid([FieldError("spec", "", "must be a mapping with 'name' and 'tasks'")])
+    for extra in sorted(set(data) - BATCH_FIELDS):
+        c.add("batch", str(extra), f"unknown field (known: {', '.join(sorted(BATCH_FIELDS))})")
+
+    name = data.get("name", "")
+    if not isinstance(name, str) or not name.strip():
+        c.add("batch", "name", "is required (a short text)")
+    mode = _choice(c, "batch", "mode", data.get("mode", "parallel"), MODES) or "parallel"
+    max_parallel = _int(c, "batch", "max_parallel", data.get("max_parallel", 3), 1, limits.max_parallel)
+    timeout = _int(c, "batch", "timeout", data.get("timeout", 1800), 1, limits.max_timeout)
+    retries = _int(c, "batch", "retries", data.get("retries", 0), 0, limits.max_retries)
+    backoff = _number(c, "batch", "backoff", data.get("backoff", 2), 0, 3600)
+    policy = _choice(c, "batch", "failure_policy", data.get("failure_policy", "continue"), FAILURE_POLICIES)
+    aggregation = data.get("aggregation") or ""
+    if aggregation:
+        _choice(c, "batch", "aggregation", aggregation, AGGREGATIONS)
+    cwd = data.get("cwd") or ""
+    if not isinstance(cwd, str):
+        c.add("batch", "cwd", f"must be a path, got {cwd!r}")
+    default_agent = data.get("agent")
+    batch_vars = data.get("vars") or {}
+    if not isinstance(batch_vars, dict):
+        c.add("batch", "vars", "must be a mapping of names to values")
+        batch_vars = {}
+
+    raw_tasks = data.get("tasks")
+    if raw_tasks is None or raw_tasks == []:
+        c.add("batch", "tasks", "the batch is empty: give at least one task")
+        raise SpecInvalid(c.errors)
+    if not isinstance(raw_tasks, list):
+        c.add("batch", "tasks", "must be a list of tasks")
+        raise SpecInvalid(c.errors)
+    if len(raw_tasks) > limits.max_tasks:
+        c.add("batch", "tasks", f"has {len(raw_tasks)} tasks; the maximum is {limits.max_tasks}")
+        raise SpecInvalid(c.errors)
+
+    tasks: list[TaskSpec] = []
+    seen: dict[str, str] = {}
+    for i, raw in enumerate(raw_tasks):
+        line = f", line {lines[i]}" if i in lines else ""
+        where = f"tasks[{i}]{line}"
+        if not isinstance(raw, dict):
+            c.add(where, "", "must be a mapping with at least 'key'")
+            continue
+        key = raw.get("key")
+        if not isinstance(key, str) or not KEY_RE.match(key):
+            c.add(where, "key", f"must be letters, digits, '_', '-' or '.', got {key!r}")
+            continue
+        where = f"task '{key}' (tasks[{i}]{line})"
+        if key in seen:
+            c.add(where, "key", f"duplicate key: also used by {seen[key]}", key)
+            continue
+        seen[key] = where
+        for extra in sorted(set(raw) - TASK_FIELDS):
+            c.add(where, str(extra), f"unknown field (known: {', '.join(sorted(TASK_FIELDS))})", key)
+
+        agent = raw.get("agent", default_agent)
+        info = agents.get(agent) if isinstance(agent, str) else None
+        if not agent:
+            c.add(where, "agent", "is required (or set 'agent' on the batch)", key)
+        elif info is None:
+            known = ", ".join(sorted(agents)) or "none defined"
+            c.add(where, "agent", f"unknown agent type {agent!r} (known: {known})", key)
+        elif info.admin_only and not is_admin:
+            c.add(where, "agent", f"agent type {agent!r} may only be launched by an admin", key)
+
+        prompt = raw.get("prompt", "")
+        if prompt is None:
+            prompt = ""
+        if not isinstance(prompt, str):
+            c.add(where, "prompt", f"must be text, got {type(prompt).__name__}", key)
+            prompt = ""
+        role = raw.get("role") or ""
+        task_vars = raw.get("vars") or {}
+        if not isinstance(task_vars, dict):
+            c.add(where, "vars", "must be a mapping of names to values", key)
+            task_vars = {}
+        if role:
+            if role not in roles:
+                known = ", ".join(sorted(roles)) or "none defined"
+                c.add(where, "role", f"unknown role {role!r} (known: {known})", key)
+            else:
+                variables = {**batch_vars, **task_vars, "task": prompt, "key": key}
+                prompt, unknown = render_prompt(roles[role], variables)
+                for name in unknown:
+                    c.add(where, "vars", f"role {role!r} uses {{{{ {name} }}}} but no value is given", key)
+        elif task_vars or batch_vars:
+            prompt, unknown = render_prompt(prompt, {**batch_vars, **task_vars, "key": key})
+            for name in unknown:
+                c.add(where, "prompt", f"uses {{{{ {name} }}}} but no value is given", key)
+
+        priority_raw = raw.get("priority", "P1")
+        if isinstance(priority_raw, int) and not isinstance(priority_raw, bool):
+            priority_raw = f"P{priority_raw}"
+        priority = PRIORITIES.get(str(priority_raw).upper())
+        if priority is None:
+            c.add(where, "priority", f"must be P0, P1 or P2, got {raw.get('priority')!r}", key)
+        default_timeout = (info.default_timeout if info else None) or timeout or 1800
+        task_timeout = _int(c, where, "timeout", raw.get("timeout", default_timeout), 1, limits.max_timeout, key)
+        task_retries = _int(c, where, "retries", raw.get("retries", retries or 0), 0, limits.max_retries, key)
+        estimate = raw.get("estimate")
+        if estimate is not None:
+            estimate = _number(c, where, "estimate", estimate, 0, 10 * limits.max_timeout, key)
+        task_cwd = raw.get("cwd") or ""
+        if not isinstance(task_cwd, str):
+            c.add(where, "cwd", f"must be a path, got {task_cwd!r}", key)
+            task_cwd = ""
+        tasks.append(
+            TaskSpec(
+                key=key,
+                agent=agent if isinstance(agent, str) else "",
+                prompt=prompt,
+                role=role if isinstance(role, str) else "",
+                priority=priority if priority is not None else 1,
+                depends_on=_str_list(c, where, "depends_on", raw.get("depends_on"), key),
+                files=_str_list(c, where, "files", raw.get("files"), key),
+                timeout=task_timeout or 1800,
+                retries=task_retries or 0,
+                cwd=task_cwd,
+                estimate=estimate,
+            )
+        )
+
+    _check_graph(c, tasks, seen)
+    if c.errors:
+        raise SpecInvalid(c.errors)
+    unavailable = tuple(
+        (t.key, f"agent type '{t.agent}' is not available on this server: {agents[t.agent].reason}")
+        for t in tasks
+        if not agents[t.agent].available
+    )
+    return BatchSpec(
+        name=name.strip(),
+        tasks=tuple(tasks),
+        mode=mode,
+        max_parallel=max_parallel or 3,
+        timeout=timeout or 1800,
+        retries=retries or 0,
+        backoff=backoff if backoff is not None else 2.0,
+        failure_policy=policy or "continue",
+        aggregation=aggregation,
+        cwd=cwd if isinstance(cwd, str) else "",
+        unavailable=unavailable,
+    )
+
+
+def _check_graph(c: _Collector, tasks: list[TaskSpec], where_of: Mapping[str, str]) -> None:
+    keys = {t.key for t in tasks}
+    graph_ok = True
+    for t in tasks:
+        for dep in t.depends_on:
+            if dep == t.key:
+                c.add(where_of[t.key], "depends_on", "a task cannot depend on itself", t.key)
+                graph_ok = False
+            elif dep not in keys:
+                c.add(where_of[t.key], "depends_on", f"unknown dependency '{dep}'", t.key)
+                graph_ok = False
+    if not graph_ok:
+        return
+    deps = {t.key: t.depends_on for t in tasks}
+    cycle = planning.find_cycle(deps)
+    if cycle:
+        c.add(where_of[cycle[0]], "depends_on", "dependency cycle: " + " -> ".join(cycle), cycle[0])
+        return
+    for conflict in planning.file_conflicts(deps, {t.key: t.files for t in tasks}):
+        c.add(
+            where_of[conflict.second],
+            "files",
+            f"conflict: {conflict.describe()}; add a depends_on between them or narrow 'files'",
+            conflict.second,
+        )

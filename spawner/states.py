@@ -1,0 +1,67 @@
+"""The states of runs, attempts and batches, and which of them are final."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class RunStatus(models.TextChoices):
+    PENDING = "pending"  # waiting for its dependencies or a free slot
+    QUEUED = "queued"  # an attempt is enqueued (or backing off before a retry)
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"  # its worker vanished and no retries were left
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # a dependency did not succeed
+
+
+class AttemptStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+
+class BatchStatus(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"  # some runs succeeded, some did not
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+RUN_ACTIVE = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+RUN_TERMINAL = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.TIMED_OUT,
+        RunStatus.LOST,
+        RunStatus.CANCELLED,
+        RunStatus.SKIPPED,
+    }
+)
+# Final states that count as a failure of the run itself (not a decision to stop it).
+RUN_FAILED = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST})
+ATTEMPT_TERMINAL = frozenset(set(AttemptStatus) - {AttemptStatus.QUEUED, AttemptStatus.RUNNING})
+# Attempt outcomes that another attempt may fix.
+ATTEMPT_RETRYABLE = frozenset({AttemptStatus.FAILED, AttemptStatus.TIMED_OUT, AttemptStatus.LOST})
+BATCH_TERMINAL = frozenset(set(BatchStatus) - {BatchStatus.RUNNING})
+
+
+class Priority(models.IntegerChoices):
+    P0 = 0, "P0"
+    P1 = 1, "P1"
+    P2 = 2, "P2"
+
+
+class PromptVia(models.TextChoices):
+    ARG = "arg", "argv element ({prompt} in the argv template)"
+    STDIN = "stdin", "standard input"
+    ENV = "env", "environment variable SPAWNER_PROMPT"
+    FILE = "file", "file ({prompt_file} in argv, SPAWNER_PROMPT_FILE in env)"

@@ -1,0 +1,54 @@
+"""Honest timings: wall time, summed work, critical path, speedup and efficiency."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from spawner import planning
+
+
+def figures(
+    *,
+    wall: float,
+    durations: Mapping[str, float],
+    deps: Mapping[str, Sequence[str]],
+    capacity: int,
+) -> dict[str, float | None]:
+    """speedup = summed work / wall; efficiency = speedup / the parallelism actually available.
+
+    The available parallelism is what the batch could have used at best: no more
+    than its slots, and no more than its work divided by its critical path.
+    """
+    total = sum(durations.values())
+    cp, _ = planning.critical_path(deps, durations)
+    speedup = total / wall if wall > 0 else None
+    available = min(capacity, total / cp) if cp > 0 else None
+    efficiency = speedup / available if speedup is not None and available else None
+    return {
+        "wall_seconds": round(wall, 3),
+        "sum_seconds": round(total, 3),
+        "critical_path_seconds": round(cp, 3),
+        "speedup": round(speedup, 3) if speedup is not None else None,
+        "efficiency": round(efficiency, 3) if efficiency is not None else None,
+    }
+
+
+def batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
+    from spawner.models import RunAttempt
+
+    durations: dict[str, float] = {}
+    rows = RunAttempt.objects.filter(run__batch=batch, started_at__isnull=False).values_list(
+        "run__key", "started_at", "finished_at"
+    )
+    for key, started, finished in rows:
+        if finished:
+            durations[key] = durations.get(key, 0.0) + (finished - started).total_seconds()
+    deps = {key: tuple(d) for key, d in batch.runs.values_list("key", "depends_on")}
+    capacity = 1 if batch.mode == "sequential" else batch.max_parallel
+    return figures(
+        wall=(finished_at - batch.launched_at).total_seconds(),
+        durations={k: durations.get(k, 0.0) for k in deps},
+        deps=deps,
+        capacity=capacity,
+    )
