@@ -1,0 +1,120 @@
+"""Shared fixtures: a real qcluster process on the test database, and agent types for tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session):
+    """On PostgreSQL, an unreachable server fails in CI and skips everywhere else."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        return
+    import psycopg
+
+    db = settings.DATABASES["default"]
+    try:
+        psycopg.connect(
+            host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"],
+            password=db.get("PASSWORD") or None, connect_timeout=3,
+        ).close()  # fmt: skip
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.exit(f"PostgreSQL at {url} is unreachable (CI=true, so this fails): {exc}", returncode=1)
+        pytest.exit(f"PostgreSQL at {url} is unreachable; skipping the PostgreSQL run: {exc}", returncode=0)
+
+
+def database_url_for_subprocess() -> str:
+    """The URL of the database this test run actually uses (the test database)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s.get("PASSWORD") else "")
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+CLUSTER_ENV = {
+    "SPAWNER_LEASE_SECONDS": "3",
+    "SPAWNER_HEARTBEAT_SECONDS": "0.5",
+    "SPAWNER_REAPER_SECONDS": "0.5",
+    "SPAWNER_POLL_SECONDS": "0.1",
+    "SPAWNER_OUTPUT_SECONDS": "0.3",
+    "SPAWNER_KILL_GRACE_SECONDS": "1",
+    "SPAWNER_BACKOFF_SECONDS": "0.2",
+    "SPAWNER_WORKERS": "12",
+}
+
+
+class ClusterProcess:
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        from spawner.models import WorkerHeartbeat
+
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "spawner_cluster"],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not WorkerHeartbeat.objects.filter(pid=self.proc.pid).exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cluster did not start; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        return [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def cluster(transactional_db, tmp_path, settings):
+    """A real `manage.py spawner_cluster` (qcluster + reaper) on this test's database."""
+    log_dir = tmp_path / "logs"
+    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": log_dir}
+    env = {
+        **os.environ,
+        **CLUSTER_ENV,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "SPAWNER_LOG_DIR": str(log_dir),
+    }
+    c = ClusterProcess(env, tmp_path / "cluster.log")
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def agent_types(db):
+    """The preset agent types plus plain ones for tests: `sh` (admin-free) and `sleep`."""
+    from spawner.models import AgentType
+
+    AgentType.objects.get_or_create(
+        name="sh", defaults={"argv": ["sh", "-c", "{prompt}"], "description": "test shell"}
+    )
+    AgentType.objects.get_or_create(name="sleep", defaults={"argv": ["sleep", "{prompt}"]})
+    return {t.name: t for t in AgentType.objects.all()}
