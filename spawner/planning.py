@@ -9,48 +9,61 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import lru_cache
+from functools import cache
 
 Graph = Mapping[str, Sequence[str]]  # task key -> keys it depends on
 
 
 def find_cycle(deps: Graph) -> list[str] | None:
     """Return one dependency cycle as [a, b, ..., a], or None."""
+    # Iterative: a chain of a thousand tasks must not hit Python's recursion limit.
     white, grey, black = 0, 1, 2
     colour = dict.fromkeys(deps, white)
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        colour[node] = grey
-        stack.append(node)
-        for dep in deps.get(node, ()):
-            if dep not in colour:
-                continue
-            if colour[dep] == grey:
-                return stack[stack.index(dep) :] + [dep]
-            if colour[dep] == white and (cycle := visit(dep)):
-                return cycle
-        stack.pop()
-        colour[node] = black
-        return None
-
-    for node in deps:
-        if colour[node] == white and (cycle := visit(node)):
-            return cycle
+    for root in deps:
+        if colour[root] != white:
+            continue
+        colour[root] = grey
+        path, pending = [root], [iter(deps[root])]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                colour[path.pop()] = black
+                pending.pop()
+            elif colour.get(dep) == grey:
+                return path[path.index(dep) :] + [dep]
+            elif colour.get(dep) == white:
+                colour[dep] = grey
+                path.append(dep)
+                pending.append(iter(deps[dep]))
     return None
+
+
+def dependencies_first(deps: Graph) -> list[str]:
+    """Every task after all of its dependencies (the graph must have no cycle)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in deps:
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(deps[root]))]
+        while stack:
+            node, pending = stack[-1]
+            dep = next((d for d in pending if d not in seen), None)
+            if dep is None:
+                stack.pop()
+                order.append(node)
+            else:
+                seen.add(dep)
+                stack.append((dep, iter(deps[dep])))
+    return order
 
 
 def waves(deps: Graph) -> list[list[str]]:
     """Topological levels: wave 0 has no dependencies, wave n depends on wave n-1 at most."""
     level: dict[str, int] = {}
-
-    def depth(node: str) -> int:
-        if node not in level:
-            level[node] = 1 + max((depth(d) for d in deps[node]), default=-1)
-        return level[node]
-
-    for node in deps:
-        depth(node)
+    for node in dependencies_first(deps):
+        level[node] = 1 + max((level[d] for d in deps[node]), default=-1)
     result: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
     for node in deps:  # keeps the spec's order inside a wave
         result[level[node]].append(node)
@@ -60,13 +73,9 @@ def waves(deps: Graph) -> list[list[str]]:
 def ancestors(deps: Graph) -> dict[str, frozenset[str]]:
     """Every task's transitive dependencies."""
     memo: dict[str, frozenset[str]] = {}
-
-    def of(node: str) -> frozenset[str]:
-        if node not in memo:
-            memo[node] = frozenset(deps[node]).union(*(of(d) for d in deps[node]))
-        return memo[node]
-
-    return {node: of(node) for node in deps}
+    for node in dependencies_first(deps):
+        memo[node] = frozenset(deps[node]).union(*(memo[d] for d in deps[node]))
+    return {node: memo[node] for node in deps}
 
 
 def critical_path(deps: Graph, durations: Mapping[str, float]) -> tuple[float, list[str]]:
@@ -106,6 +115,8 @@ def _segment_overlap(a: str, b: str) -> bool:
 
 
 _MAGIC = re.compile(r"[*?\[]")
+# One wildcard: `*`, `?` or a whole bracket class such as `[xy]` or `[!]a]`.
+_WILDCARD = re.compile(r"[*?]|\[!?\]?[^\]]*\]")
 
 
 def _has_magic(s: str) -> bool:
@@ -113,7 +124,7 @@ def _has_magic(s: str) -> bool:
 
 
 def _literal_ends(s: str) -> tuple[str, str]:
-    parts = _MAGIC.split(s)
+    parts = _WILDCARD.split(s)
     return parts[0], parts[-1] if len(parts) > 1 else ""
 
 
@@ -122,7 +133,7 @@ def globs_overlap(a: str, b: str) -> bool:
     sa = tuple(p for p in a.strip("/").split("/") if p not in ("", "."))
     sb = tuple(p for p in b.strip("/").split("/") if p not in ("", "."))
 
-    @lru_cache(maxsize=None)
+    @cache
     def match(i: int, j: int) -> bool:
         if i == len(sa) and j == len(sb):
             return True
@@ -207,7 +218,13 @@ class Plan:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (name, ok, detail)
 
 
-_DEP_REF = re.compile(r"\{\{\s*deps\.([A-Za-z0-9_.-]+?)(?:\.[A-Za-z_]+)*\s*\}\}")
+_DEP_REF = re.compile(r"\{\{\s*deps\.([A-Za-z0-9_.-]+)\s*\}\}")
+
+
+def _referenced_task(path: str, keys: set[str]) -> str | None:
+    """The task a `{{ deps.<path> }}` names: keys may hold dots, so the longest key that fits."""
+    parts = path.split(".")
+    return next((k for n in range(len(parts), 0, -1) if (k := ".".join(parts[:n])) in keys), None)
 
 
 def plan_order(tasks: Sequence[PlanTask]) -> list[str]:
@@ -275,8 +292,9 @@ def independence_checks(tasks: Sequence[PlanTask], *, aggregation: str) -> list[
     keys = set(deps)
     hidden = []
     for t in tasks:
-        for ref in _DEP_REF.findall(t.prompt):
-            if ref in keys and ref not in before[t.key]:
+        for path in _DEP_REF.findall(t.prompt):
+            ref = _referenced_task(path, keys)
+            if ref and ref not in before[t.key]:
                 hidden.append(f"'{t.key}' uses the result of '{ref}' but does not depend on it")
     conflicts = file_conflicts(deps, {t.key: t.files for t in tasks})
     undeclared = [t.key for t in tasks if not t.files]

@@ -6,6 +6,7 @@ with conditional updates, so several reapers (one per cluster) can run side by s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -46,10 +47,8 @@ def _kill_orphan(attempt: RunAttempt) -> None:
     """The dead worker's agent process may still run here: stop its group."""
     if attempt.host != execution.HOST or not attempt.pgid:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(attempt.pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def tick() -> int:

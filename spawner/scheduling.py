@@ -127,6 +127,8 @@ def _start_ready(
         kind = run.agent_type
         cap = limits.type_caps.get(kind)
         if cap is not None and active.get(kind, 0) >= cap:
+            if limits.sequential:
+                break  # wait for this run's type rather than leave plan order
             continue
         not_before = max(now, decision.type_next_start.get(kind, now))
         stagger = limits.type_stagger.get(kind, 0.0)

@@ -57,7 +57,8 @@ class FieldError:
     task: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.field}: {self.message}" if self.field else f"{self.where}: {self.message}"
+        field_part = f"{self.field}: " if self.field else ""
+        return f"{self.where}: {field_part}{self.message}"
 
 
 class SpecInvalid(Exception):
@@ -128,20 +129,47 @@ def parse_text(text: str) -> tuple[Any, dict[int, int]]:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "spec"
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecInvalid([FieldError(where, "", f"not valid YAML or JSON: {problem}")]) from None
-    return data, _task_lines(text)
-
-
-def _task_lines(text: str) -> dict[int, int]:
     try:
         node = yaml.compose(text)
     except yaml.YAMLError:
-        return {}
+        return data, {}
+    if repeated := _repeated_fields(node):
+        raise SpecInvalid(repeated)
+    return data, {i: item.start_mark.line + 1 for i, item in enumerate(_task_nodes(node))}
+
+
+def _task_nodes(node: yaml.Node | None) -> list[yaml.Node]:
     if not isinstance(node, yaml.MappingNode):
-        return {}
+        return []
     for key_node, value_node in node.value:
         if key_node.value == "tasks" and isinstance(value_node, yaml.SequenceNode):
-            return {i: item.start_mark.line + 1 for i, item in enumerate(value_node.value)}
-    return {}
+            return value_node.value
+    return []
+
+
+def _repeated_fields(node: yaml.Node | None) -> list[FieldError]:
+    """YAML and JSON silently keep the last of two equal keys; in a spec that is always a mistake."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    places = [("batch", None, node)]
+    for i, item in enumerate(_task_nodes(node)):
+        if isinstance(item, yaml.MappingNode):
+            keys = (v.value for k, v in item.value if k.value == "key" and isinstance(v, yaml.ScalarNode))
+            key = next(keys, None)
+            where = f"tasks[{i}], line {item.start_mark.line + 1}"
+            places.append((f"task '{key}' ({where})" if key else where, key, item))
+    errors = []
+    for where, task, mapping in places:
+        first_line: dict[str, int] = {}
+        for key_node, _ in mapping.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in first_line:
+                message = f"is given twice (lines {first_line[key_node.value]} and {line}); give it once"
+                errors.append(FieldError(where, key_node.value, message, task))
+            first_line.setdefault(key_node.value, line)
+    return errors
 
 
 def load(
@@ -234,7 +262,7 @@ def validate(
     c = _Collector()
     if not isinstance(data, dict):
         raise SpecInvalid([FieldError("spec", "", "must be a mapping with 'name' and 'tasks'")])
-    for extra in sorted(set(data) - BATCH_FIELDS):
+    for extra in sorted(set(data) - BATCH_FIELDS, key=str):
         c.add("batch", str(extra), f"unknown field (known: {', '.join(sorted(BATCH_FIELDS))})")
 
     name = data.get("name", "")
@@ -286,7 +314,7 @@ def validate(
             c.add(where, "key", f"duplicate key: also used by {seen[key]}", key)
             continue
         seen[key] = where
-        for extra in sorted(set(raw) - TASK_FIELDS):
+        for extra in sorted(set(raw) - TASK_FIELDS, key=str):
             c.add(where, str(extra), f"unknown field (known: {', '.join(sorted(TASK_FIELDS))})", key)
 
         agent = raw.get("agent", default_agent)
@@ -306,6 +334,9 @@ def validate(
             c.add(where, "prompt", f"must be text, got {type(prompt).__name__}", key)
             prompt = ""
         role = raw.get("role") or ""
+        if not isinstance(role, str):
+            c.add(where, "role", f"must be the name of a role, got {role!r}", key)
+            role = ""
         task_vars = raw.get("vars") or {}
         if not isinstance(task_vars, dict):
             c.add(where, "vars", "must be a mapping of names to values", key)
@@ -330,8 +361,12 @@ def validate(
         priority = PRIORITIES.get(str(priority_raw).upper())
         if priority is None:
             c.add(where, "priority", f"must be P0, P1 or P2, got {raw.get('priority')!r}", key)
-        default_timeout = (info.default_timeout if info else None) or timeout or 1800
-        task_timeout = _int(c, where, "timeout", raw.get("timeout", default_timeout), 1, limits.max_timeout, key)
+        # A timeout set on the batch beats the agent type's default; the task's own beats both.
+        batch_timeout = timeout if "timeout" in data else None
+        default_timeout = batch_timeout or (info.default_timeout if info else None) or 1800
+        task_timeout = _int(
+            c, where, "timeout", raw.get("timeout", default_timeout), 1, limits.max_timeout, key
+        )
         task_retries = _int(c, where, "retries", raw.get("retries", retries or 0), 0, limits.max_retries, key)
         estimate = raw.get("estimate")
         if estimate is not None:

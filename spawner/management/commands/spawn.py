@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from spawner import reaper, reports, services, spec
+from spawner import localcluster, reaper, reports, services, spec
 from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL, BatchStatus
 
@@ -52,7 +50,12 @@ class Command(BaseCommand):
         if opts["plan"]:
             self._print_plan(batch_spec, sequential=opts["sequential"])
             return
-        cluster = None if reaper.live_clusters() else self._start_cluster()
+        if not reaper.live_clusters():
+            self.console.print("[dim]no cluster is running: starting one for this batch[/dim]")
+        try:
+            cluster = localcluster.ensure_cluster()
+        except localcluster.ClusterStartFailed as exc:
+            raise CommandError(str(exc)) from None
         try:
             data = spec.parse_text(text)[0]
             try:
@@ -74,8 +77,7 @@ class Command(BaseCommand):
                 rerun = services.batch_rerun_sequential(batch=batch)
                 summaries.append(reports.batch_summary(self._follow(rerun)))
         finally:
-            if cluster:
-                self._stop_cluster(cluster)
+            localcluster.stop(cluster)
         if opts["json"]:
             out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
             sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
@@ -91,28 +93,6 @@ class Command(BaseCommand):
             return Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read {path}: {exc}") from None
-
-    # --- cluster ----------------------------------------------------------------------
-
-    def _start_cluster(self) -> subprocess.Popen:
-        self.console.print("[dim]no cluster is running: starting one for this batch[/dim]")
-        proc = subprocess.Popen(
-            [sys.executable, str(settings.BASE_DIR / "manage.py"), "spawner_cluster"],
-            stdout=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while not reaper.live_clusters():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise CommandError("could not start a cluster (see the output above)")
-            time.sleep(0.1)
-        return proc
-
-    def _stop_cluster(self, proc: subprocess.Popen) -> None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
     # --- following --------------------------------------------------------------------
 
@@ -147,8 +127,9 @@ class Command(BaseCommand):
     def _print_plan(self, batch_spec: spec.BatchSpec, *, sequential: bool) -> None:
         plan = services.batch_plan(batch_spec, sequential=sequential or None)
         c = self.console
+        mode = "sequential" if sequential else batch_spec.mode
         c.print(f"[bold]{batch_spec.name}[/bold]: {len(batch_spec.tasks)} tasks, "
-                f"max_parallel {batch_spec.max_parallel}, {'sequential' if sequential else batch_spec.mode}")  # fmt: skip
+                f"max_parallel {batch_spec.max_parallel}, {mode}")  # fmt: skip
         for n, wave in enumerate(plan.waves):
             c.print(f"  wave {n}: {', '.join(wave)}")
         unit = "s" if plan.durations_known else " units (no durations known: each task counts 1)"

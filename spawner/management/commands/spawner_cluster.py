@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -57,18 +58,14 @@ class Command(BaseCommand):
         """Kill the workers, hand their running attempts back (lost, so they retry), and leave."""
         workers = []
         if cluster.sentinel and cluster.sentinel.pid:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 workers = psutil.Process(cluster.sentinel.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                pass
         worker_pids = [p.pid for p in workers]
         if cluster.sentinel.is_alive():
             workers.append(psutil.Process(cluster.sentinel.pid))
         for proc in workers:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         cluster.sentinel.join(timeout=5)
         try:
             running = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(
@@ -76,10 +73,8 @@ class Command(BaseCommand):
             )
             for attempt in running:
                 if attempt.pgid:
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.killpg(attempt.pgid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 execution.attempt_finish(
                     attempt, status=AttemptStatus.LOST, error="the cluster running it was stopped"
                 )

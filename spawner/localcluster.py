@@ -1,0 +1,42 @@
+"""Start a spawner cluster for this process when none is alive, and stop it after."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+
+from spawner import reaper
+
+
+class ClusterStartFailed(Exception):
+    pass
+
+
+def ensure_cluster(timeout: float = 60) -> subprocess.Popen | None:
+    """None if a cluster is already alive; else the one started here (stop it with `stop`)."""
+    if reaper.live_clusters():
+        return None
+    proc = subprocess.Popen(
+        [sys.executable, str(settings.BASE_DIR / "manage.py"), "spawner_cluster"],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not reaper.live_clusters():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise ClusterStartFailed(f"could not start a spawner cluster (exit code {proc.returncode})")
+        time.sleep(0.1)
+    return proc
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
