@@ -47,3 +47,21 @@ def batch_summary(batch: Batch) -> dict:
             for r in runs
         ],
     }
+
+
+def batches_progress(batch_ids) -> dict[int, dict[str, int]]:
+    """Run counts by status for each of these batches, in one grouped query."""
+    from django.db.models import Count
+
+    from spawner.models import AgentRun
+
+    progress: dict[int, dict[str, int]] = {batch_id: {} for batch_id in batch_ids}
+    rows = (
+        AgentRun.objects.filter(batch_id__in=list(progress))
+        .order_by()
+        .values_list("batch_id", "status")
+        .annotate(n=Count("id"))
+    )
+    for batch_id, status, n in rows:
+        progress[batch_id][status] = n
+    return progress

@@ -199,3 +199,19 @@ LOGGING = {
         "django_q": {"level": os.environ.get("SPAWNER_Q_LOG_LEVEL", "WARNING")},
     },
 }
+
+# --- dashboard ---
+# Every page needs a signed-in user unless its view says otherwise (the login page).
+MIDDLEWARE += ["django.contrib.auth.middleware.LoginRequiredMiddleware"]
+# daphne serves static files itself through servestatic, straight from the finders,
+# so `make run` works without collectstatic.
+SERVESTATIC_USE_FINDERS = True
+# Where batches launched from the browser run (a spec's `cwd` is relative to it).
+SPAWNER_WORKDIR = Path(os.environ.get("SPAWNER_WORKDIR", BASE_DIR))
+DASHBOARD = {
+    # How often the relay reads new events from the log; bounds the live latency.
+    "RELAY_POLL_SECONDS": _env_float("SPAWNER_RELAY_POLL_SECONDS", 0.1),
+    "PAGE_SIZE": 25,
+    # Bytes of full log returned by each "load earlier output".
+    "LOG_CHUNK_BYTES": 65_536,
+}
