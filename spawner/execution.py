@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from spawner import dispatch, events
+from spawner import dispatch, events, handoff
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
@@ -75,6 +75,24 @@ def agent_env(agent_type) -> dict[str, str]:
         raise RunnerError(f"secret(s) not set in the server's environment: {', '.join(missing)}")
     env.update({name: os.environ[name] for name in agent_type.secret_names or []})
     return env
+
+
+def dependency_results(run: AgentRun) -> dict[str, dict]:
+    """What each dependency of a run produced, for its prompt and SPAWNER_DEPS_FILE."""
+    if not run.depends_on:
+        return {}
+    found = {}
+    for dep in AgentRun.objects.filter(batch_id=run.batch_id, key__in=run.depends_on):
+        attempt = dep.attempts.filter(number=dep.attempt).first()
+        log, result, _ = attempt_paths(attempt) if attempt else (None, None, None)
+        found[dep.key] = handoff.dependency_view(
+            status=dep.status,
+            result=dep.result,
+            output_tail=dep.output_tail,
+            output_file=str(log) if log else "",
+            result_file=str(result) if result and result.exists() else "",
+        )
+    return found
 
 
 # --- claiming ---------------------------------------------------------------------------
@@ -214,17 +232,24 @@ def run_attempt(attempt_id: int) -> str:
     run = attempt.run
     log_path, result_path, prompt_path = attempt_paths(attempt)
     RunAttempt.objects.filter(id=attempt.id).update(log_path=str(log_path))
+    deps = dependency_results(run)
+    deps_path = log_path.with_name(f"{run.key}.{attempt.number}.deps.json")
     try:
+        env = agent_env(run.agent_type)
+        if deps:
+            deps_path.parent.mkdir(parents=True, exist_ok=True)
+            deps_path.write_text(json.dumps(deps, ensure_ascii=False, indent=1))
+            env["SPAWNER_DEPS_FILE"] = str(deps_path)
         invocation = Invocation(
             argv_template=tuple(str(a) for a in run.agent_type.argv),
-            prompt=run.prompt,
+            prompt=handoff.render(run.prompt, deps),
             prompt_via=run.agent_type.prompt_via,
             key=run.key,
             cwd=Path(run.cwd or run.batch.cwd or settings.BASE_DIR),
             log_path=log_path,
             result_path=result_path,
             prompt_path=prompt_path,
-            env=agent_env(run.agent_type),
+            env=env,
         )
         process = runner_for(run.agent_type).start(invocation)
     except (RunnerError, OSError) as exc:

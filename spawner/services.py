@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from statistics import median
@@ -164,7 +165,8 @@ def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
     """Run the same spec again, one task at a time, to compare against the parallel run."""
     if not batch.spec_text:
         raise ActionRefused("this batch has no stored spec to re-run")
-    batch_spec = spec_load(batch.spec_text, is_admin=True)
+    # Same directory as the original: its cwd is already resolved.
+    batch_spec = dataclasses.replace(spec_load(batch.spec_text, is_admin=True), cwd="")
     return batch_launch(
         batch_spec=batch_spec,
         base_dir=Path(batch.cwd),
