@@ -15,10 +15,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from spawner import dispatch, events, handoff
-from spawner.models import AgentRun, Batch, RunAttempt
+from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
 
@@ -102,10 +103,25 @@ def _still(attempt_id: int, status: str) -> bool:
     return RunAttempt.objects.filter(id=attempt_id, status=status).exists()
 
 
-def attempt_claim(attempt: RunAttempt) -> bool:
+def _stagger_wait(attempt: RunAttempt, now) -> float:
+    """Seconds until this agent type may start another process (it shares a rate limit)."""
+    gap = attempt.run.agent_type.spawn_stagger_seconds
+    if not gap:
+        return 0.0
+    AgentType.objects.select_for_update().filter(id=attempt.run.agent_type_id).first()
+    last = RunAttempt.objects.filter(
+        run__agent_type_id=attempt.run.agent_type_id, started_at__isnull=False
+    ).aggregate(last=Max("started_at"))["last"]
+    return max(0.0, (last + timedelta(seconds=gap) - now).total_seconds()) if last else 0.0
+
+
+def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
+    """(claimed, 0) or (False, seconds to wait before trying again); (False, 0) means stale."""
     now = timezone.now()
     with transaction.atomic():
         Batch.objects.select_for_update().filter(id=attempt.run.batch_id).first()
+        if wait := _stagger_wait(attempt, now):
+            return False, wait
         claimed = RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.QUEUED).update(
             status=AttemptStatus.RUNNING,
             started_at=now,
@@ -114,7 +130,7 @@ def attempt_claim(attempt: RunAttempt) -> bool:
             worker_pid=os.getpid(),
         )
         if not claimed:
-            return False
+            return False, 0.0
         AgentRun.objects.filter(id=attempt.run_id, attempt=attempt.number).update(
             status=RunStatus.RUNNING, started_at=now
         )
@@ -126,7 +142,7 @@ def attempt_claim(attempt: RunAttempt) -> bool:
             status=RunStatus.RUNNING,
             data={"host": HOST, "worker_pid": os.getpid()},
         )
-    return True
+    return True, 0.0
 
 
 # --- finishing --------------------------------------------------------------------------
@@ -222,12 +238,18 @@ def run_attempt(attempt_id: int) -> str:
     )
     if attempt is None or attempt.status != AttemptStatus.QUEUED:
         return "stale: attempt is not queued"
-    while (delay := (attempt.not_before - timezone.now()).total_seconds()) > 0:
-        time.sleep(min(delay, conf("POLL_SECONDS")))
-        if not _still(attempt_id, AttemptStatus.QUEUED):
-            return "stale: attempt left the queue while waiting"
-    if not attempt_claim(attempt):
-        return "stale: attempt already claimed"
+    not_before = attempt.not_before
+    while True:
+        while (delay := (not_before - timezone.now()).total_seconds()) > 0:
+            time.sleep(min(delay, conf("POLL_SECONDS")))
+            if not _still(attempt_id, AttemptStatus.QUEUED):
+                return "stale: attempt left the queue while waiting"
+        claimed, wait = attempt_claim(attempt)
+        if claimed:
+            break
+        if not wait:
+            return "stale: attempt already claimed"
+        not_before = timezone.now() + timedelta(seconds=wait)
 
     run = attempt.run
     log_path, result_path, prompt_path = attempt_paths(attempt)

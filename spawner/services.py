@@ -78,9 +78,13 @@ def batch_plan(batch_spec: spec.BatchSpec, *, sequential: bool | None = None) ->
     )
 
 
-def _resolve_cwds(batch_spec: spec.BatchSpec, base_dir: Path) -> tuple[Path, dict[str, Path]]:
+def batch_check(batch_spec: spec.BatchSpec, base_dir: Path) -> tuple[Path, dict[str, Path]]:
+    """What only this server can check: agent types it can run, directories that exist.
+
+    Returns the resolved working directories of the batch and of each task.
+    """
+    errors = [spec.FieldError(f"task '{key}'", "agent", why, key) for key, why in batch_spec.unavailable]
     batch_cwd = (base_dir / batch_spec.cwd).resolve()
-    errors = []
     if not batch_cwd.is_dir():
         errors.append(spec.FieldError("batch", "cwd", f"directory {batch_cwd} does not exist"))
     task_cwds = {}
@@ -107,12 +111,7 @@ def batch_launch(
     sequential_of: Batch | None = None,
 ) -> Batch:
     """Store the batch and its runs, and start what is ready, in one transaction."""
-    unavailable = [
-        spec.FieldError(f"task '{key}'", "agent", why, key) for key, why in batch_spec.unavailable
-    ]
-    if unavailable:
-        raise spec.SpecInvalid(unavailable)
-    batch_cwd, task_cwds = _resolve_cwds(batch_spec, base_dir)
+    batch_cwd, task_cwds = batch_check(batch_spec, base_dir)
     mode = mode or batch_spec.mode
     plan = batch_plan(batch_spec, sequential=mode == "sequential")
     order = {key: i for i, key in enumerate(plan.order)}

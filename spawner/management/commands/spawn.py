@@ -43,6 +43,8 @@ class Command(BaseCommand):
         base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
         try:
             batch_spec = services.spec_load(text, is_admin=True)
+            if not opts["plan"]:
+                services.batch_check(batch_spec, base_dir)
         except spec.SpecInvalid as exc:
             for error in exc.errors:
                 self.console.print(f"[red]error[/red] {error}", markup=True, soft_wrap=True)
@@ -57,16 +59,10 @@ class Command(BaseCommand):
         except localcluster.ClusterStartFailed as exc:
             raise CommandError(str(exc)) from None
         try:
-            data = spec.parse_text(text)[0]
-            try:
-                batch = services.batch_launch(
-                    batch_spec=batch_spec, base_dir=base_dir, spec_data=data, spec_text=text,
-                    mode="sequential" if opts["sequential"] else None,
-                )  # fmt: skip
-            except spec.SpecInvalid as exc:
-                for error in exc.errors:
-                    self.console.print(f"[red]error[/red] {error}", soft_wrap=True)
-                raise CommandError("nothing was launched") from None
+            batch = services.batch_launch(
+                batch_spec=batch_spec, base_dir=base_dir, spec_data=spec.parse_text(text)[0], spec_text=text,
+                mode="sequential" if opts["sequential"] else None,
+            )  # fmt: skip
             if not (opts["wait"] or opts["compare"] or cluster):
                 self.console.print(f"launched batch #{batch.id}: {batch.name}")
                 return
@@ -80,7 +76,7 @@ class Command(BaseCommand):
             localcluster.stop(cluster)
         if opts["json"]:
             out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
-            sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+            self.stdout.write(json.dumps(out, indent=2, default=str))
         else:
             self._print_summary(summaries[0])
             if len(summaries) == 2:
