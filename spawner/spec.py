@@ -269,8 +269,11 @@ def validate(
     if not isinstance(name, str) or not name.strip():
         c.add("batch", "name", "is required (a short text)")
     mode = _choice(c, "batch", "mode", data.get("mode", "parallel"), MODES) or "parallel"
-    max_parallel = _int(c, "batch", "max_parallel", data.get("max_parallel", 3), 1, limits.max_parallel)
-    timeout = _int(c, "batch", "timeout", data.get("timeout", 1800), 1, limits.max_timeout)
+    # A default nobody wrote is held to the server's limits rather than rejected by them.
+    max_parallel = data.get("max_parallel", min(3, limits.max_parallel))
+    max_parallel = _int(c, "batch", "max_parallel", max_parallel, 1, limits.max_parallel)
+    timeout = data.get("timeout", min(1800, limits.max_timeout))
+    timeout = _int(c, "batch", "timeout", timeout, 1, limits.max_timeout)
     retries = _int(c, "batch", "retries", data.get("retries", 0), 0, limits.max_retries)
     backoff = _number(c, "batch", "backoff", data.get("backoff", 2), 0, 3600)
     policy = _choice(c, "batch", "failure_policy", data.get("failure_policy", "continue"), FAILURE_POLICIES)
@@ -363,7 +366,8 @@ def validate(
             c.add(where, "priority", f"must be P0, P1 or P2, got {raw.get('priority')!r}", key)
         # A timeout set on the batch beats the agent type's default; the task's own beats both.
         batch_timeout = timeout if "timeout" in data else None
-        default_timeout = batch_timeout or (info.default_timeout if info else None) or 1800
+        agent_timeout = info.default_timeout if info else None
+        default_timeout = batch_timeout or min(agent_timeout or 1800, limits.max_timeout)
         task_timeout = _int(
             c, where, "timeout", raw.get("timeout", default_timeout), 1, limits.max_timeout, key
         )
