@@ -128,6 +128,11 @@ def _literal_ends(s: str) -> tuple[str, str]:
     return parts[0], parts[-1] if len(parts) > 1 else ""
 
 
+def covers_below(segments: tuple[str, ...]) -> bool:
+    """A pattern naming a directory (`docs`, `src/*`) covers everything below it; `*.md` does not."""
+    return not segments or segments[-1] == "*" or not _has_magic(segments[-1])
+
+
 def globs_overlap(a: str, b: str) -> bool:
     """Could some file path match both glob patterns? `**` matches any number of directories."""
     sa = tuple(p for p in a.strip("/").split("/") if p not in ("", "."))
@@ -141,9 +146,10 @@ def globs_overlap(a: str, b: str) -> bool:
             return match(i + 1, j) or (j < len(sb) and match(i, j + 1))
         if j < len(sb) and sb[j] == "**":
             return match(i, j + 1) or (i < len(sa) and match(i + 1, j))
-        if i == len(sa) or j == len(sb):
-            # A pattern naming a directory covers everything below it.
-            return True
+        if i == len(sa):
+            return covers_below(sa)
+        if j == len(sb):
+            return covers_below(sb)
         return _segment_overlap(sa[i], sb[j]) and match(i + 1, j + 1)
 
     return match(0, 0)

@@ -132,6 +132,7 @@ def test_no_tasks_have_an_empty_critical_path():
         ("src/a[xy]", "src/*y"),
         ("src/[ab].py", "src/*.py"),
         ("src/?.py", "src/a.py"),
+        ("src/*", "src/deep/a.py"),
     ],
 )
 def test_globs_that_can_match_the_same_file_overlap(a, b):
@@ -151,6 +152,8 @@ def test_globs_that_can_match_the_same_file_overlap(a, b):
         ("src/a[xy]b", "src/*c"),
         ("src/?.py", "src/ab.py"),
         ("*.py", "src/a.py"),
+        ("**/*.py", "docs/*.md"),
+        ("src/*.js", "src/**/*.py"),
     ],
 )
 def test_globs_that_cannot_match_the_same_file_do_not_overlap(a, b):
