@@ -2,8 +2,9 @@
 PY      := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PG_URL  ?= postgres://postgres@127.0.0.1:5432/test
+REDIS_URL_TEST ?= redis://127.0.0.1:6379/5
 
-.PHONY: setup run test test-sqlite test-postgres lint bench clean
+.PHONY: setup run test test-sqlite test-postgres test-redis lint bench clean
 
 setup: .venv/.installed
 
@@ -17,7 +18,7 @@ run: setup
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py serve
 
-test: test-sqlite test-postgres
+test: test-sqlite test-postgres test-redis
 
 test-sqlite: setup
 	$(PY) -m pytest
@@ -26,6 +27,10 @@ test-sqlite: setup
 # unreachable, fails instead when CI=true).
 test-postgres: setup
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m integration tests/spawner
+
+# The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite.
+test-redis: setup
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_URL_TEST) $(PY) -m pytest -m integration tests/spawner/test_execution.py
 
 lint: setup
 	$(PY) -m ruff check .

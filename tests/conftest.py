@@ -14,8 +14,21 @@ from django.conf import settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _unreachable(what: str, url: str, exc: Exception) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.exit(f"{what} at {url} is unreachable (CI=true, so this fails): {exc}", returncode=1)
+    pytest.exit(f"{what} at {url} is unreachable; skipping this run: {exc}", returncode=0)
+
+
 def pytest_sessionstart(session):
-    """On PostgreSQL, an unreachable server fails in CI and skips everywhere else."""
+    """An unreachable PostgreSQL or Redis fails in CI and skips everywhere else."""
+    if redis_url := os.environ.get("REDIS_URL"):
+        import redis
+
+        try:
+            redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
+        except redis.RedisError as exc:
+            _unreachable("Redis", redis_url, exc)
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         return
@@ -28,9 +41,7 @@ def pytest_sessionstart(session):
             password=db.get("PASSWORD") or None, connect_timeout=3,
         ).close()  # fmt: skip
     except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.exit(f"PostgreSQL at {url} is unreachable (CI=true, so this fails): {exc}", returncode=1)
-        pytest.exit(f"PostgreSQL at {url} is unreachable; skipping the PostgreSQL run: {exc}", returncode=0)
+        _unreachable("PostgreSQL", url, exc)
 
 
 def database_url_for_subprocess() -> str:
