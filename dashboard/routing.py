@@ -1,3 +1,14 @@
+"""Websocket routes; asgi.py wraps them in AllowedHostsOriginValidator(AuthMiddlewareStack(...))."""
+
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from dashboard.consumers import LiveConsumer
+
+websocket_urlpatterns = [
+    path("ws/batches/", LiveConsumer.as_asgi(), {"kind": "list"}),
+    path("ws/batches/<int:batch_id>/", LiveConsumer.as_asgi(), {"kind": "batch"}),
+    path("ws/batches/<int:batch_id>/compare/", LiveConsumer.as_asgi(), {"kind": "compare"}),
+    path("ws/runs/<int:run_id>/", LiveConsumer.as_asgi(), {"kind": "run"}),
+]

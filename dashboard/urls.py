@@ -3,10 +3,23 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import views
+from dashboard import actions, new_batch, views
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.batch_list, name="batch-list"),
+    path("batches/new/", new_batch.batch_new, name="batch-new"),
+    path("batches/new/row/", new_batch.task_row, name="task-row"),
+    path("batches/<int:batch_id>/", views.batch_detail, name="batch"),
+    path("batches/<int:batch_id>.json", views.batch_json, name="batch-json"),
+    path("batches/<int:batch_id>/compare/", views.compare, name="compare"),
+    path("batches/<int:batch_id>/cancel/", actions.batch_cancel, name="batch-cancel"),
+    path("batches/<int:batch_id>/retry-failed/", actions.batch_retry_failed, name="batch-retry-failed"),
+    path("batches/<int:batch_id>/rerun-sequential/", actions.batch_rerun_sequential, name="batch-rerun"),
+    path("runs/<int:run_id>/", views.run_detail, name="run"),
+    path("runs/<int:run_id>/cancel/", actions.run_cancel, name="run-cancel"),
+    path("runs/<int:run_id>/retry/", actions.run_retry, name="run-retry"),
+    path("runs/<int:run_id>/attempts/<int:number>/log/", views.run_log, name="run-log"),
+    path("runs/<int:run_id>/attempts/<int:number>/log/download/", views.run_log_download, name="run-log-download"),
 ]

@@ -1,14 +1,104 @@
+"""Pages: the batches list, a batch, a run and its logs, a comparison. Reads only."""
+
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from pathlib import Path
 
-from spawner.models import Batch
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+from django_htmx.middleware import HtmxDetails
+
+from dashboard import queries
+from spawner import reports
+from spawner.models import AgentRun, Batch, RunAttempt
+from spawner.states import BatchStatus
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
 
 
 @require_GET
 @login_required
-def batch_list(request):
-    batches = Batch.objects.select_related("owner")[:50]
-    return render(request, "dashboard/batch_list.html", {"batches": batches})
+def batch_list(request: HtmxHttpRequest):
+    filters = queries.ListFilters.from_query(request.GET)
+    context = {
+        **queries.list_context(filters),
+        "owners": queries.owners(),
+        "statuses": BatchStatus.choices,
+        "ws_query": filters.querystring(page=filters.page),
+    }
+    if request.htmx:
+        return render(request, "dashboard/batch_list.html#batch-table", context)
+    return render(request, "dashboard/batch_list.html", context)
+
+
+@require_GET
+@login_required
+def batch_detail(request: HtmxHttpRequest, batch_id: int):
+    batch = get_object_or_404(Batch.objects.select_related("owner", "sequential_of"), id=batch_id)
+    return render(request, "dashboard/batch.html", queries.batch_context(batch))
+
+
+@require_GET
+@login_required
+def batch_json(request: HtmxHttpRequest, batch_id: int):
+    batch = get_object_or_404(Batch, id=batch_id)
+    return JsonResponse(reports.batch_summary(batch))
+
+
+@require_GET
+@login_required
+def compare(request: HtmxHttpRequest, batch_id: int):
+    batch = get_object_or_404(Batch, id=batch_id)
+    parallel, sequential = queries.compare_pair(batch)
+    return render(request, "dashboard/compare.html", queries.compare_context(parallel, sequential))
+
+
+@require_GET
+@login_required
+def run_detail(request: HtmxHttpRequest, run_id: int):
+    run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
+    return render(request, "dashboard/run.html", queries.run_context(run))
+
+
+def _log_file(attempt: RunAttempt) -> Path:
+    """The attempt's full log, if this web server can read it (it may live on a worker's disk)."""
+    path = Path(attempt.log_path) if attempt.log_path else None
+    if path is None or not path.is_file():
+        raise Http404(f"the log of attempt {attempt.number} is not on this server")
+    return path
+
+
+@require_GET
+@login_required
+def run_log(request: HtmxHttpRequest, run_id: int, number: int):
+    """An earlier piece of an attempt's log: the bytes just before `before` (default: before the tail)."""
+    attempt = get_object_or_404(RunAttempt.objects.select_related("run"), run_id=run_id, number=number)
+    path = _log_file(attempt)
+    size = path.stat().st_size
+    chunk = settings.DASHBOARD["LOG_CHUNK_BYTES"]
+    try:
+        end = int(request.GET["before"])
+    except (KeyError, ValueError):
+        end = size - settings.SPAWNER["TAIL_BYTES"]
+    end = min(max(end, 0), size)
+    start = max(0, end - chunk)
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    context = {"run": attempt.run, "attempt": attempt, "start": start, "end": end,
+               "text": data.decode("utf-8", errors="replace")}  # fmt: skip
+    return render(request, "dashboard/run.html#log-chunk", context)
+
+
+@require_GET
+@login_required
+def run_log_download(request: HtmxHttpRequest, run_id: int, number: int):
+    attempt = get_object_or_404(RunAttempt.objects.select_related("run"), run_id=run_id, number=number)
+    path = _log_file(attempt)
+    name = f"batch-{attempt.run.batch_id}-{attempt.run.key}-attempt-{number}.log"
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=name, content_type="text/plain")  # noqa: SIM115

@@ -1,0 +1,135 @@
+"""Buttons: cancel, retry and re-run. Each calls a service with the user as the actor.
+
+An htmx post gets a notice back (the page itself updates over the websocket); a
+plain form post gets a message and a redirect.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from dashboard.views import HtmxHttpRequest
+from spawner import services, spec
+from spawner.models import AgentRun, Batch
+from spawner.states import RUN_FAILED
+
+LAUNCH = "spawner.add_batch"
+CANCEL = "spawner.cancel_batch"
+
+
+def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 200):
+    """Success (200) or refusal (403 not allowed, 409 not applicable now), said the way the caller asked."""
+    if request.htmx:
+        level = "ok" if status == 200 else "error"
+        return render(request, "dashboard/notice.html", {"message": message, "level": level}, status=status)
+    if status == 403:
+        return render(request, "403.html", {"message": message}, status=403)
+    (messages.success if status == 200 else messages.error)(request, message)
+    return redirect(back)
+
+
+def _may_cancel(user, batch: Batch) -> bool:
+    return user.has_perm(CANCEL) or (batch.owner_id is not None and batch.owner_id == user.id)
+
+
+def _admin_only_refusal(user, runs) -> str:
+    """Re-running an admin-only agent type (the shell) needs an admin, as launching it did."""
+    if user.is_staff:
+        return ""
+    names = sorted({r.agent_type.name for r in runs if r.agent_type.admin_only})
+    return f"only an admin may run {', '.join(names)} again" if names else ""
+
+
+@require_POST
+@login_required
+def batch_cancel(request: HtmxHttpRequest, batch_id: int):
+    batch = get_object_or_404(Batch, id=batch_id)
+    back = reverse("batch", args=[batch.id])
+    if not _may_cancel(request.user, batch):
+        return _answer(request, back, "you may not cancel this batch", status=403)
+    try:
+        services.batch_cancel(batch=batch, actor=request.user)
+    except services.ActionRefused as exc:
+        return _answer(request, back, str(exc), status=409)
+    return _answer(request, back, f"Cancelling batch #{batch.id}: running agents are being stopped.")
+
+
+@require_POST
+@login_required
+def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
+    batch = get_object_or_404(Batch, id=batch_id)
+    back = reverse("batch", args=[batch.id])
+    failed = list(batch.runs.filter(status__in=RUN_FAILED).select_related("agent_type").order_by("order"))
+    if not request.user.has_perm(LAUNCH):
+        return _answer(request, back, "you need the permission to launch batches", status=403)
+    if refusal := _admin_only_refusal(request.user, failed):
+        return _answer(request, back, refusal, status=403)
+    if not failed:
+        return _answer(request, back, "no run of this batch has failed", status=409)
+    retried, refused = [], []
+    for run in failed:
+        try:
+            services.run_retry(run=run, actor=request.user)
+            retried.append(run.key)
+        except services.ActionRefused as exc:
+            refused.append(str(exc))
+    if not retried:
+        return _answer(request, back, "; ".join(refused), status=409)
+    message = f"Retrying {len(retried)} run(s): {', '.join(retried)}."
+    return _answer(request, back, message + (f" Not retried: {'; '.join(refused)}" if refused else ""))
+
+
+@require_POST
+@login_required
+def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
+    batch = get_object_or_404(Batch, id=batch_id)
+    back = reverse("batch", args=[batch.id])
+    if not request.user.has_perm(LAUNCH):
+        return _answer(request, back, "you need the permission to launch batches", status=403)
+    if refusal := _admin_only_refusal(request.user, batch.runs.select_related("agent_type")):
+        return _answer(request, back, refusal, status=403)
+    if batch.mode != "parallel":
+        return _answer(request, back, "this batch already ran sequentially", status=409)
+    try:
+        rerun = services.batch_rerun_sequential(batch=batch, actor=request.user)
+    except services.ActionRefused as exc:
+        return _answer(request, back, str(exc), status=409)
+    except spec.SpecInvalid as exc:
+        return _answer(request, back, f"the stored spec no longer launches: {exc}", status=409)
+    target = reverse("compare", args=[rerun.id])
+    return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
+
+
+@require_POST
+@login_required
+def run_cancel(request: HtmxHttpRequest, run_id: int):
+    run = get_object_or_404(AgentRun.objects.select_related("batch"), id=run_id)
+    back = reverse("run", args=[run.id])
+    if not _may_cancel(request.user, run.batch):
+        return _answer(request, back, "you may not cancel this run", status=403)
+    try:
+        services.run_cancel(run=run, actor=request.user)
+    except services.ActionRefused as exc:
+        return _answer(request, back, str(exc), status=409)
+    return _answer(request, back, f"Cancelled run '{run.key}'.")
+
+
+@require_POST
+@login_required
+def run_retry(request: HtmxHttpRequest, run_id: int):
+    run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
+    back = reverse("run", args=[run.id])
+    if not request.user.has_perm(LAUNCH):
+        return _answer(request, back, "you need the permission to launch batches", status=403)
+    if refusal := _admin_only_refusal(request.user, [run]):
+        return _answer(request, back, refusal, status=403)
+    try:
+        services.run_retry(run=run, actor=request.user)
+    except services.ActionRefused as exc:
+        return _answer(request, back, str(exc), status=409)
+    return _answer(request, back, f"Retrying '{run.key}': attempt {run.attempt + 1} is queued.")

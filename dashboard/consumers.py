@@ -1,0 +1,53 @@
+"""One websocket consumer for every live page: join the topic's group, send a snapshot, relay fragments."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from dashboard import live
+from dashboard.relay import get_relay
+
+# Close codes: 4401/4404 tell the htmx ws extension not to retry (it retries 1006, 1011-1013).
+NOT_SIGNED_IN = 4401
+NOT_FOUND = 4404
+SERVICE_RESTART = 1012
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    """Kind of page from the route (`list`, `batch`, `run`, `compare`); what to watch from the URL."""
+
+    topic: live.Topic | None = None
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=NOT_SIGNED_IN)
+            return
+        route = self.scope["url_route"]["kwargs"]
+        query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+        kwargs = {k: v for k, v in route.items() if k != "kind"}
+        topic = await database_sync_to_async(live.topic_for)(route["kind"], kwargs, query)
+        if topic is None:
+            await self.close(code=NOT_FOUND)
+            return
+        await self.accept()
+        self.relay = get_relay()
+        self.topic = await self.relay.watch(topic, self.channel_name)
+        # Every (re)connect starts from the current state, so nothing missed while away matters.
+        await self.send(text_data=await self.relay.snapshot(self.topic))
+
+    async def disconnect(self, code):
+        if self.topic is not None:
+            await self.relay.unwatch(self.topic, self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        """The pages only listen; anything a client sends is ignored."""
+
+    async def live_fragment(self, event):
+        await self.send(text_data=event["html"])
+
+    async def live_close(self, event):
+        await self.close(code=event.get("code", SERVICE_RESTART))

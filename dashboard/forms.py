@@ -1,0 +1,166 @@
+"""The new-batch form: batch fields, task rows, or a pasted spec; all turn into spec text.
+
+The spec is validated by `spawner.services.spec_load` alone; these forms only
+collect input and put each of its errors back next to the field it names.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+
+import yaml
+from django import forms
+
+from spawner import spec
+
+SPEC_MAX_BYTES = 1_000_000
+
+
+def _choices(values) -> list[tuple[str, str]]:
+    return [(v, v.replace("_", " ")) for v in values]
+
+
+class BatchForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    mode = forms.ChoiceField(choices=_choices(spec.MODES), initial="parallel")
+    max_parallel = forms.IntegerField(min_value=1, initial=3, label="Max parallel")
+    retries = forms.IntegerField(min_value=0, initial=0, help_text="Automatic retries per task.")
+    timeout = forms.IntegerField(min_value=1, required=False, help_text="Seconds per task.")
+    failure_policy = forms.ChoiceField(choices=_choices(spec.FAILURE_POLICIES), initial="continue")
+    aggregation = forms.ChoiceField(choices=[("", "none")] + _choices(spec.AGGREGATIONS), required=False)
+
+
+def agent_choices(agents: Mapping[str, spec.AgentInfo], *, is_admin: bool) -> list[tuple[str, str]]:
+    """Every agent type, labelled with why it cannot run here, so nothing unavailable looks fine."""
+    choices = [("", "— agent type —")]
+    for name, info in sorted(agents.items()):
+        label = name
+        if not info.available:
+            label += f" — not available: {info.reason}"
+        elif info.admin_only and not is_admin:
+            label += " — admins only"
+        choices.append((name, label))
+    return choices
+
+
+class TaskForm(forms.Form):
+    key = forms.CharField(max_length=100, required=False)
+    agent = forms.ChoiceField(required=False)
+    role = forms.ChoiceField(required=False)
+    prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    priority = forms.ChoiceField(choices=[(p, p) for p in spec.PRIORITIES], initial="P1")
+    depends_on = forms.CharField(required=False, label="Depends on", help_text="Task keys, comma-separated.")
+    files = forms.CharField(required=False, help_text="Globs it may change, comma-separated.")
+
+    def __init__(self, *args, agents: Mapping[str, spec.AgentInfo], roles, is_admin: bool, **kwargs):
+        kwargs.setdefault("prefix", new_prefix())
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].choices = agent_choices(agents, is_admin=is_admin)
+        self.fields["role"].choices = [("", "— no role —")] + [(r, r) for r in roles]
+
+    @property
+    def row_id(self) -> str:
+        return self.prefix
+
+    def is_blank(self) -> bool:
+        data = self.cleaned_data if hasattr(self, "cleaned_data") else {}
+        return not any(data.get(f) for f in ("key", "agent", "role", "prompt", "depends_on", "files"))
+
+    def as_task(self) -> dict:
+        data = self.cleaned_data
+        task: dict = {"key": data["key"].strip(), "agent": data["agent"]}
+        if data["role"]:
+            task["role"] = data["role"]
+        if data["prompt"]:
+            task["prompt"] = data["prompt"]
+        task["priority"] = data["priority"]
+        for name in ("depends_on", "files"):
+            if items := split_list(data[name]):
+                task[name] = items
+        return task
+
+
+class SpecTextForm(forms.Form):
+    spec_text = forms.CharField(
+        required=False,
+        label="Spec (YAML or JSON)",
+        widget=forms.Textarea(attrs={"rows": 16, "spellcheck": "false", "class": "code"}),
+    )
+    spec_file = forms.FileField(required=False, label="or upload a file")
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("spec_file")
+        if upload:
+            if upload.size > SPEC_MAX_BYTES:
+                raise forms.ValidationError(f"the file is over {SPEC_MAX_BYTES} bytes")
+            try:
+                data["spec_text"] = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise forms.ValidationError("the file is not UTF-8 text") from None
+            # Show what was uploaded, so the next submit (launch after plan) sends it again.
+            self.data = self.data.copy()
+            self.data["spec_text"] = data["spec_text"]
+        if not (data.get("spec_text") or "").strip():
+            raise forms.ValidationError("paste a spec or choose a file")
+        return data
+
+
+def new_prefix() -> str:
+    return "t" + secrets.token_hex(3)
+
+
+def split_list(text: str) -> list[str]:
+    return [item for item in re.split(r"[,\s]+", text or "") if item]
+
+
+def spec_text_from_forms(batch_form: BatchForm, task_forms: list[TaskForm]) -> str:
+    """The YAML a person would have written for these rows (stored with the batch)."""
+    data = batch_form.cleaned_data
+    out: dict = {"name": data["name"], "mode": data["mode"], "max_parallel": data["max_parallel"]}
+    if data["retries"]:
+        out["retries"] = data["retries"]
+    if data["timeout"]:
+        out["timeout"] = data["timeout"]
+    out["failure_policy"] = data["failure_policy"]
+    if data["aggregation"]:
+        out["aggregation"] = data["aggregation"]
+    out["tasks"] = [f.as_task() for f in task_forms]
+    return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=100)
+
+
+_TASK_INDEX = re.compile(r"tasks\[(\d+)\]")
+
+
+def place_errors(
+    errors: list[spec.FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm]
+) -> list[str]:
+    """Attach each spec error to the form field it names; return those that belong to no field."""
+    general = []
+    for error in errors:
+        index = _TASK_INDEX.search(error.where)
+        if index and int(index.group(1)) < len(task_forms):
+            form = task_forms[int(index.group(1))]
+            if error.field in form.fields:
+                form.add_error(error.field, error.message)
+            else:
+                form.add_error(None, f"{error.field}: {error.message}" if error.field else error.message)
+        elif error.where == "batch" and batch_form is not None and error.field in batch_form.fields:
+            batch_form.add_error(error.field, error.message)
+        else:
+            general.append(str(error))
+    return general
+
+
+def place_warnings(unavailable, task_forms: list[TaskForm]) -> list[str]:
+    """Tasks whose agent type cannot run here: the message goes on that task's agent field."""
+    by_key = {f.cleaned_data.get("key", "").strip(): f for f in task_forms if hasattr(f, "cleaned_data")}
+    general = []
+    for key, why in unavailable:
+        if key in by_key:
+            by_key[key].add_error("agent", why)
+        else:
+            general.append(f"task '{key}': {why}")
+    return general

@@ -1,0 +1,234 @@
+"""Live topics: which events concern a page, and the fragments that bring it up to date.
+
+A topic is one thing people watch (the batches list with some filters, a batch, a
+run, a comparison). The relay feeds it events; the topic gathers what changed and,
+when due, renders the changed partials once for everyone watching. Fragments are
+the same partials the pages render, each with the element id htmx swaps by.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+
+from django.template.loader import render_to_string
+
+from dashboard import queries
+from spawner.models import AgentRun, Batch
+
+# Group names carry this process's token: each web process renders for its own clients,
+# even when the channel layer (Redis) is shared by several processes.
+PROCESS = f"{os.getpid()}-{secrets.token_hex(3)}"
+# Events that change nothing a list, a header or a timeline shows.
+OUTPUT_KINDS = {"run.output"}
+# A big batch coalesces its fragments over a longer window so the browser keeps up.
+BIG_BATCH_RUNS = 200
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    batch_id: int
+    run_id: int | None
+    kind: str
+
+
+def _render(name: str, context: dict) -> str:
+    return render_to_string(name, context)
+
+
+class Topic:
+    """Collects the events it wants; renders an update when one is due."""
+
+    interval = 0.0  # seconds between two updates of one topic, at least
+
+    def __init__(self, name: str):
+        self.name = f"live.{PROCESS}.{name}"
+        self.last_sent = 0.0
+        self.pending = False
+
+    def wants(self, event: Event) -> bool:
+        raise NotImplementedError
+
+    def collect(self, event: Event) -> None:
+        self.pending = True
+
+    def due(self, now: float) -> bool:
+        return self.pending and now - self.last_sent >= self.interval
+
+    def take(self, now: float) -> str:
+        """Render the update (in a worker thread) and forget what it covered."""
+        self.last_sent = now
+        self.pending = False
+        return self.update()
+
+    def update(self) -> str:
+        return self.snapshot()
+
+    def snapshot(self) -> str:
+        raise NotImplementedError
+
+
+class ListTopic(Topic):
+    """The batches list, as shown with one set of filters and one page."""
+
+    interval = 0.5
+
+    def __init__(self, filters: queries.ListFilters):
+        key = hashlib.sha1(filters.querystring(page=filters.page).encode()).hexdigest()[:12]
+        super().__init__(f"list.{key}")
+        self.filters = filters
+
+    def wants(self, event: Event) -> bool:
+        return event.kind not in OUTPUT_KINDS
+
+    def snapshot(self) -> str:
+        context = queries.list_context(self.filters)
+        return _render("dashboard/batch_list.html#batch-table", context)
+
+
+class BatchTopic(Topic):
+    """A batch page: header and actions, the rows of runs that changed, the timeline."""
+
+    timeline_interval = 1.0
+
+    def __init__(self, batch_id: int):
+        super().__init__(f"batch.{batch_id}")
+        self.batch_id = batch_id
+        self.runs: set[int] = set()
+        self.header = False
+        self.timeline_pending = False
+        self.timeline_sent = 0.0
+        size = AgentRun.objects.filter(batch_id=batch_id).count()
+        self.interval = 0.5 if size > BIG_BATCH_RUNS else 0.0
+
+    def wants(self, event: Event) -> bool:
+        return event.batch_id == self.batch_id
+
+    def collect(self, event: Event) -> None:
+        self.pending = True
+        if event.run_id:
+            self.runs.add(event.run_id)
+        if event.kind not in OUTPUT_KINDS:
+            self.header = self.timeline_pending = True
+
+    def due(self, now: float) -> bool:
+        rows_due = (self.runs or self.header) and now - self.last_sent >= self.interval
+        timeline_due = self.timeline_pending and now - self.timeline_sent >= self.timeline_interval
+        return bool(rows_due or timeline_due)
+
+    def take(self, now: float) -> str:
+        batch = Batch.objects.get(id=self.batch_id)
+        parts = []
+        if self.header or self.runs:
+            parts.append(self._rows(batch, self.header))
+            self.runs, self.header = set(), False
+            self.last_sent = now
+        if self.timeline_pending and (
+            now - self.timeline_sent >= self.timeline_interval or batch.status != "running"
+        ):
+            parts.append(_render("dashboard/batch.html#timeline", {"timeline": queries.timeline(batch)}))
+            self.timeline_pending, self.timeline_sent = False, now
+        self.pending = bool(self.runs or self.header or self.timeline_pending)
+        return "".join(parts)
+
+    def _rows(self, batch: Batch, header: bool) -> str:
+        parts = []
+        if header:
+            parts.append(_render("dashboard/batch.html#header", queries.batch_header_context(batch)))
+        for run in queries.grid_runs(batch.id, self.runs):
+            parts.append(_render("dashboard/batch.html#run-row", {"run": run, "oob": True}))
+        return "".join(parts)
+
+    def snapshot(self) -> str:
+        batch = Batch.objects.get(id=self.batch_id)
+        context = queries.batch_context(batch)
+        return "".join(
+            _render(f"dashboard/batch.html#{name}", context) for name in ("header", "runs", "timeline")
+        )
+
+
+class RunTopic(Topic):
+    """A run page: status and attempts on state changes, the output tail as it grows."""
+
+    def __init__(self, run: AgentRun):
+        super().__init__(f"run.{run.id}")
+        self.run_id = run.id
+        self.batch_id = run.batch_id
+        self.state = False
+        self.output = False
+        self.attempt_shown: int | None = run.attempt
+
+    def wants(self, event: Event) -> bool:
+        if event.run_id == self.run_id:
+            return True
+        return event.run_id is None and event.batch_id == self.batch_id
+
+    def collect(self, event: Event) -> None:
+        self.pending = True
+        if event.kind in OUTPUT_KINDS:
+            self.output = True
+        else:
+            self.state = True
+
+    def update(self) -> str:
+        run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
+        context = queries.run_context(run)
+        parts = []
+        if self.state:
+            parts += [_render(f"dashboard/run.html#{name}", context) for name in ("run-header", "attempts")]
+        if run.attempt != self.attempt_shown:
+            parts.append(_render("dashboard/run.html#output", context))
+        elif self.state or self.output:
+            parts.append(_render("dashboard/run.html#tail", context))
+        self.state = self.output = False
+        self.attempt_shown = run.attempt
+        return "".join(parts)
+
+    def snapshot(self) -> str:
+        run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
+        context = queries.run_context(run)
+        names = ("run-header", "attempts", "output")
+        return "".join(_render(f"dashboard/run.html#{name}", context) for name in names)
+
+
+class CompareTopic(Topic):
+    """A parallel batch beside its sequential re-run."""
+
+    interval = 1.0
+
+    def __init__(self, parallel_id: int, sequential_id: int | None):
+        super().__init__(f"compare.{parallel_id}.{sequential_id or 0}")
+        self.ids = {parallel_id, sequential_id} - {None}
+        self.parallel_id = parallel_id
+
+    def wants(self, event: Event) -> bool:
+        # A new sequential re-run of this batch appears through its launch event too.
+        return event.kind not in OUTPUT_KINDS and (
+            event.batch_id in self.ids or event.kind == "batch.launched"
+        )
+
+    def snapshot(self) -> str:
+        parallel, sequential = queries.compare_pair(Batch.objects.get(id=self.parallel_id))
+        self.ids = {parallel.id} | ({sequential.id} if sequential else set())
+        return _render("dashboard/compare.html#comparison", queries.compare_context(parallel, sequential))
+
+
+def topic_for(kind: str, kwargs: dict, query: dict) -> Topic | None:
+    """The topic a websocket URL asks for, or None if what it names does not exist."""
+    if kind == "list":
+        return ListTopic(queries.ListFilters.from_query(query))
+    if kind == "batch":
+        return BatchTopic(kwargs["batch_id"]) if Batch.objects.filter(id=kwargs["batch_id"]).exists() else None
+    if kind == "run":
+        run = AgentRun.objects.filter(id=kwargs["run_id"]).first()
+        return RunTopic(run) if run else None
+    if kind == "compare":
+        batch = Batch.objects.filter(id=kwargs["batch_id"]).first()
+        if batch is None:
+            return None
+        parallel, sequential = queries.compare_pair(batch)
+        return CompareTopic(parallel.id, sequential.id if sequential else None)
+    return None

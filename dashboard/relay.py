@@ -1,0 +1,163 @@
+"""The relay: tails the event log in the web process and pushes fragments to the groups watching.
+
+One asyncio task per event loop, started by the first websocket that connects and
+ended when the last one leaves. Each step reads the events after the last one seen,
+hands them to the topics that want them, and sends each due topic's fragment once to
+its group. Database work runs on one dedicated thread, which keeps its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+from django.db.models import Max, Q
+
+from dashboard.live import Event, Topic
+from spawner.models import RunEvent
+
+log = logging.getLogger(__name__)
+
+FETCH_LIMIT = 5000
+# An id below the newest one seen that has not appeared yet may belong to a transaction
+# still committing (PostgreSQL hands out ids before commit); look for it this long.
+GAP_SECONDS = 10.0
+MAX_GAPS = 1000
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.topics: dict[str, Topic] = {}
+        self.watchers: dict[str, set[str]] = {}
+        self.last_id: int | None = None
+        self.gaps: dict[int, float] = {}
+        self.task: asyncio.Task | None = None
+        self.starting = asyncio.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay")
+        self.layer = get_channel_layer()
+
+    @property
+    def poll_seconds(self) -> float:
+        return settings.DASHBOARD["RELAY_POLL_SECONDS"]
+
+    async def _db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, _with_connection, fn, *args)
+
+    # --- watchers ---------------------------------------------------------------------------
+
+    async def watch(self, topic: Topic, channel_name: str) -> Topic:
+        """Join `topic`'s group; returns the topic object shared by everyone watching it."""
+        await self.layer.group_add(topic.name, channel_name)
+        topic = self.topics.setdefault(topic.name, topic)
+        self.watchers.setdefault(topic.name, set()).add(channel_name)
+        async with self.starting:
+            if self.task is None or self.task.done():
+                # Read the newest id before the caller renders its snapshot: nothing falls between.
+                self.last_id, self.gaps = await self._db(_newest_id), {}
+                self.task = asyncio.create_task(self._run())
+        return topic
+
+    async def unwatch(self, topic: Topic, channel_name: str) -> None:
+        await self.layer.group_discard(topic.name, channel_name)
+        channels = self.watchers.get(topic.name, set())
+        channels.discard(channel_name)
+        if not channels:
+            self.watchers.pop(topic.name, None)
+            self.topics.pop(topic.name, None)
+
+    async def snapshot(self, topic: Topic) -> str:
+        return await self._db(topic.snapshot)
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while self.topics:
+            try:
+                await self.step()
+            except Exception:
+                log.exception("relay step failed; retrying")
+                await asyncio.sleep(1)
+            await asyncio.sleep(self.poll_seconds)
+
+    async def step(self) -> bool:
+        """Read new events, send the fragments that are due. Returns whether anything was sent."""
+        events = await self._db(self.fetch)
+        topics = list(self.topics.values())
+        for event in events:
+            for topic in topics:
+                if topic.wants(event):
+                    topic.collect(event)
+        now = time.monotonic()
+        due = [t for t in topics if t.due(now)]
+        if not due:
+            return False
+        rendered = await self._db(_render_all, due, now)
+        for name, html in rendered:
+            if html:
+                await self.layer.group_send(name, {"type": "live.fragment", "html": html})
+        return True
+
+    def fetch(self) -> list[Event]:
+        """Events after the last one seen, and any missing ones that appeared since."""
+        now = time.monotonic()
+        self.gaps = {i: t for i, t in self.gaps.items() if now - t < GAP_SECONDS}
+        where = Q(id__gt=self.last_id or 0)
+        if self.gaps:
+            where |= Q(id__in=list(self.gaps))
+        rows = list(
+            RunEvent.objects.filter(where).order_by("id").values_list("id", "batch_id", "run_id", "kind")[
+                :FETCH_LIMIT
+            ]
+        )
+        events = []
+        for row in rows:
+            event = Event(*row)
+            if event.id in self.gaps:
+                del self.gaps[event.id]
+            elif event.id > (self.last_id or 0):
+                missing = range((self.last_id or 0) + 1, event.id)
+                if self.last_id is not None and len(missing) <= MAX_GAPS:
+                    self.gaps.update(dict.fromkeys(missing, now))
+                self.last_id = event.id
+            events.append(event)
+        return events
+
+
+def _with_connection(fn, *args):
+    """Keep the relay thread's connection between steps; drop it after an error."""
+    try:
+        return fn(*args)
+    except Exception:
+        connection.close()
+        raise
+
+
+def _newest_id() -> int:
+    return RunEvent.objects.aggregate(newest=Max("id"))["newest"] or 0
+
+
+def _render_all(topics: list[Topic], now: float) -> list[tuple[str, str]]:
+    rendered = []
+    for topic in topics:
+        try:
+            rendered.append((topic.name, topic.take(now)))
+        except Exception:
+            log.exception("could not render %s", topic.name)
+    return rendered
+
+
+_relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Relay] = weakref.WeakKeyDictionary()
+
+
+def get_relay() -> Relay:
+    """The relay of the running event loop (one per web process in production)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _relays:
+        _relays[loop] = Relay()
+    return _relays[loop]

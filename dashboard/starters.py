@@ -1,0 +1,93 @@
+"""Starting points for the new-batch form: the seeds' four patterns, filled in with this server's agents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from spawner.spec import AgentInfo
+
+CODING_AGENTS = ("claude-code", "codex", "gemini", "aider")
+
+
+def _usable(agents: Mapping[str, AgentInfo], is_admin: bool) -> list[str]:
+    return [n for n, a in agents.items() if a.available and (is_admin or not a.admin_only)]
+
+
+def default_agent(agents: Mapping[str, AgentInfo], *, is_admin: bool) -> str:
+    """A coding agent that can run here, else anything that can, else the first coding agent."""
+    usable = _usable(agents, is_admin)
+    for name in (*CODING_AGENTS, *sorted(usable)):
+        if name in usable:
+            return name
+    return next((n for n in CODING_AGENTS if n in agents), next(iter(sorted(agents)), ""))
+
+
+def _task(key, agent, role, prompt, roles, depends_on=(), files=(), priority="P1") -> dict:
+    task = {"key": key, "agent": agent, "prompt": prompt, "priority": priority}
+    if role in roles:
+        task["role"] = role
+    if depends_on:
+        task["depends_on"] = list(depends_on)
+    if files:
+        task["files"] = list(files)
+    return task
+
+
+def review(agent: str, roles, agents) -> dict:
+    aspects = [("security", "injection, secrets, permissions"), ("performance", "queries, loops, memory"),
+               ("clarity", "names, structure, tests")]  # fmt: skip
+    tasks = [
+        _task(f"review-{name}", agent, "reviewer", f"Review the last commit for {name}: {focus}.", roles)
+        for name, focus in aspects
+    ]
+    tasks.append(
+        _task("summary", agent, "", "Merge the three reviews into one list, most severe first.", roles,
+              depends_on=[t["key"] for t in tasks], priority="P0")  # fmt: skip
+    )
+    return {"name": "Fan-out review", "max_parallel": 3, "aggregation": "merge", "tasks": tasks}
+
+
+def pipeline(agent: str, roles, agents) -> dict:
+    tasks = []
+    for part in ("api", "ui"):
+        tasks.append(_task(f"build-{part}", agent, "implementer", f"Implement the {part} half of the feature.",
+                           roles, files=[f"src/{part}/**"]))  # fmt: skip
+        tasks.append(_task(f"test-{part}", agent, "tester", f"Test the {part} half of the feature.",
+                           roles, depends_on=[f"build-{part}"], files=[f"tests/{part}/**"]))  # fmt: skip
+    return {"name": "Parallel pipeline", "max_parallel": 2, "aggregation": "all", "tasks": tasks}
+
+
+def waves(agent: str, roles, agents) -> dict:
+    tasks = [
+        _task("explore", agent, "explorer", "Map the code the feature touches.", roles, priority="P0"),
+        _task("models", agent, "implementer", "Add the models.", roles, ["explore"], ["app/models.py"]),
+        _task("views", agent, "implementer", "Add the views.", roles, ["explore"], ["app/views.py"]),
+        _task("tests", agent, "tester", "Test models and views.", roles, ["models", "views"], ["tests/**"]),
+        _task("docs", agent, "documenter", "Document the feature.", roles, ["tests"], ["docs/**"]),
+    ]
+    return {"name": "Dependency waves", "max_parallel": 2, "aggregation": "merge", "tasks": tasks}
+
+
+def race(agent: str, roles, agents) -> dict:
+    racers = [a for a in CODING_AGENTS if a in agents][:3] or [agent]
+    while len(racers) < 3:
+        racers.append(racers[0])
+    prompt = "Find the cause of the failing test and propose the smallest fix."
+    tasks = [_task(f"try-{i + 1}", a, "debugger", prompt, roles) for i, a in enumerate(racers)]
+    return {"name": "Race", "max_parallel": 3, "aggregation": "first_success", "tasks": tasks}
+
+
+STARTERS = {
+    "review": ("Fan-out / fan-in review", "Three reviewers in parallel, one summary after them.", review),
+    "pipeline": ("Parallel pipeline", "Two build → test chains side by side.", pipeline),
+    "waves": ("Dependency waves", "Explore, then build in parallel, then test, then document.", waves),
+    "race": ("Race", "The same problem to several agents; the first success wins.", race),
+}
+
+
+def build(name: str, agents: Mapping[str, AgentInfo], roles, *, is_admin: bool) -> dict | None:
+    if name not in STARTERS:
+        return None
+    agent = default_agent(agents, is_admin=is_admin)
+    data = STARTERS[name][2](agent, set(roles), agents)
+    return {"mode": "parallel", "retries": 0, "failure_policy": "continue", **data}

@@ -1,0 +1,44 @@
+"""Small filters for showing runs: agent output, durations and ratios."""
+
+from __future__ import annotations
+
+from django import template
+
+from dashboard import ansi
+
+register = template.Library()
+
+
+@register.filter
+def ansi_html(text: str | None):
+    """Agent output, escaped, with ANSI colours as spans."""
+    return ansi.to_html(text or "")
+
+
+@register.filter
+def last_lines(text: str | None):
+    return ansi.last_lines(text or "")
+
+
+@register.filter
+def seconds(value: float | None) -> str:
+    """A duration a person reads at a glance: 0.4 s, 12.3 s, 2 min 05 s, 1 h 02 min."""
+    if value is None:
+        return "–"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(int(round(value)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@register.filter
+def times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.0f} %"
