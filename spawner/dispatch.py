@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from spawner import events, scheduling, timings
+from spawner import events, fanin, scheduling, timings, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, AttemptStatus, BatchStatus, RunStatus
 
@@ -100,6 +100,7 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
             sequential=batch.mode == "sequential",
             fail_fast=batch.failure_policy == "fail_fast",
             cancel_requested=batch.cancel_requested,
+            race=batch.aggregation == "first_success",
             **_type_limits(runs),
         )
         views = [
@@ -119,7 +120,7 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
             failed = [d for d in run.depends_on if by_key[d].status != RunStatus.SUCCEEDED]
             run_close(run, status=RunStatus.SKIPPED, error=f"dependency did not succeed: {', '.join(failed)}")
         for key in decision.cancel:
-            run_stop(by_key[key], error="cancelled" if batch.cancel_requested else "cancelled: fail_fast")
+            run_stop(by_key[key], error=_stop_reason(batch))
         for key, not_before in decision.start:
             attempt_create(
                 by_key[key],
@@ -129,6 +130,14 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
         if decision.finished:
             batch_finish(batch, decision.outcome)
         return decision
+
+
+def _stop_reason(batch: Batch) -> str:
+    if batch.cancel_requested:
+        return "cancelled"
+    if batch.aggregation == "first_success":
+        return "cancelled: another agent won the race"
+    return "cancelled: fail_fast"
 
 
 def run_close(run: AgentRun, *, status: str, error: str = "", actor=None) -> None:
@@ -157,6 +166,8 @@ def batch_finish(batch: Batch, outcome: str) -> None:
     Batch.objects.filter(id=batch.id).update(status=outcome, finished_at=now, **figures)
     batch.status = outcome
     events.record(batch_id=batch.id, kind=f"batch.{outcome}", status=outcome, data=figures)
+    agg = fanin.aggregation_compute(batch)
+    webhooks.notify(batch, "batch.ended", {**figures, "aggregation": agg.status})
 
 
 def advance_all_running() -> int:

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner import dispatch, events, handoff
+from spawner import dispatch, events, fanin, handoff
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
@@ -205,6 +205,7 @@ def attempt_finish(
         else:
             final = RunStatus.SUCCEEDED if status == AttemptStatus.SUCCEEDED else status
             AgentRun.objects.filter(id=run.id).update(status=final, finished_at=now, error=error)
+            fanin.on_run_ended(run, final, error)
             events.record(
                 batch_id=run.batch_id,
                 run_id=run.id,

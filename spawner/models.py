@@ -91,6 +91,7 @@ class Batch(models.Model):
     backoff_seconds = models.FloatField(default=2.0, help_text="First retry delay; doubles each time.")
     aggregation = models.CharField(max_length=20, blank=True)
     cwd = models.CharField(max_length=500, blank=True)
+    webhook_url = models.URLField(blank=True, help_text="Called (POST, JSON) when the batch ends or escalates.")
     status = models.CharField(
         max_length=12, choices=BatchStatus.choices, default=BatchStatus.RUNNING, db_index=True
     )
@@ -225,3 +226,78 @@ class WorkerHeartbeat(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["host", "pid"], name="unique_worker")]
+
+
+class Aggregation(models.Model):
+    """The combined result of a batch, recomputed whenever the batch ends (again)."""
+
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="aggregation_result")
+    strategy = models.CharField(max_length=20)
+    status = models.CharField(max_length=12)  # complete, partial, escalated, empty
+    data = models.JSONField()
+    computed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"aggregation of {self.batch}"
+
+
+class Escalation(models.Model):
+    """Something a person must decide: a failed P0 run, a vote without a clear winner, a lost run."""
+
+    class Kind(models.TextChoices):
+        P0_FAILED = "p0_failed", "P0 run failed"
+        LOST = "lost", "run lost, retries spent"
+        VOTE = "vote", "vote tie or no quorum"
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+        DISMISSED = "dismissed"
+
+    class Resolution(models.TextChoices):
+        RETRIED = "retried", "retried the run"
+        ACCEPTED = "accepted", "accepted the partial result"
+        DISMISSED = "dismissed", "dismissed"
+        SUPERSEDED = "superseded", "the run succeeded later"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="escalations")
+    run = models.ForeignKey(
+        AgentRun, null=True, blank=True, on_delete=models.CASCADE, related_name="escalations"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    reason = models.TextField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN, db_index=True)
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution = models.CharField(max_length=12, choices=Resolution.choices, blank=True)
+    resolution_note = models.TextField(blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"escalation #{self.pk} ({self.kind})"
+
+
+class Review(models.Model):
+    """A teammate's sign-off (or not) on a batch's combined result."""
+
+    class Decision(models.TextChoices):
+        APPROVE = "approve", "approve"
+        REQUEST_CHANGES = "request_changes", "request changes"
+        COMMENT = "comment", "comment"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="reviews")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]

@@ -31,6 +31,7 @@ class Limits:
     sequential: bool = False
     fail_fast: bool = False
     cancel_requested: bool = False
+    race: bool = False  # first_success: the first run to succeed wins, the rest are cancelled
     type_caps: Mapping[str, int] = field(default_factory=dict)
     # Active runs of each agent type across every batch, this one included.
     type_active: Mapping[str, int] = field(default_factory=dict)
@@ -66,11 +67,13 @@ def skipped_by_failed_dependencies(runs: Sequence[RunView]) -> list[str]:
     return skipped
 
 
-def outcome(statuses: Sequence[str], *, cancel_requested: bool, fail_fast: bool) -> str:
+def outcome(statuses: Sequence[str], *, cancel_requested: bool, fail_fast: bool, race: bool = False) -> str:
     if cancel_requested:
         return BatchStatus.CANCELLED
     if all(s == RunStatus.SUCCEEDED for s in statuses):
         return BatchStatus.SUCCEEDED
+    if race and any(s == RunStatus.SUCCEEDED for s in statuses):
+        return BatchStatus.SUCCEEDED  # a race needs one winner
     if fail_fast and any(s in RUN_FAILED for s in statuses):
         return BatchStatus.FAILED
     if any(s == RunStatus.SUCCEEDED for s in statuses):
@@ -82,8 +85,10 @@ def decide(runs: Sequence[RunView], limits: Limits, now: float) -> Decision:
     decision = Decision(type_next_start=dict(limits.type_next_start))
     status = {r.key: r.status for r in runs}
 
-    stop_all = limits.cancel_requested or (
-        limits.fail_fast and any(s in RUN_FAILED for s in status.values())
+    stop_all = (
+        limits.cancel_requested
+        or (limits.fail_fast and any(s in RUN_FAILED for s in status.values()))
+        or (limits.race and any(s == RunStatus.SUCCEEDED for s in status.values()))
     )
     if stop_all:
         decision.cancel = [r.key for r in runs if r.status not in RUN_TERMINAL]
@@ -101,6 +106,7 @@ def decide(runs: Sequence[RunView], limits: Limits, now: float) -> Decision:
             list(status.values()),
             cancel_requested=limits.cancel_requested,
             fail_fast=limits.fail_fast,
+            race=limits.race,
         )
     return decision
 

@@ -12,12 +12,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from spawner import dispatch, events, planning, spec
+from spawner.errors import ActionRefused
 from spawner.models import AgentRun, AgentType, Batch, Role
 from spawner.states import RUN_TERMINAL, BatchStatus, RunStatus
 
-
-class ActionRefused(Exception):
-    """The action does not apply to the object in its current state; the message says why."""
+__all__ = ["ActionRefused"]
 
 
 def spec_limits() -> spec.Limits:
@@ -128,6 +127,7 @@ def batch_launch(
             failure_policy=batch_spec.failure_policy,
             backoff_seconds=batch_spec.backoff,
             aggregation=batch_spec.aggregation,
+            webhook_url=batch_spec.webhook,
             cwd=str(batch_cwd),
             sequential_of=sequential_of,
         )

@@ -24,7 +24,7 @@ VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 
 BATCH_FIELDS = {
     "name", "mode", "max_parallel", "timeout", "retries", "backoff", "failure_policy",
-    "aggregation", "cwd", "agent", "tasks", "vars",
+    "aggregation", "cwd", "agent", "tasks", "vars", "webhook",
 }  # fmt: skip
 TASK_FIELDS = {
     "key", "agent", "role", "prompt", "vars", "priority", "depends_on", "files",
@@ -93,6 +93,7 @@ class BatchSpec:
     backoff: float = 2.0
     failure_policy: str = "continue"
     aggregation: str = ""
+    webhook: str = ""
     cwd: str = ""
     # (task key, why) for tasks whose agent type this server cannot run now.
     unavailable: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -283,6 +284,10 @@ def validate(
     cwd = data.get("cwd") or ""
     if not isinstance(cwd, str):
         c.add("batch", "cwd", f"must be a path, got {cwd!r}")
+    webhook = data.get("webhook") or ""
+    if not isinstance(webhook, str) or not re.match(r"^https?://[^\s/]+", webhook) and webhook:
+        c.add("batch", "webhook", f"must be an http(s) URL, got {webhook!r}")
+        webhook = ""
     default_agent = data.get("agent")
     batch_vars = data.get("vars") or {}
     if not isinstance(batch_vars, dict):
@@ -413,6 +418,7 @@ def validate(
         backoff=backoff if backoff is not None else 2.0,
         failure_policy=policy or "continue",
         aggregation=aggregation,
+        webhook=webhook,
         cwd=cwd if isinstance(cwd, str) else "",
         unavailable=unavailable,
     )

@@ -12,3 +12,9 @@ def execute_attempt(attempt_id: int) -> str:
 def reap() -> int:
     """Scheduled backstop for clusters started with plain `qcluster` (no reaper thread)."""
     return reaper.tick()
+
+
+def deliver_webhook(url: str, payload: dict) -> bool:
+    from spawner import webhooks
+
+    return webhooks.deliver(url, payload)
