@@ -1,0 +1,162 @@
+"""Fan-in against a real cluster: the race, escalations, reviews, webhooks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from spawner import fanin, services
+from spawner.errors import ActionRefused
+from spawner.models import Aggregation, Escalation, RunEvent
+from tests.spawner.helpers import launch, pid_alive, wait_batch, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+
+def test_first_success_cancels_the_losers_processes(cluster, agent_types, tmp_path):
+    pids = tmp_path / "pids"
+    spec = f"""
+name: race
+agent: sh
+aggregation: first_success
+tasks:
+  - key: hare
+    prompt: "echo $$ >> {pids}; sleep 0.5; echo '{{\\"summary\\": \\"hare wins\\"}}' > $SPAWNER_RESULT_FILE"
+  - {{key: tortoise, prompt: "echo $$ >> {pids}; sleep 60"}}
+  - {{key: snail, prompt: "echo $$ >> {pids}; sleep 60"}}
+"""
+    batch = wait_batch(launch(spec, tmp_path), timeout=30)
+
+    assert batch.status == "succeeded"
+    assert dict(batch.runs.values_list("key", "status")) == {
+        "hare": "succeeded", "tortoise": "cancelled", "snail": "cancelled",
+    }  # fmt: skip
+    for pid in map(int, pids.read_text().split()):
+        wait_for(lambda pid=pid: not pid_alive(pid), 10, f"loser {pid} to be stopped")
+    agg = Aggregation.objects.get(batch=batch)
+    assert agg.data["winner"] == "hare"
+    assert agg.data["summary"].endswith("hare wins")
+
+
+def test_a_failed_p0_run_escalates_and_a_retry_resolves_it(cluster, agent_types, tmp_path):
+    marker = tmp_path / "fixed"
+    spec = f"""
+name: p0
+agent: sh
+aggregation: merge
+tasks:
+  - {{key: critical, priority: P0, prompt: "test -f {marker}"}}
+  - {{key: minor, priority: P2, prompt: "exit 1"}}
+  - {{key: fine, prompt: "echo ok"}}
+"""
+    batch = wait_batch(launch(spec, tmp_path))
+    assert batch.status == "partial"
+    escalation = Escalation.objects.get(batch=batch)
+    assert (escalation.kind, escalation.run.key, escalation.state) == ("p0_failed", "critical", "open")
+    notes = {n["run"]: n["level"] for n in batch.aggregation_result.data["notes"]}
+    assert notes == {"critical": "escalation", "minor": "note"}
+
+    users = get_user_model()
+    alice, bob = users.objects.create_user("alice"), users.objects.create_user("bob")
+    fanin.escalation_assign(escalation=escalation, assignee=bob, actor=alice)
+    marker.touch()
+    fanin.escalation_resolve(escalation=escalation, action="retry", note="fixed the marker", actor=bob)
+    batch = wait_batch(batch)
+
+    escalation.refresh_from_db()
+    assert (escalation.state, escalation.resolution, escalation.resolved_by) == ("resolved", "retried", bob)
+    assert escalation.assignee == bob
+    assert batch.runs.get(key="critical").status == "succeeded"
+    assert batch.status == "partial", "minor still failed"
+    actors = dict(RunEvent.objects.filter(kind__startswith="escalation.").values_list("kind", "actor__username"))
+    assert actors["escalation.assigned"] == "alice"
+    assert actors["escalation.resolved"] == "bob"
+    with pytest.raises(ActionRefused):
+        fanin.escalation_resolve(escalation=escalation, action="accept", actor=bob)
+
+
+def test_a_run_that_succeeds_on_its_own_retry_closes_its_escalation(cluster, agent_types, tmp_path):
+    marker = tmp_path / "m"
+    spec = f"name: s\nagent: sh\ntasks:\n  - {{key: c, priority: P0, prompt: 'test -f {marker}'}}\n"
+    batch = wait_batch(launch(spec, tmp_path))
+    marker.touch()
+
+    services.run_retry(run=batch.runs.get(), actor=None)
+    wait_batch(batch)
+
+    assert Escalation.objects.get(batch=batch).resolution == "superseded"
+
+
+def test_a_vote_tie_escalates_the_batch(cluster, agent_types, tmp_path):
+    spec = r"""
+name: vote
+agent: sh
+aggregation: vote
+tasks:
+  - {key: a, prompt: "echo '{\"verdict\": \"pass\"}' > $SPAWNER_RESULT_FILE"}
+  - {key: b, prompt: "echo '{\"verdict\": \"fail\"}' > $SPAWNER_RESULT_FILE"}
+"""
+    batch = wait_batch(launch(spec, tmp_path))
+
+    escalation = Escalation.objects.get(batch=batch)
+    assert escalation.kind == "vote" and escalation.run is None
+    assert "tie" in escalation.reason
+    with pytest.raises(ActionRefused, match="whole batch"):
+        fanin.escalation_resolve(escalation=escalation, action="retry", actor=None)
+    with pytest.raises(ActionRefused, match="say why"):
+        fanin.escalation_resolve(escalation=escalation, action="dismiss", note=" ", actor=None)
+    fanin.escalation_resolve(escalation=escalation, action="dismiss", note="humans decided: pass", actor=None)
+    escalation.refresh_from_db()
+    assert escalation.state == "dismissed"
+
+
+def test_reviews_decide_the_review_state(db):
+    from spawner.models import Batch
+
+    users = get_user_model()
+    alice, bob = users.objects.create_user("alice"), users.objects.create_user("bob")
+    batch = Batch.objects.create(name="b", spec={})
+    assert fanin.review_state(batch) == "pending"
+    fanin.review_submit(batch=batch, author=alice, decision="approve")
+    assert fanin.review_state(batch) == "approved"
+    fanin.review_submit(batch=batch, author=bob, decision="request_changes", comment="merge is missing docs")
+    assert fanin.review_state(batch) == "changes_requested"
+    fanin.review_submit(batch=batch, author=bob, decision="approve", comment="ok now")
+    assert fanin.review_state(batch) == "approved"
+    with pytest.raises(ActionRefused, match="say what should change"):
+        fanin.review_submit(batch=batch, author=bob, decision="request_changes")
+
+
+HOOKED = "name: w\nagent: sh\nwebhook: {url}\ntasks:\n  - {{key: a, prompt: 'true'}}\n"
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_webhook_hears_the_end_and_a_dead_one_blocks_nothing(cluster, agent_types, tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hook"
+    try:
+        batch = wait_batch(launch(HOOKED.format(url=url), tmp_path))
+        wait_for(lambda: Hook.received, 20, "the webhook call")
+        assert Hook.received[0]["event"] == "batch.ended"
+        assert Hook.received[0]["batch"] == batch.id and Hook.received[0]["status"] == "succeeded"
+    finally:
+        server.shutdown()
+    dead = "http://127.0.0.1:9/nothing-listens"
+    batch = wait_batch(launch(HOOKED.format(url=dead), tmp_path))
+    assert batch.status == "succeeded"
