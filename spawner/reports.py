@@ -6,6 +6,13 @@ from spawner.models import Batch
 from spawner.states import RUN_FAILED, RunStatus
 
 
+def _aggregation_data(batch: Batch) -> dict | None:
+    from spawner.models import Aggregation
+
+    agg = Aggregation.objects.filter(batch=batch).first()
+    return agg.data if agg else None
+
+
 def batch_summary(batch: Batch) -> dict:
     """Everything about a batch's outcome; partial failures are listed, never raised."""
     batch.refresh_from_db()
@@ -27,6 +34,8 @@ def batch_summary(batch: Batch) -> dict:
             "speedup": batch.speedup,
             "efficiency": batch.efficiency,
         },
+        "aggregation": _aggregation_data(batch),
+        "open_escalations": batch.escalations.filter(state="open").count(),
         "succeeded": [r.key for r in runs if r.status == RunStatus.SUCCEEDED],
         "failed": [r.key for r in runs if r.status in RUN_FAILED],
         "runs": [

@@ -149,6 +149,13 @@ class Command(BaseCommand):
                           "" if r["exit_code"] is None else str(r["exit_code"]), secs, r["error"][:60])  # fmt: skip
         self.console.print(table)
         t = s["timings"]
+        if agg := s.get("aggregation"):
+            verdict = f" · verdict {agg['verdict']}" if agg.get("verdict") else ""
+            self.console.print(f"[bold]{agg['strategy']}[/bold] ({agg['status']}{verdict}): {agg['summary']}")
+            for note in agg.get("notes", []):
+                self.console.print(f"  {note['level']}: {note['message']}", soft_wrap=True)
+        if s.get("open_escalations"):
+            self.console.print(f"[red]{s['open_escalations']} open escalation(s)[/red]: see the dashboard")
         self.console.print(
             f"wall {_f(t['wall_seconds'])} s · sum of runs {_f(t['sum_seconds'])} s · critical path "
             f"{_f(t['critical_path_seconds'])} s · speedup {_f(t['speedup'])}x · efficiency {_pct(t['efficiency'])}"
