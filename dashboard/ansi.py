@@ -20,7 +20,7 @@ def _overprint(text: str) -> str:
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
-def strip(text: str) -> str:
+def plain(text: str) -> str:
     """Plain text: no escape sequences, no control characters, no overprinted lines."""
     return _CONTROL.sub("", _ESCAPE.sub("", _overprint(text)))
 
@@ -81,6 +81,6 @@ def _emit(out: list[str], chunk: str, state: dict) -> None:
 
 def last_lines(text: str, *, lines: int = 2, chars: int = 160) -> str:
     """The last non-empty lines of some output, plain, for a one-glance column."""
-    kept = [line.strip() for line in strip(text[-4000:]).splitlines() if line.strip()][-lines:]
+    kept = [line.strip() for line in plain(text[-4000:]).splitlines() if line.strip()][-lines:]
     joined = " ⏎ ".join(kept)
     return joined if len(joined) <= chars else "…" + joined[-chars:]

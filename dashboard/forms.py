@@ -85,6 +85,7 @@ class TaskForm(forms.Form):
 class SpecTextForm(forms.Form):
     spec_text = forms.CharField(
         required=False,
+        strip=False,
         label="Spec (YAML or JSON)",
         widget=forms.Textarea(attrs={"rows": 16, "spellcheck": "false", "class": "code"}),
     )
@@ -134,9 +135,7 @@ def spec_text_from_forms(batch_form: BatchForm, task_forms: list[TaskForm]) -> s
 _TASK_INDEX = re.compile(r"tasks\[(\d+)\]")
 
 
-def place_errors(
-    errors: list[spec.FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm]
-) -> list[str]:
+def place_errors(errors: list[spec.FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm]) -> list[str]:
     """Attach each spec error to the form field it names; return those that belong to no field."""
     general = []
     for error in errors:

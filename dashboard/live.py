@@ -126,9 +126,7 @@ class BatchTopic(Topic):
             parts.append(self._rows(batch, self.header))
             self.runs, self.header = set(), False
             self.last_sent = now
-        if self.timeline_pending and (
-            now - self.timeline_sent >= self.timeline_interval or batch.status != "running"
-        ):
+        if self.timeline_pending and (now - self.timeline_sent >= self.timeline_interval or batch.status != "running"):
             parts.append(_render("dashboard/batch.html#timeline", {"timeline": queries.timeline(batch)}))
             self.timeline_pending, self.timeline_sent = False, now
         self.pending = bool(self.runs or self.header or self.timeline_pending)
@@ -145,9 +143,7 @@ class BatchTopic(Topic):
     def snapshot(self) -> str:
         batch = Batch.objects.get(id=self.batch_id)
         context = queries.batch_context(batch)
-        return "".join(
-            _render(f"dashboard/batch.html#{name}", context) for name in ("header", "runs", "timeline")
-        )
+        return "".join(_render(f"dashboard/batch.html#{name}", context) for name in ("header", "runs", "timeline"))
 
 
 class RunTopic(Topic):
@@ -206,9 +202,7 @@ class CompareTopic(Topic):
 
     def wants(self, event: Event) -> bool:
         # A new sequential re-run of this batch appears through its launch event too.
-        return event.kind not in OUTPUT_KINDS and (
-            event.batch_id in self.ids or event.kind == "batch.launched"
-        )
+        return event.kind not in OUTPUT_KINDS and (event.batch_id in self.ids or event.kind == "batch.launched")
 
     def snapshot(self) -> str:
         parallel, sequential = queries.compare_pair(Batch.objects.get(id=self.parallel_id))

@@ -116,8 +116,7 @@ def list_context(filters: ListFilters) -> dict:
     progress = reports.batches_progress([b.id for b in page.object_list])
     now = timezone.now()
     rows = [
-        {"batch": b, "progress": Progress(progress.get(b.id, {})), "wall": elapsed(b, now)}
-        for b in page.object_list
+        {"batch": b, "progress": Progress(progress.get(b.id, {})), "wall": elapsed(b, now)} for b in page.object_list
     ]
     return {
         "page": page,
@@ -142,8 +141,20 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
         AgentRun.objects.filter(batch_id=batch_id)
         .select_related("agent_type")
         .only(
-            "id", "batch_id", "key", "status", "attempt", "retries", "priority", "wave", "order",
-            "duration_seconds", "started_at", "error", "agent_type__name", "role",
+            "id",
+            "batch_id",
+            "key",
+            "status",
+            "attempt",
+            "retries",
+            "priority",
+            "wave",
+            "order",
+            "duration_seconds",
+            "started_at",
+            "error",
+            "agent_type__name",
+            "role",
         )  # fmt: skip
         .annotate(tail_end=Right("output_tail", 600))
         .order_by("order")
@@ -266,9 +277,7 @@ def compare_context(parallel: Batch, sequential: Batch | None) -> dict:
     now = timezone.now()
     sides = [parallel] + ([sequential] if sequential else [])
     axis = max(timeline_span(b, now) for b in sides)
-    columns = [
-        {**batch_header_context(b), "timeline": timeline(b, axis_seconds=axis, now=now)} for b in sides
-    ]
+    columns = [{**batch_header_context(b), "timeline": timeline(b, axis_seconds=axis, now=now)} for b in sides]
     gain = None
     if sequential and parallel.wall_seconds and sequential.wall_seconds:
         gain = sequential.wall_seconds / parallel.wall_seconds

@@ -111,9 +111,7 @@ class Relay:
         if self.gaps:
             where |= Q(id__in=list(self.gaps))
         rows = list(
-            RunEvent.objects.filter(where).order_by("id").values_list("id", "batch_id", "run_id", "kind")[
-                :FETCH_LIMIT
-            ]
+            RunEvent.objects.filter(where).order_by("id").values_list("id", "batch_id", "run_id", "kind")[:FETCH_LIMIT]
         )
         events = []
         for row in rows:

@@ -41,8 +41,15 @@ def review(agent: str, roles, agents) -> dict:
         for name, focus in aspects
     ]
     tasks.append(
-        _task("summary", agent, "", "Merge the three reviews into one list, most severe first.", roles,
-              depends_on=[t["key"] for t in tasks], priority="P0")  # fmt: skip
+        _task(
+            "summary",
+            agent,
+            "",
+            "Merge the three reviews into one list, most severe first.",
+            roles,
+            depends_on=[t["key"] for t in tasks],
+            priority="P0",
+        )  # fmt: skip
     )
     return {"name": "Fan-out review", "max_parallel": 3, "aggregation": "merge", "tasks": tasks}
 

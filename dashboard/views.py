@@ -90,6 +90,9 @@ def run_log(request: HtmxHttpRequest, run_id: int, number: int):
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
+    if start > 0 and (newline := data.find(b"\n")) != -1:
+        # Begin at a line start; the bytes before it come with the next, earlier piece.
+        start, data = start + newline + 1, data[newline + 1 :]
     context = {"run": attempt.run, "attempt": attempt, "start": start, "end": end,
                "text": data.decode("utf-8", errors="replace")}  # fmt: skip
     return render(request, "dashboard/run.html#log-chunk", context)

@@ -1,0 +1,220 @@
+"""Websockets: a snapshot on every connect, fragments as the event log grows, strangers refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from dashboard import live
+from dashboard.relay import get_relay
+from spawner.asgi import application
+from tests.dashboard.conftest import finish, move
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test runs its own event loop; the in-memory layer must not outlive it."""
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+@pytest.fixture
+def cookie(member):
+    client = Client()
+    client.force_login(member)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+def run_async(scenario):
+    async def wrapped():
+        try:
+            return await scenario()
+        finally:
+            relay = get_relay()
+            relay.topics.clear()
+            if relay.task:
+                await asyncio.wait_for(relay.task, 5)
+
+    return async_to_sync(wrapped)()
+
+
+async def connect(path: str, cookie: bytes) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(
+        application, path, headers=[(b"origin", b"http://localhost"), (b"cookie", cookie)]
+    )
+    connected, code = await communicator.connect()
+    assert connected, code
+    return communicator
+
+
+async def receive_until(communicator, text: str, timeout: float = 5.0) -> str:
+    """Messages until one contains `text` (earlier fragments may be about other changes)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        message = await communicator.receive_from(timeout=max(remaining, 0.01))
+        if text in message:
+            return message
+
+
+def test_a_batch_page_gets_a_snapshot_on_connect(member, make_batch, cookie):
+    batch = make_batch(member)
+
+    async def scenario():
+        ws = await connect(f"/ws/batches/{batch.id}/", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        await ws.disconnect()
+        return snapshot
+
+    snapshot = run_async(scenario)
+    assert 'id="batch-header"' in snapshot
+    assert 'id="run-rows"' in snapshot and snapshot.count('class="run-row"') == 3
+    assert f'id="timeline-{batch.id}"' in snapshot
+
+
+def test_a_run_changing_state_sends_its_row(member, make_batch, cookie):
+    batch = make_batch(member)
+    lint = batch.runs.get(key="lint")
+
+    async def scenario():
+        ws = await connect(f"/ws/batches/{batch.id}/", cookie)
+        await ws.receive_from(timeout=5)
+        await database_sync_to_async(move)(lint, "running")
+        fragment = await receive_until(ws, f'id="run-{lint.id}"')
+        await ws.disconnect()
+        return fragment
+
+    fragment = run_async(scenario)
+    assert "Running" in fragment
+    assert 'id="batch-header"' in fragment  # the counts changed too
+
+
+def test_output_reaches_the_run_page_escaped(member, make_batch, cookie):
+    lint = make_batch(member).runs.get(key="lint")
+
+    async def scenario():
+        ws = await connect(f"/ws/runs/{lint.id}/", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        await database_sync_to_async(move)(lint, "running")
+        running = await database_sync_to_async(lambda: lint.__class__.objects.get(id=lint.id))()
+        await database_sync_to_async(move)(running, "running", output="step 1 <ok>\n\x1b[31mred\x1b[0m\n")
+        fragment = await receive_until(ws, "step 1")
+        await ws.disconnect()
+        return snapshot, fragment
+
+    snapshot, fragment = run_async(scenario)
+    assert 'id="run-header"' in snapshot and 'id="attempts"' in snapshot and 'id="run-tail"' in snapshot
+    assert 'id="run-tail"' in fragment
+    assert "step 1 &lt;ok&gt;" in fragment and '<span class="ansi-red">red</span>' in fragment
+
+
+def test_the_list_updates_when_a_batch_ends(member, make_batch, cookie):
+    batch = make_batch(member)
+
+    async def scenario():
+        ws = await connect("/ws/batches/?status=succeeded", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        await database_sync_to_async(finish)(batch)
+        fragment = await receive_until(ws, f'id="batch-{batch.id}"')
+        await ws.disconnect()
+        return snapshot, fragment
+
+    snapshot, fragment = run_async(scenario)
+    assert 'id="batch-table"' in snapshot and f'id="batch-{batch.id}"' not in snapshot
+    assert "Succeeded" in fragment
+
+
+def test_a_reconnect_gets_what_changed_while_away(member, make_batch, cookie):
+    batch = make_batch(member)
+    lint = batch.runs.get(key="lint")
+
+    async def scenario():
+        ws = await connect(f"/ws/batches/{batch.id}/", cookie)
+        await ws.receive_from(timeout=5)
+        await ws.disconnect()
+        await database_sync_to_async(move)(lint, "running")
+        ws = await connect(f"/ws/batches/{batch.id}/", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        await ws.disconnect()
+        return snapshot
+
+    snapshot = run_async(scenario)
+    row = snapshot.split(f'id="run-{lint.id}"', 1)[1].split("</tr>", 1)[0]
+    assert "Running" in row
+
+
+def test_the_comparison_updates_when_either_batch_changes(member, make_batch, cookie):
+    batch = finish(make_batch(member))
+
+    async def scenario():
+        ws = await connect(f"/ws/batches/{batch.id}/compare/", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        from spawner import services
+
+        rerun = await database_sync_to_async(services.batch_rerun_sequential)(batch=batch, actor=member)
+        fragment = await receive_until(ws, f'id="timeline-{rerun.id}"')
+        await ws.disconnect()
+        return snapshot, fragment
+
+    snapshot, fragment = run_async(scenario)
+    assert "has not been re-run sequentially yet" in snapshot
+    assert 'id="comparison"' in fragment
+
+
+def test_an_unknown_batch_is_refused_with_a_code_that_is_not_retried(cookie):
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application, "/ws/batches/999/", headers=[(b"origin", b"http://localhost"), (b"cookie", cookie)]
+        )
+        return await communicator.connect()
+
+    connected, code = run_async(scenario)
+    assert (connected, code) == (False, 4404)
+
+
+def test_a_server_initiated_close_asks_the_client_to_reconnect(member, make_batch, cookie):
+    batch = make_batch(member)
+
+    async def scenario():
+        ws = await connect(f"/ws/batches/{batch.id}/", cookie)
+        await ws.receive_from(timeout=5)
+        topic = next(iter(get_relay().topics.values()))
+        await get_relay().layer.group_send(topic.name, {"type": "live.close"})
+        return await ws.receive_output(timeout=5)
+
+    message = run_async(scenario)
+    assert message == {"type": "websocket.close", "code": 1012}
+
+
+def test_many_changes_to_one_run_render_its_row_once(member, make_batch):
+    batch = make_batch(member)
+    lint = batch.runs.get(key="lint")
+    topic = live.BatchTopic(batch.id)
+    for i in range(20):
+        topic.collect(live.Event(id=i, batch_id=batch.id, run_id=lint.id, kind="run.output"))
+    assert topic.due(now=100.0)
+    html = topic.take(now=100.0)
+    assert html.count(f'id="run-{lint.id}"') == 1
+    assert 'id="batch-header"' not in html  # output changes no figure
+    assert not topic.due(now=100.05)
+
+
+def test_a_big_batch_coalesces_over_a_longer_window(member, agent_types, make_batch):
+    tasks = "".join(f"  - {{key: t{i}, prompt: echo}}\n" for i in range(live.BIG_BATCH_RUNS + 1))
+    batch = make_batch(member, text=f"name: big\nagent: sh\nmax_parallel: 1\ntasks:\n{tasks}")
+    topic = live.BatchTopic(batch.id)
+    run = batch.runs.first()
+    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=run.id, kind="run.running"))
+    topic.take(now=100.0)
+    topic.collect(live.Event(id=2, batch_id=batch.id, run_id=run.id, kind="run.succeeded"))
+    assert not topic.due(now=100.2)
+    assert topic.due(now=100.6)
