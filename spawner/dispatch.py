@@ -171,8 +171,13 @@ def batch_finish(batch: Batch, outcome: str) -> None:
 
 
 def advance_all_running() -> int:
-    """Backstop for batches waiting on something outside themselves (a type cap elsewhere)."""
-    ids = list(Batch.objects.filter(status=BatchStatus.RUNNING).values_list("id", flat=True))
+    """Backstop for batches that may be stalled: waiting on a slot freed elsewhere (a type cap),
+    or with every run ended but the batch not closed. Batches with work in flight advance anyway
+    when that work ends, so they are left alone."""
+    running = Batch.objects.filter(status=BatchStatus.RUNNING)
+    waiting = running.filter(runs__status=RunStatus.PENDING)
+    idle = running.exclude(runs__status__in=[*RUN_ACTIVE, RunStatus.PENDING])
+    ids = sorted(set(waiting.values_list("id", flat=True)) | set(idle.values_list("id", flat=True)))
     for batch_id in ids:
         batch_advance(batch_id)
     return len(ids)
