@@ -37,7 +37,8 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.relay = get_relay()
         self.topic = await self.relay.watch(topic, self.channel_name)
         # Every (re)connect starts from the current state, so nothing missed while away matters.
-        await self.send(text_data=await self.relay.snapshot(self.topic))
+        for html in await self.relay.snapshot(self.topic):
+            await self.send(text_data=html)
 
     async def disconnect(self, code):
         if self.topic is not None:

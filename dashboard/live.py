@@ -4,6 +4,10 @@ A topic is one thing people watch (the batches list with some filters, a batch, 
 run, a comparison). The relay feeds it events; the topic gathers what changed and,
 when due, renders the changed partials once for everyone watching. Fragments are
 the same partials the pages render, each with the element id htmx swaps by.
+
+Each update is a list of messages. Table rows travel in messages of their own: an
+HTML parser drops a <tr> or <tbody> that follows a <section>, so a message never
+mixes the two.
 """
 
 from __future__ import annotations
@@ -58,16 +62,16 @@ class Topic:
     def due(self, now: float) -> bool:
         return self.pending and now - self.last_sent >= self.interval
 
-    def take(self, now: float) -> str:
+    def take(self, now: float) -> list[str]:
         """Render the update (in a worker thread) and forget what it covered."""
         self.last_sent = now
         self.pending = False
         return self.update()
 
-    def update(self) -> str:
+    def update(self) -> list[str]:
         return self.snapshot()
 
-    def snapshot(self) -> str:
+    def snapshot(self) -> list[str]:
         raise NotImplementedError
 
 
@@ -84,9 +88,9 @@ class ListTopic(Topic):
     def wants(self, event: Event) -> bool:
         return event.kind not in OUTPUT_KINDS
 
-    def snapshot(self) -> str:
+    def snapshot(self) -> list[str]:
         context = queries.list_context(self.filters)
-        return _render("dashboard/batch_list.html#batch-table", context)
+        return [_render("dashboard/batch_list.html#batch-table", context)]
 
 
 class BatchTopic(Topic):
@@ -119,31 +123,29 @@ class BatchTopic(Topic):
         timeline_due = self.timeline_pending and now - self.timeline_sent >= self.timeline_interval
         return bool(rows_due or timeline_due)
 
-    def take(self, now: float) -> str:
+    def take(self, now: float) -> list[str]:
         batch = Batch.objects.get(id=self.batch_id)
-        parts = []
+        blocks, rows = [], ""
         if self.header or self.runs:
-            parts.append(self._rows(batch, self.header))
+            if self.header:
+                blocks.append(_render("dashboard/batch.html#header", queries.batch_header_context(batch)))
+            rows = "".join(
+                _render("dashboard/batch.html#run-row", {"run": run}) for run in queries.grid_runs(batch.id, self.runs)
+            )
             self.runs, self.header = set(), False
             self.last_sent = now
-        if self.timeline_pending and (now - self.timeline_sent >= self.timeline_interval or batch.status != "running"):
-            parts.append(_render("dashboard/batch.html#timeline", {"timeline": queries.timeline(batch)}))
+        timeline_due = now - self.timeline_sent >= self.timeline_interval or batch.status != "running"
+        if self.timeline_pending and timeline_due:
+            blocks.append(_render("dashboard/batch.html#timeline", {"timeline": queries.timeline(batch)}))
             self.timeline_pending, self.timeline_sent = False, now
         self.pending = bool(self.runs or self.header or self.timeline_pending)
-        return "".join(parts)
+        return [m for m in ("".join(blocks), rows) if m]
 
-    def _rows(self, batch: Batch, header: bool) -> str:
-        parts = []
-        if header:
-            parts.append(_render("dashboard/batch.html#header", queries.batch_header_context(batch)))
-        for run in queries.grid_runs(batch.id, self.runs):
-            parts.append(_render("dashboard/batch.html#run-row", {"run": run, "oob": True}))
-        return "".join(parts)
-
-    def snapshot(self) -> str:
+    def snapshot(self) -> list[str]:
         batch = Batch.objects.get(id=self.batch_id)
         context = queries.batch_context(batch)
-        return "".join(_render(f"dashboard/batch.html#{name}", context) for name in ("header", "runs", "timeline"))
+        blocks = "".join(_render(f"dashboard/batch.html#{name}", context) for name in ("header", "timeline"))
+        return [blocks, _render("dashboard/batch.html#runs", context)]
 
 
 class RunTopic(Topic):
@@ -169,7 +171,7 @@ class RunTopic(Topic):
         else:
             self.state = True
 
-    def update(self) -> str:
+    def update(self) -> list[str]:
         run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
         context = queries.run_context(run)
         parts = []
@@ -181,13 +183,13 @@ class RunTopic(Topic):
             parts.append(_render("dashboard/run.html#tail", context))
         self.state = self.output = False
         self.attempt_shown = run.attempt
-        return "".join(parts)
+        return ["".join(parts)] if parts else []
 
-    def snapshot(self) -> str:
+    def snapshot(self) -> list[str]:
         run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
         context = queries.run_context(run)
         names = ("run-header", "attempts", "output")
-        return "".join(_render(f"dashboard/run.html#{name}", context) for name in names)
+        return ["".join(_render(f"dashboard/run.html#{name}", context) for name in names)]
 
 
 class CompareTopic(Topic):
@@ -204,10 +206,10 @@ class CompareTopic(Topic):
         # A new sequential re-run of this batch appears through its launch event too.
         return event.kind not in OUTPUT_KINDS and (event.batch_id in self.ids or event.kind == "batch.launched")
 
-    def snapshot(self) -> str:
+    def snapshot(self) -> list[str]:
         parallel, sequential = queries.compare_pair(Batch.objects.get(id=self.parallel_id))
         self.ids = {parallel.id} | ({sequential.id} if sequential else set())
-        return _render("dashboard/compare.html#comparison", queries.compare_context(parallel, sequential))
+        return [_render("dashboard/compare.html#comparison", queries.compare_context(parallel, sequential))]
 
 
 def topic_for(kind: str, kwargs: dict, query: dict) -> Topic | None:

@@ -71,7 +71,7 @@ class Relay:
             self.watchers.pop(topic.name, None)
             self.topics.pop(topic.name, None)
 
-    async def snapshot(self, topic: Topic) -> str:
+    async def snapshot(self, topic: Topic) -> list[str]:
         return await self._db(topic.snapshot)
 
     # --- the loop ---------------------------------------------------------------------------
@@ -98,8 +98,8 @@ class Relay:
         if not due:
             return False
         rendered = await self._db(_render_all, due, now)
-        for name, html in rendered:
-            if html:
+        for name, messages in rendered:
+            for html in messages:
                 await self.layer.group_send(name, {"type": "live.fragment", "html": html})
         return True
 
@@ -140,7 +140,7 @@ def _newest_id() -> int:
     return RunEvent.objects.aggregate(newest=Max("id"))["newest"] or 0
 
 
-def _render_all(topics: list[Topic], now: float) -> list[tuple[str, str]]:
+def _render_all(topics: list[Topic], now: float) -> list[tuple[str, list[str]]]:
     rendered = []
     for topic in topics:
         try:

@@ -1,0 +1,157 @@
+"""The whole journey in a real Chromium, against daphne and a real cluster running real processes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import Permission, User
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "a-long-journey-pw"
+STREAM = 'for i in $(seq 1 14); do echo "line $i"; sleep 0.5; done'
+FLAKY = 'test -f marker || { touch marker; echo "first try fails"; exit 1; }; echo "second try works"'
+TASKS = [
+    # key, prompt, depends on
+    ("fetch", "sleep 1; echo fetched", ""),
+    ("stream", STREAM, ""),
+    ("flaky", FLAKY, ""),
+    ("lint", "sleep 1; printf '\\033[32mlint ok\\033[0m\\n'", ""),
+    ("build", "sleep 1; echo built", "fetch"),
+    ("report", "echo report", "build, lint"),
+]
+
+
+@pytest.fixture
+def alice(transactional_db):
+    user = User.objects.create_user("alice", password=PASSWORD)
+    user.user_permissions.add(Permission.objects.get(codename="add_batch", content_type__app_label="spawner"))
+    return user
+
+
+def expect_no_reload(page) -> None:
+    """Mark the document; the mark survives only if the page was never reloaded."""
+    page.evaluate("window.__sameDocument = true")
+
+
+def still_same_document(page) -> bool:
+    return page.evaluate("window.__sameDocument === true")
+
+
+def test_build_launch_watch_retry_and_compare(web, alice, agent_types, workdir, shots, browser):
+    # The browser comes last: Playwright runs an event loop here, after which the ORM refuses to run.
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # Sign in.
+    page.goto(web.url + "/")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    shots(page, "sign-in")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    expect(page.get_by_role("heading", name="Batches")).to_be_visible()
+    assert page.evaluate("typeof htmx") == "object", "htmx did not load from the static files"
+
+    # Build a 6-task batch with dependencies in the form: three blank rows, three added without a reload.
+    page.click("text=New batch")
+    expect_no_reload(page)
+    page.fill("#id_name", "journey")
+    page.fill("#id_max_parallel", "6")
+    for _ in range(3):
+        count = page.locator(".task-row").count()
+        page.click("button:has-text('+ Add task')")
+        expect(page.locator(".task-row")).to_have_count(count + 1)
+    assert still_same_document(page)
+    rows = page.locator(".task-row")
+    expect(rows).to_have_count(6)
+    for i, (key, prompt, deps) in enumerate(TASKS):
+        row = rows.nth(i)
+        row.locator("input[name$='-key']").fill(key)
+        row.locator("select[name$='-agent']").select_option("sh")
+        row.locator("textarea[name$='-prompt']").fill(prompt)
+        row.locator("input[name$='-depends_on']").fill(deps)
+
+    # See the plan.
+    page.click("button:has-text('Preview plan')")
+    plan = page.locator("#plan")
+    expect(plan).to_be_visible()
+    expect(plan).to_contain_text("Wave 3")
+    expect(plan).to_contain_text("fetch → build → report")
+    shots(page, "plan")
+
+    # Launch, and watch runs go running, then succeeded, without a reload.
+    page.locator("#build-form button[value='launch']").click()
+    expect(page).to_have_url(re.compile(r"/batches/\d+/$"))
+    batch_url = page.url
+    expect_no_reload(page)
+    grid = page.locator("#run-rows")
+    expect(grid.locator(".badge.running").first).to_be_visible(timeout=15_000)
+    shots(page, "batch-running")
+    expect(page.locator("#run-rows tr:has-text('fetch') .badge")).to_have_text("Succeeded", timeout=15_000)
+    expect(page.locator("#run-rows tr:has-text('stream') .badge")).to_have_text("Running")
+    assert still_same_document(page)
+
+    # Open a run and see its output stream in.
+    page.click("#run-rows a:text-is('stream')")
+    expect(page.get_by_role("heading", name="stream")).to_be_visible()
+    expect_no_reload(page)
+    tail = page.locator("#run-tail")
+    expect(tail).to_contain_text("line 3", timeout=10_000)
+    seen_early = tail.inner_text()
+    expect(tail).to_contain_text("line 14", timeout=15_000)
+    assert "line 14" not in seen_early, "the output should have grown while we watched"
+    expect(page.locator("#run-header .badge")).to_have_text("Succeeded", timeout=10_000)
+    assert still_same_document(page)
+    shots(page, "run-streamed")
+
+    # The batch ends partial: one run failed on its first try.
+    page.goto(batch_url)
+    expect(page.locator("#batch-header .badge.big")).to_have_text("Partial", timeout=20_000)
+    expect(page.locator("#run-rows tr:has-text('report') .badge")).to_have_text("Succeeded")
+    expect(page.locator("#run-rows tr:has-text('lint') code")).to_have_text("lint ok")  # colour codes gone
+    shots(page, "batch-partial")
+
+    # Retry the failed run from its page and see it succeed.
+    page.click("#run-rows a:text-is('flaky')")
+    expect(page.locator("#run-header .badge")).to_have_text("Failed")
+    expect(page.locator("#run-tail")).to_contain_text("first try fails")
+    expect_no_reload(page)
+    page.click("#run-header button:has-text('Retry')")
+    expect(page.locator("#notice")).to_contain_text("Retrying")
+    expect(page.locator("#run-header .badge")).to_have_text("Succeeded", timeout=20_000)
+    expect(page.locator("#run-tail")).to_contain_text("second try works")
+    expect(page.locator("#attempts tbody tr")).to_have_count(2)
+    assert still_same_document(page)
+    shots(page, "run-retried")
+
+    # The batch is whole again; re-run it sequentially and open the comparison.
+    page.goto(batch_url)
+    expect(page.locator("#batch-header .badge.big")).to_have_text("Succeeded", timeout=20_000)
+    page.click("button:has-text('Re-run sequentially')")
+    expect(page).to_have_url(re.compile(r"/batches/\d+/compare/$"), timeout=10_000)
+    comparison = page.locator("#comparison")
+    expect(comparison).to_contain_text("faster", timeout=60_000)
+    expect(comparison.locator(".timeline")).to_have_count(2)
+    shots(page, "compare")
+
+    # Phone width: the same pages stay usable.
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=context.storage_state())
+    small = phone.new_page()
+    small.goto(batch_url)
+    expect(small.locator("#batch-header")).to_be_visible()
+    shots(small, "phone-batch")
+    small.goto(page.url)
+    expect(small.locator("#comparison")).to_contain_text("faster")
+    shots(small, "phone-compare")
+    small.goto(web.url + "/batches/new/?start=waves")
+    shots(small, "phone-new")
+    page.goto(web.url + "/")
+    shots(page, "batches")
+
+    assert errors == []
