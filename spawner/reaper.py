@@ -69,6 +69,15 @@ def cluster_gone(pid: int) -> None:
     WorkerHeartbeat.objects.filter(host=execution.HOST, pid=pid).delete()
 
 
-def live_clusters() -> int:
+def _live():
     lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
-    return WorkerHeartbeat.objects.filter(seen_at__gte=timezone.now() - lease).count()
+    return WorkerHeartbeat.objects.filter(seen_at__gte=timezone.now() - lease)
+
+
+def live_clusters() -> int:
+    return _live().count()
+
+
+def live_workers() -> int:
+    """How many agents the live clusters can run at once."""
+    return sum(_live().values_list("workers", flat=True))

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from rich.console import Console
 from rich.live import Live
@@ -137,6 +138,10 @@ class Command(BaseCommand):
             c.print(f"  {mark} {name}: {detail}", soft_wrap=True)
         for warning in batch_spec.warnings:
             c.print(f"  [yellow]warn[/yellow] {warning}", soft_wrap=True)
+        workers = reaper.live_workers() or settings.SPAWNER_WORKERS
+        if batch_spec.max_parallel > workers:
+            c.print(f"  [yellow]warn[/yellow] max_parallel {batch_spec.max_parallel} is more than the "
+                    f"{workers} workers available: at most {workers} agents will run at once")  # fmt: skip
 
     def _print_summary(self, s: dict) -> None:
         table = Table(title=f"batch #{s['batch']} {s['name']}: {s['status']}", title_justify="left")
