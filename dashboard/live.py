@@ -27,7 +27,12 @@ from spawner.models import AgentRun, Batch
 PROCESS = f"{os.getpid()}-{secrets.token_hex(3)}"
 # Events that change nothing a list, a header or a timeline shows.
 OUTPUT_KINDS = {"run.output"}
-# A big batch coalesces its fragments over a longer window so the browser keeps up.
+# Coalescing: a few changed rows go out at the next poll; a flood of them (a big batch
+# where hundreds of runs move at once) goes out at most every BURST_SECONDS, so the
+# browser swaps each row once per window instead of once per change.
+BURST_ROWS = 50
+BURST_SECONDS = 0.5
+# A big batch redraws its timeline (one lane per run) less often.
 BIG_BATCH_RUNS = 200
 
 
@@ -96,8 +101,6 @@ class ListTopic(Topic):
 class BatchTopic(Topic):
     """A batch page: header and actions, the rows of runs that changed, the timeline."""
 
-    timeline_interval = 1.0
-
     def __init__(self, batch_id: int):
         super().__init__(f"batch.{batch_id}")
         self.batch_id = batch_id
@@ -106,7 +109,7 @@ class BatchTopic(Topic):
         self.timeline_pending = False
         self.timeline_sent = 0.0
         size = AgentRun.objects.filter(batch_id=batch_id).count()
-        self.interval = 0.5 if size > BIG_BATCH_RUNS else 0.0
+        self.timeline_interval = 5.0 if size > BIG_BATCH_RUNS else 1.0
 
     def wants(self, event: Event) -> bool:
         return event.batch_id == self.batch_id
@@ -119,7 +122,8 @@ class BatchTopic(Topic):
             self.header = self.timeline_pending = True
 
     def due(self, now: float) -> bool:
-        rows_due = (self.runs or self.header) and now - self.last_sent >= self.interval
+        window = BURST_SECONDS if len(self.runs) > BURST_ROWS else 0.0
+        rows_due = (self.runs or self.header) and now - self.last_sent >= window
         timeline_due = self.timeline_pending and now - self.timeline_sent >= self.timeline_interval
         return bool(rows_due or timeline_due)
 

@@ -78,12 +78,14 @@ class Relay:
 
     async def _run(self) -> None:
         while self.topics:
+            started = time.monotonic()
             try:
                 await self.step()
             except Exception:
                 log.exception("relay step failed; retrying")
                 await asyncio.sleep(1)
-            await asyncio.sleep(self.poll_seconds)
+            # A steady cadence: a slow step eats into the pause instead of adding to it.
+            await asyncio.sleep(max(0.0, self.poll_seconds - (time.monotonic() - started)))
 
     async def step(self) -> bool:
         """Read new events, send the fragments that are due. Returns whether anything was sent."""

@@ -219,13 +219,23 @@ def test_many_changes_to_one_run_render_its_row_once(member, make_batch):
     assert not topic.due(now=100.05)
 
 
-def test_a_big_batch_coalesces_over_a_longer_window(member, agent_types, make_batch):
-    tasks = "".join(f"  - {{key: t{i}, prompt: echo}}\n" for i in range(live.BIG_BATCH_RUNS + 1))
-    batch = make_batch(member, text=f"name: big\nagent: sh\nmax_parallel: 1\ntasks:\n{tasks}")
+def test_a_flood_of_changed_rows_is_coalesced_over_a_window(member, make_batch):
+    batch = make_batch(member)
     topic = live.BatchTopic(batch.id)
-    run = batch.runs.first()
-    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=run.id, kind="run.running"))
+    lint = batch.runs.get(key="lint")
+    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=lint.id, kind="run.running"))
     topic.take(now=100.0)
-    topic.collect(live.Event(id=2, batch_id=batch.id, run_id=run.id, kind="run.succeeded"))
-    assert not topic.due(now=100.2)
-    assert topic.due(now=100.6)
+    for i in range(live.BURST_ROWS + 1):  # more changed rows than one message should carry
+        topic.collect(live.Event(id=2 + i, batch_id=batch.id, run_id=10_000 + i, kind="run.output"))
+    assert not topic.due(now=100.1)
+    assert topic.due(now=100.0 + live.BURST_SECONDS)
+
+
+def test_a_few_changed_rows_go_out_at_once(member, make_batch):
+    batch = make_batch(member)
+    topic = live.BatchTopic(batch.id)
+    lint = batch.runs.get(key="lint")
+    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=lint.id, kind="run.running"))
+    topic.take(now=100.0)
+    topic.collect(live.Event(id=2, batch_id=batch.id, run_id=lint.id, kind="run.succeeded"))
+    assert topic.due(now=100.1)
