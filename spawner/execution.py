@@ -123,6 +123,7 @@ def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
         if wait := _stagger_wait(attempt, now):
             return False, wait
         claimed = RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.QUEUED).update(
+            log_path=str(attempt_paths(attempt)[0]),
             status=AttemptStatus.RUNNING,
             started_at=now,
             heartbeat_at=now,
@@ -254,7 +255,6 @@ def run_attempt(attempt_id: int) -> str:
 
     run = attempt.run
     log_path, result_path, prompt_path = attempt_paths(attempt)
-    RunAttempt.objects.filter(id=attempt.id).update(log_path=str(log_path))
     deps = dependency_results(run)
     deps_path = log_path.with_name(f"{run.key}.{attempt.number}.deps.json")
     try:
@@ -291,7 +291,7 @@ def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
     last_size = -1
     poll = conf("POLL_SECONDS")
     while True:
-        code = process.poll()
+        code = process.wait(poll)
         if code is not None:
             ok = code in run.agent_type.exit_codes
             attempt_finish(
@@ -323,7 +323,6 @@ def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
         if now - last_output >= conf("OUTPUT_SECONDS"):
             last_output = now
             last_size = _publish_output(attempt, log_path, last_size)
-        time.sleep(poll)
 
 
 def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:

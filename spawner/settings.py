@@ -140,6 +140,8 @@ SPAWNER = {
     "TAIL_BYTES": _env_int("SPAWNER_TAIL_BYTES", 16_384),
     # SIGTERM first, then SIGKILL after this grace.
     "KILL_GRACE_SECONDS": _env_float("SPAWNER_KILL_GRACE_SECONDS", 5),
+    # Cluster processes keep database connections this long (the web server does not).
+    "WORKER_CONN_MAX_AGE": _env_int("SPAWNER_WORKER_CONN_MAX_AGE", 300),
     "MAX_TASKS": _env_int("SPAWNER_MAX_TASKS", 1000),
     "MAX_PARALLEL": _env_int("SPAWNER_MAX_PARALLEL", 256),
     "MAX_TIMEOUT": _env_int("SPAWNER_MAX_TIMEOUT", 4 * 3600),

@@ -32,6 +32,10 @@ class Started(Protocol):
 
     def poll(self) -> int | None: ...
 
+    def wait(self, timeout: float) -> int | None:
+        """Block up to `timeout` seconds for the end; the exit code, or None if still running."""
+        ...
+
     def stop(self, grace: float) -> int | None: ...
 
 

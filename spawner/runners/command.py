@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import time
@@ -74,9 +75,30 @@ class StartedProcess:
     process: subprocess.Popen
     pid: int
     pgid: int
+    _pidfd: int | None = None
+
+    def __post_init__(self) -> None:
+        # A pidfd becomes readable the moment the process exits: no polling delay.
+        with contextlib.suppress(AttributeError, OSError):
+            self._pidfd = os.pidfd_open(self.pid)
 
     def poll(self) -> int | None:
-        return self.process.poll()
+        code = self.process.poll()
+        if code is not None and self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        return code
+
+    def wait(self, timeout: float) -> int | None:
+        if self._pidfd is None:
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        poller.poll(max(0, int(timeout * 1000)))
+        return self.poll()
 
     def stop(self, grace: float) -> int | None:
         stop_group(self.pgid, grace, self.process.poll)

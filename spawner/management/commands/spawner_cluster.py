@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -29,6 +30,16 @@ class Command(BaseCommand):
         from django_q.conf import Conf
 
         connections.close_all()  # never share a connection with the forked sentinel
+        # Workers reuse their connections across tasks (q2 closes stale ones around each task).
+        db = connections["default"].settings_dict
+        db["CONN_MAX_AGE"] = settings.SPAWNER["WORKER_CONN_MAX_AGE"]
+        db["CONN_HEALTH_CHECKS"] = True
+        # Load what workers run, then freeze it, so forked workers share these pages
+        # instead of copying them as the garbage collector touches them.
+        import spawner.tasks  # noqa: F401
+
+        gc.collect()
+        gc.freeze()
         stopping = []
         cluster = Cluster()
         # Replace q2's handlers: its graceful stop waits for every running agent to end.
