@@ -19,7 +19,12 @@ from spawner.states import RUN_ACTIVE, AttemptStatus, BatchStatus, RunStatus
 
 
 def enqueue_attempt(attempt: RunAttempt, batch_id: int) -> None:
-    """Hand the attempt to a q2 worker once the transaction that created it commits."""
+    """Hand the attempt to a q2 worker once the transaction that created it commits.
+
+    With the ORM broker the message is a row in the same database, so it is written in the
+    same transaction (it appears exactly when the attempt does, with no extra commit);
+    with Redis it is sent after the commit.
+    """
     from django_q.tasks import async_task
 
     attempt_id = attempt.id
@@ -32,7 +37,10 @@ def enqueue_attempt(attempt: RunAttempt, batch_id: int) -> None:
             group=f"batch-{batch_id}",
         )
 
-    transaction.on_commit(send)
+    if settings.Q_CLUSTER.get("orm") == "default":
+        send()
+    else:
+        transaction.on_commit(send)
 
 
 def attempt_create(run: AgentRun, *, not_before: datetime, reason: str, actor=None) -> RunAttempt:

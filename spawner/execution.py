@@ -119,7 +119,8 @@ def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
     """(claimed, 0) or (False, seconds to wait before trying again); (False, 0) means stale."""
     now = timezone.now()
     with transaction.atomic():
-        Batch.objects.select_for_update().filter(id=attempt.run.batch_id).first()
+        # No batch lock: a claim touches only its attempt, then its run (the order
+        # finish and cancel also follow), so it cannot deadlock with them.
         if wait := _stagger_wait(attempt, now):
             return False, wait
         claimed = RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.QUEUED).update(
