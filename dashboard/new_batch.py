@@ -139,8 +139,9 @@ def batch_new(request: HtmxHttpRequest):
         "starters": [(key, title, about) for key, (title, about, _) in starters.STARTERS.items()],
         "agents": sorted(catalog["agents"].values(), key=lambda a: a.name),
         "can_launch": request.user.has_perm(LAUNCH),
+        "marked": _has_errors(page),
     }
-    status = 400 if request.method == "POST" and (page.errors or not page.spec_text or _has_errors(page)) else 200
+    status = 400 if request.method == "POST" and (page.errors or not page.spec_text or context["marked"]) else 200
     return render(request, "dashboard/batch_new.html", context, status=status)
 
 

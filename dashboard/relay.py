@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
 from django.db.models import Max, Q
 
@@ -29,6 +30,9 @@ FETCH_LIMIT = 5000
 # still committing (PostgreSQL hands out ids before commit); look for it this long.
 GAP_SECONDS = 10.0
 MAX_GAPS = 1000
+# Close codes: the htmx ws extension reconnects on 1011 (then gets a snapshot), not on 4404.
+TRY_AGAIN = 1011
+GONE = 4404
 
 
 class Relay:
@@ -101,6 +105,12 @@ class Relay:
             return False
         rendered = await self._db(_render_all, due, now)
         for name, messages in rendered:
+            if isinstance(messages, int):
+                # The clients reconnect (1011) and start from a fresh snapshot, or stop (4404).
+                await self.layer.group_send(name, {"type": "live.close", "code": messages})
+                self.topics.pop(name, None)
+                self.watchers.pop(name, None)
+                continue
             for html in messages:
                 await self.layer.group_send(name, {"type": "live.fragment", "html": html})
         return True
@@ -142,13 +152,17 @@ def _newest_id() -> int:
     return RunEvent.objects.aggregate(newest=Max("id"))["newest"] or 0
 
 
-def _render_all(topics: list[Topic], now: float) -> list[tuple[str, list[str]]]:
-    rendered = []
+def _render_all(topics: list[Topic], now: float) -> list[tuple[str, list[str] | int]]:
+    """Each topic's messages, or the close code for its clients when it cannot be rendered."""
+    rendered: list[tuple[str, list[str] | int]] = []
     for topic in topics:
         try:
             rendered.append((topic.name, topic.take(now)))
+        except ObjectDoesNotExist:
+            rendered.append((topic.name, GONE))
         except Exception:
             log.exception("could not render %s", topic.name)
+            rendered.append((topic.name, TRY_AGAIN))
     return rendered
 
 

@@ -39,6 +39,20 @@ def still_same_document(page) -> bool:
     return page.evaluate("window.__sameDocument === true")
 
 
+def sign_in(page, url: str, shots=None) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url + "/")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    if shots:
+        shots(page, "sign-in")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    expect(page.get_by_role("heading", name="Batches")).to_be_visible()
+    assert page.evaluate("typeof htmx") == "object", "htmx did not load from the static files"
+
+
 def test_build_launch_watch_retry_and_compare(web, alice, agent_types, workdir, shots, browser):
     # The browser comes last: Playwright runs an event loop here, after which the ORM refuses to run.
     from playwright.sync_api import expect
@@ -48,15 +62,7 @@ def test_build_launch_watch_retry_and_compare(web, alice, agent_types, workdir, 
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
 
-    # Sign in.
-    page.goto(web.url + "/")
-    expect(page).to_have_url(re.compile(r"/login/"))
-    shots(page, "sign-in")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", PASSWORD)
-    page.click("button:has-text('Sign in')")
-    expect(page.get_by_role("heading", name="Batches")).to_be_visible()
-    assert page.evaluate("typeof htmx") == "object", "htmx did not load from the static files"
+    sign_in(page, web.url, shots)
 
     # Build a 6-task batch with dependencies in the form: three blank rows, three added without a reload.
     page.click("text=New batch")
@@ -155,3 +161,32 @@ def test_build_launch_watch_retry_and_compare(web, alice, agent_types, workdir, 
     shots(page, "batches")
 
     assert errors == []
+
+
+def test_mistakes_are_shown_next_to_the_fields_they_concern(web, alice, agent_types, shots, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, web.url)
+    page.goto(web.url + "/batches/new/")
+    rows = page.locator(".task-row")
+    expect(rows).to_have_count(3)
+    rows.nth(2).locator("button:has-text('Remove')").click()
+    expect(rows).to_have_count(2)
+    page.fill("#id_name", "mistakes")
+    for i, (key, deps) in enumerate([("a", "b"), ("b", "a")]):
+        rows.nth(i).locator("input[name$='-key']").fill(key)
+        rows.nth(i).locator("select[name$='-agent']").select_option("sh")
+        rows.nth(i).locator("textarea[name$='-prompt']").fill("true")
+        rows.nth(i).locator("input[name$='-depends_on']").fill(deps)
+    page.click("button:has-text('Preview plan')")
+    expect(page.locator("#plan")).to_have_count(0)
+    expect(page.locator(".task-row .field.depends ul.errorlist").first).to_contain_text("dependency cycle")
+    shots(page, "cycle")
+
+    page.click("summary:has-text('Paste or upload')")
+    page.fill("#id_spec_text", "name: pasted\ntasks:\n  - {key: a, agent: sh, prompt: x, depends_on: [zzz]}\n")
+    page.locator("#paste button[value='plan']").click()
+    expect(page.locator("#spec-errors")).to_contain_text("unknown dependency 'zzz'")
+    expect(page.locator("#id_spec_text")).to_have_value(re.compile("name: pasted"))
+    shots(page, "pasted-spec-error")

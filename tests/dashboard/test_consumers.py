@@ -239,3 +239,13 @@ def test_a_few_changed_rows_go_out_at_once(member, make_batch):
     topic.take(now=100.0)
     topic.collect(live.Event(id=2, batch_id=batch.id, run_id=lint.id, kind="run.succeeded"))
     assert topic.due(now=100.1)
+
+
+def test_a_topic_whose_batch_was_deleted_closes_its_clients_for_good(member, make_batch):
+    from dashboard.relay import GONE, _render_all
+
+    batch = make_batch(member)
+    topic = live.BatchTopic(batch.id)
+    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=None, kind="batch.cancel_requested"))
+    batch.delete()
+    assert _render_all([topic], now=100.0) == [(topic.name, GONE)]
