@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models.functions import Right
+from django.urls import reverse
 from django.utils import timezone
 
 from spawner import reports
@@ -161,7 +162,16 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
     )
     if run_ids is not None:
         runs = runs.filter(id__in=list(run_ids))
-    return list(runs)
+    runs = list(runs)
+    url = run_url_template()
+    for run in runs:
+        run.url = url.format(run.id)
+    return runs
+
+
+def run_url_template() -> str:
+    """The run page's URL with a hole for the id: reversing once beats reversing per row."""
+    return reverse("run", args=[987654321]).replace("987654321", "{}")
 
 
 def batch_header_context(batch: Batch) -> dict:
@@ -202,6 +212,7 @@ class Lane:
     run_id: int
     key: str
     status: str
+    url: str
     bars: list[Bar] = field(default_factory=list)
 
 
@@ -240,8 +251,9 @@ def timeline(batch: Batch, axis_seconds: float | None = None, now: datetime | No
     now = now or timezone.now()
     span = timeline_span(batch, now)
     axis = max(axis_seconds or span, 1.0)
+    url = run_url_template()
     lanes = {
-        run_id: Lane(run_id, key, status)
+        run_id: Lane(run_id, key, status, url.format(run_id))
         for run_id, key, status in batch.runs.order_by("order").values_list("id", "key", "status")
     }
     attempts = RunAttempt.objects.filter(run__batch_id=batch.id, started_at__isnull=False).values_list(
