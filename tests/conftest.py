@@ -129,3 +129,25 @@ def agent_types(db):
     )
     AgentType.objects.get_or_create(name="sleep", defaults={"argv": ["sleep", "{prompt}"]})
     return {t.name: t for t in AgentType.objects.all()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_sessions_left_on_the_test_database(django_db_setup, django_db_blocker):
+    """Subprocesses (clusters, servers) may leave PostgreSQL sessions for a moment after
+    they die; dropping the test database needs none, so wait for them (then end them)."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    others = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        deadline = time.monotonic() + 10
+        while True:
+            cursor.execute(others)
+            pids = [row[0] for row in cursor.fetchall()]
+            if not pids or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        for pid in pids:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
