@@ -92,7 +92,7 @@ def test_build_launch_watch_retry_and_compare(web, alice, agent_types, workdir, 
     shots(page, "plan")
 
     # Launch, and watch runs go running, then succeeded, without a reload.
-    page.locator("#build-form button[value='launch']").click()
+    page.click("#plan button:has-text('Launch this plan')")
     expect(page).to_have_url(re.compile(r"/batches/\d+/$"))
     batch_url = page.url
     expect_no_reload(page)
