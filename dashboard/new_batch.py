@@ -129,6 +129,7 @@ def batch_new(request: HtmxHttpRequest):
                     owner=request.user,
                     spec_data=spec.parse_text(page.spec_text)[0],
                     spec_text=page.spec_text,
+                    confine=True,
                 )
             except spec.SpecInvalid as exc:
                 page.errors += _place(page, exc.errors)

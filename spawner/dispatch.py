@@ -54,6 +54,7 @@ def attempt_create(run: AgentRun, *, not_before: datetime, reason: str, actor=No
         queued_at=now,
         finished_at=None,
         error="",
+        output_tail="",
     )
     run.attempt, run.status = number, RunStatus.QUEUED
     events.record(

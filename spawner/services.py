@@ -77,19 +77,30 @@ def batch_plan(batch_spec: spec.BatchSpec, *, sequential: bool | None = None) ->
     )
 
 
-def batch_check(batch_spec: spec.BatchSpec, base_dir: Path) -> tuple[Path, dict[str, Path]]:
-    """What only this server can check: agent types it can run, directories that exist.
+def batch_check(
+    batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = False
+) -> tuple[Path, dict[str, Path]]:
+    """What only this server can check: agent types it can run, directories that exist, and
+    (with `confine`, for browser and API users) working directories inside `base_dir`.
 
     Returns the resolved working directories of the batch and of each task.
     """
     errors = [spec.FieldError(f"task '{key}'", "agent", why, key) for key, why in batch_spec.unavailable]
-    batch_cwd = (base_dir / batch_spec.cwd).resolve()
+    base = base_dir.resolve()
+    batch_cwd = (base / batch_spec.cwd).resolve()
+    outside = confine and not batch_cwd.is_relative_to(base)
+    if outside:
+        errors.append(spec.FieldError("batch", "cwd", f"must stay inside {base}"))
     if not batch_cwd.is_dir():
         errors.append(spec.FieldError("batch", "cwd", f"directory {batch_cwd} does not exist"))
     task_cwds = {}
     for t in batch_spec.tasks:
         path = (batch_cwd / t.cwd).resolve()
-        if t.cwd and not path.is_dir():
+        if outside:
+            pass  # said once, for the batch
+        elif confine and not path.is_relative_to(base):
+            errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"must stay inside {base}", t.key))
+        elif t.cwd and not path.is_dir():
             errors.append(
                 spec.FieldError(f"task '{t.key}'", "cwd", f"directory {path} does not exist", t.key)
             )
@@ -108,9 +119,10 @@ def batch_launch(
     spec_text: str = "",
     mode: str | None = None,
     sequential_of: Batch | None = None,
+    confine: bool = False,
 ) -> Batch:
     """Store the batch and its runs, and start what is ready, in one transaction."""
-    batch_cwd, task_cwds = batch_check(batch_spec, base_dir)
+    batch_cwd, task_cwds = batch_check(batch_spec, base_dir, confine=confine)
     mode = mode or batch_spec.mode
     plan = batch_plan(batch_spec, sequential=mode == "sequential")
     order = {key: i for i, key in enumerate(plan.order)}
@@ -160,10 +172,21 @@ def batch_launch(
     return batch
 
 
+def _refuse_admin_only(runs, actor) -> None:
+    """Running an admin-only agent type again needs an admin, as launching it did.
+    No actor means the local command line, whose user already has the server's shell."""
+    if actor is None or actor.is_staff:
+        return
+    names = sorted({r.agent_type.name for r in runs if r.agent_type.admin_only})
+    if names:
+        raise ActionRefused(f"only an admin may run {', '.join(names)} again")
+
+
 def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
     """Run the same spec again, one task at a time, to compare against the parallel run."""
     if not batch.spec_text:
         raise ActionRefused("this batch has no stored spec to re-run")
+    _refuse_admin_only(batch.runs.select_related("agent_type"), actor)
     # Same directory as the original: its cwd is already resolved.
     batch_spec = dataclasses.replace(spec_load(batch.spec_text, is_admin=True), cwd="")
     return batch_launch(
@@ -203,6 +226,7 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
     with transaction.atomic():
         batch = Batch.objects.select_for_update().get(id=run.batch_id)
         run = AgentRun.objects.get(id=run.id)
+        _refuse_admin_only([run], actor)
         if run.status not in RUN_TERMINAL or run.status == RunStatus.SUCCEEDED:
             raise ActionRefused(f"run '{run.key}' is {run.status}; only ended, unsuccessful runs retry")
         waiting = [d for d in run.depends_on if not AgentRun.objects.filter(

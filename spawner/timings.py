@@ -34,20 +34,39 @@ def figures(
     }
 
 
+def busy_seconds(intervals: Sequence[tuple[float, float]]) -> float:
+    """Length of the union of intervals: the time something of the batch was queued or running.
+
+    A batch reopened by a manual retry an hour later does not count that idle hour.
+    """
+    total, end = 0.0, float("-inf")
+    for start, stop in sorted(intervals):
+        if stop <= end:
+            continue
+        total += stop - max(start, end)
+        end = stop
+    return total
+
+
 def batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
     from spawner.models import RunAttempt
 
     durations: dict[str, float] = {}
-    rows = RunAttempt.objects.filter(run__batch=batch, started_at__isnull=False).values_list(
-        "run__key", "started_at", "finished_at"
+    busy: list[tuple[float, float]] = []
+    rows = RunAttempt.objects.filter(run__batch=batch).values_list(
+        "run__key", "queued_at", "started_at", "finished_at"
     )
-    for key, started, finished in rows:
-        if finished:
+    for key, queued, started, finished in rows:
+        end = (finished or finished_at).timestamp()
+        busy.append((queued.timestamp() if queued else end, end))
+        if started and finished:
             durations[key] = durations.get(key, 0.0) + (finished - started).total_seconds()
     deps = {key: tuple(d) for key, d in batch.runs.values_list("key", "depends_on")}
     capacity = 1 if batch.mode == "sequential" else batch.max_parallel
+    if busy:  # the wall starts at the launch, not at the first attempt's row
+        busy.append((batch.launched_at.timestamp(), min(start for start, _ in busy)))
     return figures(
-        wall=(finished_at - batch.launched_at).total_seconds(),
+        wall=busy_seconds(busy) if busy else (finished_at - batch.launched_at).total_seconds(),
         durations={k: durations.get(k, 0.0) for k in deps},
         deps=deps,
         capacity=capacity,

@@ -136,3 +136,4 @@ def test_markdown_export_has_findings_agents_and_gaps():
     assert "| high | x \\| y | a.py | 1 | sec |" in md
     assert "- docs: run failed" in md
     assert "note: P2 run 'docs' ended failed" in md
+
