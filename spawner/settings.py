@@ -98,6 +98,8 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if os.environ.get("SPAWNER_SQLITE_WRITE_LOCK", "1") == "1":
+        DATABASES["default"]["ENGINE"] = "spawner.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
