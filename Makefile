@@ -37,6 +37,8 @@ lint: setup
 
 bench: setup
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_events.py
+	$(PY) bench/bench_pages.py
 
 clean:
 	rm -rf var .pytest_cache
