@@ -37,7 +37,7 @@ def _may_cancel(user, batch: Batch) -> bool:
     return user.has_perm(CANCEL) or (batch.owner_id is not None and batch.owner_id == user.id)
 
 
-def _admin_only_refusal(user, runs) -> str:
+def admin_only_refusal(user, runs) -> str:
     """Re-running an admin-only agent type (the shell) needs an admin, as launching it did."""
     if user.is_staff:
         return ""
@@ -67,7 +67,7 @@ def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
     failed = list(batch.runs.filter(status__in=RUN_FAILED).select_related("agent_type").order_by("order"))
     if not request.user.has_perm(LAUNCH):
         return _answer(request, back, "you need the permission to launch batches", status=403)
-    if refusal := _admin_only_refusal(request.user, failed):
+    if refusal := admin_only_refusal(request.user, failed):
         return _answer(request, back, refusal, status=403)
     if not failed:
         return _answer(request, back, "no run of this batch has failed", status=409)
@@ -91,7 +91,7 @@ def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
     back = reverse("batch", args=[batch.id])
     if not request.user.has_perm(LAUNCH):
         return _answer(request, back, "you need the permission to launch batches", status=403)
-    if refusal := _admin_only_refusal(request.user, batch.runs.select_related("agent_type")):
+    if refusal := admin_only_refusal(request.user, batch.runs.select_related("agent_type")):
         return _answer(request, back, refusal, status=403)
     if batch.mode != "parallel":
         return _answer(request, back, "this batch already ran sequentially", status=409)
@@ -126,7 +126,7 @@ def run_retry(request: HtmxHttpRequest, run_id: int):
     back = reverse("run", args=[run.id])
     if not request.user.has_perm(LAUNCH):
         return _answer(request, back, "you need the permission to launch batches", status=403)
-    if refusal := _admin_only_refusal(request.user, [run]):
+    if refusal := admin_only_refusal(request.user, [run]):
         return _answer(request, back, refusal, status=403)
     try:
         services.run_retry(run=run, actor=request.user)

@@ -17,7 +17,8 @@ SERVICE_RESTART = 1012
 
 
 class LiveConsumer(AsyncWebsocketConsumer):
-    """Kind of page from the route (`list`, `batch`, `run`, `compare`); what to watch from the URL."""
+    """Kind of page from the route (`list`, `batch`, `run`, `compare`, `result`, `escalations`, or the
+    `site` header); what to watch from the URL."""
 
     topic: live.Topic | None = None
 
@@ -29,7 +30,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         route = self.scope["url_route"]["kwargs"]
         query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
         kwargs = {k: v for k, v in route.items() if k != "kind"}
-        topic = await database_sync_to_async(live.topic_for)(route["kind"], kwargs, query)
+        topic = await database_sync_to_async(live.topic_for)(route["kind"], kwargs, query, user)
         if topic is None:
             await self.close(code=NOT_FOUND)
             return

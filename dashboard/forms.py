@@ -1,7 +1,9 @@
-"""The new-batch form: batch fields, task rows, or a pasted spec; all turn into spec text.
+"""Forms: the new-batch form (batch fields, task rows, or a pasted spec), reviews and escalations.
 
 The spec is validated by `spawner.services.spec_load` alone; these forms only
-collect input and put each of its errors back next to the field it names.
+collect input and put each of its errors back next to the field it names. Likewise
+the fan-in forms check the shape of a post; the rules (a dismissal needs a reason)
+are the engine's.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import yaml
 from django import forms
 
 from spawner import spec
+from spawner.models import Review
 
 SPEC_MAX_BYTES = 1_000_000
 
@@ -163,3 +166,30 @@ def place_warnings(unavailable, task_forms: list[TaskForm]) -> list[str]:
         else:
             general.append(f"task '{key}': {why}")
     return general
+
+
+# --- fan-in: reviews and escalations ----------------------------------------------------
+
+
+class ReviewForm(forms.Form):
+    decision = forms.ChoiceField(choices=Review.Decision.choices)
+    comment = forms.CharField(
+        required=False, max_length=10_000, widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Comment"})
+    )
+
+
+class AssignForm(forms.Form):
+    assignee = forms.ModelChoiceField(queryset=None, required=False, empty_label="nobody")
+
+    def __init__(self, *args, **kwargs):
+        from django.contrib.auth import get_user_model
+
+        super().__init__(*args, **kwargs)
+        self.fields["assignee"].queryset = get_user_model().objects.filter(is_active=True)
+
+
+class ResolveForm(forms.Form):
+    action = forms.ChoiceField(
+        choices=[("retry", "retry the run"), ("accept", "accept the partial result"), ("dismiss", "dismiss")]
+    )
+    note = forms.CharField(required=False, max_length=10_000)

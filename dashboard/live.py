@@ -1,7 +1,8 @@
 """Live topics: which events concern a page, and the fragments that bring it up to date.
 
 A topic is one thing people watch (the batches list with some filters, a batch, a
-run, a comparison). The relay feeds it events; the topic gathers what changed and,
+run, a comparison, a batch's result, the escalations queue, and the header every page
+shows). The relay feeds it events; the topic gathers what changed and,
 when due, renders the changed partials once for everyone watching. Fragments are
 the same partials the pages render, each with the element id htmx swaps by.
 
@@ -17,9 +18,10 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.template.loader import render_to_string
 
-from dashboard import queries
+from dashboard import fanin_queries, queries
 from spawner.models import AgentRun, Batch
 
 # Group names carry this process's token: each web process renders for its own clients,
@@ -27,6 +29,7 @@ from spawner.models import AgentRun, Batch
 PROCESS = f"{os.getpid()}-{secrets.token_hex(3)}"
 # Events that change nothing a list, a header or a timeline shows.
 OUTPUT_KINDS = {"run.output"}
+ESCALATION = "escalation."
 # Coalescing: a few changed rows go out at the next poll; a flood of them (a big batch
 # where hundreds of runs move at once) goes out at most every BURST_SECONDS, so the
 # browser swaps each row once per window instead of once per change.
@@ -216,8 +219,112 @@ class CompareTopic(Topic):
         return [_render("dashboard/compare.html#comparison", queries.compare_context(parallel, sequential))]
 
 
-def topic_for(kind: str, kwargs: dict, query: dict) -> Topic | None:
+class SiteTopic(Topic):
+    """What the header of every page shows: the number of open escalations."""
+
+    def __init__(self):
+        super().__init__("site")
+
+    def wants(self, event: Event) -> bool:
+        return event.kind.startswith(ESCALATION)
+
+    def snapshot(self) -> list[str]:
+        return [_render("base.html#escalation-badge", fanin_queries.badge_context())]
+
+
+class ResultTopic(Topic):
+    """A batch's result page: its header (status, verdict, review state) and the review record.
+
+    The findings table is not pushed: each reader has it sorted and filtered their own way.
+    """
+
+    interval = 0.5
+
+    def __init__(self, batch_id: int):
+        super().__init__(f"result.{batch_id}")
+        self.batch_id = batch_id
+
+    def wants(self, event: Event) -> bool:
+        return event.batch_id == self.batch_id and event.kind.startswith(("review.", "aggregation.", ESCALATION))
+
+    def snapshot(self) -> list[str]:
+        batch = Batch.objects.get(id=self.batch_id)
+        header = _render("dashboard/result.html#result-header", fanin_queries.result_header_context(batch))
+        record = _render("dashboard/result.html#review-record", fanin_queries.review_context(batch))
+        return [header + record]
+
+
+class EscalationsTopic(Topic):
+    """The escalations queue with one filter and one page.
+
+    Cards change one by one (someone assigns or resolves one, its run moves), so only the
+    changed cards are sent: a teammate typing a reason in another card keeps their text.
+    Escalations that newly match the filter are put at the top of the first page.
+    """
+
+    interval = 0.3
+
+    def __init__(self, filters: fanin_queries.QueueFilters, user_id: int | None):
+        who = f".{user_id}" if filters.show == "mine" else ""
+        super().__init__(f"escalations.{filters.show}{who}.{filters.batch or 0}.{filters.page}")
+        self.filters = filters
+        self.user_id = user_id
+        self.shown: dict[int, tuple[int, int | None]] = {}  # escalation id -> (batch id, run id)
+        self.runs: set[int] = set()
+        self.changed: set[int] = set()
+        self.queue_changed = False
+
+    def _show(self, escalations) -> None:
+        # New objects, not updates in place: the relay reads them from another thread.
+        self.shown = {**self.shown, **{e.id: (e.batch_id, e.run_id) for e in escalations}}
+        self.runs = {run_id for _, run_id in self.shown.values() if run_id}
+
+    def wants(self, event: Event) -> bool:
+        return event.kind.startswith(ESCALATION) or event.run_id in self.runs
+
+    def collect(self, event: Event) -> None:
+        self.pending = True
+        if event.kind.startswith(ESCALATION):
+            self.queue_changed = True
+        for escalation_id, (batch_id, run_id) in self.shown.items():
+            if run_id == event.run_id and (run_id is not None or batch_id == event.batch_id):
+                self.changed.add(escalation_id)
+
+    def update(self) -> list[str]:
+        blocks = []
+        if self.queue_changed:
+            blocks.append(_render("dashboard/escalations.html#queue-tabs", fanin_queries.counts_context(self.filters)))
+            if self.filters.page == 1:
+                size = settings.DASHBOARD["PAGE_SIZE"]
+                ids = fanin_queries.queue(self.filters, self.user_id).values_list("id", flat=True)[:size]
+                new = [i for i in ids if i not in self.shown]
+                if new:
+                    cards = fanin_queries.cards(new)
+                    self._show(cards)
+                    context = {"escalations": cards, "teammates": fanin_queries.teammates()}
+                    blocks.append(_render("dashboard/escalations.html#new-cards", context))
+        if self.changed:
+            teammates = fanin_queries.teammates()
+            for e in fanin_queries.cards(sorted(self.changed)):
+                blocks.append(_render("dashboard/escalations.html#escalation-card", {"e": e, "teammates": teammates}))
+        self.changed, self.queue_changed = set(), False
+        return ["".join(blocks)] if blocks else []
+
+    def snapshot(self) -> list[str]:
+        context = fanin_queries.queue_context(self.filters, self.user_id)
+        self.shown = {}
+        self._show(context["escalations"])
+        return [_render("dashboard/escalations.html#queue", context)]
+
+
+def topic_for(kind: str, kwargs: dict, query: dict, user=None) -> Topic | None:
     """The topic a websocket URL asks for, or None if what it names does not exist."""
+    if kind == "site":
+        return SiteTopic()
+    if kind == "escalations":
+        return EscalationsTopic(fanin_queries.QueueFilters.from_query(query), user.id if user else None)
+    if kind == "result":
+        return ResultTopic(kwargs["batch_id"]) if Batch.objects.filter(id=kwargs["batch_id"]).exists() else None
     if kind == "list":
         return ListTopic(queries.ListFilters.from_query(query))
     if kind == "batch":

@@ -175,8 +175,11 @@ def run_url_template() -> str:
 
 
 def batch_header_context(batch: Batch) -> dict:
+    from dashboard.fanin_queries import batch_fanin
+
     progress = Progress(reports.batches_progress([batch.id])[batch.id])
     return {
+        **batch_fanin(batch),
         "batch": batch,
         "progress": progress,
         "wall": elapsed(batch),

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboard import actions, new_batch, views
+from dashboard import actions, escalations, new_batch, results, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -17,6 +17,13 @@ urlpatterns = [
     path("batches/<int:batch_id>/cancel/", actions.batch_cancel, name="batch-cancel"),
     path("batches/<int:batch_id>/retry-failed/", actions.batch_retry_failed, name="batch-retry-failed"),
     path("batches/<int:batch_id>/rerun-sequential/", actions.batch_rerun_sequential, name="batch-rerun"),
+    path("batches/<int:batch_id>/result/", results.batch_result, name="batch-result"),
+    path("batches/<int:batch_id>/result.md", results.batch_result_markdown, name="batch-result-md"),
+    path("batches/<int:batch_id>/result.json", results.batch_result_json, name="batch-result-json"),
+    path("batches/<int:batch_id>/reviews/", results.batch_review, name="batch-review"),
+    path("escalations/", escalations.escalation_list, name="escalations"),
+    path("escalations/<int:escalation_id>/assign/", escalations.escalation_assign, name="escalation-assign"),
+    path("escalations/<int:escalation_id>/resolve/", escalations.escalation_resolve, name="escalation-resolve"),
     path("runs/<int:run_id>/", views.run_detail, name="run"),
     path("runs/<int:run_id>/cancel/", actions.run_cancel, name="run-cancel"),
     path("runs/<int:run_id>/retry/", actions.run_retry, name="run-retry"),

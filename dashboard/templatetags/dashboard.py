@@ -1,10 +1,13 @@
-"""Small filters for showing runs: agent output, durations and ratios."""
+"""Small filters and tags for the pages: agent output, durations, ratios, the escalations badge."""
 
 from __future__ import annotations
+
+import json
 
 from django import template
 
 from dashboard import ansi
+from spawner import fanin
 
 register = template.Library()
 
@@ -42,3 +45,27 @@ def times(value: float | None) -> str:
 @register.filter
 def percent(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.0f} %"
+
+
+@register.simple_tag
+def open_escalations_count() -> int:
+    """For the header badge on every page; the site websocket keeps it current."""
+    return fanin.open_escalations_count()
+
+
+@register.filter
+def tail_lines(text: str | None, count: int = 8) -> str:
+    """The last few lines of some output, as lines (for a short log box)."""
+    lines = (text or "")[-4000:].rstrip("\n").splitlines()
+    return "\n".join(lines[-int(count) :])
+
+
+@register.filter
+def words(value: str | None) -> str:
+    """An identifier as words: changes_requested -> changes requested."""
+    return (value or "").replace("_", " ")
+
+
+@register.filter
+def pretty_json(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)

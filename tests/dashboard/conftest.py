@@ -83,3 +83,64 @@ def finish(batch: Batch, status: str = "succeeded", wall: float = 2.0) -> Batch:
     events.record(batch_id=batch.id, kind=f"batch.{status}", status=status)
     batch.refresh_from_db()
     return batch
+
+
+FANIN_SPEC = """\
+name: review
+agent: sh
+aggregation: merge
+tasks:
+  - {key: security, prompt: "echo security"}
+  - {key: style, prompt: "echo style", priority: P2}
+  - {key: critical, prompt: "test -f marker", priority: P0}
+"""
+
+SECURITY = {
+    "summary": "one injection, one broad except",
+    "verdict": "fail",
+    "findings": [
+        {"severity": "high", "title": "Shell injection", "file": "spawner/runners/shell.py", "line": 12,
+         "detail": "sh -c with <user> input"},
+        {"severity": "low", "title": "broad except", "file": "spawner/execution.py", "line": 40},
+    ],
+    "suggestions": ["quote the arguments"],
+    "tokens": 1200,
+    "cost": 0.02,
+}  # fmt: skip
+STYLE = {
+    "summary": "naming and length",
+    "verdict": "warn",
+    "findings": [
+        {"severity": "medium", "title": "shell injection", "file": "./spawner/runners/shell.py", "line": 12},
+        {"severity": "info", "title": "long function", "file": "dashboard/live.py", "line": 100},
+    ],
+}
+
+
+def end_with_results(batch: Batch, results: dict[str, dict | None], failed: tuple[str, ...] = ()) -> Batch:
+    """Each run ends (succeeded with its result, or failed), then the engine's fan-in: the aggregation
+    and an escalation for each failed P0 run."""
+    from spawner import fanin
+
+    for run in batch.runs.order_by("order"):
+        run = move(run, "running", output=f"{run.key} says hello\n")
+        AgentRun.objects.filter(id=run.id).update(result=results.get(run.key))
+        status = "failed" if run.key in failed else "succeeded"
+        run = move(run, status, error="exit code 1" if run.key in failed else "")
+        fanin.on_run_ended(run, status, run.error)
+    batch = finish(batch, "partial" if failed else "succeeded")
+    fanin.aggregation_compute(batch)
+    return batch
+
+
+@pytest.fixture
+def teammate(db):
+    return User.objects.create_user("bob", password="pw-bob-12345")
+
+
+@pytest.fixture
+def reviewed(make_batch, member):
+    """A merge batch: two reviewers with findings (one folded duplicate), a failed P0 run escalated."""
+    return end_with_results(
+        make_batch(member, text=FANIN_SPEC), {"security": SECURITY, "style": STYLE}, failed=("critical",)
+    )

@@ -39,6 +39,12 @@ ALL_URLS = sorted(set(walk(get_resolver().url_patterns)))
 def test_the_url_conf_has_the_dashboard_pages():
     names = {name for name, _ in ALL_URLS}
     assert {"batch-list", "batch-new", "batch", "run", "compare", "run-log-download"} <= names
+    assert {"batch-result", "batch-result-md", "batch-result-json", "batch-review", "escalations",
+            "escalation-assign", "escalation-resolve"} <= names  # fmt: skip
+
+
+def test_the_websocket_routes_include_the_fan_in_pages():
+    assert {"/ws/site/", "/ws/escalations/", "/ws/batches/1/result/"} <= set(ws_routes())
 
 
 @pytest.mark.parametrize(("name", "route"), [u for u in ALL_URLS if u[0] not in PUBLIC])
@@ -62,6 +68,9 @@ def test_posts_need_a_csrf_token(member, make_batch):
     client.force_login(member)
     assert client.post(f"/batches/{batch.id}/cancel/").status_code == 403
     assert client.post("/batches/new/", {"source": "yaml", "spec_text": "x"}).status_code == 403
+    assert client.post(f"/batches/{batch.id}/reviews/", {"decision": "approve"}).status_code == 403
+    assert client.post("/escalations/1/resolve/", {"action": "accept"}).status_code == 403
+    assert client.post("/escalations/1/assign/", {"assignee": ""}).status_code == 403
 
 
 def ws_routes():

@@ -249,3 +249,103 @@ def test_a_topic_whose_batch_was_deleted_closes_its_clients_for_good(member, mak
     topic.collect(live.Event(id=1, batch_id=batch.id, run_id=None, kind="batch.cancel_requested"))
     batch.delete()
     assert _render_all([topic], now=100.0) == [(topic.name, GONE)]
+
+
+# --- fan-in: the header badge, the escalations queue, a batch's result ---------------------
+
+
+def open_p0_escalation(batch):
+    from spawner import fanin
+
+    run = batch.runs.get(key="lint")
+    run = move(move(run, "running"), "failed", error="exit code 1")
+    fanin.on_run_ended(run, "failed", "exit code 1")
+    return run
+
+
+def test_the_header_badge_counts_open_escalations_live(member, make_batch, cookie):
+    from spawner.models import AgentRun
+
+    batch = make_batch(member)
+    AgentRun.objects.filter(batch=batch, key="lint").update(priority=0)
+
+    async def scenario():
+        ws = await connect("/ws/site/", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        await database_sync_to_async(open_p0_escalation)(batch)
+        opened = await receive_until(ws, 'id="escalation-badge"')
+        await ws.disconnect()
+        return snapshot, opened
+
+    snapshot, opened = run_async(scenario)
+    assert '<span class="count">0</span>' in snapshot and "has-open" not in snapshot
+    assert '<span class="count">1</span>' in opened and "has-open" in opened
+
+
+def test_the_queue_puts_a_new_escalation_on_top_and_updates_its_card(member, make_batch, cookie):
+    from spawner import fanin
+    from spawner.models import AgentRun, Escalation
+
+    batch = make_batch(member)
+    AgentRun.objects.filter(batch=batch, key="lint").update(priority=0)
+
+    async def scenario():
+        ws = await connect("/ws/escalations/", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        await database_sync_to_async(open_p0_escalation)(batch)
+        opened = await receive_until(ws, "afterbegin:#escalation-list")
+        escalation = await database_sync_to_async(Escalation.objects.get)(batch=batch)
+        await database_sync_to_async(fanin.escalation_assign)(escalation=escalation, assignee=member, actor=member)
+        assigned = await receive_until(ws, '<strong class="assignee">mia</strong>')
+        await ws.disconnect()
+        return snapshot, opened, assigned, escalation
+
+    snapshot, opened, assigned, escalation = run_async(scenario)
+    assert 'id="escalation-queue"' in snapshot and 'id="escalation-list"></div>' in snapshot
+    assert f'id="escalation-{escalation.id}"' in opened and 'id="queue-tabs"' in opened
+    assert 'Open <span class="count">1</span>' in opened
+    assert 'hx-swap-oob="afterbegin:#escalation-list"' not in assigned, "a known card is replaced, not added"
+    assert assigned.count(f'<article id="escalation-{escalation.id}"') == 1
+
+
+def test_a_card_follows_its_run_after_a_retry(member, make_batch, cookie):
+    from spawner import fanin
+    from spawner.models import AgentRun, Escalation
+
+    batch = make_batch(member)
+    AgentRun.objects.filter(batch=batch, key="lint").update(priority=0)
+    run = open_p0_escalation(batch)
+    escalation = Escalation.objects.get(batch=batch)
+
+    async def scenario():
+        ws = await connect("/ws/escalations/?show=all", cookie)
+        await ws.receive_from(timeout=5)
+        await database_sync_to_async(fanin.escalation_resolve)(escalation=escalation, action="retry", actor=member)
+        retried = await receive_until(ws, "Retried the run")
+        running = await database_sync_to_async(AgentRun.objects.get)(id=run.id)
+        await database_sync_to_async(move)(running, "running")
+        moved = await receive_until(ws, 'class="badge running"')
+        await ws.disconnect()
+        return retried, moved
+
+    retried, moved = run_async(scenario)
+    assert "<strong>mia</strong> resolved it by retrying the run" in retried
+    assert f'id="escalation-{escalation.id}"' in moved
+
+
+def test_the_result_page_hears_of_new_reviews(member, make_batch, cookie):
+    from spawner import fanin
+
+    batch = finish(make_batch(member))
+
+    async def scenario():
+        ws = await connect(f"/ws/batches/{batch.id}/result/", cookie)
+        snapshot = await ws.receive_from(timeout=5)
+        await database_sync_to_async(fanin.review_submit)(batch=batch, author=member, decision="approve")
+        approved = await receive_until(ws, 'id="review-record"')
+        await ws.disconnect()
+        return snapshot, approved
+
+    snapshot, approved = run_async(scenario)
+    assert 'id="result-header"' in snapshot and "No reviews yet" in snapshot
+    assert "review: approved" in approved and "<strong>mia</strong>" in approved

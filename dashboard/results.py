@@ -1,0 +1,79 @@
+"""A batch's combined result: the page, its findings table, the review box and the exports."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import content_disposition_header
+from django.views.decorators.http import require_GET, require_POST
+
+from dashboard import fanin_queries
+from dashboard.fanin_queries import FindingFilters
+from dashboard.forms import ReviewForm
+from dashboard.views import HtmxHttpRequest
+from spawner import aggregation, fanin
+from spawner.errors import ActionRefused
+from spawner.models import Aggregation, Batch
+
+
+@require_GET
+@login_required
+def batch_result(request: HtmxHttpRequest, batch_id: int):
+    """The page; an htmx request (sort, filter) gets only the findings table back."""
+    batch = get_object_or_404(Batch.objects.select_related("owner"), id=batch_id)
+    filters = FindingFilters.from_query(request.GET)
+    if request.htmx and not request.htmx.boosted:
+        agg = Aggregation.objects.filter(batch=batch).first()
+        context = fanin_queries.findings_context(batch, agg.data if agg else {}, filters)
+        return render(request, "dashboard/result.html#findings", context)
+    context = {**fanin_queries.result_context(batch, filters), "form": ReviewForm()}
+    return render(request, "dashboard/result.html", context)
+
+
+@require_POST
+@login_required
+def batch_review(request: HtmxHttpRequest, batch_id: int):
+    """Approve, request changes or comment; the engine says what a decision needs."""
+    batch = get_object_or_404(Batch, id=batch_id)
+    form = ReviewForm(request.POST)
+    error, status = "", 200
+    if not form.is_valid():
+        error, status = "choose approve, request changes or comment", 400
+    else:
+        try:
+            fanin.review_submit(batch=batch, author=request.user, **form.cleaned_data)
+        except ActionRefused as exc:
+            error, status = str(exc), 409
+    if not request.htmx:
+        (messages.error if error else messages.success)(request, error or "Your review is recorded.")
+        return redirect("batch-result", batch_id=batch.id)
+    context = {**fanin_queries.review_context(batch), "form": form if error else ReviewForm(), "error": error}
+    return render(request, "dashboard/result.html#review-box", context, status=status)
+
+
+def _download(body: str, *, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = content_disposition_header(True, filename)
+    return response
+
+
+@require_GET
+@login_required
+def batch_result_markdown(request: HtmxHttpRequest, batch_id: int):
+    agg = get_object_or_404(Aggregation.objects.select_related("batch"), batch_id=batch_id)
+    title = f"Batch #{agg.batch.id} {agg.batch.name}: combined result"
+    return _download(aggregation.to_markdown(agg.data, title=title), content_type="text/markdown; charset=utf-8",
+                     filename=f"batch-{batch_id}-result.md")  # fmt: skip
+
+
+@require_GET
+@login_required
+def batch_result_json(request: HtmxHttpRequest, batch_id: int):
+    """The aggregation exactly as `manage.py spawn --json` prints it under "aggregation"."""
+    agg = get_object_or_404(Aggregation, batch_id=batch_id)
+    return _download(json.dumps(agg.data, indent=2, ensure_ascii=False), content_type="application/json",
+                     filename=f"batch-{batch_id}-result.json")  # fmt: skip
