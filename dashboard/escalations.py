@@ -42,7 +42,7 @@ def _answer(request: HtmxHttpRequest, escalation: Escalation, *, error: str = ""
             return render(request, "403.html", {"message": error}, status=403)
         (messages.error if error else messages.success)(request, error or done)
         return redirect("escalations")
-    context = {**fanin_queries.card_context(escalation.id), "error": error, "done": done}
+    context = {**fanin_queries.card_context(escalation.id), "error": error, "done": done, "answering": True}
     return render(request, "dashboard/escalations.html#escalation-card", context, status=status)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 from django import template
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from dashboard import ansi
 from spawner import fanin
@@ -69,3 +71,17 @@ def words(value: str | None) -> str:
 @register.filter
 def pretty_json(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+@register.filter
+def path_breaks(path: str | None):
+    """A file path that may wrap after each slash instead of in the middle of a name."""
+    return format_html_join(mark_safe("/<wbr>"), "{}", ((part,) for part in (path or "").split("/")))
+
+
+@register.filter
+def usd(value) -> str:
+    if value is None:
+        return "–"
+    value = float(value)
+    return f"${value:.2f}" if value == 0 or value >= 0.01 else f"${value:.4f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from tests.conftest import ROOT, database_url_for_subprocess
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "a-long-journey-pw"
 
 
 def free_port() -> int:
@@ -113,3 +115,36 @@ def shots(request):
         return path
 
     return save
+
+
+@pytest.fixture
+def alice(transactional_db):
+    """Signs in through the page; may launch batches (and so retry runs)."""
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user("alice", password=PASSWORD)
+    user.user_permissions.add(Permission.objects.get(codename="add_batch", content_type__app_label="spawner"))
+    return user
+
+
+def expect_no_reload(page) -> None:
+    """Mark the document; the mark survives only if the page was never reloaded."""
+    page.evaluate("window.__sameDocument = true")
+
+
+def still_same_document(page) -> bool:
+    return page.evaluate("window.__sameDocument === true")
+
+
+def sign_in(page, url: str, shots=None) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(url + "/")
+    expect(page).to_have_url(re.compile(r"/login/"))
+    if shots:
+        shots(page, "sign-in")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", PASSWORD)
+    page.click("button:has-text('Sign in')")
+    expect(page.get_by_role("heading", name="Batches")).to_be_visible()
+    assert page.evaluate("typeof htmx") == "object", "htmx did not load from the static files"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth.models import Permission, User
+
+from tests.browser.conftest import expect_no_reload, sign_in, still_same_document
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-PASSWORD = "a-long-journey-pw"
 STREAM = 'for i in $(seq 1 14); do echo "line $i"; sleep 0.5; done'
 FLAKY = 'test -f marker || { touch marker; echo "first try fails"; exit 1; }; echo "second try works"'
 TASKS = [
@@ -21,36 +21,6 @@ TASKS = [
     ("build", "sleep 1; echo built", "fetch"),
     ("report", "echo report", "build, lint"),
 ]
-
-
-@pytest.fixture
-def alice(transactional_db):
-    user = User.objects.create_user("alice", password=PASSWORD)
-    user.user_permissions.add(Permission.objects.get(codename="add_batch", content_type__app_label="spawner"))
-    return user
-
-
-def expect_no_reload(page) -> None:
-    """Mark the document; the mark survives only if the page was never reloaded."""
-    page.evaluate("window.__sameDocument = true")
-
-
-def still_same_document(page) -> bool:
-    return page.evaluate("window.__sameDocument === true")
-
-
-def sign_in(page, url: str, shots=None) -> None:
-    from playwright.sync_api import expect
-
-    page.goto(url + "/")
-    expect(page).to_have_url(re.compile(r"/login/"))
-    if shots:
-        shots(page, "sign-in")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", PASSWORD)
-    page.click("button:has-text('Sign in')")
-    expect(page.get_by_role("heading", name="Batches")).to_be_visible()
-    assert page.evaluate("typeof htmx") == "object", "htmx did not load from the static files"
 
 
 def test_build_launch_watch_retry_and_compare(web, alice, agent_types, workdir, shots, browser):

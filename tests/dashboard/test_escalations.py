@@ -68,6 +68,7 @@ def test_assigning_to_a_teammate_is_recorded_with_who_did_it(signed_in, member, 
     response = signed_in.post(f"/escalations/{escalation.id}/assign/", {"assignee": teammate.id}, headers=HX)
     html = response.content.decode()
     assert response.status_code == 200 and html.lstrip().startswith(f'<article id="escalation-{escalation.id}"')
+    assert 'hx-swap-oob="true"' in html.split(">", 1)[0], "the answer lands even if the card was redrawn meanwhile"
     assert '<strong class="assignee">bob</strong>' in html and "Assigned to bob." in html
     assert "<strong>mia</strong> assigned it to bob" in html
     escalation.refresh_from_db()
