@@ -58,7 +58,8 @@ RULES = [
      "The default is shared between calls; default to None."),
     (("correctness",), r"\btime\.sleep\(", "info", "sleeps while waiting",
      "Polling with sleep adds latency and slows tests; wait on an event if there is one."),
-    (("maintainability",), r"#\s*(TODO|FIXME|XXX|HACK)\b", "info", "TODO left in the code",
+    # The markers are spelled with a class ([O]) so that this file does not report itself.
+    (("maintainability",), r"#\s*(T[O]DO|F[I]XME|X[X]X|H[A]CK)\b", "info", "unfinished-work marker",
      "Finish it or file it."),
     (("maintainability",), r"#\s*noqa(?!:)", "low", "blanket noqa", "Name the rule being silenced."),
 ]  # fmt: skip

@@ -31,6 +31,7 @@ def test_the_queue_shows_an_open_escalation_with_its_context(signed_in, escalati
     assert "critical says hello" in shown  # its last output
     assert "Retry the run" in shown and "Dismiss" in shown
     assert "<strong>Spawner</strong> opened it" in shown
+    assert "{#" not in html and "{%" not in html, "no template syntax leaks into the page"
 
 
 def test_every_page_shows_the_open_count_in_its_header(signed_in, escalation):
