@@ -74,20 +74,26 @@ def test_escalate_assign_retry_resolve_then_review_and_export(web, alice, bob, a
     assert still_same_document(queue)
     shots(queue, "escalation-arrived")
 
-    # Assign it to a teammate.
-    card.locator("select[name='assignee']").select_option(label="bob")
-    card.locator("button:has-text('Assign')").click()
-    expect(card.locator(".assignee")).to_have_text("bob")
-    expect(card.locator("details.record")).to_contain_text("alice assigned it to bob")
-
     # Dismissing without a reason is refused next to the form.
     card.locator("button:has-text('Dismiss')").click()
     expect(card.locator(".notice.error")).to_have_text("Say why you dismiss it")
     shots(queue, "dismiss-refused")
 
+    # Assign it to a teammate; a note typed meanwhile survives the answer and the live redraw.
+    note = card.locator("textarea[name='note']")
+    note.fill("created the marker file")
+    queue.evaluate("""document.addEventListener("htmx:wsAfterMessage", (e) => {
+        if (e.detail.message.includes('class="assignee">bob')) { window.__redrawn = true; }
+    })""")
+    card.locator("select[name='assignee']").select_option(label="bob")
+    card.locator("button:has-text('Assign')").click()
+    expect(card.locator(".assignee")).to_have_text("bob")
+    expect(card.locator("details.record")).to_contain_text("alice assigned it to bob")
+    queue.wait_for_function("window.__redrawn === true")  # the relay redrew the card after the answer
+    expect(note).to_have_value("created the marker file")
+
     # Fix the cause, then resolve by retrying: the card says who did it and follows the run to success.
     (workdir / "MARKER").touch()
-    card.locator("textarea[name='note']").fill("created the marker file")
     card.locator("button:has-text('Retry the run')").click()
     expect(card.locator(".resolution")).to_contain_text("Retried the run by alice")
     expect(card.locator(".run-context .badge")).to_have_text("Succeeded", timeout=20_000)
@@ -102,7 +108,7 @@ def test_escalate_assign_retry_resolve_then_review_and_export(web, alice, bob, a
 
     # The batch ends whole; its header links to the combined result and shows the review state.
     queue.goto(batch_url)
-    expect(queue.locator("#batch-header .badge.big").first).to_have_text("Succeeded", timeout=20_000)
+    expect(queue.locator("#batch-header .badge.big")).to_have_text("Succeeded", timeout=20_000)
     expect(queue.locator("#batch-header")).to_contain_text("review: pending")
     queue.click("#batch-header a:has-text('Result & review')")
     expect(queue).to_have_url(re.compile(rf"/batches/{batch_id}/result/$"))
