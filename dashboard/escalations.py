@@ -30,7 +30,7 @@ def escalation_list(request: HtmxHttpRequest):
         **fanin_queries.queue_context(filters, request.user.id),
         "ws_query": filters.querystring(page=filters.page),
     }
-    if request.htmx and not request.htmx.boosted:
+    if request.htmx and not (request.htmx.boosted or request.htmx.history_restore_request):
         return render(request, "dashboard/escalations.html#queue", context)
     return render(request, "dashboard/escalations.html", context)
 

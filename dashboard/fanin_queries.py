@@ -18,7 +18,7 @@ from django.db.models import Case, IntegerField, Prefetch, Value, When
 
 from dashboard.queries import run_url_template
 from spawner import aggregation, fanin
-from spawner.models import Aggregation, Batch, Escalation, Review, RunAttempt, RunEvent
+from spawner.models import Aggregation, Batch, Escalation, RunAttempt, RunEvent
 
 SEVERITY_RANK = {s: i for i, s in enumerate(aggregation.SEVERITIES)}
 REVIEW_STATES = {"approved": "approved", "changes_requested": "changes requested", "pending": "pending"}
@@ -118,7 +118,6 @@ def review_context(batch: Batch) -> dict:
         "review_state": state,
         "review_state_label": REVIEW_STATES[state],
         "reviews": list(batch.reviews.select_related("author").order_by("id")),
-        "decisions": Review.Decision,
     }
 
 
@@ -137,10 +136,6 @@ def agents(batch: Batch, data: dict) -> list[dict]:
     """Each agent's own result beside the merged one, with its run's page and last output."""
     runs = {r["key"]: r for r in batch.runs.values("id", "key", "output_tail", "error", "agent_type__name")}
     url = run_url_template()
-    counts: dict[str, int] = {}
-    for f in data.get("findings") or []:
-        for key in f.get("agents") or []:
-            counts[key] = counts.get(key, 0) + 1
     used = set(data.get("used") or [])
     shown = []
     for agent in data.get("agents") or []:
@@ -153,7 +148,6 @@ def agents(batch: Batch, data: dict) -> list[dict]:
             "output_tail": run.get("output_tail", ""),
             "error": run.get("error", ""),
             "used": agent["key"] in used,
-            "merged_findings": counts.get(agent["key"], 0),
             "own_findings": len(result.get("findings") or []) if isinstance(result, dict) else 0,
         })  # fmt: skip
     return shown

@@ -26,7 +26,7 @@ def batch_result(request: HtmxHttpRequest, batch_id: int):
     """The page; an htmx request (sort, filter) gets only the findings table back."""
     batch = get_object_or_404(Batch.objects.select_related("owner"), id=batch_id)
     filters = FindingFilters.from_query(request.GET)
-    if request.htmx and not request.htmx.boosted:
+    if request.htmx and not (request.htmx.boosted or request.htmx.history_restore_request):
         agg = Aggregation.objects.filter(batch=batch).first()
         context = fanin_queries.findings_context(batch, agg.data if agg else {}, filters)
         return render(request, "dashboard/result.html#findings", context)

@@ -66,6 +66,13 @@ def test_an_htmx_sort_or_filter_gets_only_the_findings_table(signed_in, reviewed
     assert 'name="sort" value="-file"' in html  # the filter form keeps the sort
 
 
+def test_going_back_to_a_filtered_url_gets_the_whole_page(signed_in, reviewed):
+    """htmx restores history it has not cached by asking for the pushed URL: that is a whole page."""
+    headers = {"HX-Request": "true", "HX-History-Restore-Request": "true"}
+    html = signed_in.get(f"/batches/{reviewed.id}/result/?severity=info", headers=headers).content.decode()
+    assert 'id="result-header"' in html and findings_order(html) == ["long function"]
+
+
 def test_unknown_filter_values_are_ignored(signed_in, reviewed):
     response = signed_in.get(f"/batches/{reviewed.id}/result/?severity=bogus&sort=nonsense")
     assert response.status_code == 200 and len(findings_order(response.content.decode())) == 3
