@@ -2,10 +2,14 @@
 (function () {
   "use strict";
 
-  // The "live" badge in the header: on while a websocket is open.
-  document.addEventListener("htmx:wsOpen", function () { document.body.dataset.live = "on"; });
+  // The "live" badge in the header: on while every websocket of the page (the page's own and
+  // the header's) is open.
+  var closed = new Set();
+  function showLive() { document.body.dataset.live = closed.size ? "off" : "on"; }
+  document.addEventListener("htmx:wsOpen", function (e) { closed.delete(e.target); showLive(); });
   document.addEventListener("htmx:wsClose", function (e) {
-    document.body.dataset.live = "off";
+    closed.add(e.target);
+    showLive();
     // The ws extension retries 1006 and 1011-1013 itself; a server going away (1001)
     // or closing without a code (1005) should come back too. Every connect sends a snapshot.
     var code = e.detail && e.detail.event && e.detail.event.code;
