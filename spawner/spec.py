@@ -14,13 +14,22 @@ from typing import Any
 import yaml
 
 from spawner import planning
+from spawner.spec_fields import (  # noqa: F401 - FieldError, SpecInvalid and render_prompt are spec's API
+    Collector,
+    FieldError,
+    SpecInvalid,
+    as_choice,
+    as_int,
+    as_number,
+    as_str_list,
+    render_prompt,
+)
 
 MODES = ("parallel", "sequential")
 FAILURE_POLICIES = ("continue", "fail_fast")
 AGGREGATIONS = ("merge", "vote", "priority", "first_success", "all")
 PRIORITIES = {"P0": 0, "P1": 1, "P2": 2}
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 
 BATCH_FIELDS = {
     "name", "mode", "max_parallel", "timeout", "retries", "backoff", "failure_policy",
@@ -47,24 +56,6 @@ class AgentInfo:
     reason: str = ""
     admin_only: bool = False
     default_timeout: int | None = None
-
-
-@dataclass(frozen=True)
-class FieldError:
-    where: str  # "batch" or "task 'lint' (tasks[2], line 14)"
-    field: str
-    message: str
-    task: str | None = None
-
-    def __str__(self) -> str:
-        field_part = f"{self.field}: " if self.field else ""
-        return f"{self.where}: {field_part}{self.message}"
-
-
-class SpecInvalid(Exception):
-    def __init__(self, errors: list[FieldError]):
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
 
 
 @dataclass(frozen=True)
@@ -188,68 +179,6 @@ def load(
 # --- validation ---------------------------------------------------------------------
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
-
-    def add(self, where: str, field_name: str, message: str, task: str | None = None) -> None:
-        self.errors.append(FieldError(where, field_name, message, task))
-
-
-def _int(c: _Collector, where: str, name: str, value: Any, lo: int, hi: int, task=None) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        c.add(where, name, f"must be a whole number, got {value!r}", task)
-        return None
-    if not lo <= value <= hi:
-        c.add(where, name, f"must be between {lo} and {hi}, got {value}", task)
-        return None
-    return value
-
-
-def _number(c: _Collector, where: str, name: str, value: Any, lo: float, hi: float, task=None):
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        c.add(where, name, f"must be a number, got {value!r}", task)
-        return None
-    if not lo <= value <= hi:
-        c.add(where, name, f"must be between {lo} and {hi}, got {value}", task)
-        return None
-    return float(value)
-
-
-def _str_list(c: _Collector, where: str, name: str, value: Any, task=None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        c.add(where, name, f"must be a list of non-empty strings, got {value!r}", task)
-        return ()
-    return tuple(value)
-
-
-def _choice(c: _Collector, where: str, name: str, value: Any, choices, task=None) -> str | None:
-    if value not in choices:
-        c.add(where, name, f"must be one of {', '.join(choices)}; got {value!r}", task)
-        return None
-    return value
-
-
-def render_prompt(template: str, variables: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """Fill {{ name }} from variables; {{ deps.* }} stays for spawn time. Returns (text, unknown)."""
-    unknown: list[str] = []
-
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
-        if name.startswith("deps."):
-            return match.group(0)
-        if name not in variables:
-            unknown.append(name)
-            return match.group(0)
-        return str(variables[name])
-
-    return VAR_RE.sub(fill, template), unknown
-
-
 def validate(
     data: Any,
     *,
@@ -259,148 +188,18 @@ def validate(
     is_admin: bool = False,
     lines: Mapping[int, int] | None = None,
 ) -> BatchSpec:
-    lines = lines or {}
-    c = _Collector()
     if not isinstance(data, dict):
         raise SpecInvalid([FieldError("spec", "", "must be a mapping with 'name' and 'tasks'")])
-    for extra in sorted(set(data) - BATCH_FIELDS, key=str):
-        c.add("batch", str(extra), f"unknown field (known: {', '.join(sorted(BATCH_FIELDS))})")
-
-    name = data.get("name", "")
-    if not isinstance(name, str) or not name.strip():
-        c.add("batch", "name", "is required (a short text)")
-    mode = _choice(c, "batch", "mode", data.get("mode", "parallel"), MODES) or "parallel"
-    # A default nobody wrote is held to the server's limits rather than rejected by them.
-    max_parallel = data.get("max_parallel", min(3, limits.max_parallel))
-    max_parallel = _int(c, "batch", "max_parallel", max_parallel, 1, limits.max_parallel)
-    timeout = data.get("timeout", min(1800, limits.max_timeout))
-    timeout = _int(c, "batch", "timeout", timeout, 1, limits.max_timeout)
-    retries = _int(c, "batch", "retries", data.get("retries", 0), 0, limits.max_retries)
-    backoff = _number(c, "batch", "backoff", data.get("backoff", 2), 0, 3600)
-    policy = _choice(c, "batch", "failure_policy", data.get("failure_policy", "continue"), FAILURE_POLICIES)
-    aggregation = data.get("aggregation") or ""
-    if aggregation:
-        _choice(c, "batch", "aggregation", aggregation, AGGREGATIONS)
-    cwd = data.get("cwd") or ""
-    if not isinstance(cwd, str):
-        c.add("batch", "cwd", f"must be a path, got {cwd!r}")
-    webhook = data.get("webhook") or ""
-    if not isinstance(webhook, str) or not re.match(r"^https?://[^\s/]+", webhook) and webhook:
-        c.add("batch", "webhook", f"must be an http(s) URL, got {webhook!r}")
-        webhook = ""
-    default_agent = data.get("agent")
-    batch_vars = data.get("vars") or {}
-    if not isinstance(batch_vars, dict):
-        c.add("batch", "vars", "must be a mapping of names to values")
-        batch_vars = {}
-
-    raw_tasks = data.get("tasks")
-    if raw_tasks is None or raw_tasks == []:
-        c.add("batch", "tasks", "the batch is empty: give at least one task")
-        raise SpecInvalid(c.errors)
-    if not isinstance(raw_tasks, list):
-        c.add("batch", "tasks", "must be a list of tasks")
-        raise SpecInvalid(c.errors)
-    if len(raw_tasks) > limits.max_tasks:
-        c.add("batch", "tasks", f"has {len(raw_tasks)} tasks; the maximum is {limits.max_tasks}")
-        raise SpecInvalid(c.errors)
-
+    c = Collector()
+    batch, defaults = _batch_settings(c, data, limits)
+    raw_tasks = _raw_tasks(c, data, limits)
+    context = _TaskContext(agents, roles, limits, is_admin, lines or {}, defaults)
     tasks: list[TaskSpec] = []
-    seen: dict[str, str] = {}
+    where_of: dict[str, str] = {}
     for i, raw in enumerate(raw_tasks):
-        line = f", line {lines[i]}" if i in lines else ""
-        where = f"tasks[{i}]{line}"
-        if not isinstance(raw, dict):
-            c.add(where, "", "must be a mapping with at least 'key'")
-            continue
-        key = raw.get("key")
-        if not isinstance(key, str) or not KEY_RE.match(key):
-            c.add(where, "key", f"must be letters, digits, '_', '-' or '.', got {key!r}")
-            continue
-        where = f"task '{key}' (tasks[{i}]{line})"
-        if key in seen:
-            c.add(where, "key", f"duplicate key: also used by {seen[key]}", key)
-            continue
-        seen[key] = where
-        for extra in sorted(set(raw) - TASK_FIELDS, key=str):
-            c.add(where, str(extra), f"unknown field (known: {', '.join(sorted(TASK_FIELDS))})", key)
-
-        agent = raw.get("agent", default_agent)
-        info = agents.get(agent) if isinstance(agent, str) else None
-        if not agent:
-            c.add(where, "agent", "is required (or set 'agent' on the batch)", key)
-        elif info is None:
-            known = ", ".join(sorted(agents)) or "none defined"
-            c.add(where, "agent", f"unknown agent type {agent!r} (known: {known})", key)
-        elif info.admin_only and not is_admin:
-            c.add(where, "agent", f"agent type {agent!r} may only be launched by an admin", key)
-
-        prompt = raw.get("prompt", "")
-        if prompt is None:
-            prompt = ""
-        if not isinstance(prompt, str):
-            c.add(where, "prompt", f"must be text, got {type(prompt).__name__}", key)
-            prompt = ""
-        role = raw.get("role") or ""
-        if not isinstance(role, str):
-            c.add(where, "role", f"must be the name of a role, got {role!r}", key)
-            role = ""
-        task_vars = raw.get("vars") or {}
-        if not isinstance(task_vars, dict):
-            c.add(where, "vars", "must be a mapping of names to values", key)
-            task_vars = {}
-        if role:
-            if role not in roles:
-                known = ", ".join(sorted(roles)) or "none defined"
-                c.add(where, "role", f"unknown role {role!r} (known: {known})", key)
-            else:
-                variables = {**batch_vars, **task_vars, "task": prompt, "key": key}
-                prompt, unknown = render_prompt(roles[role], variables)
-                for name in unknown:
-                    c.add(where, "vars", f"role {role!r} uses {{{{ {name} }}}} but no value is given", key)
-        elif task_vars or batch_vars:
-            prompt, unknown = render_prompt(prompt, {**batch_vars, **task_vars, "key": key})
-            for name in unknown:
-                c.add(where, "prompt", f"uses {{{{ {name} }}}} but no value is given", key)
-
-        priority_raw = raw.get("priority", "P1")
-        if isinstance(priority_raw, int) and not isinstance(priority_raw, bool):
-            priority_raw = f"P{priority_raw}"
-        priority = PRIORITIES.get(str(priority_raw).upper())
-        if priority is None:
-            c.add(where, "priority", f"must be P0, P1 or P2, got {raw.get('priority')!r}", key)
-        # A timeout set on the batch beats the agent type's default; the task's own beats both.
-        batch_timeout = timeout if "timeout" in data else None
-        agent_timeout = info.default_timeout if info else None
-        default_timeout = batch_timeout or min(agent_timeout or 1800, limits.max_timeout)
-        task_timeout = _int(
-            c, where, "timeout", raw.get("timeout", default_timeout), 1, limits.max_timeout, key
-        )
-        task_retries = _int(c, where, "retries", raw.get("retries", retries or 0), 0, limits.max_retries, key)
-        estimate = raw.get("estimate")
-        if estimate is not None:
-            estimate = _number(c, where, "estimate", estimate, 0, 10 * limits.max_timeout, key)
-        task_cwd = raw.get("cwd") or ""
-        if not isinstance(task_cwd, str):
-            c.add(where, "cwd", f"must be a path, got {task_cwd!r}", key)
-            task_cwd = ""
-        tasks.append(
-            TaskSpec(
-                key=key,
-                agent=agent if isinstance(agent, str) else "",
-                prompt=prompt,
-                role=role if isinstance(role, str) else "",
-                priority=priority if priority is not None else 1,
-                depends_on=_str_list(c, where, "depends_on", raw.get("depends_on"), key),
-                files=_str_list(c, where, "files", raw.get("files"), key),
-                timeout=task_timeout or 1800,
-                retries=task_retries or 0,
-                cwd=task_cwd,
-                estimate=estimate,
-            )
-        )
-
-    _check_graph(c, tasks, seen)
+        if task := _task(c, i, raw, where_of, context):
+            tasks.append(task)
+    _check_graph(c, tasks, where_of)
     if c.errors:
         raise SpecInvalid(c.errors)
     unavailable = tuple(
@@ -408,23 +207,191 @@ def validate(
         for t in tasks
         if not agents[t.agent].available
     )
-    return BatchSpec(
-        name=name.strip(),
-        tasks=tuple(tasks),
-        mode=mode,
-        max_parallel=max_parallel or 3,
+    return BatchSpec(tasks=tuple(tasks), unavailable=unavailable, **batch)
+
+
+@dataclass(frozen=True)
+class _Defaults:
+    """What a batch lends its tasks."""
+
+    agent: Any
+    vars: Mapping[str, Any]
+    timeout: int | None  # only when the batch sets one
+    retries: int
+
+
+@dataclass(frozen=True)
+class _TaskContext:
+    agents: Mapping[str, AgentInfo]
+    roles: Mapping[str, str]
+    limits: Limits
+    is_admin: bool
+    lines: Mapping[int, int]
+    defaults: _Defaults
+
+
+def _batch_settings(c: Collector, data: dict, limits: Limits) -> tuple[dict[str, Any], _Defaults]:
+    for extra in sorted(set(data) - BATCH_FIELDS, key=str):
+        c.add("batch", str(extra), f"unknown field (known: {', '.join(sorted(BATCH_FIELDS))})")
+    name = data.get("name", "")
+    if not isinstance(name, str) or not name.strip():
+        c.add("batch", "name", "is required (a short text)")
+        name = ""
+    # A default nobody wrote is held to the server's limits rather than rejected by them.
+    max_parallel = data.get("max_parallel", min(3, limits.max_parallel))
+    timeout = as_int(c, "batch", "timeout", data.get("timeout", min(1800, limits.max_timeout)), 1, limits.max_timeout)
+    retries = as_int(c, "batch", "retries", data.get("retries", 0), 0, limits.max_retries)
+    backoff = as_number(c, "batch", "backoff", data.get("backoff", 2), 0, 3600)
+    aggregation = data.get("aggregation") or ""
+    if aggregation:
+        as_choice(c, "batch", "aggregation", aggregation, AGGREGATIONS)
+    cwd = data.get("cwd") or ""
+    if not isinstance(cwd, str):
+        c.add("batch", "cwd", f"must be a path, got {cwd!r}")
+        cwd = ""
+    webhook = data.get("webhook") or ""
+    if not isinstance(webhook, str) or not re.match(r"^https?://[^\s/]+", webhook) and webhook:
+        c.add("batch", "webhook", f"must be an http(s) URL, got {webhook!r}")
+        webhook = ""
+    batch_vars = data.get("vars") or {}
+    if not isinstance(batch_vars, dict):
+        c.add("batch", "vars", "must be a mapping of names to values")
+        batch_vars = {}
+    settings = {
+        "name": name.strip(),
+        "mode": as_choice(c, "batch", "mode", data.get("mode", "parallel"), MODES) or "parallel",
+        "max_parallel": as_int(c, "batch", "max_parallel", max_parallel, 1, limits.max_parallel) or 3,
+        "timeout": timeout or 1800,
+        "retries": retries or 0,
+        "backoff": backoff if backoff is not None else 2.0,
+        "failure_policy": as_choice(
+            c, "batch", "failure_policy", data.get("failure_policy", "continue"), FAILURE_POLICIES
+        ) or "continue",
+        "aggregation": aggregation,
+        "webhook": webhook,
+        "cwd": cwd,
+    }  # fmt: skip
+    defaults = _Defaults(
+        agent=data.get("agent"),
+        vars=batch_vars,
+        timeout=timeout if "timeout" in data else None,
+        retries=retries or 0,
+    )
+    return settings, defaults
+
+
+def _raw_tasks(c: Collector, data: dict, limits: Limits) -> list:
+    raw_tasks = data.get("tasks")
+    if raw_tasks is None or raw_tasks == []:
+        c.add("batch", "tasks", "the batch is empty: give at least one task")
+    elif not isinstance(raw_tasks, list):
+        c.add("batch", "tasks", "must be a list of tasks")
+    elif len(raw_tasks) > limits.max_tasks:
+        c.add("batch", "tasks", f"has {len(raw_tasks)} tasks; the maximum is {limits.max_tasks}")
+    else:
+        return raw_tasks
+    raise SpecInvalid(c.errors)
+
+
+def _task(c: Collector, i: int, raw: Any, where_of: dict[str, str], ctx: _TaskContext) -> TaskSpec | None:
+    """One task, checked field by field; None when it cannot even be named."""
+    line = f", line {ctx.lines[i]}" if i in ctx.lines else ""
+    if not isinstance(raw, dict):
+        c.add(f"tasks[{i}]{line}", "", "must be a mapping with at least 'key'")
+        return None
+    key = raw.get("key")
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        c.add(f"tasks[{i}]{line}", "key", f"must be letters, digits, '_', '-' or '.', got {key!r}")
+        return None
+    where = f"task '{key}' (tasks[{i}]{line})"
+    if key in where_of:
+        c.add(where, "key", f"duplicate key: also used by {where_of[key]}", key)
+        return None
+    where_of[key] = where
+    for extra in sorted(set(raw) - TASK_FIELDS, key=str):
+        c.add(where, str(extra), f"unknown field (known: {', '.join(sorted(TASK_FIELDS))})", key)
+    agent, info = _task_agent(c, where, key, raw.get("agent", ctx.defaults.agent), ctx)
+    role, prompt = _task_prompt(c, where, key, raw, ctx)
+    limits = ctx.limits
+    # A timeout set on the batch beats the agent type's default; the task's own beats both.
+    agent_timeout = info.default_timeout if info else None
+    default_timeout = ctx.defaults.timeout or min(agent_timeout or 1800, limits.max_timeout)
+    timeout = as_int(c, where, "timeout", raw.get("timeout", default_timeout), 1, limits.max_timeout, key)
+    retries = as_int(c, where, "retries", raw.get("retries", ctx.defaults.retries), 0, limits.max_retries, key)
+    estimate = raw.get("estimate")
+    if estimate is not None:
+        estimate = as_number(c, where, "estimate", estimate, 0, 10 * limits.max_timeout, key)
+    cwd = raw.get("cwd") or ""
+    if not isinstance(cwd, str):
+        c.add(where, "cwd", f"must be a path, got {cwd!r}", key)
+        cwd = ""
+    return TaskSpec(
+        key=key,
+        agent=agent,
+        prompt=prompt,
+        role=role,
+        priority=_priority(c, where, key, raw.get("priority", "P1")),
+        depends_on=as_str_list(c, where, "depends_on", raw.get("depends_on"), key),
+        files=as_str_list(c, where, "files", raw.get("files"), key),
         timeout=timeout or 1800,
         retries=retries or 0,
-        backoff=backoff if backoff is not None else 2.0,
-        failure_policy=policy or "continue",
-        aggregation=aggregation,
-        webhook=webhook,
-        cwd=cwd if isinstance(cwd, str) else "",
-        unavailable=unavailable,
+        cwd=cwd,
+        estimate=estimate,
     )
 
 
-def _check_graph(c: _Collector, tasks: list[TaskSpec], where_of: Mapping[str, str]) -> None:
+def _task_agent(c: Collector, where: str, key: str, agent: Any, ctx: _TaskContext):
+    info = ctx.agents.get(agent) if isinstance(agent, str) else None
+    if not agent:
+        c.add(where, "agent", "is required (or set 'agent' on the batch)", key)
+    elif info is None:
+        known = ", ".join(sorted(ctx.agents)) or "none defined"
+        c.add(where, "agent", f"unknown agent type {agent!r} (known: {known})", key)
+    elif info.admin_only and not ctx.is_admin:
+        c.add(where, "agent", f"agent type {agent!r} may only be launched by an admin", key)
+    return (agent if isinstance(agent, str) else ""), info
+
+
+def _task_prompt(c: Collector, where: str, key: str, raw: dict, ctx: _TaskContext) -> tuple[str, str]:
+    """(role, prompt): the prompt filled into its role's template and its variables."""
+    prompt = raw.get("prompt")
+    prompt = "" if prompt is None else prompt
+    if not isinstance(prompt, str):
+        c.add(where, "prompt", f"must be text, got {type(prompt).__name__}", key)
+        prompt = ""
+    role = raw.get("role") or ""
+    if not isinstance(role, str):
+        c.add(where, "role", f"must be the name of a role, got {role!r}", key)
+        role = ""
+    task_vars = raw.get("vars") or {}
+    if not isinstance(task_vars, dict):
+        c.add(where, "vars", "must be a mapping of names to values", key)
+        task_vars = {}
+    variables = {**ctx.defaults.vars, **task_vars, "key": key}
+    if role and role not in ctx.roles:
+        known = ", ".join(sorted(ctx.roles)) or "none defined"
+        c.add(where, "role", f"unknown role {role!r} (known: {known})", key)
+    elif role:
+        prompt, unknown = render_prompt(ctx.roles[role], {**variables, "task": prompt})
+        for name in unknown:
+            c.add(where, "vars", f"role {role!r} uses {{{{ {name} }}}} but no value is given", key)
+    elif task_vars or ctx.defaults.vars:
+        prompt, unknown = render_prompt(prompt, variables)
+        for name in unknown:
+            c.add(where, "prompt", f"uses {{{{ {name} }}}} but no value is given", key)
+    return role, prompt
+
+
+def _priority(c: Collector, where: str, key: str, value: Any) -> int:
+    label = f"P{value}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+    priority = PRIORITIES.get(label.upper())
+    if priority is None:
+        c.add(where, "priority", f"must be P0, P1 or P2, got {value!r}", key)
+        return 1
+    return priority
+
+
+def _check_graph(c: Collector, tasks: list[TaskSpec], where_of: Mapping[str, str]) -> None:
     keys = {t.key for t in tasks}
     graph_ok = True
     for t in tasks:
