@@ -32,6 +32,18 @@ def _task_dict(i: int, task: str | dict[str, Any]) -> dict[str, Any]:
     return {"key": key if key[0].isalnum() else f"task-{i}", "prompt": task}
 
 
+def _unique_keys(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same prompt twice (a race) gets keys `x`, `x-2`, ...; explicit keys stay as given."""
+    seen: dict[str, int] = {}
+    for task in tasks:
+        key = task.get("key")
+        if isinstance(key, str):
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] > 1:
+                task["key"] = f"{key}-{seen[key]}"
+    return tasks
+
+
 class ParallelSpawner:
     def __init__(
         self,
@@ -67,7 +79,7 @@ class ParallelSpawner:
             "name": name or f"{agent_type} x{len(tasks)}",
             "agent": agent_type,
             **self.defaults,
-            "tasks": [_task_dict(i, t) for i, t in enumerate(tasks)],
+            "tasks": _unique_keys([_task_dict(i, t) for i, t in enumerate(tasks)]),
         }
         batch = await sync_to_async(self._launch)(data)
         self.batches.append(batch)

@@ -73,6 +73,9 @@ def attempt_create(run: AgentRun, *, not_before: datetime, reason: str, actor=No
 def _type_limits(runs: list[AgentRun]) -> dict:
     type_ids = {r.agent_type_id for r in runs}
     types = {t.id: t for t in AgentType.objects.filter(id__in=type_ids)}
+    # Lock capped types (batch, then types, by id) so two batches cannot both count one free slot.
+    capped_ids = sorted(t.id for t in types.values() if t.max_concurrency)
+    list(AgentType.objects.select_for_update().filter(id__in=capped_ids).order_by("id").values_list("id"))
     capped = [t.id for t in types.values() if t.max_concurrency]
     active = dict(
         AgentRun.objects.filter(agent_type_id__in=capped, status__in=RUN_ACTIVE)

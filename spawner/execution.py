@@ -7,6 +7,7 @@ q2 task or a late answer from an attempt that was reaped or cancelled changes no
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -24,6 +25,7 @@ from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
 
 RESULT_MAX_BYTES = 1_000_000
+log = logging.getLogger(__name__)
 HOST = socket.gethostname()
 
 
@@ -62,9 +64,22 @@ def read_result(path: Path) -> tuple[dict | list | None, str]:
     if size > RESULT_MAX_BYTES:
         return None, f"result file is {size} bytes; the limit is {RESULT_MAX_BYTES}"
     try:
-        return json.loads(path.read_bytes().decode("utf-8")), ""
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant, parse_float=_finite), ""
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         return None, f"result file is not valid JSON: {exc}"
+    except RecursionError:
+        return None, "result file is not valid JSON: nested too deeply"
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return value
 
 
 def agent_env(agent_type) -> dict[str, str]:
@@ -101,6 +116,10 @@ def dependency_results(run: AgentRun) -> dict[str, dict]:
 
 def _still(attempt_id: int, status: str) -> bool:
     return RunAttempt.objects.filter(id=attempt_id, status=status).exists()
+
+
+def _beat(attempt_id: int, status: str) -> None:
+    RunAttempt.objects.filter(id=attempt_id, status=status).update(heartbeat_at=timezone.now())
 
 
 def _stagger_wait(attempt: RunAttempt, now) -> float:
@@ -243,10 +262,17 @@ def run_attempt(attempt_id: int) -> str:
         return "stale: attempt is not queued"
     not_before = attempt.not_before
     while True:
+        # A worker holding a queued attempt (backoff, stagger) heartbeats too, so the
+        # reaper can send it again if this worker dies while waiting.
+        _beat(attempt_id, AttemptStatus.QUEUED)
+        last_beat = time.monotonic()
         while (delay := (not_before - timezone.now()).total_seconds()) > 0:
             time.sleep(min(delay, conf("POLL_SECONDS")))
             if not _still(attempt_id, AttemptStatus.QUEUED):
                 return "stale: attempt left the queue while waiting"
+            if time.monotonic() - last_beat >= conf("HEARTBEAT_SECONDS"):
+                _beat(attempt_id, AttemptStatus.QUEUED)
+                last_beat = time.monotonic()
         claimed, wait = attempt_claim(attempt)
         if claimed:
             break
@@ -276,7 +302,9 @@ def run_attempt(attempt_id: int) -> str:
             env=env,
         )
         process = runner_for(run.agent_type).start(invocation)
-    except (RunnerError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the attempt failed to start, visibly
+        if not isinstance(exc, RunnerError | OSError | ValueError):
+            log.exception("attempt %s could not start", attempt.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text(f"spawner: could not start: {exc}\n")
         attempt_finish(attempt, status=AttemptStatus.FAILED, error=f"could not start: {exc}")
@@ -294,6 +322,8 @@ def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
     while True:
         code = process.wait(poll)
         if code is not None:
+            # What the agent left running in the background goes with it.
+            process.stop(conf("KILL_GRACE_SECONDS"))
             ok = code in run.agent_type.exit_codes
             attempt_finish(
                 attempt,
@@ -317,9 +347,7 @@ def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
             process.stop(conf("KILL_GRACE_SECONDS"))
             return "stopped: attempt no longer current"
         if now - last_beat >= conf("HEARTBEAT_SECONDS"):
-            RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.RUNNING).update(
-                heartbeat_at=timezone.now()
-            )
+            _beat(attempt.id, AttemptStatus.RUNNING)
             last_beat = now
         if now - last_output >= conf("OUTPUT_SECONDS"):
             last_output = now

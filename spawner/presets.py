@@ -35,14 +35,14 @@ AGENT_TYPES = [
     {
         "name": "pytest",
         "description": "pytest; the prompt, if any, is one path or node id",
-        "argv": ["pytest", "-q", "{prompt}"],
+        "argv": ["pytest", "-q", "--", "{prompt}"],  # the prompt is a path, never an option
         "prompt_via": "arg",
         "default_timeout": 900,
     },
     {
         "name": "ruff",
         "description": "ruff check; the prompt, if any, is one path",
-        "argv": ["ruff", "check", "{prompt}"],
+        "argv": ["ruff", "check", "--", "{prompt}"],
         "prompt_via": "arg",
         "default_timeout": 300,
     },

@@ -32,15 +32,37 @@ def reap_lost(now=None) -> int:
     reaped = 0
     for attempt in stale:
         silent = (now - attempt.heartbeat_at).total_seconds()
-        if execution.attempt_finish(
-            attempt,
-            status=AttemptStatus.LOST,
-            error=f"worker {attempt.host}:{attempt.worker_pid} stopped sending heartbeats "
-            f"({silent:.0f} s > lease {lease.total_seconds():.0f} s)",
-        ):
+        try:  # one attempt that cannot be recorded must not stop the others
+            finished = execution.attempt_finish(
+                attempt,
+                status=AttemptStatus.LOST,
+                error=f"worker {attempt.host}:{attempt.worker_pid} stopped sending heartbeats "
+                f"({silent:.0f} s > lease {lease.total_seconds():.0f} s)",
+            )
+        except Exception:
+            log.exception("could not mark attempt %s lost", attempt.id)
+            continue
+        if finished:
             reaped += 1
             _kill_orphan(attempt)
     return reaped
+
+
+def resend_abandoned(now=None) -> int:
+    """Queued attempts whose worker died while holding them (waiting out a backoff or a
+    stagger) go back to the broker. A copy that reaches a live holder is a no-op (fencing)."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
+    abandoned = RunAttempt.objects.select_related("run").filter(
+        status=AttemptStatus.QUEUED, heartbeat_at__lt=now - lease, not_before__lt=now - lease
+    )
+    sent = 0
+    for attempt in abandoned:
+        # Claim the resend, so two reapers do not both send it.
+        if RunAttempt.objects.filter(id=attempt.id, heartbeat_at=attempt.heartbeat_at).update(heartbeat_at=None):
+            dispatch.enqueue_attempt(attempt, attempt.run.batch_id)
+            sent += 1
+    return sent
 
 
 def _kill_orphan(attempt: RunAttempt) -> None:
@@ -52,8 +74,10 @@ def _kill_orphan(attempt: RunAttempt) -> None:
 
 
 def tick() -> int:
-    found = reap_lost()
-    dispatch.advance_all_running()
+    try:
+        found = reap_lost() + resend_abandoned()
+    finally:
+        dispatch.advance_all_running()
     return found
 
 

@@ -182,6 +182,18 @@ def _refuse_admin_only(runs, actor) -> None:
         raise ActionRefused(f"only an admin may run {', '.join(names)} again")
 
 
+def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
+    """Runs skipped because this one failed get their chance again (and say so in the log)."""
+    runs = list(AgentRun.objects.filter(batch_id=run.batch_id).only("id", "key", "status", "depends_on"))
+    before = planning.ancestors({r.key: tuple(r.depends_on) for r in runs})
+    below = {r.key for r in runs if run.key in before[r.key]}
+    for other in runs:
+        if other.key in below and other.status == RunStatus.SKIPPED:
+            AgentRun.objects.filter(id=other.id).update(status=RunStatus.PENDING, finished_at=None, error="")
+            events.record(batch_id=run.batch_id, run_id=other.id, kind="run.pending", status=RunStatus.PENDING,
+                          data={"because": f"'{run.key}' is retried"}, actor=actor)  # fmt: skip
+
+
 def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
     """Run the same spec again, one task at a time, to compare against the parallel run."""
     if not batch.spec_text:
@@ -233,14 +245,18 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
             batch_id=batch.id, key=d, status=RunStatus.SUCCEEDED).exists()]  # fmt: skip
         if waiting:
             raise ActionRefused(f"run '{run.key}' depends on {', '.join(waiting)}, which did not succeed")
+        if batch.aggregation == "first_success" and batch.runs.filter(status=RunStatus.SUCCEEDED).exists():
+            raise ActionRefused("this race already has a winner")
         if batch.status != BatchStatus.RUNNING:
             Batch.objects.filter(id=batch.id).update(
                 status=BatchStatus.RUNNING, finished_at=None, cancel_requested=False
             )
             events.record(batch_id=batch.id, kind="batch.reopened", status=BatchStatus.RUNNING, actor=actor)
-        # Dependents skipped because of this run get their chance again.
-        AgentRun.objects.filter(batch_id=batch.id, status=RunStatus.SKIPPED).update(
-            status=RunStatus.PENDING, finished_at=None, error=""
-        )
+        if batch.failure_policy == "fail_fast":
+            # A person took over: the earlier failures must not cancel what they retry.
+            Batch.objects.filter(id=batch.id).update(failure_policy="continue")
+            events.record(batch_id=batch.id, kind="batch.policy_changed", actor=actor,
+                          data={"failure_policy": "continue", "was": "fail_fast", "why": "manual retry"})  # fmt: skip
+        _reopen_skipped_dependents(run, actor=actor)
         dispatch.attempt_create(run, not_before=timezone.now(), reason="retried", actor=actor)
         dispatch.batch_advance(batch.id)

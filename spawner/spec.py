@@ -112,15 +112,45 @@ class BatchSpec:
 # --- parsing ------------------------------------------------------------------------
 
 
+class _PlainLoader(yaml.SafeLoader):
+    """Safe YAML that keeps dates as text: a spec holds only what JSON can hold."""
+
+
+_PlainLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _not_plain(value: Any, path: str) -> str | None:
+    """The path of the first value that is not JSON data or holds a NUL character."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str | int | float | bool) and k is not None:
+                return f"{path}.{k!r}"
+            if found := _not_plain(v, f"{path}.{k}" if path else str(k)):
+                return found
+        return None
+    if isinstance(value, list):
+        return next((f for i, v in enumerate(value) if (f := _not_plain(v, f"{path}[{i}]"))), None)
+    return None if value is None or isinstance(value, int | float | bool) else path
+
+
 def parse_text(text: str) -> tuple[Any, dict[int, int]]:
     """YAML (JSON is YAML too) -> data, plus the source line of each task by index."""
+    if "\x00" in text:
+        raise SpecInvalid([FieldError("spec", "", "contains a NUL character")])
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "spec"
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecInvalid([FieldError(where, "", f"not valid YAML or JSON: {problem}")]) from None
+    if bad := _not_plain(data, ""):
+        raise SpecInvalid([FieldError(bad or "spec", "", "must be plain text, numbers, lists or mappings")])
     try:
         node = yaml.compose(text)
     except yaml.YAMLError:
@@ -191,7 +221,7 @@ def validate(
     if not isinstance(data, dict):
         raise SpecInvalid([FieldError("spec", "", "must be a mapping with 'name' and 'tasks'")])
     c = Collector()
-    batch, defaults = _batch_settings(c, data, limits)
+    batch, defaults = _batch_settings(c, data, limits, is_admin=is_admin)
     raw_tasks = _raw_tasks(c, data, limits)
     context = _TaskContext(agents, roles, limits, is_admin, lines or {}, defaults)
     tasks: list[TaskSpec] = []
@@ -230,7 +260,9 @@ class _TaskContext:
     defaults: _Defaults
 
 
-def _batch_settings(c: Collector, data: dict, limits: Limits) -> tuple[dict[str, Any], _Defaults]:
+def _batch_settings(
+    c: Collector, data: dict, limits: Limits, *, is_admin: bool
+) -> tuple[dict[str, Any], _Defaults]:
     for extra in sorted(set(data) - BATCH_FIELDS, key=str):
         c.add("batch", str(extra), f"unknown field (known: {', '.join(sorted(BATCH_FIELDS))})")
     name = data.get("name", "")
@@ -252,6 +284,10 @@ def _batch_settings(c: Collector, data: dict, limits: Limits) -> tuple[dict[str,
     webhook = data.get("webhook") or ""
     if not isinstance(webhook, str) or not re.match(r"^https?://[^\s/]+", webhook) and webhook:
         c.add("batch", "webhook", f"must be an http(s) URL, got {webhook!r}")
+        webhook = ""
+    elif webhook and not is_admin:
+        # The server POSTs to it: an open URL would let anyone probe the server's network.
+        c.add("batch", "webhook", "may only be set by an admin")
         webhook = ""
     batch_vars = data.get("vars") or {}
     if not isinstance(batch_vars, dict):

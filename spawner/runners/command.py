@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import subprocess
@@ -13,24 +14,25 @@ from dataclasses import dataclass
 from spawner.runners.base import Invocation, RunnerError
 from spawner.states import PromptVia
 
+PLACEHOLDER = re.compile(r"\{(prompt|prompt_file|result_file|key|cwd)\}")
+
 
 def build_argv(invocation: Invocation) -> list[str]:
-    """Fill the placeholders of the argv template; each stays exactly one argv element."""
+    """Fill the placeholders of the argv template in one pass (so braces inside the prompt stay
+    as written); each element stays exactly one argv element."""
     values = {
-        "{prompt}": invocation.prompt,
-        "{prompt_file}": str(invocation.prompt_path),
-        "{result_file}": str(invocation.result_path),
-        "{key}": invocation.key,
-        "{cwd}": str(invocation.cwd),
+        "prompt": invocation.prompt,
+        "prompt_file": str(invocation.prompt_path),
+        "result_file": str(invocation.result_path),
+        "key": invocation.key,
+        "cwd": str(invocation.cwd),
     }
-    argv = []
-    for element in invocation.argv_template:
-        if element == "{prompt}" and not invocation.prompt:
-            continue  # a tool run with no arguments, not with one empty argument
-        for placeholder, value in values.items():
-            element = element.replace(placeholder, value)
-        argv.append(element)
-    return argv
+    return [
+        PLACEHOLDER.sub(lambda m: values[m.group(1)], element)
+        for element in invocation.argv_template
+        # A tool run with no arguments, not with one empty argument.
+        if not (element == "{prompt}" and not invocation.prompt)
+    ]
 
 
 def build_env(invocation: Invocation) -> dict[str, str]:
@@ -101,11 +103,15 @@ class StartedProcess:
         return self.poll()
 
     def stop(self, grace: float) -> int | None:
-        stop_group(self.pgid, grace, self.process.poll)
         try:
+            stop_group(self.pgid, grace, self.process.poll)
             return self.process.wait(timeout=grace + 5)
         except subprocess.TimeoutExpired:
             return None
+        finally:
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
 
 
 class CommandRunner:
@@ -143,6 +149,8 @@ class CommandRunner:
                 raise RunnerError(f"executable {argv[0]!r} not found on PATH") from None
             except PermissionError:
                 raise RunnerError(f"executable {argv[0]!r} is not executable") from None
+            except ValueError as exc:  # e.g. a NUL byte in an argument or the environment
+                raise RunnerError(f"cannot pass the prompt to the process: {exc}") from None
             finally:
                 if stdin is not subprocess.DEVNULL:
                     stdin.close()

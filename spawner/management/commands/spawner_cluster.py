@@ -59,6 +59,8 @@ class Command(BaseCommand):
                 except DatabaseError:
                     log.exception("reaper step failed; trying again")
                     connections.close_all()
+                except Exception:  # the reaper must outlive any one bad row
+                    log.exception("reaper step failed; trying again")
                 deadline = time.monotonic() + interval
                 while not stopping and time.monotonic() < deadline:
                     time.sleep(0.05)
