@@ -264,7 +264,8 @@ def run_attempt(attempt_id: int) -> str:
     while True:
         # A worker holding a queued attempt (backoff, stagger) heartbeats too, so the
         # reaper can send it again if this worker dies while waiting.
-        _beat(attempt_id, AttemptStatus.QUEUED)
+        if not_before > timezone.now():
+            _beat(attempt_id, AttemptStatus.QUEUED)
         last_beat = time.monotonic()
         while (delay := (not_before - timezone.now()).total_seconds()) > 0:
             time.sleep(min(delay, conf("POLL_SECONDS")))
