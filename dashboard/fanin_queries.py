@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, Prefetch, Value, When
 
-from dashboard.queries import run_url_template
+from dashboard.queries import page_number, run_url_template
 from spawner import aggregation, fanin
 from spawner.models import Aggregation, Batch, Escalation, RunAttempt, RunEvent
 
@@ -191,10 +191,7 @@ class QueueFilters:
     def from_query(cls, query) -> QueueFilters:
         show = query.get("show", "open")
         batch = query.get("batch", "")
-        try:
-            page = max(1, int(query.get("page", 1)))
-        except ValueError:
-            page = 1
+        page = page_number(query)
         show = show if show in dict(SHOW) else "open"
         return cls(show=show, batch=int(batch) if batch.isdigit() else None, page=page)
 

@@ -78,6 +78,14 @@ def elapsed(batch: Batch, now: datetime | None = None) -> float:
 # --- batches list -------------------------------------------------------------------------
 
 
+def page_number(query) -> int:
+    """The `page` query parameter, 1 when missing or not a number."""
+    try:
+        return max(1, int(query.get("page", 1)))
+    except ValueError:
+        return 1
+
+
 @dataclass(frozen=True)
 class ListFilters:
     status: str = ""
@@ -88,10 +96,7 @@ class ListFilters:
     def from_query(cls, query) -> ListFilters:
         status = query.get("status", "")
         owner = query.get("owner", "")
-        try:
-            page = max(1, int(query.get("page", 1)))
-        except ValueError:
-            page = 1
+        page = page_number(query)
         return cls(
             status=status if status in BatchStatus.values else "",
             owner=owner if owner == "cli" or owner.isdigit() else "",
