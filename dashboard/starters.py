@@ -14,9 +14,10 @@ def _usable(agents: Mapping[str, AgentInfo], is_admin: bool) -> list[str]:
 
 
 def default_agent(agents: Mapping[str, AgentInfo], *, is_admin: bool) -> str:
-    """A coding agent that can run here, else anything that can, else the first coding agent."""
+    """A coding agent that can run here, else the first coding agent (shown as not available):
+    these prompts are prose, which a tool such as pytest would take for a path."""
     usable = _usable(agents, is_admin)
-    for name in (*CODING_AGENTS, *sorted(usable)):
+    for name in CODING_AGENTS:
         if name in usable:
             return name
     return next((n for n in CODING_AGENTS if n in agents), next(iter(sorted(agents)), ""))
@@ -84,11 +85,24 @@ def race(agent: str, roles, agents) -> dict:
     return {"name": "Race", "max_parallel": 3, "aggregation": "first_success", "tasks": tasks}
 
 
+def demo(agent: str, roles, agents) -> dict:
+    """Dependency waves acted out by the shell: runs on any server, no AI tool needed (admins)."""
+    steps = [("explore-api", "", 1.5), ("explore-db", "", 1.0), ("build", "explore-api,explore-db", 2.0),
+             ("test", "build", 1.0), ("docs", "build", 0.5)]  # fmt: skip
+    tasks = [
+        _task(key, "shell", "", f"echo {key} starts; sleep {seconds}; echo {key} done", roles,
+              depends_on=[d for d in deps.split(",") if d])  # fmt: skip
+        for key, deps, seconds in steps
+    ]
+    return {"name": "Demo: waves with no AI tool", "max_parallel": 3, "aggregation": "all", "tasks": tasks}
+
+
 STARTERS = {
     "review": ("Fan-out / fan-in review", "Three reviewers in parallel, one summary after them.", review),
     "pipeline": ("Parallel pipeline", "Two build → test chains side by side.", pipeline),
     "waves": ("Dependency waves", "Explore, then build in parallel, then test, then document.", waves),
     "race": ("Race", "The same problem to several agents; the first success wins.", race),
+    "demo": ("Demo (no AI tool)", "Waves of shell steps that sleep: try Spawner on any server (admins).", demo),
 }
 
 

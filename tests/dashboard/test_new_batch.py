@@ -193,14 +193,23 @@ def test_staff_may_use_the_shell_agent(client, agent_types):
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("start", ["review", "pipeline", "waves", "race"])
+@pytest.mark.parametrize("start", ["review", "pipeline", "waves", "race", "demo"])
 def test_each_starting_point_is_a_valid_spec(agent_types, start):
     import yaml
 
     from dashboard import starters
     from spawner import services
 
-    data = starters.build(start, services.agent_catalog(), services.role_templates(), is_admin=False)
-    batch_spec = services.spec_load(yaml.safe_dump(data), is_admin=False)
+    data = starters.build(start, services.agent_catalog(), services.role_templates(), is_admin=True)
+    batch_spec = services.spec_load(yaml.safe_dump(data), is_admin=True)
     assert len(batch_spec.tasks) >= 3
     assert services.batch_plan(batch_spec).checks
+
+
+def test_starting_points_never_hand_prose_to_a_tool(agent_types):
+    """With no coding agent installed, a prose prompt must not go to pytest or ruff (they take it for a path)."""
+    from dashboard import starters
+    from spawner import services
+
+    data = starters.build("waves", services.agent_catalog(), services.role_templates(), is_admin=True)
+    assert {t["agent"] for t in data["tasks"]} <= set(starters.CODING_AGENTS)
