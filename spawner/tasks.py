@@ -1,17 +1,17 @@
-"""django-q2 entry points: thin, load by id, call execution or the reaper."""
+"""django-q2 entry points: thin, load by id, call execution.
+
+The reaper is not a q2 task (q2 schedules have minute resolution; the lease is 30 s):
+it runs in `manage.py spawner_cluster`, which is what `serve` starts. Use that, not
+plain `qcluster`.
+"""
 
 from __future__ import annotations
 
-from spawner import execution, reaper
+from spawner import execution
 
 
 def execute_attempt(attempt_id: int) -> str:
     return execution.run_attempt(attempt_id)
-
-
-def reap() -> int:
-    """Scheduled backstop for clusters started with plain `qcluster` (no reaper thread)."""
-    return reaper.tick()
 
 
 def deliver_webhook(url: str, payload: dict) -> bool:
