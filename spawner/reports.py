@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spawner.models import Batch
+from spawner.models import Batch, Escalation
 from spawner.states import RUN_FAILED, RunStatus
 
 
@@ -35,7 +35,7 @@ def batch_summary(batch: Batch) -> dict:
             "efficiency": batch.efficiency,
         },
         "aggregation": _aggregation_data(batch),
-        "open_escalations": batch.escalations.filter(state="open").count(),
+        "open_escalations": batch.escalations.filter(state=Escalation.State.OPEN).count(),
         "succeeded": [r.key for r in runs if r.status == RunStatus.SUCCEEDED],
         "failed": [r.key for r in runs if r.status in RUN_FAILED],
         "runs": [

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from spawner import localcluster, reaper, reports, services, spec
 from spawner.models import Batch
-from spawner.states import BATCH_TERMINAL, BatchStatus
+from spawner.states import BATCH_TERMINAL, RUN_TERMINAL, BatchStatus
 
 STATUS_STYLE = {
     "pending": "dim", "queued": "cyan", "running": "bold blue", "succeeded": "green",
@@ -104,7 +104,7 @@ class Command(BaseCommand):
 
     def _progress(self, batch: Batch) -> Table:
         runs = list(batch.runs.order_by("order").values_list("key", "status", "attempt", "wave"))
-        done = sum(1 for r in runs if r[1] in {"succeeded", "failed", "timed_out", "lost", "cancelled", "skipped"})
+        done = sum(1 for r in runs if r[1] in RUN_TERMINAL)
         width = 30
         filled = int(width * done / len(runs)) if runs else width
         title = f"batch #{batch.id} {batch.name} [{'█' * filled}{'░' * (width - filled)}] {done}/{len(runs)}"
