@@ -34,6 +34,7 @@ test-redis: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: setup
 	$(PY) bench/bench_engine.py

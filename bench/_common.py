@@ -150,7 +150,12 @@ class Freeze(AppConfig):
     name = "bench_gc_freeze"
 
     def ready(self):
-        import django_q.cluster, django_q.worker, spawner.execution, spawner.runners.command, spawner.tasks  # noqa
+        import django_q.cluster  # noqa: F401
+        import django_q.worker  # noqa: F401
+
+        import spawner.engine.execution  # noqa: F401
+        import spawner.engine.tasks  # noqa: F401
+        import spawner.runners.command  # noqa: F401
 
         gc.collect()
         gc.freeze()  # forked workers then share these objects instead of copying them on GC passes
@@ -223,8 +228,11 @@ class Cluster:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "spawner_cluster"],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         while not WorkerHeartbeat.objects.filter(pid=self.proc.pid).exists():
             if self.proc.poll() is not None or time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"cluster did not start:\n{self.log_path.read_text()[-3000:]}")

@@ -63,8 +63,10 @@ def bench_sleepers(n: int, seconds: float, repeats: int, sequential: bool) -> di
         engine_walls.append(batch.wall_seconds)
         x = bc.xargs([f"{seconds:g}"] * n, ["sleep"], n)
         xargs_walls.append(x)
-        print(f"   run {i + 1}: spawner {wall:.3f} s (Batch.wall_seconds {batch.wall_seconds:.3f}, "
-              f"{batch.status}) | xargs -P{n} {x:.3f} s | ratio {wall / x:.3f}")  # fmt: skip
+        print(
+            f"   run {i + 1}: spawner {wall:.3f} s (Batch.wall_seconds {batch.wall_seconds:.3f}, "
+            f"{batch.status}) | xargs -P{n} {x:.3f} s | ratio {wall / x:.3f}"
+        )
     out = {
         "seconds": seconds,
         "wall": bc.pct(walls, 50),
@@ -72,25 +74,33 @@ def bench_sleepers(n: int, seconds: float, repeats: int, sequential: bool) -> di
         "xargs": bc.pct(xargs_walls, 50),
     }
     out["ratio"] = out["wall"] / out["xargs"]
-    print(f"   median: spawner {out['wall']:.3f} s, xargs {out['xargs']:.3f} s, "
-          f"ratio spawner/xargs {out['ratio']:.3f} (goal <= 1.10)")  # fmt: skip
+    print(
+        f"   median: spawner {out['wall']:.3f} s, xargs {out['xargs']:.3f} s, "
+        f"ratio spawner/xargs {out['ratio']:.3f} (goal <= 1.10)"
+    )
     from spawner.models import RunAttempt
 
     last = RunAttempt.objects.filter(run__batch=batch)
     over = [(a.finished_at - a.started_at).total_seconds() - seconds for a in last if a.finished_at and a.started_at]
-    print(f"   per-attempt overhead in the last batch (claim -> recorded end, minus {seconds:g} s): "
-          f"p50 {bc.ms(bc.pct(over, 50))}, max {bc.ms(max(over))}")  # fmt: skip
+    print(
+        f"   per-attempt overhead in the last batch (claim -> recorded end, minus {seconds:g} s): "
+        f"p50 {bc.ms(bc.pct(over, 50))}, max {bc.ms(max(over))}"
+    )
     if sequential:
         batch, wall = bc.run_batch(spec(f"sleep{n}-seq", "sleep", [f"{seconds:g}"] * n, n), mode="sequential")
         out["seq_wall"] = wall
         out["seq_engine_wall"] = batch.wall_seconds
         out["speedup"] = wall / out["wall"]
         gaps = _sequential_gaps(batch)
-        print(f"   sequential: {wall:.3f} s (Batch.wall_seconds {batch.wall_seconds:.3f}, {batch.status}); "
-              f"speedup sequential/parallel {out['speedup']:.2f}x (goal >= 14; ideal {n}x)")  # fmt: skip
-        print(f"   sequential hand-off (one run's recorded end -> next run's claim): "
-              f"p50 {bc.ms(bc.pct(gaps, 50))}, max {bc.ms(max(gaps))}; per run overall "
-              f"{(wall - n * seconds) / n * 1000:.0f} ms above {seconds:g} s")  # fmt: skip
+        print(
+            f"   sequential: {wall:.3f} s (Batch.wall_seconds {batch.wall_seconds:.3f}, {batch.status}); "
+            f"speedup sequential/parallel {out['speedup']:.2f}x (goal >= 14; ideal {n}x)"
+        )
+        print(
+            f"   sequential hand-off (one run's recorded end -> next run's claim): "
+            f"p50 {bc.ms(bc.pct(gaps, 50))}, max {bc.ms(max(gaps))}; per run overall "
+            f"{(wall - n * seconds) / n * 1000:.0f} ms above {seconds:g} s"
+        )
     return out
 
 
@@ -139,8 +149,10 @@ def bench_latency(cluster: bc.Cluster, batches: int, n: int) -> dict:
             claim_to_proc.append(t_proc - started_at.timestamp())
         total.extend(starts)
         launch_call.append(t_ret - t0)
-        print(f"   batch {i + 1}: p50 {bc.ms(bc.pct(starts, 50))}, max {bc.ms(max(starts))} "
-              f"(batch_launch call {bc.ms(t_ret - t0)}, {batch.status})")  # fmt: skip
+        print(
+            f"   batch {i + 1}: p50 {bc.ms(bc.pct(starts, 50))}, max {bc.ms(max(starts))} "
+            f"(batch_launch call {bc.ms(t_ret - t0)}, {batch.status})"
+        )
     # Same stamping under xargs: how long a plain fork/exec fan-out takes to start n processes.
     tmp = bc.STATE["tmp"] / "xargs-stamps"
     tmp.mkdir(exist_ok=True)
@@ -149,23 +161,37 @@ def bench_latency(cluster: bc.Cluster, batches: int, n: int) -> dict:
     bc.xargs(files, ["sh", "-c", XARGS_STAMP_SCRIPT], n)
     xs = [float(Path(f).read_text()) - t0 for f in files]
     out = {
-        "p50": bc.pct(total, 50), "p95": bc.pct(total, 95), "max": max(total),
+        "p50": bc.pct(total, 50),
+        "p95": bc.pct(total, 95),
+        "max": max(total),
         "launch_call": bc.pct(launch_call, 50),
-        "enq_p50": bc.pct(enqueued, 50), "enq_p95": bc.pct(enqueued, 95),
-        "claim_p50": bc.pct(to_claim, 50), "claim_p95": bc.pct(to_claim, 95),
-        "proc_p50": bc.pct(claim_to_proc, 50), "proc_p95": bc.pct(claim_to_proc, 95),
-        "xargs_p50": bc.pct(xs, 50), "xargs_p95": bc.pct(xs, 95),
-    }  # fmt: skip
-    print(f"   launch -> process start over {len(total)} agents: p50 {bc.ms(out['p50'])}, "
-          f"p95 {bc.ms(out['p95'])}, max {bc.ms(out['max'])} (goal p50 <= 100 ms)")  # fmt: skip
+        "enq_p50": bc.pct(enqueued, 50),
+        "enq_p95": bc.pct(enqueued, 95),
+        "claim_p50": bc.pct(to_claim, 50),
+        "claim_p95": bc.pct(to_claim, 95),
+        "proc_p50": bc.pct(claim_to_proc, 50),
+        "proc_p95": bc.pct(claim_to_proc, 95),
+        "xargs_p50": bc.pct(xs, 50),
+        "xargs_p95": bc.pct(xs, 95),
+    }
+    print(
+        f"   launch -> process start over {len(total)} agents: p50 {bc.ms(out['p50'])}, "
+        f"p95 {bc.ms(out['p95'])}, max {bc.ms(out['max'])} (goal p50 <= 100 ms)"
+    )
     print(f"   parts, p50 / p95 over agents ({len(enqueued)} with a q2 task record):")
-    print(f"     a. launch -> its q2 message enqueued (plan, rows, commit, then one insert per attempt): "
-          f"{bc.ms(out['enq_p50'])} / {bc.ms(out['enq_p95'])}; "
-          f"whole batch_launch call {bc.ms(out['launch_call'])}")  # fmt: skip
-    print(f"     b. enqueued -> attempt claimed by a worker (q2 pusher + worker + load + claim): "
-          f"{bc.ms(out['claim_p50'])} / {bc.ms(out['claim_p95'])}")  # fmt: skip
-    print(f"     c. claimed -> agent process runs (log path, env, Popen, exec): "
-          f"{bc.ms(out['proc_p50'])} / {bc.ms(out['proc_p95'])}")  # fmt: skip
+    print(
+        f"     a. launch -> its q2 message enqueued (plan, rows, commit, then one insert per attempt): "
+        f"{bc.ms(out['enq_p50'])} / {bc.ms(out['enq_p95'])}; "
+        f"whole batch_launch call {bc.ms(out['launch_call'])}"
+    )
+    print(
+        f"     b. enqueued -> attempt claimed by a worker (q2 pusher + worker + load + claim): "
+        f"{bc.ms(out['claim_p50'])} / {bc.ms(out['claim_p95'])}"
+    )
+    print(
+        f"     c. claimed -> agent process runs (log path, env, Popen, exec): "
+        f"{bc.ms(out['proc_p50'])} / {bc.ms(out['proc_p95'])}"
+    )
     print(
         f"   xargs -P{n} baseline, start -> each process: p50 {bc.ms(out['xargs_p50'])}, p95 {bc.ms(out['xargs_p95'])}"
     )
@@ -187,21 +213,29 @@ def bench_throughput(cluster: bc.Cluster, n: int, parallel: int) -> dict:
     held = [(f - s).total_seconds() for s, f in rows if s and f]
     events = RunEvent.objects.filter(batch=batch).count()
     out = {"wall": wall, "rate": n / wall, "xargs": x, "xargs_rate": n / x, "engine_wall": batch.wall_seconds}
-    print(f"   spawner: {wall:.3f} s (Batch.wall_seconds {batch.wall_seconds:.3f}, {batch.status}) "
-          f"= {out['rate']:.1f} agents/s end to end")  # fmt: skip
+    print(
+        f"   spawner: {wall:.3f} s (Batch.wall_seconds {batch.wall_seconds:.3f}, {batch.status}) "
+        f"= {out['rate']:.1f} agents/s end to end"
+    )
     print(
         f"   xargs -P{parallel}: {x:.3f} s = {out['xargs_rate']:.0f} agents/s; ratio spawner/xargs wall {wall / x:.0f}x"
     )
-    print(f"   each attempt held its worker (claim -> recorded end): p50 {bc.ms(bc.pct(held, 50))}, "
-          f"p95 {bc.ms(bc.pct(held, 95))}; {events} events written")  # fmt: skip
-    print(f"   ceiling from that hold time alone: {parallel} / {bc.pct(held, 50):.3f} s = "
-          f"{parallel / bc.pct(held, 50):.0f} agents/s")  # fmt: skip
+    print(
+        f"   each attempt held its worker (claim -> recorded end): p50 {bc.ms(bc.pct(held, 50))}, "
+        f"p95 {bc.ms(bc.pct(held, 95))}; {events} events written"
+    )
+    print(
+        f"   ceiling from that hold time alone: {parallel} / {bc.pct(held, 50):.3f} s = "
+        f"{parallel / bc.pct(held, 50):.0f} agents/s"
+    )
     used = {k: cpu1[k] - cpu0[k] for k in cpu0}
     cores = os.cpu_count() or 1
     out["cpu"] = used["machine"] / (cores * wall)
-    print(f"   CPU during the batch: cluster {used['cluster']:.2f} s ({used['cluster'] / n * 1000:.0f} ms per agent), "
-          f"agents {used['agents']:.2f} s, this script {used['bench']:.2f} s; whole machine "
-          f"{used['machine']:.2f} s = {out['cpu'] * 100:.0f}% of {cores} cores x {wall:.2f} s")  # fmt: skip
+    print(
+        f"   CPU during the batch: cluster {used['cluster']:.2f} s ({used['cluster'] / n * 1000:.0f} ms per agent), "
+        f"agents {used['agents']:.2f} s, this script {used['bench']:.2f} s; whole machine "
+        f"{used['machine']:.2f} s = {out['cpu'] * 100:.0f}% of {cores} cores x {wall:.2f} s"
+    )
     return out
 
 
@@ -237,8 +271,16 @@ def bench_memory(cluster: bc.Cluster, n: int, seconds: float, cold: dict) -> dic
     keys = ("rss", "pss", "uss")
     per = {k: (workers_busy[k] - workers_idle[k]) / max(running, 1) for k in keys}
     slot = {k: workers_busy[k] / max(workers_busy["n"], 1) for k in keys}
-    out = {"cold": cold, "idle": idle, "busy": busy, "agents": agent_mem, "running": running,
-           "per": per, "slot": slot, "base": base_busy}  # fmt: skip
+    out = {
+        "cold": cold,
+        "idle": idle,
+        "busy": busy,
+        "agents": agent_mem,
+        "running": running,
+        "per": per,
+        "slot": slot,
+        "base": base_busy,
+    }
     fmt = lambda m: [f"{m[k]:.0f}" for k in keys]  # noqa: E731
     rows = [
         ("whole cluster, cold idle (just started)", cold["n"], *fmt(cold)),
@@ -250,11 +292,15 @@ def bench_memory(cluster: bc.Cluster, n: int, seconds: float, cold: dict) -> dic
         (f"the {agent_mem['n']} agent processes (not in the cluster figures)", agent_mem["n"], *fmt(agent_mem)),
     ]
     print("   " + bc.table(rows, ("MiB, summed", "procs", "RSS", "PSS", "USS")).replace("\n", "\n   "))
-    print(f"   a running agent adds to its worker: RSS {per['rss']:+.2f} MiB, PSS {per['pss']:+.2f} MiB, "
-          f"USS {per['uss']:+.2f} MiB (workers are pre-forked: the cost is the worker itself)")  # fmt: skip
-    print(f"   so each concurrent agent costs one worker: RSS {slot['rss']:.1f} MiB (mostly shared), "
-          f"PSS {slot['pss']:.1f} MiB, USS {slot['uss']:.1f} MiB; plus the agent's own process "
-          f"({agent_mem['rss'] / max(agent_mem['n'], 1):.1f} MiB RSS for `sleep`)")  # fmt: skip
+    print(
+        f"   a running agent adds to its worker: RSS {per['rss']:+.2f} MiB, PSS {per['pss']:+.2f} MiB, "
+        f"USS {per['uss']:+.2f} MiB (workers are pre-forked: the cost is the worker itself)"
+    )
+    print(
+        f"   so each concurrent agent costs one worker: RSS {slot['rss']:.1f} MiB (mostly shared), "
+        f"PSS {slot['pss']:.1f} MiB, USS {slot['uss']:.1f} MiB; plus the agent's own process "
+        f"({agent_mem['rss'] / max(agent_mem['n'], 1):.1f} MiB RSS for `sleep`)"
+    )
     return out
 
 
@@ -293,10 +339,20 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs of the 16-sleeper batch (default 3)")
     p.add_argument("--sleep", type=float, default=2.0, help="seconds each agent of measurement 1 sleeps (default 2)")
     p.add_argument("--no-sequential", action="store_true", help="skip the ~35 s sequential run")
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra SPAWNER_* setting for both sides, for experiments (repeatable)")  # fmt: skip
-    p.add_argument("--q", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a Q_CLUSTER key, e.g. --q bulk=4 (via a temp settings module)")  # fmt: skip
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra SPAWNER_* setting for both sides, for experiments (repeatable)",
+    )
+    p.add_argument(
+        "--q",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a Q_CLUSTER key, e.g. --q bulk=4 (via a temp settings module)",
+    )
     p.add_argument("--conn-max-age", type=int, help="experiment: CONN_MAX_AGE for both sides (default: settings)")
     p.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() in the cluster before it forks")
     p.add_argument("--only", default="1234", help="which measurements to run, e.g. --only 23")
@@ -308,19 +364,26 @@ def main() -> None:
     machine = bc.machine()
     started = time.monotonic()
     env = bc.setup(
-        database_url=args.database_url, redis_url=args.redis_url, workers=args.workers,
-        extra_env=extra_env, q_cluster=q_over, conn_max_age=args.conn_max_age, gc_freeze=args.gc_freeze,
-    )  # fmt: skip
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        workers=args.workers,
+        extra_env=extra_env,
+        q_cluster=q_over,
+        conn_max_age=args.conn_max_age,
+        gc_freeze=args.gc_freeze,
+    )
     bc.STATE["workers"] = args.workers
     from django.conf import settings
 
     backend = bc.describe_backend()
     print(f"machine: {machine}")
-    print(f"backend: {backend}; {args.workers} q2 workers, broker poll {settings.Q_CLUSTER['poll']} s, "
-          f"bulk {settings.Q_CLUSTER.get('bulk', 1)}, supervise poll {settings.SPAWNER['POLL_SECONDS']} s"
-          + f", CONN_MAX_AGE {settings.DATABASES['default']['CONN_MAX_AGE']}"
-          + (", gc.freeze() before fork" if args.gc_freeze else "")
-          + (f"; overrides {extra_env or ''} {q_over or ''}" if extra_env or q_over else ""))  # fmt: skip
+    print(
+        f"backend: {backend}; {args.workers} q2 workers, broker poll {settings.Q_CLUSTER['poll']} s, "
+        f"bulk {settings.Q_CLUSTER.get('bulk', 1)}, supervise poll {settings.SPAWNER['POLL_SECONDS']} s"
+        + f", CONN_MAX_AGE {settings.DATABASES['default']['CONN_MAX_AGE']}"
+        + (", gc.freeze() before fork" if args.gc_freeze else "")
+        + (f"; overrides {extra_env or ''} {q_over or ''}" if extra_env or q_over else "")
+    )
     print(f"command: {command}")
 
     bc.agent_type("sleep", ["sleep", "{prompt}"])
@@ -367,25 +430,53 @@ def summary(r: dict, *, machine: str, backend: str, command: str, seconds: float
         rows.append((label, f"{s['wall']:.3f} s", f"xargs -P16 {s['xargs']:.3f} s", f"{s['ratio']:.3f}", "<= 1.10"))
         rows.append(("  Batch.wall_seconds (engine)", f"{s['engine_wall']:.3f} s", "", "", ""))
         if "speedup" in s:
-            rows.append(("  sequential mode, wall", f"{s['seq_wall']:.3f} s", "speedup seq/par",
-                         f"{s['speedup']:.2f}x", ">= 14"))  # fmt: skip
+            rows.append(
+                (
+                    "  sequential mode, wall",
+                    f"{s['seq_wall']:.3f} s",
+                    "speedup seq/par",
+                    f"{s['speedup']:.2f}x",
+                    ">= 14",
+                )
+            )
     if lat := r.get("latency"):
         rows.append(("dispatch latency p50", bc.ms(lat["p50"]), f"xargs {bc.ms(lat['xargs_p50'])}", "", "<= 100 ms"))
         rows.append(("dispatch latency p95", bc.ms(lat["p95"]), f"xargs {bc.ms(lat['xargs_p95'])}", "", ""))
         parts = f"{bc.ms(lat['enq_p50'])} / {bc.ms(lat['claim_p50'])} / {bc.ms(lat['proc_p50'])}"
         rows.append(("  parts p50: enqueue / pickup+claim / spawn", parts, "", "", ""))
     if t := r.get("throughput"):
-        rows.append(("200 x true, max_parallel 20", f"{t['rate']:.1f} agents/s", f"xargs {t['xargs_rate']:.0f}/s",
-                     f"{t['wall'] / t['xargs']:.0f}x slower", ""))  # fmt: skip
+        rows.append(
+            (
+                "200 x true, max_parallel 20",
+                f"{t['rate']:.1f} agents/s",
+                f"xargs {t['xargs_rate']:.0f}/s",
+                f"{t['wall'] / t['xargs']:.0f}x slower",
+                "",
+            )
+        )
     if i := r.get("idle"):
         extra = f", {i['sessions']:.0f} new PG sessions/s" if "sessions" in i else ""
         rows.append(("idle cluster", f"{i['cpu'] * 100:.1f}% of a core{extra}", "", "", ""))
     if m := r.get("memory"):
-        rows.append(("memory per concurrent agent (1 worker)", f"PSS {m['slot']['pss']:.1f} MiB",
-                     f"USS {m['slot']['uss']:.1f} MiB", f"RSS {m['slot']['rss']:.0f} MiB", ""))  # fmt: skip
+        rows.append(
+            (
+                "memory per concurrent agent (1 worker)",
+                f"PSS {m['slot']['pss']:.1f} MiB",
+                f"USS {m['slot']['uss']:.1f} MiB",
+                f"RSS {m['slot']['rss']:.0f} MiB",
+                "",
+            )
+        )
         rows.append(("  added by running an agent", f"PSS {m['per']['pss']:+.2f} MiB", "", "", ""))
-        rows.append(("cluster total while running", f"RSS {m['busy']['rss']:.0f} MiB",
-                     f"PSS {m['busy']['pss']:.0f} MiB", f"{m['busy']['n']} procs", ""))  # fmt: skip
+        rows.append(
+            (
+                "cluster total while running",
+                f"RSS {m['busy']['rss']:.0f} MiB",
+                f"PSS {m['busy']['pss']:.0f} MiB",
+                f"{m['busy']['n']} procs",
+                "",
+            )
+        )
     print("\n== summary")
     print(f"machine: {machine}")
     print(f"backend: {backend}")

@@ -123,8 +123,11 @@ def start_daphne(env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "spawner.asgi:application"],
-        env=env, cwd=bc.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        cwd=bc.ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -140,7 +143,7 @@ def change(run, i: int) -> float:
     """One state change as the engine writes it; returns when it committed."""
     from django.db import transaction
 
-    from spawner import events
+    from spawner.engine import events
     from spawner.models import AgentRun
 
     status = "running" if i % 2 == 0 else "queued"
@@ -165,8 +168,10 @@ def burst(listener: Listener, runs, count: int, start: int) -> None:
     if arrived is None:
         print("  the last change did not arrive within 30 s")
         return
-    print(f"  last change on screen {bc.ms(arrived - committed)} after its commit; "
-          f"{listener.messages - before} websocket messages carried all {count} changes")  # fmt: skip
+    print(
+        f"  last change on screen {bc.ms(arrived - committed)} after its commit; "
+        f"{listener.messages - before} websocket messages carried all {count} changes"
+    )
 
 
 def main() -> None:
@@ -196,8 +201,9 @@ def main() -> None:
         text = "name: latency\nagent: bench-sh\nmax_parallel: 1\ntasks:\n" + "".join(
             f"  - {{key: t{i}, prompt: 'true'}}\n" for i in range(args.runs)
         )
-        batch = services.batch_launch(batch_spec=services.spec_load(text, is_admin=True), base_dir=bc.ROOT,
-                                      owner=user, spec_text=text)  # fmt: skip
+        batch = services.batch_launch(
+            batch_spec=services.spec_load(text, is_admin=True), base_dir=bc.ROOT, owner=user, spec_text=text
+        )
         runs = list(batch.runs.order_by("order"))
         client = Client()
         client.force_login(user)

@@ -40,11 +40,18 @@ def populate(batches: int, runs: int, big_tail: int) -> int:
     for b in range(batches):
         started = now - timedelta(minutes=batches - b)
         last = Batch.objects.create(
-            name=f"bench batch {b}", owner=owner if b % 3 else None, spec={},
-            status="running" if b % 7 == 0 else "partial", max_parallel=16, launched_at=started,
+            name=f"bench batch {b}",
+            owner=owner if b % 3 else None,
+            spec={},
+            status="running" if b % 7 == 0 else "partial",
+            max_parallel=16,
+            launched_at=started,
             finished_at=started + timedelta(seconds=50),
-            wall_seconds=50.0, sum_seconds=400.0, speedup=8.0, efficiency=0.5,
-        )  # fmt: skip
+            wall_seconds=50.0,
+            sum_seconds=400.0,
+            speedup=8.0,
+            efficiency=0.5,
+        )
         tail = big if b == batches - 1 else small_tail
         AgentRun.objects.bulk_create(
             [
@@ -62,7 +69,7 @@ def populate(batches: int, runs: int, big_tail: int) -> int:
                     duration_seconds=random.uniform(1, 9),
                     started_at=started,
                     output_tail=tail,
-                )  # fmt: skip
+                )
                 for i in range(runs)
             ],
             batch_size=2000,
@@ -77,7 +84,7 @@ def populate(batches: int, runs: int, big_tail: int) -> int:
                     status="running" if status == "running" else "succeeded",
                     started_at=started + timedelta(seconds=random.uniform(0, 40)),
                     finished_at=None if status in ("running", "queued", "pending") else started + timedelta(seconds=48),
-                )  # fmt: skip
+                )
                 for run_id, status in ids
             ],
             batch_size=2000,
@@ -111,7 +118,7 @@ def main() -> None:
         from django.contrib.auth.models import User
         from django.test import Client
 
-        from dashboard.live import BatchTopic
+        from dashboard.live.topics import BatchTopic
         from spawner.models import AgentRun, RunEvent
 
         settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]

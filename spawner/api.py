@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 from asgiref.sync import sync_to_async
 
-from spawner import localcluster, reports, services
+from spawner import selectors, services
+from spawner.engine import cluster
 from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL
 
@@ -87,7 +88,7 @@ class ParallelSpawner:
 
     def _launch(self, data: dict[str, Any]) -> Batch:
         if self.start_cluster and self._cluster is None:
-            self._cluster = localcluster.ensure_cluster()
+            self._cluster = cluster.ensure_cluster()
         text = yaml.safe_dump(data, sort_keys=False)
         batch_spec = services.spec_load(text, is_admin=True)
         return services.batch_launch(
@@ -102,7 +103,7 @@ class ParallelSpawner:
             if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"batches still running after {timeout} s")
             await asyncio.sleep(poll)
-        await sync_to_async(localcluster.stop)(self._cluster)
+        await sync_to_async(cluster.stop)(self._cluster)
         self._cluster = None
         return await sync_to_async(self.get_results_summary)()
 
@@ -111,7 +112,7 @@ class ParallelSpawner:
         return not Batch.objects.filter(id__in=ids).exclude(status__in=BATCH_TERMINAL).exists()
 
     def get_results_summary(self) -> dict[str, Any]:
-        summaries = [reports.batch_summary(b) for b in self.batches]
+        summaries = [selectors.batch_summary(b) for b in self.batches]
         return {
             "batches": summaries,
             "succeeded": [f"{s['batch']}/{k}" for s in summaries for k in s["succeeded"]],

@@ -24,8 +24,7 @@ class AgentType(models.Model):
     secret_names = models.JSONField(
         default=list,
         blank=True,
-        help_text="Names of server environment variables passed through at spawn time. "
-        "Their values are never stored.",
+        help_text="Names of server environment variables passed through at spawn time. Their values are never stored.",
     )
     success_exit_codes = models.JSONField(default=list, blank=True, help_text="Default [0].")
     default_timeout = models.PositiveIntegerField(null=True, blank=True)
@@ -80,9 +79,7 @@ class Role(models.Model):
 
 class Batch(models.Model):
     name = models.CharField(max_length=200)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     spec = models.JSONField(help_text="The spec as submitted (parsed).")
     spec_text = models.TextField(blank=True)
     mode = models.CharField(max_length=12, default="parallel")
@@ -92,9 +89,7 @@ class Batch(models.Model):
     aggregation = models.CharField(max_length=20, blank=True)
     cwd = models.CharField(max_length=500, blank=True)
     webhook_url = models.URLField(blank=True, help_text="Called (POST, JSON) when the batch ends or escalates.")
-    status = models.CharField(
-        max_length=12, choices=BatchStatus.choices, default=BatchStatus.RUNNING, db_index=True
-    )
+    status = models.CharField(max_length=12, choices=BatchStatus.choices, default=BatchStatus.RUNNING, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     sequential_of = models.ForeignKey(
         "self",
@@ -135,9 +130,7 @@ class AgentRun(models.Model):
     cwd = models.CharField(max_length=500, blank=True)
     order = models.PositiveIntegerField(help_text="Position in plan order.")
     wave = models.PositiveIntegerField(default=0)
-    status = models.CharField(
-        max_length=12, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True
-    )
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True)
     attempt = models.PositiveIntegerField(default=0, help_text="Number of the current attempt.")
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -160,9 +153,7 @@ class AgentRun(models.Model):
 class RunAttempt(models.Model):
     run = models.ForeignKey(AgentRun, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveIntegerField()
-    status = models.CharField(
-        max_length=12, choices=AttemptStatus.choices, default=AttemptStatus.QUEUED, db_index=True
-    )
+    status = models.CharField(max_length=12, choices=AttemptStatus.choices, default=AttemptStatus.QUEUED, db_index=True)
     not_before = models.DateTimeField(help_text="Backoff or stagger: do not start earlier.")
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -177,9 +168,7 @@ class RunAttempt(models.Model):
 
     class Meta:
         ordering = ["run", "number"]
-        constraints = [
-            models.UniqueConstraint(fields=["run", "number"], name="unique_attempt_number")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="unique_attempt_number")]
 
     def __str__(self) -> str:
         return f"{self.run} attempt {self.number}"
@@ -195,16 +184,12 @@ class RunEvent(models.Model):
     """The append-only event log: the audit trail and the source of everything live."""
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events")
-    run = models.ForeignKey(
-        AgentRun, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
-    )
+    run = models.ForeignKey(AgentRun, null=True, blank=True, on_delete=models.CASCADE, related_name="events")
     attempt = models.PositiveIntegerField(null=True, blank=True)
     kind = models.CharField(max_length=40)
     status = models.CharField(max_length=12, blank=True)
     data = models.JSONField(default=dict, blank=True)
-    actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
-    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -261,9 +246,7 @@ class Escalation(models.Model):
         SUPERSEDED = "superseded", "the run succeeded later"
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="escalations")
-    run = models.ForeignKey(
-        AgentRun, null=True, blank=True, on_delete=models.CASCADE, related_name="escalations"
-    )
+    run = models.ForeignKey(AgentRun, null=True, blank=True, on_delete=models.CASCADE, related_name="escalations")
     kind = models.CharField(max_length=12, choices=Kind.choices)
     reason = models.TextField()
     state = models.CharField(max_length=10, choices=State.choices, default=State.OPEN, db_index=True)

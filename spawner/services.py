@@ -11,7 +11,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from spawner import dispatch, events, planning, spec
+from spawner import spec
+from spawner.core import planning
+from spawner.engine import dispatch, events
 from spawner.errors import ActionRefused
 from spawner.models import AgentRun, AgentType, Batch, Role
 from spawner.states import RUN_TERMINAL, BatchStatus, RunStatus
@@ -48,9 +50,7 @@ def role_templates() -> dict[str, str]:
 
 def spec_load(text: str, *, is_admin: bool) -> spec.BatchSpec:
     """Parse and validate a spec against this server's agent types and roles."""
-    return spec.load(
-        text, agents=agent_catalog(), roles=role_templates(), limits=spec_limits(), is_admin=is_admin
-    )
+    return spec.load(text, agents=agent_catalog(), roles=role_templates(), limits=spec_limits(), is_admin=is_admin)
 
 
 def past_durations(batch_spec: spec.BatchSpec) -> dict[str, float]:
@@ -77,9 +77,7 @@ def batch_plan(batch_spec: spec.BatchSpec, *, sequential: bool | None = None) ->
     )
 
 
-def batch_check(
-    batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = False
-) -> tuple[Path, dict[str, Path]]:
+def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = False) -> tuple[Path, dict[str, Path]]:
     """What only this server can check: agent types it can run, directories that exist, and
     (with `confine`, for browser and API users) working directories inside `base_dir`.
 
@@ -101,9 +99,7 @@ def batch_check(
         elif confine and not path.is_relative_to(base):
             errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"must stay inside {base}", t.key))
         elif t.cwd and not path.is_dir():
-            errors.append(
-                spec.FieldError(f"task '{t.key}'", "cwd", f"directory {path} does not exist", t.key)
-            )
+            errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"directory {path} does not exist", t.key))
         task_cwds[t.key] = path
     if errors:
         raise spec.SpecInvalid(errors)
@@ -190,8 +186,14 @@ def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
     for other in runs:
         if other.key in below and other.status == RunStatus.SKIPPED:
             AgentRun.objects.filter(id=other.id).update(status=RunStatus.PENDING, finished_at=None, error="")
-            events.record(batch_id=run.batch_id, run_id=other.id, kind="run.pending", status=RunStatus.PENDING,
-                          data={"because": f"'{run.key}' is retried"}, actor=actor)  # fmt: skip
+            events.record(
+                batch_id=run.batch_id,
+                run_id=other.id,
+                kind="run.pending",
+                status=RunStatus.PENDING,
+                data={"because": f"'{run.key}' is retried"},
+                actor=actor,
+            )
 
 
 def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
@@ -214,9 +216,9 @@ def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
 
 def batch_cancel(*, batch: Batch, actor=None) -> None:
     with transaction.atomic():
-        updated = Batch.objects.filter(
-            id=batch.id, status=BatchStatus.RUNNING, cancel_requested=False
-        ).update(cancel_requested=True)
+        updated = Batch.objects.filter(id=batch.id, status=BatchStatus.RUNNING, cancel_requested=False).update(
+            cancel_requested=True
+        )
         if not updated:
             raise ActionRefused(f"batch #{batch.id} is not running")
         events.record(batch_id=batch.id, kind="batch.cancel_requested", actor=actor)
@@ -241,8 +243,11 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
         _refuse_admin_only([run], actor)
         if run.status not in RUN_TERMINAL or run.status == RunStatus.SUCCEEDED:
             raise ActionRefused(f"run '{run.key}' is {run.status}; only ended, unsuccessful runs retry")
-        waiting = [d for d in run.depends_on if not AgentRun.objects.filter(
-            batch_id=batch.id, key=d, status=RunStatus.SUCCEEDED).exists()]  # fmt: skip
+        waiting = [
+            d
+            for d in run.depends_on
+            if not AgentRun.objects.filter(batch_id=batch.id, key=d, status=RunStatus.SUCCEEDED).exists()
+        ]
         if waiting:
             raise ActionRefused(f"run '{run.key}' depends on {', '.join(waiting)}, which did not succeed")
         if batch.aggregation == "first_success" and batch.runs.filter(status=RunStatus.SUCCEEDED).exists():
@@ -255,8 +260,12 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
         if batch.failure_policy == "fail_fast":
             # A person took over: the earlier failures must not cancel what they retry.
             Batch.objects.filter(id=batch.id).update(failure_policy="continue")
-            events.record(batch_id=batch.id, kind="batch.policy_changed", actor=actor,
-                          data={"failure_policy": "continue", "was": "fail_fast", "why": "manual retry"})  # fmt: skip
+            events.record(
+                batch_id=batch.id,
+                kind="batch.policy_changed",
+                actor=actor,
+                data={"failure_policy": "continue", "was": "fail_fast", "why": "manual retry"},
+            )
         _reopen_skipped_dependents(run, actor=actor)
         dispatch.attempt_create(run, not_before=timezone.now(), reason="retried", actor=actor)
         dispatch.batch_advance(batch.id)

@@ -35,9 +35,7 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("SPAWNER_DEBUG", "0") == "1"
 ALLOWED_HOSTS = os.environ.get("SPAWNER_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
-CSRF_TRUSTED_ORIGINS = [
-    o for o in os.environ.get("SPAWNER_CSRF_TRUSTED_ORIGINS", "").split(",") if o
-]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("SPAWNER_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
     "daphne",
@@ -151,9 +149,9 @@ SPAWNER = {
     "BACKOFF_SECONDS": _env_float("SPAWNER_BACKOFF_SECONDS", 2),
     "BACKOFF_MAX_SECONDS": _env_float("SPAWNER_BACKOFF_MAX_SECONDS", 300),
     # Environment variables passed from the server to every agent process.
-    "ENV_ALLOWLIST": os.environ.get(
-        "SPAWNER_ENV_ALLOWLIST", "PATH,HOME,LANG,LC_ALL,TERM,TMPDIR,USER,SHELL,TZ"
-    ).split(","),
+    "ENV_ALLOWLIST": os.environ.get("SPAWNER_ENV_ALLOWLIST", "PATH,HOME,LANG,LC_ALL,TERM,TMPDIR,USER,SHELL,TZ").split(
+        ","
+    ),
 }
 SPAWNER["LOG_DIR"].mkdir(parents=True, exist_ok=True)
 

@@ -37,9 +37,13 @@ def pytest_sessionstart(session):
     db = settings.DATABASES["default"]
     try:
         psycopg.connect(
-            host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"],
-            password=db.get("PASSWORD") or None, connect_timeout=3,
-        ).close()  # fmt: skip
+            host=db["HOST"],
+            port=db["PORT"] or 5432,
+            user=db["USER"],
+            dbname=db["NAME"],
+            password=db.get("PASSWORD") or None,
+            connect_timeout=3,
+        ).close()
     except psycopg.OperationalError as exc:
         _unreachable("PostgreSQL", url, exc)
 
@@ -79,8 +83,11 @@ class ClusterProcess:
         self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "spawner_cluster"],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )  # fmt: skip
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         deadline = time.monotonic() + 60
         while not WorkerHeartbeat.objects.filter(pid=self.proc.pid).exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -124,9 +131,7 @@ def agent_types(db):
     """The preset agent types plus plain ones for tests: `sh` (admin-free) and `sleep`."""
     from spawner.models import AgentType
 
-    AgentType.objects.get_or_create(
-        name="sh", defaults={"argv": ["sh", "-c", "{prompt}"], "description": "test shell"}
-    )
+    AgentType.objects.get_or_create(name="sh", defaults={"argv": ["sh", "-c", "{prompt}"], "description": "test shell"})
     AgentType.objects.get_or_create(name="sleep", defaults={"argv": ["sleep", "{prompt}"]})
     return {t.name: t for t in AgentType.objects.all()}
 

@@ -8,8 +8,8 @@ from django import template
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
-from dashboard import ansi
-from spawner import fanin
+from dashboard.pages import ansi
+from spawner.engine import fanin
 
 register = template.Library()
 

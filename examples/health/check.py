@@ -41,8 +41,12 @@ def lint() -> dict:
         proc = subprocess.run(["ruff", "check", "--output-format=json", "."], capture_output=True, text=True)
         issues = json.loads(proc.stdout or "[]")
         findings = [
-            {"severity": "low", "title": f"{i['code']} {i['message']}", "file": i["filename"],
-             "line": i["location"]["row"]}  # fmt: skip
+            {
+                "severity": "low",
+                "title": f"{i['code']} {i['message']}",
+                "file": i["filename"],
+                "line": i["location"]["row"],
+            }  # fmt: skip
             for i in issues
         ]
         tool = "ruff"

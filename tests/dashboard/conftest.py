@@ -7,7 +7,8 @@ from django.contrib.auth.models import Permission, User
 from django.db import transaction
 from django.utils import timezone
 
-from spawner import events, services
+from spawner import services
+from spawner.engine import events
 from spawner.models import AgentRun, Batch, RunAttempt
 
 SPEC = """\
@@ -48,8 +49,9 @@ def signed_in(client, member):
 def make_batch(agent_types, tmp_path):
     def make(owner=None, text: str = SPEC) -> Batch:
         batch_spec = services.spec_load(text, is_admin=True)
-        return services.batch_launch(batch_spec=batch_spec, base_dir=tmp_path, owner=owner, spec_text=text,
-                                     spec_data={"name": batch_spec.name})  # fmt: skip
+        return services.batch_launch(
+            batch_spec=batch_spec, base_dir=tmp_path, owner=owner, spec_text=text, spec_data={"name": batch_spec.name}
+        )
 
     return make
 
@@ -99,14 +101,19 @@ SECURITY = {
     "summary": "one injection, one broad except",
     "verdict": "fail",
     "findings": [
-        {"severity": "high", "title": "Shell injection", "file": "spawner/runners/shell.py", "line": 12,
-         "detail": "sh -c with <user> input"},
+        {
+            "severity": "high",
+            "title": "Shell injection",
+            "file": "spawner/runners/shell.py",
+            "line": 12,
+            "detail": "sh -c with <user> input",
+        },
         {"severity": "low", "title": "broad except", "file": "spawner/execution.py", "line": 40},
     ],
     "suggestions": ["quote the arguments"],
     "tokens": 1200,
     "cost": 0.02,
-}  # fmt: skip
+}
 STYLE = {
     "summary": "naming and length",
     "verdict": "warn",
@@ -120,7 +127,7 @@ STYLE = {
 def end_with_results(batch: Batch, results: dict[str, dict | None], failed: tuple[str, ...] = ()) -> Batch:
     """Each run ends (succeeded with its result, or failed), then the engine's fan-in: the aggregation
     and an escalation for each failed P0 run."""
-    from spawner import fanin
+    from spawner.engine import fanin
 
     for run in batch.runs.order_by("order"):
         run = move(run, "running", output=f"{run.key} says hello\n")

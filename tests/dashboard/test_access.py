@@ -9,7 +9,7 @@ from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from dashboard.routing import websocket_urlpatterns
+from dashboard.live.routing import websocket_urlpatterns
 from spawner.asgi import application
 
 # Views that must answer strangers: signing in, and the admin's own sign-in.
@@ -39,8 +39,15 @@ ALL_URLS = sorted(set(walk(get_resolver().url_patterns)))
 def test_the_url_conf_has_the_dashboard_pages():
     names = {name for name, _ in ALL_URLS}
     assert {"batch-list", "batch-new", "batch", "run", "compare", "run-log-download"} <= names
-    assert {"batch-result", "batch-result-md", "batch-result-json", "batch-review", "escalations",
-            "escalation-assign", "escalation-resolve"} <= names  # fmt: skip
+    assert {
+        "batch-result",
+        "batch-result-md",
+        "batch-result-json",
+        "batch-review",
+        "escalations",
+        "escalation-assign",
+        "escalation-resolve",
+    } <= names
 
 
 def test_the_websocket_routes_include_the_fan_in_pages():

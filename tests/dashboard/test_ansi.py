@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard import ansi
+from dashboard.pages import ansi
 
 
 def test_it_escapes_html_in_output():

@@ -140,7 +140,7 @@ def test_a_member_may_not_rerun_an_admin_only_agent_type(signed_in, member, make
 
 
 def test_the_comparison_puts_both_timelines_on_one_axis(signed_in, member, make_batch):
-    from dashboard import queries
+    from dashboard.pages import queries
 
     parallel = finish(make_batch(member), wall=2.0)
     sequential = make_batch(member)

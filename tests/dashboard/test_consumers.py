@@ -11,8 +11,8 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from dashboard import live
-from dashboard.relay import get_relay
+from dashboard.live import topics
+from dashboard.live.relay import get_relay
 from spawner.asgi import application
 from tests.dashboard.conftest import finish, move
 
@@ -209,9 +209,9 @@ def test_a_server_initiated_close_asks_the_client_to_reconnect(member, make_batc
 def test_many_changes_to_one_run_render_its_row_once(member, make_batch):
     batch = make_batch(member)
     lint = batch.runs.get(key="lint")
-    topic = live.BatchTopic(batch.id)
+    topic = topics.BatchTopic(batch.id)
     for i in range(20):
-        topic.collect(live.Event(id=i, batch_id=batch.id, run_id=lint.id, kind="run.output"))
+        topic.collect(topics.Event(id=i, batch_id=batch.id, run_id=lint.id, kind="run.output"))
     assert topic.due(now=100.0)
     html = "".join(topic.take(now=100.0))
     assert html.count(f'id="run-{lint.id}"') == 1
@@ -221,32 +221,32 @@ def test_many_changes_to_one_run_render_its_row_once(member, make_batch):
 
 def test_a_flood_of_changed_rows_is_coalesced_over_a_window(member, make_batch):
     batch = make_batch(member)
-    topic = live.BatchTopic(batch.id)
+    topic = topics.BatchTopic(batch.id)
     lint = batch.runs.get(key="lint")
-    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=lint.id, kind="run.running"))
+    topic.collect(topics.Event(id=1, batch_id=batch.id, run_id=lint.id, kind="run.running"))
     topic.take(now=100.0)
-    for i in range(live.BURST_ROWS + 1):  # more changed rows than one message should carry
-        topic.collect(live.Event(id=2 + i, batch_id=batch.id, run_id=10_000 + i, kind="run.output"))
+    for i in range(topics.BURST_ROWS + 1):  # more changed rows than one message should carry
+        topic.collect(topics.Event(id=2 + i, batch_id=batch.id, run_id=10_000 + i, kind="run.output"))
     assert not topic.due(now=100.1)
-    assert topic.due(now=100.0 + live.BURST_SECONDS)
+    assert topic.due(now=100.0 + topics.BURST_SECONDS)
 
 
 def test_a_few_changed_rows_go_out_at_once(member, make_batch):
     batch = make_batch(member)
-    topic = live.BatchTopic(batch.id)
+    topic = topics.BatchTopic(batch.id)
     lint = batch.runs.get(key="lint")
-    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=lint.id, kind="run.running"))
+    topic.collect(topics.Event(id=1, batch_id=batch.id, run_id=lint.id, kind="run.running"))
     topic.take(now=100.0)
-    topic.collect(live.Event(id=2, batch_id=batch.id, run_id=lint.id, kind="run.succeeded"))
+    topic.collect(topics.Event(id=2, batch_id=batch.id, run_id=lint.id, kind="run.succeeded"))
     assert topic.due(now=100.1)
 
 
 def test_a_topic_whose_batch_was_deleted_closes_its_clients_for_good(member, make_batch):
-    from dashboard.relay import GONE, _render_all
+    from dashboard.live.relay import GONE, _render_all
 
     batch = make_batch(member)
-    topic = live.BatchTopic(batch.id)
-    topic.collect(live.Event(id=1, batch_id=batch.id, run_id=None, kind="batch.cancel_requested"))
+    topic = topics.BatchTopic(batch.id)
+    topic.collect(topics.Event(id=1, batch_id=batch.id, run_id=None, kind="batch.cancel_requested"))
     batch.delete()
     assert _render_all([topic], now=100.0) == [(topic.name, GONE)]
 
@@ -255,7 +255,7 @@ def test_a_topic_whose_batch_was_deleted_closes_its_clients_for_good(member, mak
 
 
 def open_p0_escalation(batch):
-    from spawner import fanin
+    from spawner.engine import fanin
 
     run = batch.runs.get(key="lint")
     run = move(move(run, "running"), "failed", error="exit code 1")
@@ -283,7 +283,7 @@ def test_the_header_badge_counts_open_escalations_live(member, make_batch, cooki
 
 
 def test_the_queue_puts_a_new_escalation_on_top_and_updates_its_card(member, make_batch, cookie):
-    from spawner import fanin
+    from spawner.engine import fanin
     from spawner.models import AgentRun, Escalation
 
     batch = make_batch(member)
@@ -309,7 +309,7 @@ def test_the_queue_puts_a_new_escalation_on_top_and_updates_its_card(member, mak
 
 
 def test_a_card_follows_its_run_after_a_retry(member, make_batch, cookie):
-    from spawner import fanin
+    from spawner.engine import fanin
     from spawner.models import AgentRun, Escalation
 
     batch = make_batch(member)
@@ -334,7 +334,7 @@ def test_a_card_follows_its_run_after_a_retry(member, make_batch, cookie):
 
 
 def test_the_result_page_hears_of_new_reviews(member, make_batch, cookie):
-    from spawner import fanin
+    from spawner.engine import fanin
 
     batch = finish(make_batch(member))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spawner import fanin
+from spawner.engine import fanin
 from spawner.models import Escalation, RunEvent
 from tests.dashboard.conftest import FANIN_SPEC, end_with_results, finish, grant
 
@@ -83,8 +83,9 @@ def test_assigning_to_someone_unknown_is_refused(signed_in, escalation):
 
 
 def test_resolving_by_retry_queues_a_new_attempt(signed_in, member, escalation):
-    response = signed_in.post(f"/escalations/{escalation.id}/resolve/", {"action": "retry", "note": "marker made"},
-                              headers=HX)  # fmt: skip
+    response = signed_in.post(
+        f"/escalations/{escalation.id}/resolve/", {"action": "retry", "note": "marker made"}, headers=HX
+    )
     html = response.content.decode()
     assert response.status_code == 200 and "Retrying &#x27;critical&#x27;" in html
     assert "Retried the run</strong> by mia" in html and "marker made" in html
@@ -121,8 +122,9 @@ def test_dismissing_needs_a_reason_shown_next_to_the_form(signed_in, escalation)
 
 
 def test_dismissing_with_a_reason_closes_it(signed_in, member, escalation):
-    response = signed_in.post(f"/escalations/{escalation.id}/resolve/", {"action": "dismiss", "note": "flaky disk"},
-                              headers=HX)  # fmt: skip
+    response = signed_in.post(
+        f"/escalations/{escalation.id}/resolve/", {"action": "dismiss", "note": "flaky disk"}, headers=HX
+    )
     assert response.status_code == 200
     assert "<strong>mia</strong> dismissed it: <q>flaky disk</q>" in response.content.decode()
     escalation.refresh_from_db()

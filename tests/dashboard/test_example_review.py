@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 from tests.dashboard.conftest import end_with_results
 
 AGENT = ROOT / "examples" / "agents" / "review_agent.py"
-CODE = '''\
+CODE = """\
 import subprocess
 
 
@@ -23,7 +23,7 @@ def run(cmd, seen=[]):
         subprocess.run(cmd, shell=True)
     except Exception:
         pass
-'''
+"""
 
 
 def review(tmp_path, *args: str, env: dict | None = None) -> dict:
@@ -46,8 +46,11 @@ def test_each_focus_writes_the_documented_result_format(code):
     assert security["verdict"] == "fail"
     [shell] = security["findings"]
     assert (shell["severity"], shell["title"], shell["file"], shell["line"]) == (
-        "high", "subprocess runs through a shell", "app/tool.py", 6,
-    )  # fmt: skip
+        "high",
+        "subprocess runs through a shell",
+        "app/tool.py",
+        6,
+    )
     correctness = review(code, "--focus", "correctness", "app")
     assert {f["title"] for f in correctness["findings"]} == {"mutable default argument", "broad exception handler"}
     assert correctness["verdict"] == "warn"

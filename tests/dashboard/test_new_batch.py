@@ -11,8 +11,18 @@ from spawner.models import AgentType, Batch, RunEvent
 
 
 def form_data(*tasks: dict, action: str = "plan", **batch) -> dict:
-    data = {"source": "form", "action": action, "name": "from the form", "mode": "parallel", "max_parallel": "3",
-            "retries": "0", "timeout": "", "failure_policy": "continue", "aggregation": "", "rows": []}  # fmt: skip
+    data = {
+        "source": "form",
+        "action": action,
+        "name": "from the form",
+        "mode": "parallel",
+        "max_parallel": "3",
+        "retries": "0",
+        "timeout": "",
+        "failure_policy": "continue",
+        "aggregation": "",
+        "rows": [],
+    }
     data.update(batch)
     for i, task in enumerate(tasks):
         prefix = f"t{i}"
@@ -57,8 +67,11 @@ def test_unavailable_agent_types_are_labelled_in_the_choice(signed_in, agent_typ
 
 
 def test_the_plan_preview_shows_waves_critical_path_and_checks(signed_in, agent_types):
-    data = form_data({"key": "a", "prompt": "echo a"}, {"key": "b", "prompt": "echo b", "depends_on": "a"},
-                     {"key": "c", "prompt": "echo c"})  # fmt: skip
+    data = form_data(
+        {"key": "a", "prompt": "echo a"},
+        {"key": "b", "prompt": "echo b", "depends_on": "a"},
+        {"key": "c", "prompt": "echo c"},
+    )
     response = signed_in.post("/batches/new/", data)
     html = response.content.decode()
     assert response.status_code == 200
@@ -76,8 +89,9 @@ def test_blank_rows_are_ignored(signed_in, agent_types):
 
 def test_launch_creates_the_batch_and_records_who(signed_in, member, agent_types, settings, tmp_path):
     settings.SPAWNER_WORKDIR = tmp_path
-    data = form_data({"key": "a", "prompt": "echo a"}, {"key": "b", "prompt": "echo b", "depends_on": "a"},
-                     action="launch")  # fmt: skip
+    data = form_data(
+        {"key": "a", "prompt": "echo a"}, {"key": "b", "prompt": "echo b", "depends_on": "a"}, action="launch"
+    )
     response = signed_in.post("/batches/new/", data)
     batch = Batch.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/batches/{batch.id}/"
@@ -197,7 +211,7 @@ def test_staff_may_use_the_shell_agent(client, agent_types):
 def test_each_starting_point_is_a_valid_spec(agent_types, start):
     import yaml
 
-    from dashboard import starters
+    from dashboard.pages import starters
     from spawner import services
 
     data = starters.build(start, services.agent_catalog(), services.role_templates(), is_admin=True)
@@ -208,7 +222,7 @@ def test_each_starting_point_is_a_valid_spec(agent_types, start):
 
 def test_starting_points_never_hand_prose_to_a_tool(agent_types):
     """With no coding agent installed, a prose prompt must not go to pytest or ruff (they take it for a path)."""
-    from dashboard import starters
+    from dashboard.pages import starters
     from spawner import services
 
     data = starters.build("waves", services.agent_catalog(), services.role_templates(), is_admin=True)

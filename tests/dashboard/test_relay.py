@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dashboard.relay import Relay
-from spawner import events
+from dashboard.live.relay import Relay
+from spawner.engine import events
 from spawner.models import RunEvent
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from spawner import aggregation, reports
+from spawner import selectors
+from spawner.core import aggregation
 from spawner.models import Review, RunEvent
 from tests.dashboard.conftest import end_with_results
 
@@ -110,8 +111,11 @@ def test_approving_records_the_review_and_its_author(signed_in, member, reviewed
 
 
 def test_requesting_changes_needs_a_comment(signed_in, reviewed):
-    response = signed_in.post(f"/batches/{reviewed.id}/reviews/", {"decision": "request_changes", "comment": "  "},
-                              headers={"HX-Request": "true"})  # fmt: skip
+    response = signed_in.post(
+        f"/batches/{reviewed.id}/reviews/",
+        {"decision": "request_changes", "comment": "  "},
+        headers={"HX-Request": "true"},
+    )
     assert response.status_code == 409 and "Say what should change" in response.content.decode()
     assert not Review.objects.exists()
 
@@ -153,7 +157,7 @@ def test_the_json_export_is_what_the_cli_prints(signed_in, reviewed):
     assert response["Content-Type"] == "application/json"
     assert response["Content-Disposition"] == f'attachment; filename="batch-{reviewed.id}-result.json"'
     data = json.loads(response.content)
-    assert data == reports.batch_summary(reviewed)["aggregation"]
+    assert data == selectors.batch_summary(reviewed)["aggregation"]
     assert data["status"] == "partial" and data["unused"] == {"critical": "run failed"}
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from spawner.aggregation import RunResult, aggregate, merge_findings, to_markdown
+from spawner.core.aggregation import RunResult, aggregate, merge_findings, to_markdown
 
 
 def ok(key, result=None, priority=1, order=0, finished=None, **kw) -> RunResult:
-    return RunResult(key=key, status="succeeded", priority=priority, order=order, finished=finished,
-                     result=result, **kw)  # fmt: skip
+    return RunResult(
+        key=key, status="succeeded", priority=priority, order=order, finished=finished, result=result, **kw
+    )
 
 
 def finding(title, file="a.py", line=1, severity="low", detail=""):
@@ -122,18 +123,23 @@ def test_an_empty_batch_aggregates_to_empty():
 
 
 def test_failure_severity_follows_priority():
-    runs = [RunResult("p0", "failed", priority=0), RunResult("p1", "timed_out", priority=1),
-            RunResult("p2", "lost", priority=2), RunResult("s", "skipped", priority=0)]  # fmt: skip
+    runs = [
+        RunResult("p0", "failed", priority=0),
+        RunResult("p1", "timed_out", priority=1),
+        RunResult("p2", "lost", priority=2),
+        RunResult("s", "skipped", priority=0),
+    ]
     levels = {n["run"]: n["level"] for n in aggregate("merge", runs)["notes"]}
     assert levels == {"p0": "escalation", "p1": "warning", "p2": "note", "s": "warning"}
 
 
 def test_markdown_export_has_findings_agents_and_gaps():
-    runs = [ok("sec", {"summary": "1 issue", "findings": [finding("x | y", severity="high")]}),
-            RunResult("docs", "failed", priority=2)]  # fmt: skip
+    runs = [
+        ok("sec", {"summary": "1 issue", "findings": [finding("x | y", severity="high")]}),
+        RunResult("docs", "failed", priority=2),
+    ]
     md = to_markdown(aggregate("merge", runs), title="Review")
     assert md.startswith("# Review")
     assert "| high | x \\| y | a.py | 1 | sec |" in md
     assert "- docs: run failed" in md
     assert "note: P2 run 'docs' ended failed" in md
-

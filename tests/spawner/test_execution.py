@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from spawner import services, tasks
+from spawner import services
+from spawner.engine import tasks
 from spawner.models import AgentRun, RunAttempt, RunEvent
 from spawner.states import AttemptStatus, BatchStatus, RunStatus
 from tests.spawner.helpers import launch, pid_alive, wait_batch, wait_for, wait_run
@@ -46,9 +47,7 @@ def test_sequential_mode_runs_one_at_a_time_in_plan_order(cluster, agent_types, 
     batch = wait_batch(launch(spec, tmp_path))
 
     assert batch.status == BatchStatus.SUCCEEDED
-    attempts = list(
-        RunAttempt.objects.filter(run__batch=batch).select_related("run").order_by("started_at")
-    )
+    attempts = list(RunAttempt.objects.filter(run__batch=batch).select_related("run").order_by("started_at"))
     for before, after in zip(attempts, attempts[1:], strict=False):
         assert before.finished_at <= after.started_at
     assert [a.run.key for a in attempts] == ["t2", "t0", "t1"], "plan order: wave, then priority"
@@ -78,8 +77,12 @@ tasks:
 
     status = dict(batch.runs.values_list("key", "status"))
     assert status == {
-        "a": "succeeded", "b": "failed", "c": "succeeded", "d": "skipped", "e": "skipped",
-    }  # fmt: skip
+        "a": "succeeded",
+        "b": "failed",
+        "c": "succeeded",
+        "d": "skipped",
+        "e": "skipped",
+    }
     assert batch.status == BatchStatus.PARTIAL
     a, c = AgentRun.objects.get(batch=batch, key="a"), AgentRun.objects.get(batch=batch, key="c")
     assert a.finished_at <= c.started_at
@@ -157,7 +160,7 @@ def test_a_redelivered_task_is_a_no_op(cluster, agent_types, tmp_path):
 
 
 def test_a_late_answer_from_a_reaped_attempt_changes_nothing(cluster, agent_types, tmp_path):
-    from spawner import execution
+    from spawner.engine import execution
 
     batch = wait_batch(launch(fan_out(1, "echo hi"), tmp_path))
     attempt = RunAttempt.objects.select_related("run__agent_type", "run__batch").get(run__batch=batch)
@@ -206,8 +209,10 @@ tasks:
 
     assert batch.status == BatchStatus.FAILED
     assert dict(batch.runs.values_list("key", "status")) == {
-        "bad": "failed", "slow": "cancelled", "later": "cancelled",
-    }  # fmt: skip
+        "bad": "failed",
+        "slow": "cancelled",
+        "later": "cancelled",
+    }
 
 
 def test_huge_and_binary_output_break_nothing(cluster, agent_types, tmp_path):

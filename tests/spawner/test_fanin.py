@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from django.contrib.auth import get_user_model
 
-from spawner import fanin, services
+from spawner import services
+from spawner.engine import fanin
 from spawner.errors import ActionRefused
 from spawner.models import Aggregation, Escalation, RunEvent
 from tests.spawner.helpers import launch, pid_alive, wait_batch, wait_for
@@ -33,8 +34,10 @@ tasks:
 
     assert batch.status == "succeeded"
     assert dict(batch.runs.values_list("key", "status")) == {
-        "hare": "succeeded", "tortoise": "cancelled", "snail": "cancelled",
-    }  # fmt: skip
+        "hare": "succeeded",
+        "tortoise": "cancelled",
+        "snail": "cancelled",
+    }
     for pid in map(int, pids.read_text().split()):
         wait_for(lambda pid=pid: not pid_alive(pid), 10, f"loser {pid} to be stopped")
     agg = Aggregation.objects.get(batch=batch)

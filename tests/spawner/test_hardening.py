@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from spawner import execution, presets, reaper, services, spec
+from spawner import presets, services, spec
 from spawner.api import ParallelSpawner
+from spawner.engine import execution, reaper
 from spawner.errors import ActionRefused
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.runners import CommandRunner, Invocation
@@ -30,9 +31,17 @@ def test_a_result_the_database_cannot_hold_is_a_result_error(tmp_path, content, 
 
 
 def invocation(tmp_path, argv, prompt) -> Invocation:
-    return Invocation(argv_template=tuple(argv), prompt=prompt, prompt_via="arg", key="k", cwd=tmp_path,
-                      log_path=tmp_path / "log", result_path=tmp_path / "r", prompt_path=tmp_path / "p",
-                      env={"PATH": os.environ["PATH"]})  # fmt: skip
+    return Invocation(
+        argv_template=tuple(argv),
+        prompt=prompt,
+        prompt_via="arg",
+        key="k",
+        cwd=tmp_path,
+        log_path=tmp_path / "log",
+        result_path=tmp_path / "r",
+        prompt_path=tmp_path / "p",
+        env={"PATH": os.environ["PATH"]},
+    )
 
 
 def test_placeholders_inside_the_prompt_stay_as_written(tmp_path):
@@ -64,8 +73,11 @@ AGENTS = {"sh": spec.AgentInfo("sh")}
 
 
 def test_dates_in_a_spec_stay_text():
-    batch = spec.load("name: d\nagent: sh\nvars: {when: 2024-01-01}\ntasks:\n  - {key: a, prompt: 'on {{ when }}'}\n",
-                      agents=AGENTS, roles={})  # fmt: skip
+    batch = spec.load(
+        "name: d\nagent: sh\nvars: {when: 2024-01-01}\ntasks:\n  - {key: a, prompt: 'on {{ when }}'}\n",
+        agents=AGENTS,
+        roles={},
+    )
     assert batch.tasks[0].prompt == "on 2024-01-01"
 
 

@@ -151,9 +151,7 @@ def test_an_agent_type_cap_and_stagger_hold_across_the_batch(cluster, agent_type
     from spawner.models import RunAttempt
     from tests.spawner.helpers import launch, wait_batch
 
-    AgentType.objects.create(
-        name="capped", argv=["sh", "-c", "{prompt}"], max_concurrency=2, spawn_stagger_seconds=0.3
-    )
+    AgentType.objects.create(name="capped", argv=["sh", "-c", "{prompt}"], max_concurrency=2, spawn_stagger_seconds=0.3)
     spec = "name: cap\nagent: capped\nmax_parallel: 5\ntasks:\n" + "".join(
         f"  - {{key: t{i}, prompt: 'sleep 0.6'}}\n" for i in range(5)
     )
@@ -196,8 +194,14 @@ def test_presets_install_the_agent_types_and_roles(db, capsys):
     assert {"claude-code", "codex", "gemini", "aider", "pytest", "ruff", "shell"} <= names
     assert AgentType.objects.get(name="shell").admin_only
     assert set(Role.objects.values_list("name", flat=True)) >= {
-        "explorer", "implementer", "tester", "reviewer", "documenter", "debugger", "researcher",
-    }  # fmt: skip
+        "explorer",
+        "implementer",
+        "tester",
+        "reviewer",
+        "documenter",
+        "debugger",
+        "researcher",
+    }
     out = capsys.readouterr().out
     assert "claude-code" in out and ("not available" in out or "available" in out)
 
@@ -217,8 +221,11 @@ def test_serve_runs_web_and_workers_and_stops_both_on_ctrl_c(tmp_path):
     env = {**os.environ, "DATABASE_URL": database_url_for_subprocess(), "SPAWNER_LOG_DIR": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from spawner import planning
-from spawner.planning import PlanTask
+from spawner.core import planning
+from spawner.core.planning import PlanTask
+from spawner.spec.templating import dep_refs
 
 
-def task(key: str, *deps: str, priority: int = 1, estimate: float | None = None, **kwargs) -> PlanTask:
-    return PlanTask(key=key, depends_on=deps, priority=priority, estimate=estimate, **kwargs)
+def task(
+    key: str, *deps: str, priority: int = 1, estimate: float | None = None, prompt: str = "", **kwargs
+) -> PlanTask:
+    return PlanTask(key=key, depends_on=deps, priority=priority, estimate=estimate, dep_refs=dep_refs(prompt), **kwargs)
 
 
 def chain(n: int) -> dict[str, tuple[str, ...]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spawner import execution
+from spawner.engine import execution
 from spawner.runners import CommandRunner, Invocation, RunnerError
 from spawner.runners.command import build_argv
 from tests.spawner.helpers import pid_alive, wait_for
@@ -20,10 +20,16 @@ ECHO_ARGS = ["python3", "-c", "import json,sys; print(json.dumps(sys.argv[1:]))"
 
 def invocation(tmp_path: Path, argv, prompt=NASTY, via="arg", env=None) -> Invocation:
     return Invocation(
-        argv_template=tuple(argv), prompt=prompt, prompt_via=via, key="k", cwd=tmp_path,
-        log_path=tmp_path / "out.log", result_path=tmp_path / "result.json",
-        prompt_path=tmp_path / "prompt.txt", env={"PATH": os.environ["PATH"], **(env or {})},
-    )  # fmt: skip
+        argv_template=tuple(argv),
+        prompt=prompt,
+        prompt_via=via,
+        key="k",
+        cwd=tmp_path,
+        log_path=tmp_path / "out.log",
+        result_path=tmp_path / "result.json",
+        prompt_path=tmp_path / "prompt.txt",
+        env={"PATH": os.environ["PATH"], **(env or {})},
+    )
 
 
 def run_to_end(tmp_path, inv) -> str:
@@ -51,7 +57,12 @@ def test_a_prompt_in_the_environment_arrives_verbatim(tmp_path):
 
 
 def test_a_prompt_in_a_file_is_named_in_argv_and_env(tmp_path):
-    argv = ["python3", "-c", "import os,sys; print(open(sys.argv[1]).read() == open(os.environ['SPAWNER_PROMPT_FILE']).read())", "{prompt_file}"]  # noqa: E501
+    argv = [
+        "python3",
+        "-c",
+        "import os,sys; print(open(sys.argv[1]).read() == open(os.environ['SPAWNER_PROMPT_FILE']).read())",
+        "{prompt_file}",
+    ]  # noqa: E501
     assert run_to_end(tmp_path, invocation(tmp_path, argv, via="file")).strip() == "True"
     assert (tmp_path / "prompt.txt").read_text() == NASTY
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spawner import scheduling
-from spawner.scheduling import Limits, RunView
+from spawner.core import scheduling
+from spawner.core.scheduling import Limits, RunView
 from spawner.states import BatchStatus, RunStatus
 
 NOW = 1_000.0
@@ -14,9 +14,7 @@ SUCCEEDED, FAILED = RunStatus.SUCCEEDED, RunStatus.FAILED
 
 
 def run(key, status=PENDING, *deps, priority=1, agent_type="shell", order=0) -> RunView:
-    return RunView(
-        key=key, status=status, priority=priority, depends_on=deps, agent_type=agent_type, order=order
-    )
+    return RunView(key=key, status=status, priority=priority, depends_on=deps, agent_type=agent_type, order=order)
 
 
 def started(runs, now=NOW, **limits) -> list[str]:
@@ -133,9 +131,7 @@ def test_a_decision_leaves_the_limits_it_was_given_untouched():
 # --- failed dependencies ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "dead", [FAILED, RunStatus.TIMED_OUT, RunStatus.LOST, RunStatus.CANCELLED, RunStatus.SKIPPED]
-)
+@pytest.mark.parametrize("dead", [FAILED, RunStatus.TIMED_OUT, RunStatus.LOST, RunStatus.CANCELLED, RunStatus.SKIPPED])
 def test_a_dependency_that_did_not_succeed_skips_its_dependents_transitively(dead):
     runs = [run("a", dead), run("b", PENDING, "a"), run("c", PENDING, "b"), run("free")]
     decision = scheduling.decide(runs, Limits(max_parallel=5), NOW)
@@ -254,12 +250,8 @@ def test_a_batch_finishes_when_skipping_leaves_nothing_to_run():
 
 
 def test_under_fail_fast_a_failure_fails_the_batch_even_if_others_succeeded():
-    assert (
-        scheduling.outcome([SUCCEEDED, FAILED], cancel_requested=False, fail_fast=True) == BatchStatus.FAILED
-    )
-    assert scheduling.outcome([SUCCEEDED, FAILED], cancel_requested=False, fail_fast=False) == (
-        BatchStatus.PARTIAL
-    )
+    assert scheduling.outcome([SUCCEEDED, FAILED], cancel_requested=False, fail_fast=True) == BatchStatus.FAILED
+    assert scheduling.outcome([SUCCEEDED, FAILED], cancel_requested=False, fail_fast=False) == (BatchStatus.PARTIAL)
 
 
 def test_a_cancel_request_wins_over_every_other_outcome():

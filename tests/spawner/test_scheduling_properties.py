@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spawner import planning, scheduling
+from spawner.core import planning, scheduling
 from spawner.states import RUN_ACTIVE, RUN_TERMINAL, BatchStatus, RunStatus
 
 TYPES = ("claude", "codex", "shell")
@@ -63,9 +63,13 @@ def batches(draw) -> Batch:
     order = {key: i for i, key in enumerate(planning.plan_order(plan))}
     runs = tuple(
         scheduling.RunView(
-            key=k, status=RunStatus.PENDING, priority=priority[k], depends_on=deps[k],
-            agent_type=kind[k], order=order[k],
-        )  # fmt: skip
+            key=k,
+            status=RunStatus.PENDING,
+            priority=priority[k],
+            depends_on=deps[k],
+            agent_type=kind[k],
+            order=order[k],
+        )
         for k in keys
     )
     return Batch(
@@ -87,10 +91,14 @@ def simulate(data: st.DataObject, batch: Batch) -> list[Step]:
     for tick in range(batch.step_bound):
         now = float(tick)
         limits = scheduling.Limits(
-            max_parallel=batch.max_parallel, sequential=batch.sequential, fail_fast=batch.fail_fast,
-            type_caps=batch.caps, type_active=Counter(kind[k] for k, s in status.items() if s in RUN_ACTIVE),
-            type_stagger=batch.stagger, type_next_start=next_start,
-        )  # fmt: skip
+            max_parallel=batch.max_parallel,
+            sequential=batch.sequential,
+            fail_fast=batch.fail_fast,
+            type_caps=batch.caps,
+            type_active=Counter(kind[k] for k, s in status.items() if s in RUN_ACTIVE),
+            type_stagger=batch.stagger,
+            type_next_start=next_start,
+        )
         views = [scheduling.RunView(**{**r.__dict__, "status": status[r.key]}) for r in batch.runs]
         before = dict(status)
         decision = scheduling.decide(views, limits, now)

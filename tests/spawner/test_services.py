@@ -16,8 +16,9 @@ def load(agent="sh", cwd=".", task_cwd="."):
     return services.spec_load(ONE.format(agent=agent, cwd=cwd, task_cwd=task_cwd), is_admin=True)
 
 
-@pytest.mark.parametrize(("cwd", "task_cwd", "field"), [("/", ".", "batch"), ("..", ".", "batch"),
-                                                        (".", "../..", "task 'a'")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("cwd", "task_cwd", "field"), [("/", ".", "batch"), ("..", ".", "batch"), (".", "../..", "task 'a'")]
+)
 def test_a_browser_launch_cannot_leave_the_work_directory(agent_types, tmp_path, cwd, task_cwd, field):
     (tmp_path / "work").mkdir()
     with pytest.raises(spec.SpecInvalid) as caught:
@@ -33,8 +34,9 @@ def test_a_missing_directory_is_a_field_error(agent_types, tmp_path):
 
 def finished_run(agent: str, tmp_path) -> AgentRun:
     AgentType.objects.get_or_create(name="root-shell", defaults={"argv": ["sh", "-c", "{prompt}"], "admin_only": True})
-    batch = services.batch_launch(batch_spec=load(agent=agent), base_dir=tmp_path, spec_text=ONE.format(
-        agent=agent, cwd=".", task_cwd="."))  # fmt: skip
+    batch = services.batch_launch(
+        batch_spec=load(agent=agent), base_dir=tmp_path, spec_text=ONE.format(agent=agent, cwd=".", task_cwd=".")
+    )
     run = batch.runs.get()
     RunAttempt.objects.filter(run=run).update(status="failed")
     AgentRun.objects.filter(id=run.id).update(status="failed", output_tail="old output")

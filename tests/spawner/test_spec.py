@@ -100,8 +100,11 @@ def test_every_batch_setting_is_read():
     assert batch.name == "all settings"
     assert (batch.mode, batch.max_parallel, batch.timeout, batch.retries) == ("sequential", 8, 60, 2)
     assert (batch.backoff, batch.failure_policy, batch.aggregation, batch.cwd) == (
-        0.5, "fail_fast", "vote", "work",
-    )  # fmt: skip
+        0.5,
+        "fail_fast",
+        "vote",
+        "work",
+    )
 
 
 def test_the_batch_agent_is_the_default_and_a_task_may_choose_another():
@@ -117,9 +120,7 @@ def test_the_batch_agent_is_the_default_and_a_task_may_choose_another():
     assert [t.agent for t in batch.tasks] == ["shell", "codex"]
 
 
-@pytest.mark.parametrize(
-    ("given", "priority"), [("P0", 0), ("P1", 1), ("P2", 2), ("p2", 2), (0, 0), (2, 2)]
-)
+@pytest.mark.parametrize(("given", "priority"), [("P0", 0), ("P1", 1), ("P2", 2), ("p2", 2), (0, 0), (2, 2)])
 def test_priority_accepts_a_label_or_a_whole_number(given, priority):
     batch = load(one_task(f"    priority: {given}\n"))
     assert batch.tasks[0].priority == priority
@@ -166,12 +167,8 @@ def test_files_and_depends_on_may_be_one_string():
 
 def test_an_unavailable_agent_type_is_a_warning_not_an_error():
     batch = load("name: b\ntasks:\n  - {key: a, agent: claude}\n  - {key: b, agent: shell}\n")
-    assert batch.unavailable == (
-        ("a", "agent type 'claude' is not available on this server: 'claude' is not on PATH"),
-    )
-    assert batch.warnings == [
-        "task 'a': agent type 'claude' is not available on this server: 'claude' is not on PATH"
-    ]
+    assert batch.unavailable == (("a", "agent type 'claude' is not available on this server: 'claude' is not on PATH"),)
+    assert batch.warnings == ["task 'a': agent type 'claude' is not available on this server: 'claude' is not on PATH"]
 
 
 def test_an_admin_may_launch_an_admin_only_agent_type():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spawner.timings import busy_seconds, figures
+from spawner.core.timings import busy_seconds, figures
 
 
 def test_busy_time_is_the_union_of_intervals_and_skips_idle_gaps():

@@ -25,8 +25,19 @@ class Command(BaseCommand):
         self.first_admin()
         manage = str(settings.BASE_DIR / "manage.py")
         children = [
-            subprocess.Popen([sys.executable, "-m", "daphne", "-b", opts["bind"], "-p", str(opts["port"]),
-                              "spawner.asgi:application"], cwd=settings.BASE_DIR),  # fmt: skip
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    opts["bind"],
+                    "-p",
+                    str(opts["port"]),
+                    "spawner.asgi:application",
+                ],
+                cwd=settings.BASE_DIR,
+            ),
         ]
         if not opts["no_cluster"]:
             children.append(subprocess.Popen([sys.executable, manage, "spawner_cluster"]))
@@ -57,6 +68,6 @@ class Command(BaseCommand):
             return
         password = secrets.token_urlsafe(12)
         users.objects.create_superuser("admin", "", password)
-        self.stdout.write(self.style.SUCCESS(
-            f"First start: sign in as  admin / {password}  (shown once; change it in /admin/)"
-        ))  # fmt: skip
+        self.stdout.write(
+            self.style.SUCCESS(f"First start: sign in as  admin / {password}  (shown once; change it in /admin/)")
+        )

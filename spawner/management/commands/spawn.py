@@ -13,15 +13,23 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from spawner import localcluster, reaper, reports, services, spec
+from spawner import selectors, services, spec
+from spawner.engine import cluster, reaper
 from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL, RUN_TERMINAL, BatchStatus
 
 STATUS_STYLE = {
-    "pending": "dim", "queued": "cyan", "running": "bold blue", "succeeded": "green",
-    "failed": "red", "timed_out": "red", "lost": "magenta", "cancelled": "yellow", "skipped": "dim",
+    "pending": "dim",
+    "queued": "cyan",
+    "running": "bold blue",
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "lost": "magenta",
+    "cancelled": "yellow",
+    "skipped": "dim",
     "partial": "yellow",
-}  # fmt: skip
+}
 
 
 class Command(BaseCommand):
@@ -32,9 +40,7 @@ class Command(BaseCommand):
         parser.add_argument("--plan", action="store_true", help="show the plan; run nothing")
         parser.add_argument("--wait", action="store_true", help="follow the batch until it ends")
         parser.add_argument("--sequential", action="store_true", help="one task at a time")
-        parser.add_argument(
-            "--compare", action="store_true", help="then run it sequentially and compare"
-        )
+        parser.add_argument("--compare", action="store_true", help="then run it sequentially and compare")
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     def handle(self, *args, **opts):
@@ -56,25 +62,28 @@ class Command(BaseCommand):
         if not reaper.live_clusters():
             self.console.print("[dim]no cluster is running: starting one for this batch[/dim]")
         try:
-            cluster = localcluster.ensure_cluster()
-        except localcluster.ClusterStartFailed as exc:
+            started = cluster.ensure_cluster()
+        except cluster.ClusterStartFailed as exc:
             raise CommandError(str(exc)) from None
         try:
             batch = services.batch_launch(
-                batch_spec=batch_spec, base_dir=base_dir, spec_data=spec.parse_text(text)[0], spec_text=text,
+                batch_spec=batch_spec,
+                base_dir=base_dir,
+                spec_data=spec.parse_text(text)[0],
+                spec_text=text,
                 mode="sequential" if opts["sequential"] else None,
-            )  # fmt: skip
-            if not (opts["wait"] or opts["compare"] or cluster):
+            )
+            if not (opts["wait"] or opts["compare"] or started):
                 self.console.print(f"launched batch #{batch.id}: {batch.name}")
                 return
             batch = self._follow(batch)
-            summaries = [reports.batch_summary(batch)]
+            summaries = [selectors.batch_summary(batch)]
             if opts["compare"]:
                 self.console.print("\n[bold]Same batch, sequentially:[/bold]")
                 rerun = services.batch_rerun_sequential(batch=batch)
-                summaries.append(reports.batch_summary(self._follow(rerun)))
+                summaries.append(selectors.batch_summary(self._follow(rerun)))
         finally:
-            localcluster.stop(cluster)
+            cluster.stop(started)
         if opts["json"]:
             out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
             self.stdout.write(json.dumps(out, indent=2, default=str))
@@ -125,14 +134,18 @@ class Command(BaseCommand):
         plan = services.batch_plan(batch_spec, sequential=sequential or None)
         c = self.console
         mode = "sequential" if sequential else batch_spec.mode
-        c.print(f"[bold]{batch_spec.name}[/bold]: {len(batch_spec.tasks)} tasks, "
-                f"max_parallel {batch_spec.max_parallel}, {mode}")  # fmt: skip
+        c.print(
+            f"[bold]{batch_spec.name}[/bold]: {len(batch_spec.tasks)} tasks, "
+            f"max_parallel {batch_spec.max_parallel}, {mode}"
+        )
         for n, wave in enumerate(plan.waves):
             c.print(f"  wave {n}: {', '.join(wave)}")
         unit = "s" if plan.durations_known else " units (no durations known: each task counts 1)"
         c.print(f"  critical path: {' -> '.join(plan.critical_path)} ({plan.critical_path_seconds:g}{unit})")
-        c.print(f"  estimated: sum {plan.sum_seconds:g}, wall {plan.estimated_wall_seconds:g}, "
-                f"speedup {plan.estimated_speedup:.2f}x")  # fmt: skip
+        c.print(
+            f"  estimated: sum {plan.sum_seconds:g}, wall {plan.estimated_wall_seconds:g}, "
+            f"speedup {plan.estimated_speedup:.2f}x"
+        )
         for name, ok, detail in plan.checks:
             mark = "[green]ok[/green]  " if ok else "[yellow]warn[/yellow]"
             c.print(f"  {mark} {name}: {detail}", soft_wrap=True)
@@ -140,8 +153,10 @@ class Command(BaseCommand):
             c.print(f"  [yellow]warn[/yellow] {warning}", soft_wrap=True)
         workers = reaper.live_workers() or settings.SPAWNER_WORKERS
         if batch_spec.max_parallel > workers:
-            c.print(f"  [yellow]warn[/yellow] max_parallel {batch_spec.max_parallel} is more than the "
-                    f"{workers} workers available: at most {workers} agents will run at once")  # fmt: skip
+            c.print(
+                f"  [yellow]warn[/yellow] max_parallel {batch_spec.max_parallel} is more than the "
+                f"{workers} workers available: at most {workers} agents will run at once"
+            )
 
     def _print_summary(self, s: dict) -> None:
         table = Table(title=f"batch #{s['batch']} {s['name']}: {s['status']}", title_justify="left")
@@ -149,9 +164,17 @@ class Command(BaseCommand):
             table.add_column(col)
         for r in s["runs"]:
             secs = f"{r['duration_seconds']:.2f}" if r["duration_seconds"] is not None else ""
-            table.add_row(r["key"], r["agent_type"], r["priority"], str(r["wave"]),
-                          f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]", str(r["attempts"]),
-                          "" if r["exit_code"] is None else str(r["exit_code"]), secs, r["error"][:60])  # fmt: skip
+            table.add_row(
+                r["key"],
+                r["agent_type"],
+                r["priority"],
+                str(r["wave"]),
+                f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
+                str(r["attempts"]),
+                "" if r["exit_code"] is None else str(r["exit_code"]),
+                secs,
+                r["error"][:60],
+            )
         self.console.print(table)
         t = s["timings"]
         if agg := s.get("aggregation"):
@@ -171,8 +194,12 @@ class Command(BaseCommand):
         table.add_column("")
         table.add_column(f"parallel #{par['batch']}", justify="right")
         table.add_column(f"sequential #{seq['batch']}", justify="right")
-        for label, key in (("wall s", "wall_seconds"), ("sum of runs s", "sum_seconds"),
-                           ("speedup", "speedup"), ("efficiency", "efficiency")):  # fmt: skip
+        for label, key in (
+            ("wall s", "wall_seconds"),
+            ("sum of runs s", "sum_seconds"),
+            ("speedup", "speedup"),
+            ("efficiency", "efficiency"),
+        ):
             table.add_row(label, _f(par["timings"][key]), _f(seq["timings"][key]))
         table.add_row("status", par["status"], seq["status"])
         self.console.print(table)

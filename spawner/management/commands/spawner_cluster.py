@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from spawner import execution, reaper
+from spawner.engine import execution, reaper
 from spawner.models import RunAttempt
 from spawner.states import AttemptStatus
 
@@ -36,7 +36,7 @@ class Command(BaseCommand):
         db["CONN_HEALTH_CHECKS"] = True
         # Load what workers run, then freeze it, so forked workers share these pages
         # instead of copying them as the garbage collector touches them.
-        import spawner.tasks  # noqa: F401
+        import spawner.engine.tasks  # noqa: F401
 
         gc.collect()
         gc.freeze()
@@ -47,8 +47,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
         cluster.start()
         pid = os.getpid()
-        self.stdout.write(f"spawner cluster {pid}: {Conf.WORKERS} workers, lease "
-                          f"{settings.SPAWNER['LEASE_SECONDS']} s", ending="\n")  # fmt: skip
+        self.stdout.write(
+            f"spawner cluster {pid}: {Conf.WORKERS} workers, lease {settings.SPAWNER['LEASE_SECONDS']} s", ending="\n"
+        )
         self.stdout.flush()
         interval = settings.SPAWNER["REAPER_SECONDS"]
         try:
@@ -88,9 +89,7 @@ class Command(BaseCommand):
                 if attempt.pgid:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(attempt.pgid, signal.SIGKILL)
-                execution.attempt_finish(
-                    attempt, status=AttemptStatus.LOST, error="the cluster running it was stopped"
-                )
+                execution.attempt_finish(attempt, status=AttemptStatus.LOST, error="the cluster running it was stopped")
             release_prefetched()
             reaper.cluster_gone(pid)
         except DatabaseError:
@@ -116,6 +115,6 @@ def release_prefetched() -> int:
             task = SignedPackage.loads(row.payload)
         except Exception:  # noqa: BLE001 - not ours to judge
             continue
-        if task.get("func") == "spawner.tasks.execute_attempt" and task["args"][0] in queued:
+        if task.get("func") == "spawner.engine.tasks.execute_attempt" and task["args"][0] in queued:
             released += OrmQ.objects.filter(id=row.id).update(lock=now)
     return released

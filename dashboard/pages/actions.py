@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from dashboard.views import HtmxHttpRequest
+from dashboard.pages.views import HtmxHttpRequest
 from spawner import services, spec
 from spawner.models import AgentRun, Batch
 from spawner.states import RUN_FAILED

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from spawner import planning
+from spawner.core import planning
 
 
 def figures(
@@ -53,9 +53,7 @@ def batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
 
     durations: dict[str, float] = {}
     busy: list[tuple[float, float]] = []
-    rows = RunAttempt.objects.filter(run__batch=batch).values_list(
-        "run__key", "queued_at", "started_at", "finished_at"
-    )
+    rows = RunAttempt.objects.filter(run__batch=batch).values_list("run__key", "queued_at", "started_at", "finished_at")
     for key, queued, started, finished in rows:
         end = (finished or finished_at).timestamp()
         busy.append((queued.timestamp() if queued else end, end))

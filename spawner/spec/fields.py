@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -74,19 +70,3 @@ def as_choice(c: Collector, where: str, name: str, value: Any, choices, task=Non
         c.add(where, name, f"must be one of {', '.join(choices)}; got {value!r}", task)
         return None
     return value
-
-
-def render_prompt(template: str, variables: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """Fill {{ name }} from variables; {{ deps.* }} stays for spawn time. Returns (text, unknown)."""
-    unknown: list[str] = []
-
-    def fill(match: re.Match) -> str:
-        name = match.group(1)
-        if name.startswith("deps."):
-            return match.group(0)
-        if name not in variables:
-            unknown.append(name)
-            return match.group(0)
-        return str(variables[name])
-
-    return VAR_RE.sub(fill, template), unknown

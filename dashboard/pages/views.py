@@ -11,8 +11,8 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
-from dashboard import queries
-from spawner import reports
+from dashboard.pages import queries
+from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import BatchStatus
 
@@ -47,7 +47,7 @@ def batch_detail(request: HtmxHttpRequest, batch_id: int):
 @login_required
 def batch_json(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
-    return JsonResponse(reports.batch_summary(batch))
+    return JsonResponse(selectors.batch_summary(batch))
 
 
 @require_GET
@@ -93,8 +93,13 @@ def run_log(request: HtmxHttpRequest, run_id: int, number: int):
     if start > 0 and (newline := data.find(b"\n")) != -1:
         # Begin at a line start; the bytes before it come with the next, earlier piece.
         start, data = start + newline + 1, data[newline + 1 :]
-    context = {"run": attempt.run, "attempt": attempt, "start": start, "end": end,
-               "text": data.decode("utf-8", errors="replace")}  # fmt: skip
+    context = {
+        "run": attempt.run,
+        "attempt": attempt,
+        "start": start,
+        "end": end,
+        "text": data.decode("utf-8", errors="replace"),
+    }
     return render(request, "dashboard/run.html#log-chunk", context)
 
 

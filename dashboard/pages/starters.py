@@ -35,8 +35,11 @@ def _task(key, agent, role, prompt, roles, depends_on=(), files=(), priority="P1
 
 
 def review(agent: str, roles, agents) -> dict:
-    aspects = [("security", "injection, secrets, permissions"), ("performance", "queries, loops, memory"),
-               ("clarity", "names, structure, tests")]  # fmt: skip
+    aspects = [
+        ("security", "injection, secrets, permissions"),
+        ("performance", "queries, loops, memory"),
+        ("clarity", "names, structure, tests"),
+    ]
     tasks = [
         _task(f"review-{name}", agent, "reviewer", f"Review the last commit for {name}: {focus}.", roles)
         for name, focus in aspects
@@ -50,7 +53,7 @@ def review(agent: str, roles, agents) -> dict:
             roles,
             depends_on=[t["key"] for t in tasks],
             priority="P0",
-        )  # fmt: skip
+        )
     )
     return {"name": "Fan-out review", "max_parallel": 3, "aggregation": "merge", "tasks": tasks}
 
@@ -58,10 +61,27 @@ def review(agent: str, roles, agents) -> dict:
 def pipeline(agent: str, roles, agents) -> dict:
     tasks = []
     for part in ("api", "ui"):
-        tasks.append(_task(f"build-{part}", agent, "implementer", f"Implement the {part} half of the feature.",
-                           roles, files=[f"src/{part}/**"]))  # fmt: skip
-        tasks.append(_task(f"test-{part}", agent, "tester", f"Test the {part} half of the feature.",
-                           roles, depends_on=[f"build-{part}"], files=[f"tests/{part}/**"]))  # fmt: skip
+        tasks.append(
+            _task(
+                f"build-{part}",
+                agent,
+                "implementer",
+                f"Implement the {part} half of the feature.",
+                roles,
+                files=[f"src/{part}/**"],
+            )
+        )
+        tasks.append(
+            _task(
+                f"test-{part}",
+                agent,
+                "tester",
+                f"Test the {part} half of the feature.",
+                roles,
+                depends_on=[f"build-{part}"],
+                files=[f"tests/{part}/**"],
+            )
+        )
     return {"name": "Parallel pipeline", "max_parallel": 2, "aggregation": "all", "tasks": tasks}
 
 
@@ -87,11 +107,22 @@ def race(agent: str, roles, agents) -> dict:
 
 def demo(agent: str, roles, agents) -> dict:
     """Dependency waves acted out by the shell: runs on any server, no AI tool needed (admins)."""
-    steps = [("explore-api", "", 1.5), ("explore-db", "", 1.0), ("build", "explore-api,explore-db", 2.0),
-             ("test", "build", 1.0), ("docs", "build", 0.5)]  # fmt: skip
+    steps = [
+        ("explore-api", "", 1.5),
+        ("explore-db", "", 1.0),
+        ("build", "explore-api,explore-db", 2.0),
+        ("test", "build", 1.0),
+        ("docs", "build", 0.5),
+    ]
     tasks = [
-        _task(key, "shell", "", f"echo {key} starts; sleep {seconds}; echo {key} done", roles,
-              depends_on=[d for d in deps.split(",") if d])  # fmt: skip
+        _task(
+            key,
+            "shell",
+            "",
+            f"echo {key} starts; sleep {seconds}; echo {key} done",
+            roles,
+            depends_on=[d for d in deps.split(",") if d],
+        )
         for key, deps, seconds in steps
     ]
     return {"name": "Demo: waves with no AI tool", "max_parallel": 3, "aggregation": "all", "tasks": tasks}

@@ -168,10 +168,7 @@ class Conflict:
             if self.pattern_first == self.pattern_second
             else f"'{self.pattern_first}' and '{self.pattern_second}'"
         )
-        return (
-            f"tasks '{self.first}' and '{self.second}' may both touch {overlap} "
-            "with no dependency between them"
-        )
+        return f"tasks '{self.first}' and '{self.second}' may both touch {overlap} with no dependency between them"
 
 
 def file_conflicts(deps: Graph, files: Mapping[str, Sequence[str]]) -> list[Conflict]:
@@ -184,12 +181,7 @@ def file_conflicts(deps: Graph, files: Mapping[str, Sequence[str]]) -> list[Conf
             if first in before[second] or second in before[first]:
                 continue
             pair = next(
-                (
-                    (pa, pb)
-                    for pa in files[first]
-                    for pb in files[second]
-                    if globs_overlap(pa, pb)
-                ),
+                ((pa, pb) for pa in files[first] for pb in files[second] if globs_overlap(pa, pb)),
                 None,
             )
             if pair:
@@ -207,7 +199,7 @@ class PlanTask:
     priority: int = 1
     agent_type: str = ""
     files: tuple[str, ...] = ()
-    prompt: str = ""
+    dep_refs: tuple[str, ...] = ()  # what the prompt uses of its dependencies: "plan.summary"
     estimate: float | None = None  # seconds, declared or from past runs
 
 
@@ -224,9 +216,6 @@ class Plan:
     checks: list[tuple[str, bool, str]] = field(default_factory=list)  # (name, ok, detail)
 
 
-_DEP_REF = re.compile(r"\{\{\s*deps\.([A-Za-z0-9_.-]+)\s*\}\}")
-
-
 def _referenced_task(path: str, keys: set[str]) -> str | None:
     """The task a `{{ deps.<path> }}` names: keys may hold dots, so the longest key that fits."""
     parts = path.split(".")
@@ -237,16 +226,10 @@ def plan_order(tasks: Sequence[PlanTask]) -> list[str]:
     deps = {t.key: t.depends_on for t in tasks}
     by_key = {t.key: t for t in tasks}
     position = {t.key: i for i, t in enumerate(tasks)}
-    return [
-        key
-        for wave in waves(deps)
-        for key in sorted(wave, key=lambda k: (by_key[k].priority, position[k]))
-    ]
+    return [key for wave in waves(deps) for key in sorted(wave, key=lambda k: (by_key[k].priority, position[k]))]
 
 
-def simulate_wall(
-    tasks: Sequence[PlanTask], durations: Mapping[str, float], max_parallel: int
-) -> float:
+def simulate_wall(tasks: Sequence[PlanTask], durations: Mapping[str, float], max_parallel: int) -> float:
     """List-schedule the tasks (ready first, P0 first) on max_parallel slots; return the makespan."""
     deps = {t.key: set(t.depends_on) for t in tasks}
     order = {key: i for i, key in enumerate(plan_order(tasks))}
@@ -256,9 +239,7 @@ def simulate_wall(
     now = 0.0
     pending = set(deps)
     while pending or running:
-        ready = sorted(
-            (k for k in pending if deps[k] <= done), key=lambda k: (prio[k], order[k])
-        )
+        ready = sorted((k for k in pending if deps[k] <= done), key=lambda k: (prio[k], order[k]))
         for key in ready[: max(0, max_parallel - len(running))]:
             pending.discard(key)
             running.append((now + durations.get(key, 0.0), key))
@@ -268,9 +249,7 @@ def simulate_wall(
     return now
 
 
-def make_plan(
-    tasks: Sequence[PlanTask], *, max_parallel: int, sequential: bool, aggregation: str
-) -> Plan:
+def make_plan(tasks: Sequence[PlanTask], *, max_parallel: int, sequential: bool, aggregation: str) -> Plan:
     """Assumes a validated task list (no cycle, no unknown dependency)."""
     deps = {t.key: t.depends_on for t in tasks}
     known = all(t.estimate is not None for t in tasks)
@@ -298,7 +277,7 @@ def independence_checks(tasks: Sequence[PlanTask], *, aggregation: str) -> list[
     keys = set(deps)
     hidden = []
     for t in tasks:
-        for path in _DEP_REF.findall(t.prompt):
+        for path in t.dep_refs:
             ref = _referenced_task(path, keys)
             if ref and ref not in before[t.key]:
                 hidden.append(f"'{t.key}' uses the result of '{ref}' but does not depend on it")

@@ -1,6 +1,6 @@
 """The escalations queue: what failed and needs a person, and the buttons that decide it.
 
-Each action calls `spawner.fanin` with the user as the actor. An htmx post gets the
+Each action calls `spawner.engine.fanin` with the user as the actor. An htmx post gets the
 escalation's card back, with the refusal (if any) next to its forms; a plain form
 post gets a message and a redirect to the queue.
 """
@@ -12,12 +12,12 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import fanin_queries
-from dashboard.actions import LAUNCH, admin_only_refusal
-from dashboard.fanin_queries import QueueFilters
-from dashboard.forms import AssignForm, ResolveForm
-from dashboard.views import HtmxHttpRequest
-from spawner import fanin
+from dashboard.pages import fanin_queries
+from dashboard.pages.actions import LAUNCH, admin_only_refusal
+from dashboard.pages.fanin_queries import QueueFilters
+from dashboard.pages.forms import AssignForm, ResolveForm
+from dashboard.pages.views import HtmxHttpRequest
+from spawner.engine import fanin
 from spawner.errors import ActionRefused
 from spawner.models import Escalation
 

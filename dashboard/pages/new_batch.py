@@ -9,8 +9,8 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from dashboard import starters
-from dashboard.forms import (
+from dashboard.pages import starters
+from dashboard.pages.forms import (
     BatchForm,
     SpecTextForm,
     TaskForm,
@@ -18,8 +18,9 @@ from dashboard.forms import (
     place_warnings,
     spec_text_from_forms,
 )
-from dashboard.views import HtmxHttpRequest
-from spawner import planning, services, spec
+from dashboard.pages.views import HtmxHttpRequest
+from spawner import services, spec
+from spawner.core import planning
 
 LAUNCH = "spawner.add_batch"
 BLANK_ROWS = 3
@@ -40,13 +41,17 @@ class Page:
 
 
 def _catalog(request) -> dict:
-    return {"agents": services.agent_catalog(), "roles": sorted(services.role_templates()),
-            "is_admin": request.user.is_staff}  # fmt: skip
+    return {
+        "agents": services.agent_catalog(),
+        "roles": sorted(services.role_templates()),
+        "is_admin": request.user.is_staff,
+    }
 
 
 def _initial_page(request, catalog: dict) -> Page:
-    start = starters.build(request.GET.get("start", ""), catalog["agents"], catalog["roles"],
-                           is_admin=catalog["is_admin"])  # fmt: skip
+    start = starters.build(
+        request.GET.get("start", ""), catalog["agents"], catalog["roles"], is_admin=catalog["is_admin"]
+    )
     if start is None:
         rows = [{} for _ in range(BLANK_ROWS)]
         batch_initial: dict = {}

@@ -58,9 +58,7 @@ def skipped_by_failed_dependencies(runs: Sequence[RunView]) -> list[str]:
     while changed:
         changed = False
         for run in runs:
-            if status[run.key] == RunStatus.PENDING and any(
-                status.get(dep) in _DEAD for dep in run.depends_on
-            ):
+            if status[run.key] == RunStatus.PENDING and any(status.get(dep) in _DEAD for dep in run.depends_on):
                 status[run.key] = RunStatus.SKIPPED
                 skipped.append(run.key)
                 changed = True
@@ -121,8 +119,7 @@ def _start_ready(
     ready = [
         r
         for r in runs
-        if status[r.key] == RunStatus.PENDING
-        and all(status.get(dep) == RunStatus.SUCCEEDED for dep in r.depends_on)
+        if status[r.key] == RunStatus.PENDING and all(status.get(dep) == RunStatus.SUCCEEDED for dep in r.depends_on)
     ]
     # Sequential mode: strictly plan order. Parallel: P0 before P1 before P2.
     ready.sort(key=(lambda r: r.order) if limits.sequential else (lambda r: (r.priority, r.order)))

@@ -19,9 +19,10 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner import dispatch, events, fanin, handoff
+from spawner.engine import dispatch, events, fanin
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
+from spawner.spec import templating
 from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
 
 RESULT_MAX_BYTES = 1_000_000
@@ -101,7 +102,7 @@ def dependency_results(run: AgentRun) -> dict[str, dict]:
     for dep in AgentRun.objects.filter(batch_id=run.batch_id, key__in=run.depends_on):
         attempt = dep.attempts.filter(number=dep.attempt).first()
         log, result, _ = attempt_paths(attempt) if attempt else (None, None, None)
-        found[dep.key] = handoff.dependency_view(
+        found[dep.key] = templating.dependency_view(
             status=dep.status,
             result=dep.result,
             output_tail=dep.output_tail,
@@ -128,9 +129,9 @@ def _stagger_wait(attempt: RunAttempt, now) -> float:
     if not gap:
         return 0.0
     AgentType.objects.select_for_update().filter(id=attempt.run.agent_type_id).first()
-    last = RunAttempt.objects.filter(
-        run__agent_type_id=attempt.run.agent_type_id, started_at__isnull=False
-    ).aggregate(last=Max("started_at"))["last"]
+    last = RunAttempt.objects.filter(run__agent_type_id=attempt.run.agent_type_id, started_at__isnull=False).aggregate(
+        last=Max("started_at")
+    )["last"]
     return max(0.0, (last + timedelta(seconds=gap) - now).total_seconds()) if last else 0.0
 
 
@@ -220,9 +221,7 @@ def attempt_finish(
         )
         if retry:
             delay = dispatch.backoff_delay(attempt.number, batch.backoff_seconds)
-            dispatch.attempt_create(
-                run, not_before=now + timedelta(seconds=delay), reason="retrying"
-            )
+            dispatch.attempt_create(run, not_before=now + timedelta(seconds=delay), reason="retrying")
         else:
             final = RunStatus.SUCCEEDED if status == AttemptStatus.SUCCEEDED else status
             AgentRun.objects.filter(id=run.id).update(status=final, finished_at=now, error=error)
@@ -253,11 +252,7 @@ def attempt_finish(
 
 def run_attempt(attempt_id: int) -> str:
     """The q2 task body. Returns what happened, for q2's task record."""
-    attempt = (
-        RunAttempt.objects.select_related("run__agent_type", "run__batch")
-        .filter(id=attempt_id)
-        .first()
-    )
+    attempt = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(id=attempt_id).first()
     if attempt is None or attempt.status != AttemptStatus.QUEUED:
         return "stale: attempt is not queued"
     not_before = attempt.not_before
@@ -293,7 +288,7 @@ def run_attempt(attempt_id: int) -> str:
             env["SPAWNER_DEPS_FILE"] = str(deps_path)
         invocation = Invocation(
             argv_template=tuple(str(a) for a in run.agent_type.argv),
-            prompt=handoff.render(run.prompt, deps),
+            prompt=templating.render_deps(run.prompt, deps),
             prompt_via=run.agent_type.prompt_via,
             key=run.key,
             cwd=Path(run.cwd or run.batch.cwd or settings.BASE_DIR),
@@ -365,9 +360,9 @@ def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:
         return size
     tail = read_tail(log_path, conf("TAIL_BYTES"))
     with transaction.atomic():
-        updated = AgentRun.objects.filter(
-            id=attempt.run_id, attempt=attempt.number, status=RunStatus.RUNNING
-        ).update(output_tail=tail)
+        updated = AgentRun.objects.filter(id=attempt.run_id, attempt=attempt.number, status=RunStatus.RUNNING).update(
+            output_tail=tail
+        )
         if updated:
             events.record(
                 batch_id=attempt.run.batch_id,

@@ -11,11 +11,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard import fanin_queries
-from dashboard.fanin_queries import FindingFilters
-from dashboard.forms import ReviewForm
-from dashboard.views import HtmxHttpRequest
-from spawner import aggregation, fanin
+from dashboard.pages import fanin_queries
+from dashboard.pages.fanin_queries import FindingFilters
+from dashboard.pages.forms import ReviewForm
+from dashboard.pages.views import HtmxHttpRequest
+from spawner.core import aggregation
+from spawner.engine import fanin
 from spawner.errors import ActionRefused
 from spawner.models import Aggregation, Batch
 
@@ -66,8 +67,11 @@ def _download(body: str, *, content_type: str, filename: str) -> HttpResponse:
 def batch_result_markdown(request: HtmxHttpRequest, batch_id: int):
     agg = get_object_or_404(Aggregation.objects.select_related("batch"), batch_id=batch_id)
     title = f"Batch #{agg.batch.id} {agg.batch.name}: combined result"
-    return _download(aggregation.to_markdown(agg.data, title=title), content_type="text/markdown; charset=utf-8",
-                     filename=f"batch-{batch_id}-result.md")  # fmt: skip
+    return _download(
+        aggregation.to_markdown(agg.data, title=title),
+        content_type="text/markdown; charset=utf-8",
+        filename=f"batch-{batch_id}-result.md",
+    )
 
 
 @require_GET
@@ -75,5 +79,8 @@ def batch_result_markdown(request: HtmxHttpRequest, batch_id: int):
 def batch_result_json(request: HtmxHttpRequest, batch_id: int):
     """The aggregation exactly as `manage.py spawn --json` prints it under "aggregation"."""
     agg = get_object_or_404(Aggregation, batch_id=batch_id)
-    return _download(json.dumps(agg.data, indent=2, ensure_ascii=False), content_type="application/json",
-                     filename=f"batch-{batch_id}-result.json")  # fmt: skip
+    return _download(
+        json.dumps(agg.data, indent=2, ensure_ascii=False),
+        content_type="application/json",
+        filename=f"batch-{batch_id}-result.json",
+    )

@@ -22,7 +22,7 @@ def notify(batch, kind: str, data: dict) -> None:
 
     payload = {"event": kind, "batch": batch.id, "name": batch.name, "status": batch.status, **data}
     url = batch.webhook_url
-    transaction.on_commit(lambda: async_task("spawner.tasks.deliver_webhook", url, payload, group="webhooks"))
+    transaction.on_commit(lambda: async_task("spawner.engine.tasks.deliver_webhook", url, payload, group="webhooks"))
 
 
 def deliver(url: str, payload: dict, *, attempts: int = ATTEMPTS, backoff: float = 1.0) -> bool:

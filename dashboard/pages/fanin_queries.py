@@ -16,8 +16,9 @@ from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, Prefetch, Value, When
 
-from dashboard.queries import page_number, run_url_template
-from spawner import aggregation, fanin
+from dashboard.pages.queries import page_number, run_url_template
+from spawner.core import aggregation
+from spawner.engine import fanin
 from spawner.models import Aggregation, Batch, Escalation, RunAttempt, RunEvent
 
 SEVERITY_RANK = {s: i for i, s in enumerate(aggregation.SEVERITIES)}
@@ -77,8 +78,7 @@ class FindingFilters:
     def sort_links(self) -> dict[str, str]:
         """For each column, the query that sorts by it (again: the other way round)."""
         return {
-            name: self.querystring(sort=("" if self.descending or name != self.sort else "-") + name)
-            for name in SORTS
+            name: self.querystring(sort=("" if self.descending or name != self.sort else "-") + name) for name in SORTS
         }
 
 
@@ -141,15 +141,17 @@ def agents(batch: Batch, data: dict) -> list[dict]:
     for agent in data.get("agents") or []:
         run = runs.get(agent["key"], {})
         result = agent.get("result")
-        shown.append({
-            **agent,
-            "url": url.format(run["id"]) if run else "",
-            "agent_type": run.get("agent_type__name", ""),
-            "output_tail": run.get("output_tail", ""),
-            "error": run.get("error", ""),
-            "used": agent["key"] in used,
-            "own_findings": len(result.get("findings") or []) if isinstance(result, dict) else 0,
-        })  # fmt: skip
+        shown.append(
+            {
+                **agent,
+                "url": url.format(run["id"]) if run else "",
+                "agent_type": run.get("agent_type__name", ""),
+                "output_tail": run.get("output_tail", ""),
+                "error": run.get("error", ""),
+                "used": agent["key"] in used,
+                "own_findings": len(result.get("findings") or []) if isinstance(result, dict) else 0,
+            }
+        )
     return shown
 
 
@@ -197,10 +199,13 @@ class QueueFilters:
 
     def querystring(self, **changes) -> str:
         values = {"show": self.show, "batch": self.batch, "page": self.page, **changes}
-        return urlencode({
-            k: v for k, v in values.items()
-            if v and not (k == "page" and v == 1) and not (k == "show" and v == "open")
-        })  # fmt: skip
+        return urlencode(
+            {
+                k: v
+                for k, v in values.items()
+                if v and not (k == "page" and v == 1) and not (k == "show" and v == "open")
+            }
+        )
 
 
 def queue(filters: QueueFilters, user_id: int | None):

@@ -20,7 +20,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import connection
 from django.db.models import Max, Q
 
-from dashboard.live import Event, Topic
+from dashboard.live.topics import Event, Topic
 from spawner.models import RunEvent
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from spawner import dispatch, execution
+from spawner.engine import dispatch, execution
 from spawner.models import RunAttempt, WorkerHeartbeat
 from spawner.states import AttemptStatus
 

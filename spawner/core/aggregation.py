@@ -134,10 +134,15 @@ def failure_notes(runs: Sequence[RunResult]) -> list[dict[str, str]]:
         level = FAILURE_LEVEL.get(run.priority, "note")
         if run.status in ("cancelled", "skipped") and level == "escalation":
             level = "warning"  # a decision or a consequence, not a failure of its own
-        notes.append({
-            "level": level, "run": run.key, "status": run.status,
-            "message": f"P{run.priority} run '{run.key}' ended {run.status}" + (f": {run.error}" if run.error else ""),
-        })  # fmt: skip
+        notes.append(
+            {
+                "level": level,
+                "run": run.key,
+                "status": run.status,
+                "message": f"P{run.priority} run '{run.key}' ended {run.status}"
+                + (f": {run.error}" if run.error else ""),
+            }
+        )
     return notes
 
 
@@ -261,8 +266,13 @@ def to_markdown(agg: dict[str, Any], *, title: str) -> str:
     if agg.get("findings"):
         lines += ["## Findings", "", "| severity | title | file | line | agents |", "|---|---|---|---|---|"]
         for f in agg["findings"]:
-            cells = [f["severity"], f["title"], f["file"], "" if f["line"] is None else str(f["line"]),
-                     ", ".join(f["agents"])]  # fmt: skip
+            cells = [
+                f["severity"],
+                f["title"],
+                f["file"],
+                "" if f["line"] is None else str(f["line"]),
+                ", ".join(f["agents"]),
+            ]
             lines.append("| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |")
         lines.append("")
     lines += ["## Agents", ""]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from dashboard import fanin_queries, queries
+from dashboard.pages import fanin_queries, queries
 from spawner.models import AgentRun, Batch
 
 # Group names carry this process's token: each web process renders for its own clients,

@@ -13,7 +13,8 @@ from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from spawner import events, fanin, scheduling, timings, webhooks
+from spawner.core import scheduling, timings
+from spawner.engine import events, fanin, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, AttemptStatus, BatchStatus, RunStatus
 
@@ -31,7 +32,7 @@ def enqueue_attempt(attempt: RunAttempt, batch_id: int) -> None:
 
     def send() -> None:
         async_task(
-            "spawner.tasks.execute_attempt",
+            "spawner.engine.tasks.execute_attempt",
             attempt_id,
             task_name=f"attempt-{attempt_id}",
             group=f"batch-{batch_id}",
@@ -93,8 +94,7 @@ def _type_limits(runs: list[AgentRun]) -> dict:
         "type_active": {str(i): n for i, n in active.items()},
         "type_stagger": {str(i): types[i].spawn_stagger_seconds for i in staggered},
         "type_next_start": {
-            str(i): last.timestamp() + types[i].spawn_stagger_seconds
-            for i, last in last_start.items()
+            str(i): last.timestamp() + types[i].spawn_stagger_seconds for i, last in last_start.items()
         },
     }
 
@@ -158,9 +158,14 @@ def run_close(run: AgentRun, *, status: str, error: str = "", actor=None) -> Non
     AgentRun.objects.filter(id=run.id).update(status=status, finished_at=now, error=error)
     run.status = status
     events.record(
-        batch_id=run.batch_id, run_id=run.id, attempt=run.attempt or None,
-        kind=f"run.{status}", status=status, data={"error": error} if error else {}, actor=actor,
-    )  # fmt: skip
+        batch_id=run.batch_id,
+        run_id=run.id,
+        attempt=run.attempt or None,
+        kind=f"run.{status}",
+        status=status,
+        data={"error": error} if error else {},
+        actor=actor,
+    )
 
 
 def run_stop(run: AgentRun, *, error: str, actor=None) -> None:

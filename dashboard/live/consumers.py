@@ -7,8 +7,8 @@ from urllib.parse import parse_qsl
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from dashboard import live
-from dashboard.relay import get_relay
+from dashboard.live import topics
+from dashboard.live.relay import get_relay
 
 # Close codes: 4401/4404 tell the htmx ws extension not to retry (it retries 1006, 1011-1013).
 NOT_SIGNED_IN = 4401
@@ -20,7 +20,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     """Kind of page from the route (`list`, `batch`, `run`, `compare`, `result`, `escalations`, or the
     `site` header); what to watch from the URL."""
 
-    topic: live.Topic | None = None
+    topic: topics.Topic | None = None
 
     async def connect(self):
         user = self.scope.get("user")
@@ -30,7 +30,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         route = self.scope["url_route"]["kwargs"]
         query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
         kwargs = {k: v for k, v in route.items() if k != "kind"}
-        topic = await database_sync_to_async(live.topic_for)(route["kind"], kwargs, query, user)
+        topic = await database_sync_to_async(topics.topic_for)(route["kind"], kwargs, query, user)
         if topic is None:
             await self.close(code=NOT_FOUND)
             return

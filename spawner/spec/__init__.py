@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from spawner import planning
-from spawner.spec_fields import (  # noqa: F401 - FieldError, SpecInvalid and render_prompt are spec's API
+from spawner.core import planning
+from spawner.spec.fields import (  # noqa: F401 - FieldError and SpecInvalid are spec's API
     Collector,
     FieldError,
     SpecInvalid,
@@ -22,8 +22,8 @@ from spawner.spec_fields import (  # noqa: F401 - FieldError, SpecInvalid and re
     as_int,
     as_number,
     as_str_list,
-    render_prompt,
 )
+from spawner.spec.templating import dep_refs, render_prompt
 
 MODES = ("parallel", "sequential")
 FAILURE_POLICIES = ("continue", "fail_fast")
@@ -32,13 +32,34 @@ PRIORITIES = {"P0": 0, "P1": 1, "P2": 2}
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 BATCH_FIELDS = {
-    "name", "mode", "max_parallel", "timeout", "retries", "backoff", "failure_policy",
-    "aggregation", "cwd", "agent", "tasks", "vars", "webhook",
-}  # fmt: skip
+    "name",
+    "mode",
+    "max_parallel",
+    "timeout",
+    "retries",
+    "backoff",
+    "failure_policy",
+    "aggregation",
+    "cwd",
+    "agent",
+    "tasks",
+    "vars",
+    "webhook",
+}
 TASK_FIELDS = {
-    "key", "agent", "role", "prompt", "vars", "priority", "depends_on", "files",
-    "timeout", "retries", "cwd", "estimate",
-}  # fmt: skip
+    "key",
+    "agent",
+    "role",
+    "prompt",
+    "vars",
+    "priority",
+    "depends_on",
+    "files",
+    "timeout",
+    "retries",
+    "cwd",
+    "estimate",
+}
 
 
 @dataclass(frozen=True)
@@ -102,7 +123,7 @@ class BatchSpec:
                 priority=t.priority,
                 agent_type=t.agent,
                 files=t.files,
-                prompt=t.prompt,
+                dep_refs=dep_refs(t.prompt),
                 estimate=t.estimate if t.estimate is not None else past.get(t.key),
             )
             for t in self.tasks
@@ -260,9 +281,7 @@ class _TaskContext:
     defaults: _Defaults
 
 
-def _batch_settings(
-    c: Collector, data: dict, limits: Limits, *, is_admin: bool
-) -> tuple[dict[str, Any], _Defaults]:
+def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool) -> tuple[dict[str, Any], _Defaults]:
     for extra in sorted(set(data) - BATCH_FIELDS, key=str):
         c.add("batch", str(extra), f"unknown field (known: {', '.join(sorted(BATCH_FIELDS))})")
     name = data.get("name", "")
@@ -302,11 +321,12 @@ def _batch_settings(
         "backoff": backoff if backoff is not None else 2.0,
         "failure_policy": as_choice(
             c, "batch", "failure_policy", data.get("failure_policy", "continue"), FAILURE_POLICIES
-        ) or "continue",
+        )
+        or "continue",
         "aggregation": aggregation,
         "webhook": webhook,
         "cwd": cwd,
-    }  # fmt: skip
+    }
     defaults = _Defaults(
         agent=data.get("agent"),
         vars=batch_vars,

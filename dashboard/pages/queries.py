@@ -18,7 +18,7 @@ from django.db.models.functions import Right
 from django.urls import reverse
 from django.utils import timezone
 
-from spawner import reports
+from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, RunStatus
 
@@ -119,7 +119,7 @@ def list_context(filters: ListFilters) -> dict:
     elif filters.owner:
         batches = batches.filter(owner_id=int(filters.owner))
     page = Paginator(batches, settings.DASHBOARD["PAGE_SIZE"]).get_page(filters.page)
-    progress = reports.batches_progress([b.id for b in page.object_list])
+    progress = selectors.batches_progress([b.id for b in page.object_list])
     now = timezone.now()
     rows = [
         {"batch": b, "progress": Progress(progress.get(b.id, {})), "wall": elapsed(b, now)} for b in page.object_list
@@ -161,7 +161,7 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
             "error",
             "agent_type__name",
             "role",
-        )  # fmt: skip
+        )
         .annotate(tail_end=Right("output_tail", 600))
         .order_by("order")
     )
@@ -180,9 +180,9 @@ def run_url_template() -> str:
 
 
 def batch_header_context(batch: Batch) -> dict:
-    from dashboard.fanin_queries import batch_fanin
+    from dashboard.pages.fanin_queries import batch_fanin
 
-    progress = Progress(reports.batches_progress([batch.id])[batch.id])
+    progress = Progress(selectors.batches_progress([batch.id])[batch.id])
     return {
         **batch_fanin(batch),
         "batch": batch,

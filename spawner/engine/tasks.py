@@ -7,7 +7,7 @@ plain `qcluster`.
 
 from __future__ import annotations
 
-from spawner import execution
+from spawner.engine import execution
 
 
 def execute_attempt(attempt_id: int) -> str:
@@ -15,6 +15,6 @@ def execute_attempt(attempt_id: int) -> str:
 
 
 def deliver_webhook(url: str, payload: dict) -> bool:
-    from spawner import webhooks
+    from spawner.engine import webhooks
 
     return webhooks.deliver(url, payload)

@@ -8,7 +8,7 @@ import time
 
 from django.conf import settings
 
-from spawner import reaper
+from spawner.engine import reaper
 
 
 class ClusterStartFailed(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard.consumers import LiveConsumer
+from dashboard.live.consumers import LiveConsumer
 
 websocket_urlpatterns = [
     path("ws/batches/", LiveConsumer.as_asgi(), {"kind": "list"}),

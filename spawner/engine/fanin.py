@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from spawner import aggregation, events, webhooks
+from spawner.core import aggregation
+from spawner.engine import events, webhooks
 from spawner.errors import ActionRefused
 from spawner.models import AgentRun, Aggregation, Batch, Escalation, Review
 from spawner.states import RunStatus
@@ -35,8 +36,12 @@ def aggregation_compute(batch: Batch) -> Aggregation:
     agg, _ = Aggregation.objects.update_or_create(
         batch=batch, defaults={"strategy": strategy, "status": data["status"], "data": data}
     )
-    events.record(batch_id=batch.id, kind="aggregation.computed", status=data["status"],
-                  data={"strategy": strategy, "used": len(data["used"]), "unused": len(data["unused"])})  # fmt: skip
+    events.record(
+        batch_id=batch.id,
+        kind="aggregation.computed",
+        status=data["status"],
+        data={"strategy": strategy, "used": len(data["used"]), "unused": len(data["unused"])},
+    )
     if data["escalate"]:
         escalation_open(batch=batch, run=None, kind=Escalation.Kind.VOTE, reason=data["escalate"])
     return agg
@@ -47,8 +52,12 @@ def escalation_open(*, batch: Batch, run: AgentRun | None, kind: str, reason: st
     if Escalation.objects.filter(batch=batch, run=run, kind=kind, state=Escalation.State.OPEN).exists():
         return None
     escalation = Escalation.objects.create(batch=batch, run=run, kind=kind, reason=reason)
-    events.record(batch_id=batch.id, run_id=run.id if run else None, kind="escalation.opened",
-                  data={"escalation": escalation.id, "kind": kind, "reason": reason})  # fmt: skip
+    events.record(
+        batch_id=batch.id,
+        run_id=run.id if run else None,
+        kind="escalation.opened",
+        data={"escalation": escalation.id, "kind": kind, "reason": reason},
+    )
     webhooks.notify(batch, "escalation.opened", {"escalation": escalation.id, "kind": kind, "reason": reason})
     return escalation
 
@@ -58,35 +67,60 @@ def on_run_ended(run: AgentRun, status: str, error: str) -> None:
     batch = run.batch
     if status == RunStatus.SUCCEEDED:
         for escalation in Escalation.objects.filter(run=run, state=Escalation.State.OPEN):
-            _close(escalation, state=Escalation.State.RESOLVED, resolution=Escalation.Resolution.SUPERSEDED,
-                   note="the run succeeded on a later attempt", actor=None)  # fmt: skip
+            _close(
+                escalation,
+                state=Escalation.State.RESOLVED,
+                resolution=Escalation.Resolution.SUPERSEDED,
+                note="the run succeeded on a later attempt",
+                actor=None,
+            )
         return
     if status == RunStatus.LOST:
-        escalation_open(batch=batch, run=run, kind=Escalation.Kind.LOST,
-                        reason=f"run '{run.key}' was lost with no retries left: {error}")  # fmt: skip
+        escalation_open(
+            batch=batch,
+            run=run,
+            kind=Escalation.Kind.LOST,
+            reason=f"run '{run.key}' was lost with no retries left: {error}",
+        )
     elif run.priority == 0 and status in (RunStatus.FAILED, RunStatus.TIMED_OUT):
-        escalation_open(batch=batch, run=run, kind=Escalation.Kind.P0_FAILED,
-                        reason=f"P0 run '{run.key}' ended {status}: {error or 'no error text'}")  # fmt: skip
+        escalation_open(
+            batch=batch,
+            run=run,
+            kind=Escalation.Kind.P0_FAILED,
+            reason=f"P0 run '{run.key}' ended {status}: {error or 'no error text'}",
+        )
 
 
 def _close(escalation: Escalation, *, state: str, resolution: str, note: str, actor) -> None:
     changed = Escalation.objects.filter(id=escalation.id, state=Escalation.State.OPEN).update(
-        state=state, resolution=resolution, resolution_note=note,
-        resolved_by=actor if actor is not None and actor.is_authenticated else None, resolved_at=timezone.now(),
-    )  # fmt: skip
+        state=state,
+        resolution=resolution,
+        resolution_note=note,
+        resolved_by=actor if actor is not None and actor.is_authenticated else None,
+        resolved_at=timezone.now(),
+    )
     if not changed:
         raise ActionRefused(f"escalation #{escalation.id} is no longer open")
-    events.record(batch_id=escalation.batch_id, run_id=escalation.run_id, kind=f"escalation.{state}",
-                  data={"escalation": escalation.id, "resolution": resolution, "note": note}, actor=actor)  # fmt: skip
+    events.record(
+        batch_id=escalation.batch_id,
+        run_id=escalation.run_id,
+        kind=f"escalation.{state}",
+        data={"escalation": escalation.id, "resolution": resolution, "note": note},
+        actor=actor,
+    )
 
 
 def escalation_assign(*, escalation: Escalation, assignee, actor) -> None:
     with transaction.atomic():
         if not Escalation.objects.filter(id=escalation.id, state=Escalation.State.OPEN).update(assignee=assignee):
             raise ActionRefused(f"escalation #{escalation.id} is no longer open")
-        events.record(batch_id=escalation.batch_id, run_id=escalation.run_id, kind="escalation.assigned",
-                      data={"escalation": escalation.id, "assignee": assignee.get_username() if assignee else None},
-                      actor=actor)  # fmt: skip
+        events.record(
+            batch_id=escalation.batch_id,
+            run_id=escalation.run_id,
+            kind="escalation.assigned",
+            data={"escalation": escalation.id, "assignee": assignee.get_username() if assignee else None},
+            actor=actor,
+        )
 
 
 def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", actor) -> None:
@@ -100,15 +134,30 @@ def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", a
             raise ActionRefused("this escalation concerns the whole batch: retry its runs one by one")
         with transaction.atomic():
             services.run_retry(run=escalation.run, actor=actor)
-            _close(escalation, state=Escalation.State.RESOLVED, resolution=Escalation.Resolution.RETRIED,
-                   note=note, actor=actor)  # fmt: skip
+            _close(
+                escalation,
+                state=Escalation.State.RESOLVED,
+                resolution=Escalation.Resolution.RETRIED,
+                note=note,
+                actor=actor,
+            )
         return
     if action == "accept":
-        _close(escalation, state=Escalation.State.RESOLVED, resolution=Escalation.Resolution.ACCEPTED,
-               note=note, actor=actor)  # fmt: skip
+        _close(
+            escalation,
+            state=Escalation.State.RESOLVED,
+            resolution=Escalation.Resolution.ACCEPTED,
+            note=note,
+            actor=actor,
+        )
     elif action == "dismiss":
-        _close(escalation, state=Escalation.State.DISMISSED, resolution=Escalation.Resolution.DISMISSED,
-               note=note, actor=actor)  # fmt: skip
+        _close(
+            escalation,
+            state=Escalation.State.DISMISSED,
+            resolution=Escalation.Resolution.DISMISSED,
+            note=note,
+            actor=actor,
+        )
     else:
         raise ActionRefused(f"unknown action {action!r}: retry, accept or dismiss")
 
