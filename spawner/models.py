@@ -7,7 +7,7 @@ import shutil
 from django.conf import settings
 from django.db import models
 
-from spawner.states import AttemptStatus, BatchStatus, Priority, PromptVia, RunStatus
+from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, Priority, PromptVia, RunStatus
 
 
 class AgentType(models.Model):
@@ -82,9 +82,9 @@ class Batch(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     spec = models.JSONField(help_text="The spec as submitted (parsed).")
     spec_text = models.TextField(blank=True)
-    mode = models.CharField(max_length=12, default="parallel")
+    mode = models.CharField(max_length=12, choices=Mode.choices, default=Mode.PARALLEL)
     max_parallel = models.PositiveIntegerField(default=3)
-    failure_policy = models.CharField(max_length=12, default="continue")
+    failure_policy = models.CharField(max_length=12, choices=FailurePolicy.choices, default=FailurePolicy.CONTINUE)
     backoff_seconds = models.FloatField(default=2.0, help_text="First retry delay; doubles each time.")
     aggregation = models.CharField(max_length=20, blank=True)
     cwd = models.CharField(max_length=500, blank=True)

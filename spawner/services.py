@@ -16,7 +16,7 @@ from spawner.core import planning
 from spawner.engine import dispatch, events
 from spawner.errors import ActionRefused
 from spawner.models import AgentRun, AgentType, Batch, Role
-from spawner.states import RUN_TERMINAL, BatchStatus, RunStatus
+from spawner.states import RUN_TERMINAL, BatchStatus, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
 
@@ -72,7 +72,7 @@ def batch_plan(batch_spec: spec.BatchSpec, *, sequential: bool | None = None) ->
     return planning.make_plan(
         batch_spec.plan_tasks(past_durations(batch_spec)),
         max_parallel=batch_spec.max_parallel,
-        sequential=batch_spec.mode == "sequential" if sequential is None else sequential,
+        sequential=batch_spec.mode == Mode.SEQUENTIAL if sequential is None else sequential,
         aggregation=batch_spec.aggregation,
     )
 
@@ -120,7 +120,7 @@ def batch_launch(
     """Store the batch and its runs, and start what is ready, in one transaction."""
     batch_cwd, task_cwds = batch_check(batch_spec, base_dir, confine=confine)
     mode = mode or batch_spec.mode
-    plan = batch_plan(batch_spec, sequential=mode == "sequential")
+    plan = batch_plan(batch_spec, sequential=mode == Mode.SEQUENTIAL)
     order = {key: i for i, key in enumerate(plan.order)}
     wave_of = {key: n for n, wave in enumerate(plan.waves) for key in wave}
     types = {t.name: t for t in AgentType.objects.filter(name__in={t.agent for t in batch_spec.tasks})}
@@ -209,7 +209,7 @@ def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
         owner=actor,
         spec_data=batch.spec,
         spec_text=batch.spec_text,
-        mode="sequential",
+        mode=Mode.SEQUENTIAL,
         sequential_of=batch,
     )
 
@@ -250,21 +250,21 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
         ]
         if waiting:
             raise ActionRefused(f"run '{run.key}' depends on {', '.join(waiting)}, which did not succeed")
-        if batch.aggregation == "first_success" and batch.runs.filter(status=RunStatus.SUCCEEDED).exists():
+        if batch.aggregation == Strategy.FIRST_SUCCESS and batch.runs.filter(status=RunStatus.SUCCEEDED).exists():
             raise ActionRefused("this race already has a winner")
         if batch.status != BatchStatus.RUNNING:
             Batch.objects.filter(id=batch.id).update(
                 status=BatchStatus.RUNNING, finished_at=None, cancel_requested=False
             )
             events.record(batch_id=batch.id, kind="batch.reopened", status=BatchStatus.RUNNING, actor=actor)
-        if batch.failure_policy == "fail_fast":
+        if batch.failure_policy == FailurePolicy.FAIL_FAST:
             # A person took over: the earlier failures must not cancel what they retry.
-            Batch.objects.filter(id=batch.id).update(failure_policy="continue")
+            Batch.objects.filter(id=batch.id).update(failure_policy=FailurePolicy.CONTINUE)
             events.record(
                 batch_id=batch.id,
                 kind="batch.policy_changed",
                 actor=actor,
-                data={"failure_policy": "continue", "was": "fail_fast", "why": "manual retry"},
+                data={"failure_policy": FailurePolicy.CONTINUE, "was": FailurePolicy.FAIL_FAST, "why": "manual retry"},
             )
         _reopen_skipped_dependents(run, actor=actor)
         dispatch.attempt_create(run, not_before=timezone.now(), reason="retried", actor=actor)

@@ -54,6 +54,26 @@ ATTEMPT_RETRYABLE = frozenset({AttemptStatus.FAILED, AttemptStatus.TIMED_OUT, At
 BATCH_TERMINAL = frozenset(set(BatchStatus) - {BatchStatus.RUNNING})
 
 
+class Mode(models.TextChoices):
+    PARALLEL = "parallel"
+    SEQUENTIAL = "sequential"
+
+
+class FailurePolicy(models.TextChoices):
+    CONTINUE = "continue"  # let the other runs finish
+    FAIL_FAST = "fail_fast"  # cancel the rest on the first failure
+
+
+class Strategy(models.TextChoices):
+    """How a batch's results are combined."""
+
+    MERGE = "merge"
+    VOTE = "vote"
+    PRIORITY = "priority"
+    FIRST_SUCCESS = "first_success"  # the race: the first success wins, the rest are cancelled
+    ALL = "all"
+
+
 class Priority(models.IntegerChoices):
     P0 = 0, "P0"
     P1 = 1, "P1"

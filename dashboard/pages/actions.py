@@ -16,7 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from dashboard.pages.views import HtmxHttpRequest
 from spawner import services, spec
 from spawner.models import AgentRun, Batch
-from spawner.states import RUN_FAILED
+from spawner.states import RUN_FAILED, Mode
 
 LAUNCH = "spawner.add_batch"
 CANCEL = "spawner.cancel_batch"
@@ -93,7 +93,7 @@ def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
         return _answer(request, back, "you need the permission to launch batches", status=403)
     if refusal := admin_only_refusal(request.user, batch.runs.select_related("agent_type")):
         return _answer(request, back, refusal, status=403)
-    if batch.mode != "parallel":
+    if batch.mode != Mode.PARALLEL:
         return _answer(request, back, "this batch already ran sequentially", status=409)
     try:
         rerun = services.batch_rerun_sequential(batch=batch, actor=request.user)

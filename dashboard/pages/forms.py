@@ -17,6 +17,7 @@ from django import forms
 
 from spawner import spec
 from spawner.models import Review
+from spawner.states import FailurePolicy, Mode
 
 SPEC_MAX_BYTES = 1_000_000
 
@@ -27,11 +28,11 @@ def _choices(values) -> list[tuple[str, str]]:
 
 class BatchForm(forms.Form):
     name = forms.CharField(max_length=200)
-    mode = forms.ChoiceField(choices=_choices(spec.MODES), initial="parallel")
+    mode = forms.ChoiceField(choices=_choices(spec.MODES), initial=Mode.PARALLEL)
     max_parallel = forms.IntegerField(min_value=1, initial=3, label="Max parallel")
     retries = forms.IntegerField(min_value=0, initial=0, help_text="Automatic retries per task.")
     timeout = forms.IntegerField(min_value=1, required=False, help_text="Seconds per task.")
-    failure_policy = forms.ChoiceField(choices=_choices(spec.FAILURE_POLICIES), initial="continue")
+    failure_policy = forms.ChoiceField(choices=_choices(spec.FAILURE_POLICIES), initial=FailurePolicy.CONTINUE)
     aggregation = forms.ChoiceField(choices=[("", "none")] + _choices(spec.AGGREGATIONS), required=False)
 
 

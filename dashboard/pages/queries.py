@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
-from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, RunStatus
+from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, Mode, RunStatus
 
 # Bar segments of the progress bar, in the order they are drawn.
 SEGMENTS = [
@@ -191,7 +191,7 @@ def batch_header_context(batch: Batch) -> dict:
         "rerun": batch.sequential_reruns.order_by("-id").first(),
         "can_cancel": batch.status == BatchStatus.RUNNING and not batch.cancel_requested,
         "can_retry": progress.failed > 0,
-        "can_rerun": batch.mode == "parallel" and bool(batch.spec_text),
+        "can_rerun": batch.mode == Mode.PARALLEL and bool(batch.spec_text),
     }
 
 

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-STRATEGIES = ("merge", "vote", "priority", "first_success", "all")
+from spawner.states import Strategy
+
+STRATEGIES = tuple(Strategy.values)
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 # What a failed run of each priority means for the batch (issue: failure severity).
@@ -247,11 +249,11 @@ def _all(out: dict, used: Sequence[RunResult], runs: Sequence[RunResult]) -> Non
 
 
 _STRATEGY = {
-    "merge": _merge,
-    "vote": _vote,
-    "priority": _priority,
-    "first_success": _first_success,
-    "all": _all,
+    Strategy.MERGE: _merge,
+    Strategy.VOTE: _vote,
+    Strategy.PRIORITY: _priority,
+    Strategy.FIRST_SUCCESS: _first_success,
+    Strategy.ALL: _all,
 }
 
 

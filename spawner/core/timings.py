@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 
 from spawner.core import planning
 
@@ -46,26 +45,3 @@ def busy_seconds(intervals: Sequence[tuple[float, float]]) -> float:
         total += stop - max(start, end)
         end = stop
     return total
-
-
-def batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
-    from spawner.models import RunAttempt
-
-    durations: dict[str, float] = {}
-    busy: list[tuple[float, float]] = []
-    rows = RunAttempt.objects.filter(run__batch=batch).values_list("run__key", "queued_at", "started_at", "finished_at")
-    for key, queued, started, finished in rows:
-        end = (finished or finished_at).timestamp()
-        busy.append((queued.timestamp() if queued else end, end))
-        if started and finished:
-            durations[key] = durations.get(key, 0.0) + (finished - started).total_seconds()
-    deps = {key: tuple(d) for key, d in batch.runs.values_list("key", "depends_on")}
-    capacity = 1 if batch.mode == "sequential" else batch.max_parallel
-    if busy:  # the wall starts at the launch, not at the first attempt's row
-        busy.append((batch.launched_at.timestamp(), min(start for start, _ in busy)))
-    return figures(
-        wall=busy_seconds(busy) if busy else (finished_at - batch.launched_at).total_seconds(),
-        durations={k: durations.get(k, 0.0) for k in deps},
-        deps=deps,
-        capacity=capacity,
-    )

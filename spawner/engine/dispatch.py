@@ -16,7 +16,7 @@ from django.utils import timezone
 from spawner.core import scheduling, timings
 from spawner.engine import events, fanin, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
-from spawner.states import RUN_ACTIVE, AttemptStatus, BatchStatus, RunStatus
+from spawner.states import RUN_ACTIVE, AttemptStatus, BatchStatus, FailurePolicy, Mode, RunStatus, Strategy
 
 
 def enqueue_attempt(attempt: RunAttempt, batch_id: int) -> None:
@@ -109,10 +109,10 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
         now = timezone.now()
         limits = scheduling.Limits(
             max_parallel=batch.max_parallel,
-            sequential=batch.mode == "sequential",
-            fail_fast=batch.failure_policy == "fail_fast",
+            sequential=batch.mode == Mode.SEQUENTIAL,
+            fail_fast=batch.failure_policy == FailurePolicy.FAIL_FAST,
             cancel_requested=batch.cancel_requested,
-            race=batch.aggregation == "first_success",
+            race=batch.aggregation == Strategy.FIRST_SUCCESS,
             **_type_limits(runs),
         )
         views = [
@@ -147,7 +147,7 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
 def _stop_reason(batch: Batch) -> str:
     if batch.cancel_requested:
         return "cancelled"
-    if batch.aggregation == "first_success":
+    if batch.aggregation == Strategy.FIRST_SUCCESS:
         return "cancelled: another agent won the race"
     return "cancelled: fail_fast"
 
@@ -179,7 +179,7 @@ def run_stop(run: AgentRun, *, error: str, actor=None) -> None:
 
 def batch_finish(batch: Batch, outcome: str) -> None:
     now = timezone.now()
-    figures = timings.batch_figures(batch, finished_at=now)
+    figures = _batch_figures(batch, finished_at=now)
     Batch.objects.filter(id=batch.id).update(status=outcome, finished_at=now, **figures)
     batch.status = outcome
     events.record(batch_id=batch.id, kind=f"batch.{outcome}", status=outcome, data=figures)
@@ -202,3 +202,24 @@ def advance_all_running() -> int:
 
 def backoff_delay(attempt_number: int, base: float) -> float:
     return min(base * (2 ** (attempt_number - 1)), settings.SPAWNER["BACKOFF_MAX_SECONDS"])
+
+
+def _batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
+    durations: dict[str, float] = {}
+    busy: list[tuple[float, float]] = []
+    rows = RunAttempt.objects.filter(run__batch=batch).values_list("run__key", "queued_at", "started_at", "finished_at")
+    for key, queued, started, finished in rows:
+        end = (finished or finished_at).timestamp()
+        busy.append((queued.timestamp() if queued else end, end))
+        if started and finished:
+            durations[key] = durations.get(key, 0.0) + (finished - started).total_seconds()
+    deps = {key: tuple(d) for key, d in batch.runs.values_list("key", "depends_on")}
+    capacity = 1 if batch.mode == Mode.SEQUENTIAL else batch.max_parallel
+    if busy:  # the wall starts at the launch, not at the first attempt's row
+        busy.append((batch.launched_at.timestamp(), min(start for start, _ in busy)))
+    return timings.figures(
+        wall=timings.busy_seconds(busy) if busy else (finished_at - batch.launched_at).total_seconds(),
+        durations={k: durations.get(k, 0.0) for k in deps},
+        deps=deps,
+        capacity=capacity,
+    )

@@ -9,7 +9,7 @@ from spawner.core import aggregation
 from spawner.engine import events, webhooks
 from spawner.errors import ActionRefused
 from spawner.models import AgentRun, Aggregation, Batch, Escalation, Review
-from spawner.states import RunStatus
+from spawner.states import RunStatus, Strategy
 
 
 def run_results(batch: Batch) -> list[aggregation.RunResult]:
@@ -31,7 +31,7 @@ def run_results(batch: Batch) -> list[aggregation.RunResult]:
 
 def aggregation_compute(batch: Batch) -> Aggregation:
     """Combine the batch's results (call when it ends, under its lock); escalate what needs a person."""
-    strategy = batch.aggregation or "all"
+    strategy = batch.aggregation or Strategy.ALL
     data = aggregation.aggregate(strategy, run_results(batch))
     agg, _ = Aggregation.objects.update_or_create(
         batch=batch, defaults={"strategy": strategy, "status": data["status"], "data": data}

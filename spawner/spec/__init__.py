@@ -24,10 +24,11 @@ from spawner.spec.fields import (  # noqa: F401 - FieldError and SpecInvalid are
     as_str_list,
 )
 from spawner.spec.templating import dep_refs, render_prompt
+from spawner.states import FailurePolicy, Mode, Strategy
 
-MODES = ("parallel", "sequential")
-FAILURE_POLICIES = ("continue", "fail_fast")
-AGGREGATIONS = ("merge", "vote", "priority", "first_success", "all")
+MODES = tuple(Mode.values)
+FAILURE_POLICIES = tuple(FailurePolicy.values)
+AGGREGATIONS = tuple(Strategy.values)
 PRIORITIES = {"P0": 0, "P1": 1, "P2": 2}
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -98,12 +99,12 @@ class TaskSpec:
 class BatchSpec:
     name: str
     tasks: tuple[TaskSpec, ...]
-    mode: str = "parallel"
+    mode: str = Mode.PARALLEL
     max_parallel: int = 3
     timeout: int = 1800
     retries: int = 0
     backoff: float = 2.0
-    failure_policy: str = "continue"
+    failure_policy: str = FailurePolicy.CONTINUE
     aggregation: str = ""
     webhook: str = ""
     cwd: str = ""
@@ -314,15 +315,15 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
         batch_vars = {}
     settings = {
         "name": name.strip(),
-        "mode": as_choice(c, "batch", "mode", data.get("mode", "parallel"), MODES) or "parallel",
+        "mode": as_choice(c, "batch", "mode", data.get("mode", Mode.PARALLEL), MODES) or Mode.PARALLEL,
         "max_parallel": as_int(c, "batch", "max_parallel", max_parallel, 1, limits.max_parallel) or 3,
         "timeout": timeout or 1800,
         "retries": retries or 0,
         "backoff": backoff if backoff is not None else 2.0,
         "failure_policy": as_choice(
-            c, "batch", "failure_policy", data.get("failure_policy", "continue"), FAILURE_POLICIES
+            c, "batch", "failure_policy", data.get("failure_policy", FailurePolicy.CONTINUE), FAILURE_POLICIES
         )
-        or "continue",
+        or FailurePolicy.CONTINUE,
         "aggregation": aggregation,
         "webhook": webhook,
         "cwd": cwd,
