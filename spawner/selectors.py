@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spawner.models import Batch, Escalation
+from spawner.models import Batch, Escalation, Review
 from spawner.states import RUN_FAILED, RunStatus
 
 
@@ -74,3 +74,21 @@ def batches_progress(batch_ids) -> dict[int, dict[str, int]]:
     for batch_id, status, n in rows:
         progress[batch_id][status] = n
     return progress
+
+
+def review_state(batch: Batch) -> str:
+    """approved, changes_requested or pending: each reviewer's latest decision counts."""
+    latest: dict[int, str] = {}
+    for author_id, decision in batch.reviews.exclude(decision=Review.Decision.COMMENT).values_list(
+        "author_id", "decision"
+    ):
+        latest[author_id] = decision
+    if Review.Decision.REQUEST_CHANGES in latest.values():
+        return "changes_requested"
+    if Review.Decision.APPROVE in latest.values():
+        return "approved"
+    return "pending"
+
+
+def open_escalations_count() -> int:
+    return Escalation.objects.filter(state=Escalation.State.OPEN).count()

@@ -13,10 +13,10 @@ from django.utils import timezone
 
 from spawner import spec
 from spawner.core import planning
-from spawner.engine import dispatch, events
+from spawner.engine import dispatch, events, transitions
 from spawner.errors import ActionRefused
-from spawner.models import AgentRun, AgentType, Batch, Role
-from spawner.states import RUN_TERMINAL, BatchStatus, FailurePolicy, Mode, RunStatus, Strategy
+from spawner.models import AgentRun, AgentType, Batch, Escalation, Review, Role
+from spawner.states import RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
 
@@ -159,7 +159,7 @@ def batch_launch(
         )
         events.record(
             batch_id=batch.id,
-            kind="batch.launched",
+            kind=EventKind.BATCH_LAUNCHED,
             status=BatchStatus.RUNNING,
             data={"tasks": len(batch_spec.tasks), "mode": mode, "max_parallel": batch.max_parallel},
             actor=owner,
@@ -185,15 +185,7 @@ def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
     below = {r.key for r in runs if run.key in before[r.key]}
     for other in runs:
         if other.key in below and other.status == RunStatus.SKIPPED:
-            AgentRun.objects.filter(id=other.id).update(status=RunStatus.PENDING, finished_at=None, error="")
-            events.record(
-                batch_id=run.batch_id,
-                run_id=other.id,
-                kind="run.pending",
-                status=RunStatus.PENDING,
-                data={"because": f"'{run.key}' is retried"},
-                actor=actor,
-            )
+            transitions.run_reopen(other, because=f"'{run.key}' is retried", actor=actor)
 
 
 def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
@@ -221,7 +213,7 @@ def batch_cancel(*, batch: Batch, actor=None) -> None:
         )
         if not updated:
             raise ActionRefused(f"batch #{batch.id} is not running")
-        events.record(batch_id=batch.id, kind="batch.cancel_requested", actor=actor)
+        events.record(batch_id=batch.id, kind=EventKind.BATCH_CANCEL_REQUESTED, actor=actor)
         dispatch.batch_advance(batch.id, actor=actor)
 
 
@@ -231,7 +223,7 @@ def run_cancel(*, run: AgentRun, actor=None) -> None:
         run = AgentRun.objects.get(id=run.id)
         if run.status in RUN_TERMINAL:
             raise ActionRefused(f"run '{run.key}' has already ended ({run.status})")
-        dispatch.run_stop(run, error="cancelled by a user", actor=actor)
+        transitions.run_cancel(run, error="cancelled by a user", actor=actor)
         dispatch.batch_advance(run.batch_id)
 
 
@@ -253,19 +245,61 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
         if batch.aggregation == Strategy.FIRST_SUCCESS and batch.runs.filter(status=RunStatus.SUCCEEDED).exists():
             raise ActionRefused("this race already has a winner")
         if batch.status != BatchStatus.RUNNING:
-            Batch.objects.filter(id=batch.id).update(
-                status=BatchStatus.RUNNING, finished_at=None, cancel_requested=False
-            )
-            events.record(batch_id=batch.id, kind="batch.reopened", status=BatchStatus.RUNNING, actor=actor)
+            transitions.batch_reopen(batch, actor=actor)
         if batch.failure_policy == FailurePolicy.FAIL_FAST:
             # A person took over: the earlier failures must not cancel what they retry.
             Batch.objects.filter(id=batch.id).update(failure_policy=FailurePolicy.CONTINUE)
             events.record(
                 batch_id=batch.id,
-                kind="batch.policy_changed",
+                kind=EventKind.BATCH_POLICY_CHANGED,
                 actor=actor,
                 data={"failure_policy": FailurePolicy.CONTINUE, "was": FailurePolicy.FAIL_FAST, "why": "manual retry"},
             )
         _reopen_skipped_dependents(run, actor=actor)
-        dispatch.attempt_create(run, not_before=timezone.now(), reason="retried", actor=actor)
+        transitions.attempt_queue(run, not_before=timezone.now(), reason=EventKind.RUN_RETRIED, actor=actor)
         dispatch.batch_advance(batch.id)
+
+
+# --- escalations and reviews ------------------------------------------------------------------
+
+
+def escalation_assign(*, escalation: Escalation, assignee, actor) -> None:
+    with transaction.atomic():
+        if not transitions.escalation_assign(escalation, assignee=assignee, actor=actor):
+            raise ActionRefused(f"escalation #{escalation.id} is no longer open")
+
+
+_RESOLUTIONS = {
+    "accept": (Escalation.State.RESOLVED, Escalation.Resolution.ACCEPTED),
+    "dismiss": (Escalation.State.DISMISSED, Escalation.Resolution.DISMISSED),
+    "retry": (Escalation.State.RESOLVED, Escalation.Resolution.RETRIED),
+}
+
+
+def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", actor) -> None:
+    """retry (the run gets a new attempt), accept (the partial result stands) or dismiss (with a reason)."""
+    if action not in _RESOLUTIONS:
+        raise ActionRefused(f"unknown action {action!r}: retry, accept or dismiss")
+    if action == "dismiss" and not note.strip():
+        raise ActionRefused("say why you dismiss it")
+    if action == "retry" and escalation.run is None:
+        raise ActionRefused("this escalation concerns the whole batch: retry its runs one by one")
+    state, resolution = _RESOLUTIONS[action]
+    with transaction.atomic():
+        if action == "retry":
+            run_retry(run=escalation.run, actor=actor)
+        if not transitions.escalation_close(escalation, state=state, resolution=resolution, note=note, actor=actor):
+            raise ActionRefused(f"escalation #{escalation.id} is no longer open")
+
+
+def review_submit(*, batch: Batch, author, decision: str, comment: str = "") -> Review:
+    if decision not in Review.Decision.values:
+        raise ActionRefused(f"unknown decision {decision!r}")
+    if decision == Review.Decision.REQUEST_CHANGES and not comment.strip():
+        raise ActionRefused("say what should change")
+    with transaction.atomic():
+        review = Review.objects.create(batch=batch, author=author, decision=decision, comment=comment)
+        events.record(
+            batch_id=batch.id, kind=EventKind.of("review", decision), data={"review": review.id}, actor=author
+        )
+    return review

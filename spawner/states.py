@@ -85,3 +85,51 @@ class PromptVia(models.TextChoices):
     STDIN = "stdin", "standard input"
     ENV = "env", "environment variable SPAWNER_PROMPT"
     FILE = "file", "file ({prompt_file} in argv, SPAWNER_PROMPT_FILE in env)"
+
+
+class EventKind(models.TextChoices):
+    """Every kind of entry in the event log, one definition each."""
+
+    BATCH_LAUNCHED = "batch.launched"
+    BATCH_CANCEL_REQUESTED = "batch.cancel_requested"
+    BATCH_REOPENED = "batch.reopened"
+    BATCH_POLICY_CHANGED = "batch.policy_changed"
+    BATCH_SUCCEEDED = "batch.succeeded"
+    BATCH_PARTIAL = "batch.partial"
+    BATCH_FAILED = "batch.failed"
+    BATCH_CANCELLED = "batch.cancelled"
+    RUN_PENDING = "run.pending"  # reopened: a dependency is retried
+    RUN_QUEUED = "run.queued"
+    RUN_RETRYING = "run.retrying"  # an automatic retry after a backoff
+    RUN_RETRIED = "run.retried"  # a person asked for another attempt
+    RUN_RUNNING = "run.running"
+    RUN_OUTPUT = "run.output"
+    RUN_SUCCEEDED = "run.succeeded"
+    RUN_FAILED = "run.failed"
+    RUN_TIMED_OUT = "run.timed_out"
+    RUN_LOST = "run.lost"
+    RUN_CANCELLED = "run.cancelled"
+    RUN_SKIPPED = "run.skipped"
+    ATTEMPT_SUCCEEDED = "attempt.succeeded"
+    ATTEMPT_FAILED = "attempt.failed"
+    ATTEMPT_TIMED_OUT = "attempt.timed_out"
+    ATTEMPT_LOST = "attempt.lost"
+    ATTEMPT_CANCELLED = "attempt.cancelled"
+    AGGREGATION_COMPUTED = "aggregation.computed"
+    ESCALATION_OPENED = "escalation.opened"
+    ESCALATION_ASSIGNED = "escalation.assigned"
+    ESCALATION_RESOLVED = "escalation.resolved"
+    ESCALATION_DISMISSED = "escalation.dismissed"
+    REVIEW_APPROVE = "review.approve"
+    REVIEW_REQUEST_CHANGES = "review.request_changes"
+    REVIEW_COMMENT = "review.comment"
+
+    @classmethod
+    def of(cls, subject: str, status: str) -> EventKind:
+        """The event that records `subject` ("run", "attempt", "batch", ...) reaching `status`."""
+        return cls(f"{subject}.{status}")
+
+
+ESCALATION_EVENTS = frozenset(k for k in EventKind if k.startswith("escalation."))
+REVIEW_EVENTS = frozenset(k for k in EventKind if k.startswith("review."))
+FANIN_EVENTS = ESCALATION_EVENTS | REVIEW_EVENTS | {EventKind.AGGREGATION_COMPUTED}

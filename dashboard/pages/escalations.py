@@ -17,7 +17,7 @@ from dashboard.pages.actions import LAUNCH, admin_only_refusal
 from dashboard.pages.fanin_queries import QueueFilters
 from dashboard.pages.forms import AssignForm, ResolveForm
 from dashboard.pages.views import HtmxHttpRequest
-from spawner.engine import fanin
+from spawner import services
 from spawner.errors import ActionRefused
 from spawner.models import Escalation
 
@@ -55,7 +55,7 @@ def escalation_assign(request: HtmxHttpRequest, escalation_id: int):
         return _answer(request, escalation, error="choose a teammate from the list", status=400)
     assignee = form.cleaned_data["assignee"]
     try:
-        fanin.escalation_assign(escalation=escalation, assignee=assignee, actor=request.user)
+        services.escalation_assign(escalation=escalation, assignee=assignee, actor=request.user)
     except ActionRefused as exc:
         return _answer(request, escalation, error=str(exc), status=409)
     who = assignee.get_username() if assignee else "nobody"
@@ -77,7 +77,7 @@ def escalation_resolve(request: HtmxHttpRequest, escalation_id: int):
         if escalation.run and (refusal := admin_only_refusal(request.user, [escalation.run])):
             return _answer(request, escalation, error=refusal, status=403)
     try:
-        fanin.escalation_resolve(escalation=escalation, action=action, note=note, actor=request.user)
+        services.escalation_resolve(escalation=escalation, action=action, note=note, actor=request.user)
     except ActionRefused as exc:
         return _answer(request, escalation, error=str(exc), status=409)
     done = {

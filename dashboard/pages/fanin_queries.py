@@ -16,9 +16,9 @@ from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, Prefetch, Value, When
 
-from dashboard.pages.queries import page_number, run_url_template
+from dashboard.pages.links import page_number, run_url_template
+from spawner import selectors
 from spawner.core import aggregation
-from spawner.engine import fanin
 from spawner.models import Aggregation, Batch, Escalation, RunAttempt, RunEvent
 
 SEVERITY_RANK = {s: i for i, s in enumerate(aggregation.SEVERITIES)}
@@ -112,7 +112,7 @@ def findings_context(batch: Batch, data: dict, filters: FindingFilters) -> dict:
 
 
 def review_context(batch: Batch) -> dict:
-    state = fanin.review_state(batch)
+    state = selectors.review_state(batch)
     return {
         "batch": batch,
         "review_state": state,
@@ -172,7 +172,7 @@ def batch_fanin(batch: Batch) -> dict:
     """What the batch page's header says about the fan-in: a result, its review, open escalations."""
     return {
         "has_result": Aggregation.objects.filter(batch=batch).exists(),
-        "review_state": fanin.review_state(batch),
+        "review_state": selectors.review_state(batch),
         "open_escalations": batch.escalations.filter(state=Escalation.State.OPEN).count(),
     }
 
@@ -309,4 +309,4 @@ def card_context(escalation_id: int) -> dict:
 
 
 def badge_context() -> dict:
-    return {"open_escalations": fanin.open_escalations_count()}
+    return {"open_escalations": selectors.open_escalations_count()}

@@ -15,9 +15,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models.functions import Right
-from django.urls import reverse
 from django.utils import timezone
 
+from dashboard.pages.fanin_queries import batch_fanin
+from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, Mode, RunStatus
@@ -76,14 +77,6 @@ def elapsed(batch: Batch, now: datetime | None = None) -> float:
 
 
 # --- batches list -------------------------------------------------------------------------
-
-
-def page_number(query) -> int:
-    """The `page` query parameter, 1 when missing or not a number."""
-    try:
-        return max(1, int(query.get("page", 1)))
-    except ValueError:
-        return 1
 
 
 @dataclass(frozen=True)
@@ -174,14 +167,7 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
     return runs
 
 
-def run_url_template() -> str:
-    """The run page's URL with a hole for the id: reversing once beats reversing per row."""
-    return reverse("run", args=[987654321]).replace("987654321", "{}")
-
-
 def batch_header_context(batch: Batch) -> dict:
-    from dashboard.pages.fanin_queries import batch_fanin
-
     progress = Progress(selectors.batches_progress([batch.id])[batch.id])
     return {
         **batch_fanin(batch),

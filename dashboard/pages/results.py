@@ -15,8 +15,8 @@ from dashboard.pages import fanin_queries
 from dashboard.pages.fanin_queries import FindingFilters
 from dashboard.pages.forms import ReviewForm
 from dashboard.pages.views import HtmxHttpRequest
+from spawner import services
 from spawner.core import aggregation
-from spawner.engine import fanin
 from spawner.errors import ActionRefused
 from spawner.models import Aggregation, Batch
 
@@ -46,7 +46,7 @@ def batch_review(request: HtmxHttpRequest, batch_id: int):
         error, status = "choose approve, request changes or comment", 400
     else:
         try:
-            fanin.review_submit(batch=batch, author=request.user, **form.cleaned_data)
+            services.review_submit(batch=batch, author=request.user, **form.cleaned_data)
         except ActionRefused as exc:
             error, status = str(exc), 409
     if not request.htmx:

@@ -9,7 +9,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
 from dashboard.pages import ansi
-from spawner.engine import fanin
+from spawner import selectors
 
 register = template.Library()
 
@@ -52,7 +52,7 @@ def percent(value: float | None) -> str:
 @register.simple_tag
 def open_escalations_count() -> int:
     """For the header badge on every page; the site websocket keeps it current."""
-    return fanin.open_escalations_count()
+    return selectors.open_escalations_count()
 
 
 @register.filter

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, RunStatus
+from spawner.core.rules import batch_outcome
+from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, RunStatus
 
 # A dependency in one of these states can no longer succeed.
 _DEAD = RUN_TERMINAL - {RunStatus.SUCCEEDED}
@@ -65,20 +66,6 @@ def skipped_by_failed_dependencies(runs: Sequence[RunView]) -> list[str]:
     return skipped
 
 
-def outcome(statuses: Sequence[str], *, cancel_requested: bool, fail_fast: bool, race: bool = False) -> str:
-    if cancel_requested:
-        return BatchStatus.CANCELLED
-    if all(s == RunStatus.SUCCEEDED for s in statuses):
-        return BatchStatus.SUCCEEDED
-    if race and any(s == RunStatus.SUCCEEDED for s in statuses):
-        return BatchStatus.SUCCEEDED  # a race needs one winner
-    if fail_fast and any(s in RUN_FAILED for s in statuses):
-        return BatchStatus.FAILED
-    if any(s == RunStatus.SUCCEEDED for s in statuses):
-        return BatchStatus.PARTIAL
-    return BatchStatus.FAILED
-
-
 def decide(runs: Sequence[RunView], limits: Limits, now: float) -> Decision:
     decision = Decision(type_next_start=dict(limits.type_next_start))
     status = {r.key: r.status for r in runs}
@@ -100,7 +87,7 @@ def decide(runs: Sequence[RunView], limits: Limits, now: float) -> Decision:
 
     if all(s in RUN_TERMINAL for s in status.values()):
         decision.finished = True
-        decision.outcome = outcome(
+        decision.outcome = batch_outcome(
             list(status.values()),
             cancel_requested=limits.cancel_requested,
             fail_fast=limits.fail_fast,

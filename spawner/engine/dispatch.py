@@ -8,67 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
 from spawner.core import scheduling, timings
-from spawner.engine import events, fanin, webhooks
+from spawner.engine import fanin, transitions, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
-from spawner.states import RUN_ACTIVE, AttemptStatus, BatchStatus, FailurePolicy, Mode, RunStatus, Strategy
-
-
-def enqueue_attempt(attempt: RunAttempt, batch_id: int) -> None:
-    """Hand the attempt to a q2 worker once the transaction that created it commits.
-
-    With the ORM broker the message is a row in the same database, so it is written in the
-    same transaction (it appears exactly when the attempt does, with no extra commit);
-    with Redis it is sent after the commit.
-    """
-    from django_q.tasks import async_task
-
-    attempt_id = attempt.id
-
-    def send() -> None:
-        async_task(
-            "spawner.engine.tasks.execute_attempt",
-            attempt_id,
-            task_name=f"attempt-{attempt_id}",
-            group=f"batch-{batch_id}",
-        )
-
-    if settings.Q_CLUSTER.get("orm") == "default":
-        send()
-    else:
-        transaction.on_commit(send)
-
-
-def attempt_create(run: AgentRun, *, not_before: datetime, reason: str, actor=None) -> RunAttempt:
-    """Queue the next attempt of a run (first try, retry or manual retry). Caller holds the batch lock."""
-    number = run.attempt + 1
-    attempt = RunAttempt.objects.create(run=run, number=number, not_before=not_before)
-    now = timezone.now()
-    AgentRun.objects.filter(id=run.id).update(
-        attempt=number,
-        status=RunStatus.QUEUED,
-        queued_at=now,
-        finished_at=None,
-        error="",
-        output_tail="",
-    )
-    run.attempt, run.status = number, RunStatus.QUEUED
-    events.record(
-        batch_id=run.batch_id,
-        run_id=run.id,
-        attempt=number,
-        kind=f"run.{reason}",
-        status=RunStatus.QUEUED,
-        data={"not_before": not_before.isoformat()},
-        actor=actor,
-    )
-    enqueue_attempt(attempt, run.batch_id)
-    return attempt
+from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 
 def _type_limits(runs: list[AgentRun]) -> dict:
@@ -130,14 +77,14 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
         for key in decision.skip:
             run = by_key[key]
             failed = [d for d in run.depends_on if by_key[d].status != RunStatus.SUCCEEDED]
-            run_close(run, status=RunStatus.SKIPPED, error=f"dependency did not succeed: {', '.join(failed)}")
+            transitions.run_skip(run, error=f"dependency did not succeed: {', '.join(failed)}")
         for key in decision.cancel:
-            run_stop(by_key[key], error=_stop_reason(batch))
+            transitions.run_cancel(by_key[key], error=_stop_reason(batch))
         for key, not_before in decision.start:
-            attempt_create(
+            transitions.attempt_queue(
                 by_key[key],
                 not_before=now + timedelta(seconds=max(0.0, not_before - now.timestamp())),
-                reason="queued",
+                reason=EventKind.RUN_QUEUED,
             )
         if decision.finished:
             batch_finish(batch, decision.outcome)
@@ -152,37 +99,12 @@ def _stop_reason(batch: Batch) -> str:
     return "cancelled: fail_fast"
 
 
-def run_close(run: AgentRun, *, status: str, error: str = "", actor=None) -> None:
-    """Put a run that is not running into a final state."""
-    now = timezone.now()
-    AgentRun.objects.filter(id=run.id).update(status=status, finished_at=now, error=error)
-    run.status = status
-    events.record(
-        batch_id=run.batch_id,
-        run_id=run.id,
-        attempt=run.attempt or None,
-        kind=f"run.{status}",
-        status=status,
-        data={"error": error} if error else {},
-        actor=actor,
-    )
-
-
-def run_stop(run: AgentRun, *, error: str, actor=None) -> None:
-    """Cancel a run in any non-final state; its worker sees the attempt change and kills the process."""
-    if run.status in RUN_ACTIVE:
-        RunAttempt.objects.filter(
-            run_id=run.id, number=run.attempt, status__in=[AttemptStatus.QUEUED, AttemptStatus.RUNNING]
-        ).update(status=AttemptStatus.CANCELLED, finished_at=timezone.now(), error=error)
-    run_close(run, status=RunStatus.CANCELLED, error=error, actor=actor)
-
-
 def batch_finish(batch: Batch, outcome: str) -> None:
+    """Close the batch with its figures, combine its results, tell its webhook."""
     now = timezone.now()
     figures = _batch_figures(batch, finished_at=now)
-    Batch.objects.filter(id=batch.id).update(status=outcome, finished_at=now, **figures)
-    batch.status = outcome
-    events.record(batch_id=batch.id, kind=f"batch.{outcome}", status=outcome, data=figures)
+    if not transitions.batch_end(batch, outcome, figures=figures, now=now):
+        return
     agg = fanin.aggregation_compute(batch)
     webhooks.notify(batch, "batch.ended", {**figures, "aggregation": agg.status})
 
@@ -198,10 +120,6 @@ def advance_all_running() -> int:
     for batch_id in ids:
         batch_advance(batch_id)
     return len(ids)
-
-
-def backoff_delay(attempt_number: int, base: float) -> float:
-    return min(base * (2 ** (attempt_number - 1)), settings.SPAWNER["BACKOFF_MAX_SECONDS"])
 
 
 def _batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:

@@ -19,11 +19,11 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, fanin
+from spawner.engine import dispatch, events, transitions
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
-from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
+from spawner.states import AttemptStatus, BatchStatus, EventKind, RunStatus
 
 RESULT_MAX_BYTES = 1_000_000
 log = logging.getLogger(__name__)
@@ -143,97 +143,35 @@ def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
         # finish and cancel also follow), so it cannot deadlock with them.
         if wait := _stagger_wait(attempt, now):
             return False, wait
-        claimed = RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.QUEUED).update(
-            log_path=str(attempt_paths(attempt)[0]),
-            status=AttemptStatus.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            host=HOST,
-            worker_pid=os.getpid(),
+        claimed = transitions.attempt_start(
+            attempt, now=now, host=HOST, pid=os.getpid(), log_path=str(attempt_paths(attempt)[0])
         )
-        if not claimed:
-            return False, 0.0
-        AgentRun.objects.filter(id=attempt.run_id, attempt=attempt.number).update(
-            status=RunStatus.RUNNING, started_at=now
-        )
-        events.record(
-            batch_id=attempt.run.batch_id,
-            run_id=attempt.run_id,
-            attempt=attempt.number,
-            kind="run.running",
-            status=RunStatus.RUNNING,
-            data={"host": HOST, "worker_pid": os.getpid()},
-        )
-    return True, 0.0
+    return claimed, 0.0
 
 
 # --- finishing --------------------------------------------------------------------------
 
 
-def attempt_finish(
-    attempt: RunAttempt,
-    *,
-    status: str,
-    exit_code: int | None = None,
-    error: str = "",
-    from_status: str = AttemptStatus.RUNNING,
-) -> bool:
-    """Record an attempt's end; retry it or close its run; advance the batch. False if stale."""
+def attempt_finish(attempt: RunAttempt, *, status: str, exit_code: int | None = None, error: str = "") -> bool:
+    """Record an attempt's end with what it left behind; retry it or close its run; advance the batch.
+
+    False if the attempt was no longer running (reaped, cancelled, or a late answer).
+    """
     run = attempt.run
-    now = timezone.now()
     result, result_error = (None, "")
     log_path, result_path, _ = attempt_paths(attempt)
     if status == AttemptStatus.SUCCEEDED or result_path.exists():
         result, result_error = read_result(result_path)
-    tail = read_tail(log_path, conf("TAIL_BYTES"))
-    with transaction.atomic():
-        batch = Batch.objects.select_for_update().get(id=run.batch_id)
-        changed = RunAttempt.objects.filter(id=attempt.id, status=from_status).update(
-            status=status, finished_at=now, exit_code=exit_code, error=error
-        )
-        if not changed:
-            return False
-        run = AgentRun.objects.get(id=run.id)
-        if run.attempt != attempt.number:
-            return False
-        started_at = RunAttempt.objects.values_list("started_at", flat=True).get(id=attempt.id)
-        ran = (now - started_at).total_seconds() if started_at else 0.0
-        AgentRun.objects.filter(id=run.id).update(
-            exit_code=exit_code,
-            output_tail=tail,
-            duration_seconds=(run.duration_seconds or 0.0) + ran,
-            result=result,
-            result_error=result_error,
-        )
-        events.record(
-            batch_id=run.batch_id,
-            run_id=run.id,
-            attempt=attempt.number,
-            kind=f"attempt.{status}",
-            status=status,
-            data={"exit_code": exit_code, "error": error, "seconds": round(ran, 3)},
-        )
-        retry = (
-            status in ATTEMPT_RETRYABLE
-            and attempt.number <= run.retries
-            and batch.status == BatchStatus.RUNNING
-            and not batch.cancel_requested
-        )
-        if retry:
-            delay = dispatch.backoff_delay(attempt.number, batch.backoff_seconds)
-            dispatch.attempt_create(run, not_before=now + timedelta(seconds=delay), reason="retrying")
-        else:
-            final = RunStatus.SUCCEEDED if status == AttemptStatus.SUCCEEDED else status
-            AgentRun.objects.filter(id=run.id).update(status=final, finished_at=now, error=error)
-            fanin.on_run_ended(run, final, error)
-            events.record(
-                batch_id=run.batch_id,
-                run_id=run.id,
-                attempt=attempt.number,
-                kind=f"run.{final}",
-                status=final,
-                data={"exit_code": exit_code, "error": error} if error or exit_code else {},
-            )
+    end = transitions.AttemptEnd(
+        status=status,
+        exit_code=exit_code,
+        error=error,
+        tail=read_tail(log_path, conf("TAIL_BYTES")),
+        result=result,
+        result_error=result_error,
+    )
+    if not transitions.attempt_end(attempt, end, backoff_cap=conf("BACKOFF_MAX_SECONDS")):
+        return False
     dispatch.batch_advance(run.batch_id)
     if run.agent_type.max_concurrency:
         # A slot of a capped type opened: other batches may be waiting for it.
@@ -368,7 +306,7 @@ def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:
                 batch_id=attempt.run.batch_id,
                 run_id=attempt.run_id,
                 attempt=attempt.number,
-                kind="run.output",
+                kind=EventKind.RUN_OUTPUT,
                 data={"bytes": size},
             )
     return size

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from spawner.engine import dispatch, execution
+from spawner.engine import dispatch, execution, queue
 from spawner.models import RunAttempt, WorkerHeartbeat
 from spawner.states import AttemptStatus
 
@@ -60,7 +60,7 @@ def resend_abandoned(now=None) -> int:
     for attempt in abandoned:
         # Claim the resend, so two reapers do not both send it.
         if RunAttempt.objects.filter(id=attempt.id, heartbeat_at=attempt.heartbeat_at).update(heartbeat_at=None):
-            dispatch.enqueue_attempt(attempt, attempt.run.batch_id)
+            queue.enqueue_attempt(attempt, attempt.run.batch_id)
             sent += 1
     return sent
 

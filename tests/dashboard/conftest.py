@@ -8,8 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from spawner import services
-from spawner.engine import events
+from spawner.engine import events, transitions
 from spawner.models import AgentRun, Batch, RunAttempt
+from spawner.states import EventKind
 
 SPEC = """\
 name: demo
@@ -56,33 +57,40 @@ def make_batch(agent_types, tmp_path):
     return make
 
 
-def move(run: AgentRun, status: str, *, output: str | None = None, error: str = "") -> AgentRun:
-    """What the engine does when a run changes: the row and its event, in one transaction."""
+def move(run: AgentRun, status: str, *, output: str | None = None, error: str = "", result=None) -> AgentRun:
+    """Move a run as the engine does, through its transitions (row and event in one transaction)."""
     now = timezone.now()
     with transaction.atomic():
-        fields: dict = {"status": status}
-        if status == "running":
-            fields["started_at"] = now
-            RunAttempt.objects.filter(run=run, number=run.attempt).update(status="running", started_at=now)
-        elif status in ("succeeded", "failed"):
-            fields.update(finished_at=now, duration_seconds=1.5, error=error)
-            RunAttempt.objects.filter(run=run, number=run.attempt).update(
-                status=status, finished_at=now, exit_code=0 if status == "succeeded" else 1, error=error
-            )
+        if run.status == "pending":
+            transitions.attempt_queue(run, not_before=now, reason=EventKind.RUN_QUEUED)
+        attempt = RunAttempt.objects.select_related("run__batch").get(run=run, number=run.attempt)
+        if status == "running" and run.status != "running":
+            transitions.attempt_start(attempt, now=now, host="test", pid=0, log_path="")
         if output is not None:
-            fields["output_tail"] = output
-        AgentRun.objects.filter(id=run.id).update(**fields)
-        kind = "run.output" if output is not None and status == run.status else f"run.{status}"
-        events.record(batch_id=run.batch_id, run_id=run.id, attempt=run.attempt, kind=kind, status=status)
+            AgentRun.objects.filter(id=run.id).update(output_tail=output)
+            if status == "running":
+                events.record(batch_id=run.batch_id, run_id=run.id, attempt=run.attempt, kind=EventKind.RUN_OUTPUT)
+        if status in ("succeeded", "failed"):
+            if run.status != "running":
+                transitions.attempt_start(attempt, now=now, host="test", pid=0, log_path="")
+            end = transitions.AttemptEnd(
+                status=status,
+                exit_code=0 if status == "succeeded" else 1,
+                error=error,
+                tail=output if output is not None else AgentRun.objects.get(id=run.id).output_tail,
+                result=result,
+            )
+            transitions.attempt_end(attempt, end, backoff_cap=0)
+            AgentRun.objects.filter(id=run.id).update(duration_seconds=1.5)
     run.refresh_from_db()
     return run
 
 
 def finish(batch: Batch, status: str = "succeeded", wall: float = 2.0) -> Batch:
-    Batch.objects.filter(id=batch.id).update(
-        status=status, finished_at=timezone.now(), wall_seconds=wall, sum_seconds=4.0, speedup=2.0, efficiency=1.0
-    )
-    events.record(batch_id=batch.id, kind=f"batch.{status}", status=status)
+    """End a batch as the engine does, with chosen figures."""
+    figures = {"wall_seconds": wall, "sum_seconds": 4.0, "speedup": 2.0, "efficiency": 1.0}
+    with transaction.atomic():
+        transitions.batch_end(batch, status, figures=figures, now=timezone.now())
     batch.refresh_from_db()
     return batch
 
@@ -131,10 +139,8 @@ def end_with_results(batch: Batch, results: dict[str, dict | None], failed: tupl
 
     for run in batch.runs.order_by("order"):
         run = move(run, "running", output=f"{run.key} says hello\n")
-        AgentRun.objects.filter(id=run.id).update(result=results.get(run.key))
         status = "failed" if run.key in failed else "succeeded"
-        run = move(run, status, error="exit code 1" if run.key in failed else "")
-        fanin.on_run_ended(run, status, run.error)
+        run = move(run, status, error="exit code 1" if run.key in failed else "", result=results.get(run.key))
     batch = finish(batch, "partial" if failed else "succeeded")
     fanin.aggregation_compute(batch)
     return batch

@@ -13,7 +13,9 @@ from django.test import Client
 
 from dashboard.live import topics
 from dashboard.live.relay import get_relay
+from spawner import services
 from spawner.asgi import application
+from spawner.models import AgentRun
 from tests.dashboard.conftest import finish, move
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -255,12 +257,10 @@ def test_a_topic_whose_batch_was_deleted_closes_its_clients_for_good(member, mak
 
 
 def open_p0_escalation(batch):
-    from spawner.engine import fanin
-
+    """A P0 run fails: the engine opens an escalation after recording the failure."""
+    AgentRun.objects.filter(batch=batch, key="lint").update(priority=0)
     run = batch.runs.get(key="lint")
-    run = move(move(run, "running"), "failed", error="exit code 1")
-    fanin.on_run_ended(run, "failed", "exit code 1")
-    return run
+    return move(move(run, "running"), "failed", error="exit code 1")
 
 
 def test_the_header_badge_counts_open_escalations_live(member, make_batch, cookie):
@@ -283,7 +283,6 @@ def test_the_header_badge_counts_open_escalations_live(member, make_batch, cooki
 
 
 def test_the_queue_puts_a_new_escalation_on_top_and_updates_its_card(member, make_batch, cookie):
-    from spawner.engine import fanin
     from spawner.models import AgentRun, Escalation
 
     batch = make_batch(member)
@@ -295,7 +294,7 @@ def test_the_queue_puts_a_new_escalation_on_top_and_updates_its_card(member, mak
         await database_sync_to_async(open_p0_escalation)(batch)
         opened = await receive_until(ws, "afterbegin:#escalation-list")
         escalation = await database_sync_to_async(Escalation.objects.get)(batch=batch)
-        await database_sync_to_async(fanin.escalation_assign)(escalation=escalation, assignee=member, actor=member)
+        await database_sync_to_async(services.escalation_assign)(escalation=escalation, assignee=member, actor=member)
         assigned = await receive_until(ws, '<strong class="assignee">mia</strong>')
         await ws.disconnect()
         return snapshot, opened, assigned, escalation
@@ -309,7 +308,6 @@ def test_the_queue_puts_a_new_escalation_on_top_and_updates_its_card(member, mak
 
 
 def test_a_card_follows_its_run_after_a_retry(member, make_batch, cookie):
-    from spawner.engine import fanin
     from spawner.models import AgentRun, Escalation
 
     batch = make_batch(member)
@@ -320,7 +318,7 @@ def test_a_card_follows_its_run_after_a_retry(member, make_batch, cookie):
     async def scenario():
         ws = await connect("/ws/escalations/?show=all", cookie)
         await ws.receive_from(timeout=5)
-        await database_sync_to_async(fanin.escalation_resolve)(escalation=escalation, action="retry", actor=member)
+        await database_sync_to_async(services.escalation_resolve)(escalation=escalation, action="retry", actor=member)
         retried = await receive_until(ws, "Retried the run")
         running = await database_sync_to_async(AgentRun.objects.get)(id=run.id)
         await database_sync_to_async(move)(running, "running")
@@ -334,14 +332,13 @@ def test_a_card_follows_its_run_after_a_retry(member, make_batch, cookie):
 
 
 def test_the_result_page_hears_of_new_reviews(member, make_batch, cookie):
-    from spawner.engine import fanin
 
     batch = finish(make_batch(member))
 
     async def scenario():
         ws = await connect(f"/ws/batches/{batch.id}/result/", cookie)
         snapshot = await ws.receive_from(timeout=5)
-        await database_sync_to_async(fanin.review_submit)(batch=batch, author=member, decision="approve")
+        await database_sync_to_async(services.review_submit)(batch=batch, author=member, decision="approve")
         approved = await receive_until(ws, 'id="review-record"')
         await ws.disconnect()
         return snapshot, approved

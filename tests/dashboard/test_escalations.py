@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spawner.engine import fanin
+from spawner import services
+from spawner.engine import transitions
 from spawner.models import Escalation, RunEvent
 from tests.dashboard.conftest import FANIN_SPEC, end_with_results, finish, grant
 
@@ -42,7 +43,7 @@ def test_every_page_shows_the_open_count_in_its_header(signed_in, escalation):
 
 
 def test_open_escalations_come_first_and_closed_ones_only_under_all(signed_in, member, make_batch, escalation):
-    fanin.escalation_resolve(escalation=escalation, action="accept", actor=member)
+    services.escalation_resolve(escalation=escalation, action="accept", actor=member)
     later = end_with_results(make_batch(member, text=FANIN_SPEC), {}, failed=("critical",))
     newer = Escalation.objects.get(batch=later)
     html = signed_in.get("/escalations/").content.decode()
@@ -54,7 +55,7 @@ def test_open_escalations_come_first_and_closed_ones_only_under_all(signed_in, m
 
 def test_mine_shows_what_is_assigned_to_me(signed_in, member, teammate, escalation):
     assert "Nothing is assigned to you" in signed_in.get("/escalations/?show=mine").content.decode()
-    fanin.escalation_assign(escalation=escalation, assignee=member, actor=teammate)
+    services.escalation_assign(escalation=escalation, assignee=member, actor=teammate)
     html = signed_in.get("/escalations/?show=mine").content.decode()
     assert f'id="escalation-{escalation.id}"' in html
 
@@ -132,7 +133,7 @@ def test_dismissing_with_a_reason_closes_it(signed_in, member, escalation):
 
 
 def test_resolving_a_closed_escalation_is_refused(signed_in, member, escalation):
-    fanin.escalation_resolve(escalation=escalation, action="accept", actor=member)
+    services.escalation_resolve(escalation=escalation, action="accept", actor=member)
     for action in ("accept", "dismiss", "retry"):
         response = signed_in.post(f"/escalations/{escalation.id}/resolve/", {"action": action, "note": "x"}, headers=HX)
         assert response.status_code == 409, action
@@ -142,7 +143,7 @@ def test_resolving_a_closed_escalation_is_refused(signed_in, member, escalation)
 
 def test_a_vote_escalation_cannot_be_retried_as_one_run(signed_in, member, make_batch):
     batch = finish(make_batch(member), "succeeded")
-    escalation = fanin.escalation_open(batch=batch, run=None, kind="vote", reason="tie between fail, pass")
+    escalation = transitions.escalation_open(batch=batch, run=None, kind="vote", reason="tie between fail, pass")
     html = signed_in.get("/escalations/").content.decode()
     assert "Retry the run" not in card(html, escalation)
     response = signed_in.post(f"/escalations/{escalation.id}/resolve/", {"action": "retry"}, headers=HX)

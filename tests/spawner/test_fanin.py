@@ -9,8 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from django.contrib.auth import get_user_model
 
-from spawner import services
-from spawner.engine import fanin
+from spawner import selectors, services
 from spawner.errors import ActionRefused
 from spawner.models import Aggregation, Escalation, RunEvent
 from tests.spawner.helpers import launch, pid_alive, wait_batch, wait_for
@@ -65,9 +64,9 @@ tasks:
 
     users = get_user_model()
     alice, bob = users.objects.create_user("alice"), users.objects.create_user("bob")
-    fanin.escalation_assign(escalation=escalation, assignee=bob, actor=alice)
+    services.escalation_assign(escalation=escalation, assignee=bob, actor=alice)
     marker.touch()
-    fanin.escalation_resolve(escalation=escalation, action="retry", note="fixed the marker", actor=bob)
+    services.escalation_resolve(escalation=escalation, action="retry", note="fixed the marker", actor=bob)
     batch = wait_batch(batch)
 
     escalation.refresh_from_db()
@@ -79,7 +78,7 @@ tasks:
     assert actors["escalation.assigned"] == "alice"
     assert actors["escalation.resolved"] == "bob"
     with pytest.raises(ActionRefused):
-        fanin.escalation_resolve(escalation=escalation, action="accept", actor=bob)
+        services.escalation_resolve(escalation=escalation, action="accept", actor=bob)
 
 
 def test_a_run_that_succeeds_on_its_own_retry_closes_its_escalation(cluster, agent_types, tmp_path):
@@ -109,10 +108,10 @@ tasks:
     assert escalation.kind == "vote" and escalation.run is None
     assert "tie" in escalation.reason
     with pytest.raises(ActionRefused, match="whole batch"):
-        fanin.escalation_resolve(escalation=escalation, action="retry", actor=None)
+        services.escalation_resolve(escalation=escalation, action="retry", actor=None)
     with pytest.raises(ActionRefused, match="say why"):
-        fanin.escalation_resolve(escalation=escalation, action="dismiss", note=" ", actor=None)
-    fanin.escalation_resolve(escalation=escalation, action="dismiss", note="humans decided: pass", actor=None)
+        services.escalation_resolve(escalation=escalation, action="dismiss", note=" ", actor=None)
+    services.escalation_resolve(escalation=escalation, action="dismiss", note="humans decided: pass", actor=None)
     escalation.refresh_from_db()
     assert escalation.state == "dismissed"
 
@@ -123,15 +122,15 @@ def test_reviews_decide_the_review_state(db):
     users = get_user_model()
     alice, bob = users.objects.create_user("alice"), users.objects.create_user("bob")
     batch = Batch.objects.create(name="b", spec={})
-    assert fanin.review_state(batch) == "pending"
-    fanin.review_submit(batch=batch, author=alice, decision="approve")
-    assert fanin.review_state(batch) == "approved"
-    fanin.review_submit(batch=batch, author=bob, decision="request_changes", comment="merge is missing docs")
-    assert fanin.review_state(batch) == "changes_requested"
-    fanin.review_submit(batch=batch, author=bob, decision="approve", comment="ok now")
-    assert fanin.review_state(batch) == "approved"
+    assert selectors.review_state(batch) == "pending"
+    services.review_submit(batch=batch, author=alice, decision="approve")
+    assert selectors.review_state(batch) == "approved"
+    services.review_submit(batch=batch, author=bob, decision="request_changes", comment="merge is missing docs")
+    assert selectors.review_state(batch) == "changes_requested"
+    services.review_submit(batch=batch, author=bob, decision="approve", comment="ok now")
+    assert selectors.review_state(batch) == "approved"
     with pytest.raises(ActionRefused, match="say what should change"):
-        fanin.review_submit(batch=batch, author=bob, decision="request_changes")
+        services.review_submit(batch=batch, author=bob, decision="request_changes")
 
 
 HOOKED = "name: w\nagent: sh\nwebhook: {url}\ntasks:\n  - {{key: a, prompt: 'true'}}\n"

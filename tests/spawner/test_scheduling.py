@@ -247,12 +247,3 @@ def test_a_batch_finishes_when_skipping_leaves_nothing_to_run():
     decision = scheduling.decide(runs, Limits(max_parallel=2), NOW)
     assert decision.skip == ["c"]
     assert (decision.finished, decision.outcome) == (True, BatchStatus.PARTIAL)
-
-
-def test_under_fail_fast_a_failure_fails_the_batch_even_if_others_succeeded():
-    assert scheduling.outcome([SUCCEEDED, FAILED], cancel_requested=False, fail_fast=True) == BatchStatus.FAILED
-    assert scheduling.outcome([SUCCEEDED, FAILED], cancel_requested=False, fail_fast=False) == (BatchStatus.PARTIAL)
-
-
-def test_a_cancel_request_wins_over_every_other_outcome():
-    assert scheduling.outcome([SUCCEEDED], cancel_requested=True, fail_fast=True) == BatchStatus.CANCELLED

@@ -1,0 +1,361 @@
+"""Every status change of an attempt, run, batch or escalation, with its event, in one place.
+
+Each transition in `TABLE` names the states it may come from and those it may lead to. It is a
+conditional update fenced on the current state (and, for a run, on the attempt that speaks), and
+it appends its RunEvent in the same transaction, in causal order: a run's end is logged before
+the escalation it opens. A transition from a state it does not allow changes nothing and returns
+False (a re-delivered task, a late answer from a reaped attempt); services acting for a person turn
+that into ActionRefused. No other module writes these statuses (a test checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import models, transaction
+from django.utils import timezone
+
+from spawner.core import rules
+from spawner.engine import events, queue, webhooks
+from spawner.models import AgentRun, Batch, Escalation, RunAttempt
+from spawner.states import (
+    ATTEMPT_TERMINAL,
+    BATCH_TERMINAL,
+    RUN_ACTIVE,
+    RUN_TERMINAL,
+    AttemptStatus,
+    BatchStatus,
+    EventKind,
+    RunStatus,
+)
+
+OPEN = Escalation.State.OPEN
+
+
+@dataclass(frozen=True)
+class Transition:
+    model: type[models.Model]
+    field: str
+    sources: frozenset[str]
+    targets: frozenset[str]
+
+
+def _t(model, field, sources, targets) -> Transition:
+    return Transition(model, field, frozenset(sources), frozenset(targets))
+
+
+TABLE: dict[str, Transition] = {
+    "attempt_started": _t(RunAttempt, "status", {AttemptStatus.QUEUED}, {AttemptStatus.RUNNING}),
+    "attempt_ended": _t(RunAttempt, "status", {AttemptStatus.RUNNING}, ATTEMPT_TERMINAL - {AttemptStatus.CANCELLED}),
+    "attempt_cancelled": _t(
+        RunAttempt, "status", {AttemptStatus.QUEUED, AttemptStatus.RUNNING}, {AttemptStatus.CANCELLED}
+    ),
+    # From pending (first try), running (an automatic retry) or an unsuccessful end (a person's retry).
+    "run_queued": _t(
+        AgentRun,
+        "status",
+        {RunStatus.PENDING, RunStatus.RUNNING} | (RUN_TERMINAL - {RunStatus.SUCCEEDED}),
+        {RunStatus.QUEUED},
+    ),
+    "run_started": _t(AgentRun, "status", {RunStatus.QUEUED}, {RunStatus.RUNNING}),
+    "run_ended": _t(
+        AgentRun,
+        "status",
+        {RunStatus.QUEUED, RunStatus.RUNNING},
+        {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.LOST},
+    ),
+    "run_skipped": _t(AgentRun, "status", {RunStatus.PENDING}, {RunStatus.SKIPPED}),
+    "run_cancelled": _t(
+        AgentRun, "status", {RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING}, {RunStatus.CANCELLED}
+    ),
+    "run_reopened": _t(AgentRun, "status", {RunStatus.SKIPPED}, {RunStatus.PENDING}),
+    "batch_ended": _t(Batch, "status", {BatchStatus.RUNNING}, BATCH_TERMINAL),
+    "batch_reopened": _t(Batch, "status", BATCH_TERMINAL, {BatchStatus.RUNNING}),
+    "escalation_assigned": _t(Escalation, "state", {OPEN}, {OPEN}),
+    "escalation_closed": _t(Escalation, "state", {OPEN}, {Escalation.State.RESOLVED, Escalation.State.DISMISSED}),
+}
+
+
+def move(name: str, pk: int, target: str, *, fence: dict | None = None, **fields) -> bool:
+    """Apply transition `name` to row `pk` if it is in one of the transition's source states."""
+    t = TABLE[name]
+    if target not in t.targets:
+        raise ValueError(f"{name} cannot lead to {target!r}")
+    rows = t.model.objects.filter(pk=pk, **{f"{t.field}__in": t.sources}, **(fence or {}))
+    return rows.update(**{t.field: target}, **fields) == 1
+
+
+# --- attempts and runs ---------------------------------------------------------------------
+
+
+def attempt_queue(run: AgentRun, *, not_before: datetime, reason: EventKind, actor=None) -> RunAttempt | None:
+    """Queue the run's next attempt (first try, automatic retry, a person's retry). Caller holds the batch lock."""
+    number = run.attempt + 1
+    queued = move(
+        "run_queued",
+        run.id,
+        RunStatus.QUEUED,
+        fence={"attempt": run.attempt},
+        attempt=number,
+        queued_at=timezone.now(),
+        finished_at=None,
+        error="",
+        output_tail="",
+    )
+    if not queued:
+        return None
+    attempt = RunAttempt.objects.create(run=run, number=number, not_before=not_before)
+    run.attempt, run.status = number, RunStatus.QUEUED
+    events.record(
+        batch_id=run.batch_id,
+        run_id=run.id,
+        attempt=number,
+        kind=reason,
+        status=RunStatus.QUEUED,
+        data={"not_before": not_before.isoformat()},
+        actor=actor,
+    )
+    queue.enqueue_attempt(attempt, run.batch_id)
+    return attempt
+
+
+def attempt_start(attempt: RunAttempt, *, now: datetime, host: str, pid: int, log_path: str) -> bool:
+    """The worker claims a queued attempt; its run is running."""
+    claimed = move(
+        "attempt_started",
+        attempt.id,
+        AttemptStatus.RUNNING,
+        log_path=log_path,
+        started_at=now,
+        heartbeat_at=now,
+        host=host,
+        worker_pid=pid,
+    )
+    if not claimed:
+        return False
+    move("run_started", attempt.run_id, RunStatus.RUNNING, fence={"attempt": attempt.number}, started_at=now)
+    events.record(
+        batch_id=attempt.run.batch_id,
+        run_id=attempt.run_id,
+        attempt=attempt.number,
+        kind=EventKind.RUN_RUNNING,
+        status=RunStatus.RUNNING,
+        data={"host": host, "worker_pid": pid},
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """What an attempt left behind, read from its files before the transition."""
+
+    status: str
+    exit_code: int | None = None
+    error: str = ""
+    tail: str = ""
+    result: dict | list | None = None
+    result_error: str = ""
+
+
+def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> bool:
+    """Record an attempt's end, then retry its run or end it. False if the attempt was no longer running."""
+    now = timezone.now()
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(id=attempt.run.batch_id)
+        ended = move(
+            "attempt_ended",
+            attempt.id,
+            end.status,
+            finished_at=now,
+            exit_code=end.exit_code,
+            error=end.error,
+        )
+        if not ended:
+            return False
+        run = AgentRun.objects.get(id=attempt.run_id)
+        if run.attempt != attempt.number:
+            return False
+        started_at = RunAttempt.objects.values_list("started_at", flat=True).get(id=attempt.id)
+        ran = (now - started_at).total_seconds() if started_at else 0.0
+        AgentRun.objects.filter(id=run.id).update(
+            exit_code=end.exit_code,
+            output_tail=end.tail,
+            duration_seconds=(run.duration_seconds or 0.0) + ran,
+            result=end.result,
+            result_error=end.result_error,
+        )
+        events.record(
+            batch_id=run.batch_id,
+            run_id=run.id,
+            attempt=attempt.number,
+            kind=EventKind.of("attempt", end.status),
+            status=end.status,
+            data={"exit_code": end.exit_code, "error": end.error, "seconds": round(ran, 3)},
+        )
+        delay = rules.retry_delay(
+            attempt_status=end.status,
+            attempt_number=attempt.number,
+            retries=run.retries,
+            batch_running=batch.status == BatchStatus.RUNNING,
+            cancel_requested=batch.cancel_requested,
+            backoff_base=batch.backoff_seconds,
+            backoff_cap=backoff_cap,
+        )
+        if delay is not None:
+            attempt_queue(run, not_before=now + timedelta(seconds=delay), reason=EventKind.RUN_RETRYING)
+        else:
+            final = RunStatus.SUCCEEDED if end.status == AttemptStatus.SUCCEEDED else end.status
+            run_end(run, final, exit_code=end.exit_code, error=end.error, now=now)
+    return True
+
+
+def run_end(run: AgentRun, status: str, *, exit_code: int | None, error: str, now: datetime) -> bool:
+    """The run's last attempt decided it; a failure that needs a person opens an escalation after the event."""
+    if not move("run_ended", run.id, status, fence={"attempt": run.attempt}, finished_at=now, error=error):
+        return False
+    run.status = status
+    events.record(
+        batch_id=run.batch_id,
+        run_id=run.id,
+        attempt=run.attempt,
+        kind=EventKind.of("run", status),
+        status=status,
+        data={"exit_code": exit_code, "error": error} if error or exit_code else {},
+    )
+    if status == RunStatus.SUCCEEDED:
+        for escalation in Escalation.objects.filter(run=run, state=OPEN):
+            escalation_close(
+                escalation,
+                state=Escalation.State.RESOLVED,
+                resolution=Escalation.Resolution.SUPERSEDED,
+                note="the run succeeded on a later attempt",
+                actor=None,
+            )
+    elif rules.failure_severity(priority=run.priority, status=status) == rules.Severity.ESCALATE:
+        if status == RunStatus.LOST:
+            kind, reason = Escalation.Kind.LOST, f"run '{run.key}' was lost with no retries left: {error}"
+        else:
+            kind, reason = Escalation.Kind.P0_FAILED, f"P0 run '{run.key}' ended {status}: {error or 'no error text'}"
+        escalation_open(batch=run.batch, run=run, kind=kind, reason=reason)
+    return True
+
+
+def run_skip(run: AgentRun, *, error: str) -> bool:
+    """A run that cannot start because a dependency did not succeed."""
+    return _run_close("run_skipped", run, RunStatus.SKIPPED, error=error, actor=None)
+
+
+def run_cancel(run: AgentRun, *, error: str, actor=None) -> bool:
+    """Cancel a run that has not ended; its worker sees the attempt change and stops the process."""
+    if run.status in RUN_ACTIVE:
+        current = RunAttempt.objects.filter(run_id=run.id, number=run.attempt).values_list("id", flat=True).first()
+        if current:
+            move("attempt_cancelled", current, AttemptStatus.CANCELLED, finished_at=timezone.now(), error=error)
+    return _run_close("run_cancelled", run, RunStatus.CANCELLED, error=error, actor=actor)
+
+
+def _run_close(name: str, run: AgentRun, status: str, *, error: str, actor) -> bool:
+    if not move(name, run.id, status, finished_at=timezone.now(), error=error):
+        return False
+    run.status = status
+    events.record(
+        batch_id=run.batch_id,
+        run_id=run.id,
+        attempt=run.attempt or None,
+        kind=EventKind.of("run", status),
+        status=status,
+        data={"error": error} if error else {},
+        actor=actor,
+    )
+    return True
+
+
+def run_reopen(run: AgentRun, *, because: str, actor=None) -> bool:
+    """A skipped run gets its chance again: the dependency that failed is being retried."""
+    if not move("run_reopened", run.id, RunStatus.PENDING, finished_at=None, error=""):
+        return False
+    run.status = RunStatus.PENDING
+    events.record(
+        batch_id=run.batch_id,
+        run_id=run.id,
+        kind=EventKind.RUN_PENDING,
+        status=RunStatus.PENDING,
+        data={"because": because},
+        actor=actor,
+    )
+    return True
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+def batch_end(batch: Batch, outcome: str, *, figures: dict, now: datetime) -> bool:
+    """Every run ended: the batch takes its outcome and its measured figures."""
+    if not move("batch_ended", batch.id, outcome, finished_at=now, **figures):
+        return False
+    batch.status = outcome
+    events.record(batch_id=batch.id, kind=EventKind.of("batch", outcome), status=outcome, data=figures)
+    return True
+
+
+def batch_reopen(batch: Batch, *, actor=None) -> bool:
+    """A person retries a run of a batch that had ended."""
+    if not move("batch_reopened", batch.id, BatchStatus.RUNNING, finished_at=None, cancel_requested=False):
+        return False
+    batch.status, batch.cancel_requested = BatchStatus.RUNNING, False
+    events.record(batch_id=batch.id, kind=EventKind.BATCH_REOPENED, status=BatchStatus.RUNNING, actor=actor)
+    return True
+
+
+# --- escalations -----------------------------------------------------------------------------
+
+
+def escalation_open(*, batch: Batch, run: AgentRun | None, kind: str, reason: str) -> Escalation | None:
+    """One open escalation per run and kind (or per batch for votes)."""
+    if Escalation.objects.filter(batch=batch, run=run, kind=kind, state=OPEN).exists():
+        return None
+    escalation = Escalation.objects.create(batch=batch, run=run, kind=kind, reason=reason)
+    events.record(
+        batch_id=batch.id,
+        run_id=run.id if run else None,
+        kind=EventKind.ESCALATION_OPENED,
+        data={"escalation": escalation.id, "kind": kind, "reason": reason},
+    )
+    webhooks.notify(batch, "escalation.opened", {"escalation": escalation.id, "kind": kind, "reason": reason})
+    return escalation
+
+
+def escalation_assign(escalation: Escalation, *, assignee, actor) -> bool:
+    if not move("escalation_assigned", escalation.id, OPEN, assignee=assignee):
+        return False
+    events.record(
+        batch_id=escalation.batch_id,
+        run_id=escalation.run_id,
+        kind=EventKind.ESCALATION_ASSIGNED,
+        data={"escalation": escalation.id, "assignee": assignee.get_username() if assignee else None},
+        actor=actor,
+    )
+    return True
+
+
+def escalation_close(escalation: Escalation, *, state: str, resolution: str, note: str, actor) -> bool:
+    closed = move(
+        "escalation_closed",
+        escalation.id,
+        state,
+        resolution=resolution,
+        resolution_note=note,
+        resolved_by=actor if actor is not None and actor.is_authenticated else None,
+        resolved_at=timezone.now(),
+    )
+    if not closed:
+        return False
+    events.record(
+        batch_id=escalation.batch_id,
+        run_id=escalation.run_id,
+        kind=EventKind.of("escalation", state),
+        data={"escalation": escalation.id, "resolution": resolution, "note": note},
+        actor=actor,
+    )
+    return True
