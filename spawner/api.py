@@ -1,4 +1,4 @@
-"""The Python API the seeds sketch: spawn tasks in parallel, wait, read a summary.
+"""The Python API: spawn tasks in parallel, wait, read a summary.
 
     spawner = ParallelSpawner(project_dir)
     await spawner.spawn_parallel(tasks=["lint", "test"], agent_type="shell")

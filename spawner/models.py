@@ -65,7 +65,7 @@ class AgentType(models.Model):
 
 
 class Role(models.Model):
-    """A prompt template for one of the seeds' roles (explorer, implementer, ...)."""
+    """A prompt template for one of the roles (explorer, implementer, ...)."""
 
     name = models.SlugField(max_length=64, unique=True)
     template = models.TextField(help_text="Variables as {{ name }}; {{ task }} is the task's prompt.")

@@ -23,13 +23,13 @@ from django.template.loader import render_to_string
 
 from dashboard.pages import fanin_queries, queries
 from spawner.models import AgentRun, Batch
+from spawner.states import ESCALATION_EVENTS, FANIN_EVENTS, EventKind
 
 # Group names carry this process's token: each web process renders for its own clients,
 # even when the channel layer (Redis) is shared by several processes.
 PROCESS = f"{os.getpid()}-{secrets.token_hex(3)}"
 # Events that change nothing a list, a header or a timeline shows.
-OUTPUT_KINDS = {"run.output"}
-ESCALATION = "escalation."
+OUTPUT_KINDS = {EventKind.RUN_OUTPUT}
 # Coalescing: a few changed rows go out at the next poll; a flood of them (a big batch
 # where hundreds of runs move at once) goes out at most every BURST_SECONDS, so the
 # browser swaps each row once per window instead of once per change.
@@ -211,7 +211,7 @@ class CompareTopic(Topic):
 
     def wants(self, event: Event) -> bool:
         # A new sequential re-run of this batch appears through its launch event too.
-        return event.kind not in OUTPUT_KINDS and (event.batch_id in self.ids or event.kind == "batch.launched")
+        return event.kind not in OUTPUT_KINDS and (event.batch_id in self.ids or event.kind == EventKind.BATCH_LAUNCHED)
 
     def snapshot(self) -> list[str]:
         parallel, sequential = queries.compare_pair(Batch.objects.get(id=self.parallel_id))
@@ -226,7 +226,7 @@ class SiteTopic(Topic):
         super().__init__("site")
 
     def wants(self, event: Event) -> bool:
-        return event.kind.startswith(ESCALATION)
+        return event.kind in ESCALATION_EVENTS
 
     def snapshot(self) -> list[str]:
         return [_render("base.html#escalation-badge", fanin_queries.badge_context())]
@@ -245,7 +245,7 @@ class ResultTopic(Topic):
         self.batch_id = batch_id
 
     def wants(self, event: Event) -> bool:
-        return event.batch_id == self.batch_id and event.kind.startswith(("review.", "aggregation.", ESCALATION))
+        return event.batch_id == self.batch_id and event.kind in FANIN_EVENTS
 
     def snapshot(self) -> list[str]:
         batch = Batch.objects.get(id=self.batch_id)
@@ -280,11 +280,11 @@ class EscalationsTopic(Topic):
         self.runs = {run_id for _, run_id in self.shown.values() if run_id}
 
     def wants(self, event: Event) -> bool:
-        return event.kind.startswith(ESCALATION) or event.run_id in self.runs
+        return event.kind in ESCALATION_EVENTS or event.run_id in self.runs
 
     def collect(self, event: Event) -> None:
         self.pending = True
-        if event.kind.startswith(ESCALATION):
+        if event.kind in ESCALATION_EVENTS:
             self.queue_changed = True
         for escalation_id, (batch_id, run_id) in self.shown.items():
             if run_id == event.run_id and (run_id is not None or batch_id == event.batch_id):

@@ -20,6 +20,7 @@ from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
 from spawner.core import aggregation
 from spawner.models import Aggregation, Batch, Escalation, RunAttempt, RunEvent
+from spawner.states import ESCALATION_EVENTS, EventKind
 
 SEVERITY_RANK = {s: i for i, s in enumerate(aggregation.SEVERITIES)}
 REVIEW_STATES = {"approved": "approved", "changes_requested": "changes requested", "pending": "pending"}
@@ -234,10 +235,9 @@ class Entry:
 def _entry(event: RunEvent) -> Entry:
     data = event.data or {}
     who = event.actor.get_username() if event.actor else "Spawner"
-    kind = event.kind.removeprefix("escalation.")
-    if kind == "opened":
+    if event.kind == EventKind.ESCALATION_OPENED:
         return Entry(event.created_at, who, "opened it", data.get("reason", ""))
-    if kind == "assigned":
+    if event.kind == EventKind.ESCALATION_ASSIGNED:
         return Entry(event.created_at, who, f"assigned it to {data.get('assignee') or 'nobody'}")
     resolution = data.get("resolution", "")
     what = {
@@ -245,7 +245,7 @@ def _entry(event: RunEvent) -> Entry:
         "accepted": "accepted the partial result",
         "dismissed": "dismissed it",
         "superseded": "closed it: the run succeeded later",
-    }.get(resolution, f"{kind} it")
+    }.get(resolution, f"{event.kind.removeprefix('escalation.')} it")
     return Entry(event.created_at, who, what, data.get("note", ""))
 
 
@@ -260,7 +260,7 @@ def cards(escalation_ids) -> list[Escalation]:
     }
     records: dict[int, list[Entry]] = {i: [] for i in found}
     events = RunEvent.objects.filter(
-        batch_id__in={e.batch_id for e in found.values()}, kind__startswith="escalation."
+        batch_id__in={e.batch_id for e in found.values()}, kind__in=ESCALATION_EVENTS
     ).select_related("actor")
     for event in events.order_by("id"):
         number = (event.data or {}).get("escalation")

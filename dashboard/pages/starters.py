@@ -1,4 +1,4 @@
-"""Starting points for the new-batch form: the seeds' four patterns, filled in with this server's agents."""
+"""Starting points for the new-batch form: fan-out review, pipeline, waves and race, with this server's agents."""
 
 from __future__ import annotations
 

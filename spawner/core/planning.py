@@ -271,7 +271,7 @@ def make_plan(tasks: Sequence[PlanTask], *, max_parallel: int, sequential: bool,
 
 
 def independence_checks(tasks: Sequence[PlanTask], *, aggregation: str) -> list[tuple[str, bool, str]]:
-    """The seeds' checks before a parallel dispatch: each (name, ok, detail)."""
+    """The independence checks before a parallel dispatch: each (name, ok, detail)."""
     deps = {t.key: t.depends_on for t in tasks}
     before = ancestors(deps)
     keys = set(deps)
