@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from spawner import services
-from spawner.models import AgentRun, Batch
+from spawner.engine import execution
+from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import BATCH_TERMINAL
 
 
@@ -54,3 +55,19 @@ def pid_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+TWO_TASKS = (
+    "name: f\nagent: sh\nretries: {retries}\n{extra}\ntasks:\n  - {{key: a, prompt: x}}\n  - {{key: b, prompt: y}}\n"
+)
+
+
+def queued_batch(tmp_path, retries=0, extra=""):
+    """A launched batch with no cluster: its first attempts sit queued."""
+    return launch(TWO_TASKS.format(retries=retries, extra=extra), tmp_path)
+
+
+def claimed(batch, key):
+    attempt = RunAttempt.objects.select_related("run__agent_type", "run__batch").get(run__batch=batch, run__key=key)
+    assert execution.attempt_claim(attempt) == (True, 0.0)
+    return attempt

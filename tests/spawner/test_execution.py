@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from spawner import services
-from spawner.engine import tasks
+from spawner.engine import execution, reaper, tasks
 from spawner.models import AgentRun, RunAttempt, RunEvent
 from spawner.states import AttemptStatus, BatchStatus, RunStatus
-from tests.spawner.helpers import launch, pid_alive, wait_batch, wait_for, wait_run
+from tests.spawner.helpers import claimed, launch, pid_alive, queued_batch, wait_batch, wait_for, wait_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -261,3 +263,68 @@ def test_every_state_change_is_in_the_event_log(cluster, agent_types, tmp_path):
     assert kinds[-2:] == ["batch.succeeded", "aggregation.computed"]
     for kind in ("run.queued", "run.running", "attempt.succeeded", "run.succeeded"):
         assert kind in kinds
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [('{"score": NaN}', "NaN"), ('{"big": 1e400}', "too large"), ("[" * 100_000 + "]" * 100_000, "deeply")],
+)
+def test_a_result_the_database_cannot_hold_is_a_result_error(tmp_path, content, why):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    result, error = execution.read_result(path)
+    assert result is None and why in error
+
+
+def test_a_second_claim_of_one_attempt_is_refused(agent_types, tmp_path):
+    attempt = claimed(queued_batch(tmp_path), "a")
+    assert execution.attempt_claim(attempt) == (False, 0.0)
+
+
+def test_a_reaped_attempt_that_answers_late_leaves_its_retry_queued(agent_types, tmp_path):
+    batch = queued_batch(tmp_path, retries=1)
+    first = claimed(batch, "a")
+    assert execution.attempt_finish(first, status="lost", error="reaped")  # the reaper's verdict
+
+    assert execution.attempt_finish(first, status="succeeded", exit_code=0) is False
+
+    run = AgentRun.objects.get(batch=batch, key="a")
+    assert (run.status, run.attempt) == ("queued", 2)
+
+
+def test_an_attempt_abandoned_while_waiting_is_sent_again(agent_types, tmp_path):
+    from django_q.models import OrmQ
+
+    batch = queued_batch(tmp_path)
+    long_ago = timezone.now() - timedelta(minutes=5)
+    RunAttempt.objects.filter(run__batch=batch, run__key="a").update(heartbeat_at=long_ago, not_before=long_ago)
+    messages = OrmQ.objects.count()
+
+    assert reaper.resend_abandoned() == 1
+    assert OrmQ.objects.count() == messages + 1
+    assert reaper.resend_abandoned() == 0, "sent once, not on every tick"
+
+
+@pytest.mark.integration
+def test_what_an_agent_leaves_in_the_background_is_stopped(cluster, agent_types, tmp_path):
+    pidfile = tmp_path / "bg"
+    text = f"name: bg\nagent: sh\ntasks:\n  - {{key: a, prompt: 'sleep 300 & echo $! > {pidfile}'}}\n"
+    batch = wait_batch(launch(text, tmp_path))
+    assert batch.status == "succeeded"
+    wait_for(lambda: not pid_alive(int(pidfile.read_text())), 10, "the background sleep to be stopped")
+
+
+@pytest.mark.integration
+def test_a_poisoned_result_fails_nothing_and_the_batch_ends(cluster, agent_types, tmp_path):
+    text = """
+name: p
+agent: sh
+tasks:
+  - key: a
+    prompt: |
+      printf '{"x": NaN}' > "$SPAWNER_RESULT_FILE"
+"""
+    batch = wait_batch(launch(text, tmp_path))
+    run = batch.runs.get()
+    assert (batch.status, run.status, run.result) == ("succeeded", "succeeded", None)
+    assert "NaN" in run.result_error

@@ -17,8 +17,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from spawner.api import ParallelSpawner
-from spawner.models import AgentType, Batch, Role
+from spawner.models import AgentType, Batch, Role, RunAttempt
 from tests.conftest import ROOT, database_url_for_subprocess
+from tests.spawner.helpers import launch, wait_batch
 
 GOOD = """
 name: two
@@ -127,7 +128,6 @@ def test_the_python_api_returns_partial_failures(cluster, agent_types, tmp_path)
 
 @pytest.mark.integration
 def test_a_dependent_task_sees_its_dependencies_results(cluster, agent_types, tmp_path):
-    from tests.spawner.helpers import launch, wait_batch
 
     spec = r"""
 name: synth
@@ -148,7 +148,6 @@ tasks:
 
 @pytest.mark.integration
 def test_an_agent_type_cap_and_stagger_hold_across_the_batch(cluster, agent_types, tmp_path):
-    from spawner.models import RunAttempt
     from tests.spawner.helpers import launch, wait_batch
 
     AgentType.objects.create(name="capped", argv=["sh", "-c", "{prompt}"], max_concurrency=2, spawn_stagger_seconds=0.3)
@@ -167,7 +166,6 @@ def test_an_agent_type_cap_and_stagger_hold_across_the_batch(cluster, agent_type
 
 @pytest.mark.integration
 def test_stopping_the_cluster_hands_running_attempts_back(cluster, agent_types, tmp_path):
-    from spawner.models import RunAttempt
     from tests.spawner.helpers import launch, wait_batch, wait_run
 
     marker = tmp_path / "first"
@@ -249,3 +247,22 @@ def test_serve_runs_web_and_workers_and_stops_both_on_ctrl_c(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_api_gives_the_same_prompt_twice_distinct_keys():
+    from spawner.api import _task_dict, _unique_keys
+
+    tasks = _unique_keys([_task_dict(i, t) for i, t in enumerate(["go", "go", "go"])])
+    assert [t["key"] for t in tasks] == ["go", "go-2", "go-3"]
+
+
+@pytest.mark.integration
+def test_the_python_api_can_race_one_prompt(cluster, agent_types, tmp_path):
+    async def main():
+        spawner = ParallelSpawner(tmp_path, max_parallel=3, aggregation="first_success")
+        await spawner.spawn_parallel(tasks=["sleep 0.2", "sleep 0.2", "sleep 0.2"], agent_type="sh")
+        return await spawner.wait_all(timeout=30)
+
+    summary = asyncio.run(main())
+    assert summary["batches"][0]["status"] == "succeeded"
+    assert Batch.objects.get().aggregation_result.data["winner"].startswith("sleep-0.2")

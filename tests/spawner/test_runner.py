@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from spawner import presets
 from spawner.engine import execution
 from spawner.runners import CommandRunner, Invocation, RunnerError
 from spawner.runners.command import build_argv
@@ -137,3 +138,28 @@ def test_a_result_file_that_is_not_json_is_an_error_not_a_crash(tmp_path):
     path.write_bytes(b"\xff{oops")
     assert execution.read_result(path)[0] is None
     assert "not valid JSON" in execution.read_result(path)[1]
+
+
+def test_placeholders_inside_the_prompt_stay_as_written(tmp_path):
+    argv = build_argv(invocation(tmp_path, ["agent", "{key}", "{prompt}"], "literal {key} and {cwd}"))
+    assert argv == ["agent", "k", "literal {key} and {cwd}"]
+
+
+def test_a_tool_prompt_can_never_become_an_option(tmp_path):
+    pytest_type = next(t for t in presets.AGENT_TYPES if t["name"] == "pytest")
+    argv = build_argv(invocation(tmp_path, pytest_type["argv"], "--junit-xml=/tmp/victim"))
+    assert argv[-2:] == ["--", "--junit-xml=/tmp/victim"]
+
+
+def test_stopping_a_process_leaks_no_file_descriptor(tmp_path):
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        CommandRunner().start(invocation(tmp_path, ["sleep", "{prompt}"], "5")).stop(grace=0.5)
+    assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_a_nul_byte_in_a_prompt_fails_the_start_clearly(tmp_path):
+    from spawner.runners import RunnerError
+
+    with pytest.raises(RunnerError, match="cannot pass the prompt"):
+        CommandRunner().start(invocation(tmp_path, ["echo", "{prompt}"], "a\x00b"))
