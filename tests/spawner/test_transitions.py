@@ -171,3 +171,8 @@ def test_the_status_check_sees_a_write_when_there_is_one(tmp_path):
         assert status_writes(probe) == ["spawner/_probe_for_test.py:2", "spawner/_probe_for_test.py:3"]
     finally:
         probe.unlink()
+
+
+def test_the_architecture_page_lists_every_transition():
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    assert [name for name in transitions.TABLE if f"| `{name}` |" not in page] == []
