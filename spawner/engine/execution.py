@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, fanin
+from spawner.engine import dispatch, events, fanin, prompts, redaction
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
@@ -183,9 +183,14 @@ def attempt_finish(
     now = timezone.now()
     result, result_error = (None, "")
     log_path, result_path, _ = attempt_paths(attempt)
+    # The agent may have printed its secrets: mask them in its files and in all that is stored.
+    secrets = redaction.secret_values(run.agent_type)
+    redaction.rewrite_file(log_path, secrets)
+    redaction.rewrite_file(result_path, secrets)
     if status == AttemptStatus.SUCCEEDED or result_path.exists():
         result, result_error = read_result(result_path)
-    tail = read_tail(log_path, conf("TAIL_BYTES"))
+    tail = redaction.read_tail(log_path, conf("TAIL_BYTES"), secrets)
+    result, result_error, error = redaction.mask_json([result, result_error, error], secrets)
     with transaction.atomic():
         batch = Batch.objects.select_for_update().get(id=run.batch_id)
         changed = RunAttempt.objects.filter(id=attempt.id, status=from_status).update(
@@ -297,6 +302,7 @@ def run_attempt(attempt_id: int) -> str:
             prompt_path=prompt_path,
             env=env,
         )
+        prompts.check_at_spawn(run.agent_type, invocation.prompt, invocation.cwd)
         process = runner_for(run.agent_type).start(invocation)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the attempt failed to start, visibly
         if not isinstance(exc, RunnerError | OSError | ValueError):
@@ -358,7 +364,7 @@ def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:
         return last_size
     if size == last_size:
         return size
-    tail = read_tail(log_path, conf("TAIL_BYTES"))
+    tail = redaction.read_tail(log_path, conf("TAIL_BYTES"), redaction.secret_values(attempt.run.agent_type))
     with transaction.atomic():
         updated = AgentRun.objects.filter(id=attempt.run_id, attempt=attempt.number, status=RunStatus.RUNNING).update(
             output_tail=tail
