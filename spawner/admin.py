@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from spawner.models import AgentRun, AgentType, Batch, Role, RunAttempt, RunEvent
+from spawner.models import AgentRun, AgentType, Batch, Role, RunAttempt, RunEvent, WebhookDelivery
 
 
 @admin.register(AgentType)
 class AgentTypeAdmin(admin.ModelAdmin):
-    list_display = ["name", "description", "available", "admin_only", "max_concurrency", "enabled"]
+    list_display = ["name", "description", "available", "prompt_kind", "admin_only", "max_concurrency", "enabled"]
     list_filter = ["enabled", "admin_only"]
 
     @admin.display(boolean=True)
@@ -58,3 +58,18 @@ class RunEventAdmin(admin.ModelAdmin):
     list_display = ["id", "batch", "run", "attempt", "kind", "status", "actor", "created_at"]
     list_filter = ["kind"]
     readonly_fields = [f.name for f in RunEvent._meta.fields]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """Read-only: the record of each webhook call, refused ones with their reason."""
+
+    list_display = ["id", "batch", "event", "url", "state", "attempts", "last_status", "next_attempt_at"]
+    list_filter = ["state", "event"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -13,6 +13,10 @@ from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, Prio
 class AgentType(models.Model):
     """An admin-defined way to run an agent: which command, and how the prompt reaches it."""
 
+    class PromptKind(models.TextChoices):
+        TEXT = "text", "text (an instruction, for coding agents)"
+        PATH = "path", "path (one path or pytest node id inside the run's working directory)"
+
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=200, blank=True)
     argv = models.JSONField(
@@ -20,6 +24,13 @@ class AgentType(models.Model):
         "{prompt}, {prompt_file}, {result_file}, {key}. Never run through a shell."
     )
     prompt_via = models.CharField(max_length=8, choices=PromptVia.choices, default=PromptVia.ARG)
+    prompt_kind = models.CharField(
+        max_length=8,
+        choices=PromptKind.choices,
+        default=PromptKind.TEXT,
+        help_text="What the prompt is. Tools that load the files they are given (pytest) take a path, "
+        "confined to the run's working directory.",
+    )
     env = models.JSONField(default=dict, blank=True, help_text="Extra environment variables.")
     secret_names = models.JSONField(
         default=list,
@@ -284,3 +295,34 @@ class Review(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class WebhookDelivery(models.Model):
+    """One webhook call to make: written with the event that causes it, sent by the cluster's
+    delivery loop (never in an agent's worker), retried with backoff, kept as a record."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=40)
+    url = models.URLField(max_length=2000)
+    payload = models.JSONField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(help_text="Due then; a claimed row is pushed forward (its lease).")
+    last_status = models.IntegerField(null=True, blank=True, help_text="HTTP status of the last try.")
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"webhook #{self.pk} {self.event} ({self.state})"

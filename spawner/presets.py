@@ -37,6 +37,7 @@ AGENT_TYPES = [
         "description": "pytest; the prompt, if any, is one path or node id",
         "argv": ["pytest", "-q", "--", "{prompt}"],  # the prompt is a path, never an option
         "prompt_via": "arg",
+        "prompt_kind": "path",  # pytest imports what it is given: confined to the run's directory
         "default_timeout": 900,
     },
     {
@@ -44,6 +45,7 @@ AGENT_TYPES = [
         "description": "ruff check; the prompt, if any, is one path",
         "argv": ["ruff", "check", "--", "{prompt}"],
         "prompt_via": "arg",
+        "prompt_kind": "path",
         "default_timeout": 300,
     },
     {
@@ -54,6 +56,9 @@ AGENT_TYPES = [
         "admin_only": True,
     },
 ]
+
+# Presets whose prompt is a path (a data migration sets it on rows installed before the field).
+PATH_PROMPT_TYPES = [t["name"] for t in AGENT_TYPES if t.get("prompt_kind") == "path"]
 
 _ROLE_TAIL = "\n\nTask ({{ key }}):\n{{ task }}\n"
 ROLES = {
@@ -77,8 +82,11 @@ ROLES = {
 def install(agent_type_model, role_model) -> tuple[int, int]:
     """Create the presets that are missing; never overwrite what an admin changed."""
     created_types = created_roles = 0
+    # Migrations pass their historical model: leave out fields it does not have yet
+    # (a later migration sets them).
+    known = {f.name for f in agent_type_model._meta.get_fields()}
     for fields in AGENT_TYPES:
-        fields = dict(fields)
+        fields = {k: v for k, v in fields.items() if k in known}
         _, created = agent_type_model.objects.get_or_create(name=fields.pop("name"), defaults=fields)
         created_types += created
     for name, template in ROLES.items():

@@ -12,8 +12,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from spawner import spec
-from spawner.core import planning
-from spawner.engine import dispatch, events, transitions
+from spawner.core import netcheck, planning
+from spawner.engine import dispatch, events, prompts, transitions
 from spawner.errors import ActionRefused
 from spawner.models import AgentRun, AgentType, Batch, Escalation, Review, Role
 from spawner.states import RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
@@ -28,6 +28,7 @@ def spec_limits() -> spec.Limits:
         max_parallel=s["MAX_PARALLEL"],
         max_timeout=s["MAX_TIMEOUT"],
         max_retries=s["MAX_RETRIES"],
+        webhook_allow_hosts=netcheck.allow_list(s["WEBHOOK_ALLOW_HOSTS"]),
     )
 
 
@@ -101,6 +102,7 @@ def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = F
         elif t.cwd and not path.is_dir():
             errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"directory {path} does not exist", t.key))
         task_cwds[t.key] = path
+    errors += prompts.launch_errors(batch_spec, task_cwds)
     if errors:
         raise spec.SpecInvalid(errors)
     return batch_cwd, task_cwds

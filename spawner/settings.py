@@ -148,6 +148,14 @@ SPAWNER = {
     "MAX_RETRIES": _env_int("SPAWNER_MAX_RETRIES", 10),
     "BACKOFF_SECONDS": _env_float("SPAWNER_BACKOFF_SECONDS", 2),
     "BACKOFF_MAX_SECONDS": _env_float("SPAWNER_BACKOFF_MAX_SECONDS", 300),
+    # Webhooks: sent by the cluster's delivery loop, never by an agent's worker. Hosts listed in
+    # SPAWNER_WEBHOOK_ALLOW_HOSTS (comma-separated) may be private or loopback; no other may.
+    "WEBHOOK_ALLOW_HOSTS": os.environ.get("SPAWNER_WEBHOOK_ALLOW_HOSTS", ""),
+    "WEBHOOK_TIMEOUT_SECONDS": _env_float("SPAWNER_WEBHOOK_TIMEOUT_SECONDS", 5),
+    "WEBHOOK_ATTEMPTS": _env_int("SPAWNER_WEBHOOK_ATTEMPTS", 6),
+    "WEBHOOK_BACKOFF_SECONDS": _env_float("SPAWNER_WEBHOOK_BACKOFF_SECONDS", 5),
+    "WEBHOOK_BACKOFF_MAX_SECONDS": _env_float("SPAWNER_WEBHOOK_BACKOFF_MAX_SECONDS", 600),
+    "WEBHOOK_POLL_SECONDS": _env_float("SPAWNER_WEBHOOK_POLL_SECONDS", 0.5),
     # Environment variables passed from the server to every agent process.
     "ENV_ALLOWLIST": os.environ.get("SPAWNER_ENV_ALLOWLIST", "PATH,HOME,LANG,LC_ALL,TERM,TMPDIR,USER,SHELL,TZ").split(
         ","

@@ -68,6 +68,11 @@ CLUSTER_ENV = {
     "SPAWNER_KILL_GRACE_SECONDS": "1",
     "SPAWNER_BACKOFF_SECONDS": "0.2",
     "SPAWNER_WORKERS": "12",
+    # Tests' webhook receivers listen on loopback, which only an admin's allow-list permits.
+    "SPAWNER_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+    "SPAWNER_WEBHOOK_TIMEOUT_SECONDS": "1",
+    "SPAWNER_WEBHOOK_BACKOFF_SECONDS": "0.2",
+    "SPAWNER_WEBHOOK_POLL_SECONDS": "0.1",
 }
 
 

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, transitions
+from spawner.engine import dispatch, events, prompts, redaction, transitions
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
@@ -160,13 +160,18 @@ def attempt_finish(attempt: RunAttempt, *, status: str, exit_code: int | None = 
     run = attempt.run
     result, result_error = (None, "")
     log_path, result_path, _ = attempt_paths(attempt)
+    # The agent may have printed its secrets: mask them in its files and in all that is stored.
+    secrets = redaction.secret_values(run.agent_type)
+    redaction.rewrite_file(log_path, secrets)
+    redaction.rewrite_file(result_path, secrets)
     if status == AttemptStatus.SUCCEEDED or result_path.exists():
         result, result_error = read_result(result_path)
+    result, result_error, error = redaction.mask_json([result, result_error, error], secrets)
     end = transitions.AttemptEnd(
         status=status,
         exit_code=exit_code,
         error=error,
-        tail=read_tail(log_path, conf("TAIL_BYTES")),
+        tail=redaction.read_tail(log_path, conf("TAIL_BYTES"), secrets),
         result=result,
         result_error=result_error,
     )
@@ -235,6 +240,7 @@ def run_attempt(attempt_id: int) -> str:
             prompt_path=prompt_path,
             env=env,
         )
+        prompts.check_at_spawn(run.agent_type, invocation.prompt, invocation.cwd)
         process = runner_for(run.agent_type).start(invocation)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the attempt failed to start, visibly
         if not isinstance(exc, RunnerError | OSError | ValueError):
@@ -296,7 +302,7 @@ def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:
         return last_size
     if size == last_size:
         return size
-    tail = read_tail(log_path, conf("TAIL_BYTES"))
+    tail = redaction.read_tail(log_path, conf("TAIL_BYTES"), redaction.secret_values(attempt.run.agent_type))
     with transaction.atomic():
         updated = AgentRun.objects.filter(id=attempt.run_id, attempt=attempt.number, status=RunStatus.RUNNING).update(
             output_tail=tail

@@ -2,7 +2,8 @@
 
 The reaper is not a q2 task (q2 schedules have minute resolution; the lease is 30 s):
 it runs in `manage.py spawner_cluster`, which is what `serve` starts. Use that, not
-plain `qcluster`.
+plain `qcluster`. Webhooks are not q2 tasks either: the cluster's delivery loop sends them
+(spawner.engine.webhooks), so they never hold an agent's worker.
 """
 
 from __future__ import annotations
@@ -12,9 +13,3 @@ from spawner.engine import execution
 
 def execute_attempt(attempt_id: int) -> str:
     return execution.run_attempt(attempt_id)
-
-
-def deliver_webhook(url: str, payload: dict) -> bool:
-    from spawner.engine import webhooks
-
-    return webhooks.deliver(url, payload)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from spawner.core import planning
+from spawner.core import netcheck, planning
 from spawner.spec.fields import (  # noqa: F401 - FieldError and SpecInvalid are spec's API
     Collector,
     FieldError,
@@ -69,6 +69,7 @@ class Limits:
     max_parallel: int = 256
     max_timeout: int = 4 * 3600
     max_retries: int = 10
+    webhook_allow_hosts: frozenset[str] = frozenset()  # may be private (SPAWNER_WEBHOOK_ALLOW_HOSTS)
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,9 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
     elif webhook and not is_admin:
         # The server POSTs to it: an open URL would let anyone probe the server's network.
         c.add("batch", "webhook", "may only be set by an admin")
+        webhook = ""
+    elif webhook and (problem := netcheck.url_problem(webhook, limits.webhook_allow_hosts)):
+        c.add("batch", "webhook", problem)
         webhook = ""
     batch_vars = data.get("vars") or {}
     if not isinstance(batch_vars, dict):

@@ -1,10 +1,6 @@
-"""Fan-in against a real cluster: the race, escalations, reviews, webhooks."""
+"""Fan-in against a real cluster: the race, escalations, reviews (webhooks: test_webhooks.py)."""
 
 from __future__ import annotations
-
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -131,34 +127,3 @@ def test_reviews_decide_the_review_state(db):
     assert selectors.review_state(batch) == "approved"
     with pytest.raises(ActionRefused, match="say what should change"):
         services.review_submit(batch=batch, author=bob, decision="request_changes")
-
-
-HOOKED = "name: w\nagent: sh\nwebhook: {url}\ntasks:\n  - {{key: a, prompt: 'true'}}\n"
-
-
-class Hook(BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_POST(self):  # noqa: N802
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def test_a_webhook_hears_the_end_and_a_dead_one_blocks_nothing(cluster, agent_types, tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/hook"
-    try:
-        batch = wait_batch(launch(HOOKED.format(url=url), tmp_path))
-        wait_for(lambda: Hook.received, 20, "the webhook call")
-        assert Hook.received[0]["event"] == "batch.ended"
-        assert Hook.received[0]["batch"] == batch.id and Hook.received[0]["status"] == "succeeded"
-    finally:
-        server.shutdown()
-    dead = "http://127.0.0.1:9/nothing-listens"
-    batch = wait_batch(launch(HOOKED.format(url=dead), tmp_path))
-    assert batch.status == "succeeded"

@@ -125,29 +125,40 @@ def test_a_batch_reopens_only_from_an_end(batch):
 
 WRITES = {"update", "create", "get_or_create", "update_or_create", "bulk_update"}
 STATUS_FIELDS = {"status", "state"}
-# The event log keeps a copy of the status it records; a page object's `self.state` is its own flag.
-NOT_A_STATUS = {"RunEvent"}
+# The models whose status only transitions change, and the relations that reach them.
+OWNED = {"AgentRun", "RunAttempt", "Batch", "Escalation"}
+RELATIONS = {"runs", "attempts", "escalations", "run", "batch"}
 
 
-def root_name(node: ast.AST) -> str:
+def chain(node: ast.AST) -> list[str]:
+    """Names along an attribute/call chain: `Batch.objects.filter(...).update` gives Batch, objects, filter, update."""
+    names = []
     while isinstance(node, ast.Attribute | ast.Call):
-        node = node.func if isinstance(node, ast.Call) else node.value
-    return node.id if isinstance(node, ast.Name) else ""
+        if isinstance(node, ast.Call):
+            node = node.func
+        else:
+            names.append(node.attr)
+            node = node.value
+    if isinstance(node, ast.Name):
+        names.append(node.id)
+    return names[::-1]
 
 
 def status_writes(path: Path) -> list[str]:
-    """Calls like `.update(status=...)` and assignments like `x.status = ...` in one module."""
+    """Status writes on the owned models (`Batch.objects...update(status=...)`, `run.status = ...`) in a module."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
-            if STATUS_FIELDS & {k.arg for k in node.keywords} and root_name(node.func) not in NOT_A_STATUS:
+            names = chain(node.func)
+            owned = names[0] in OWNED or RELATIONS & set(names[1:])
+            if owned and STATUS_FIELDS & {k.arg for k in node.keywords}:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
         elif isinstance(node, ast.Assign | ast.AugAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 for t in ast.walk(target):
                     stored = isinstance(t, ast.Attribute) and isinstance(t.ctx, ast.Store)
-                    if stored and t.attr in STATUS_FIELDS and root_name(t) != "self":
+                    if stored and t.attr in STATUS_FIELDS and chain(t)[0] != "self":
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 
@@ -167,8 +178,12 @@ def test_only_the_transitions_module_writes_a_status():
 def test_the_status_check_sees_a_write_when_there_is_one(tmp_path):
     probe = ROOT / "spawner" / "_probe_for_test.py"
     try:
-        probe.write_text("def f(run):\n    run.status = 'x'\n    Run.objects.filter(id=1).update(status='y')\n")
-        assert status_writes(probe) == ["spawner/_probe_for_test.py:2", "spawner/_probe_for_test.py:3"]
+        probe.write_text(
+            "def f(run, batch):\n    run.status = 'x'\n    AgentRun.objects.filter(id=1).update(status='y')\n"
+            "    batch.runs.filter(key='a').update(status='z')\n    Outbox.objects.update(state='sent')\n"
+        )
+        lines = [f"spawner/_probe_for_test.py:{n}" for n in (2, 3, 4)]
+        assert status_writes(probe) == lines
     finally:
         probe.unlink()
 

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from spawner.engine import execution, reaper
+from spawner.engine import execution, reaper, webhooks
 from spawner.models import RunAttempt
 from spawner.states import AttemptStatus
 
@@ -46,6 +46,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
         cluster.start()
+        # Started after the fork above: webhooks go out from this process, never from a worker.
+        hooks, hooks_stop = webhooks.start_delivery_thread()
         pid = os.getpid()
         self.stdout.write(
             f"spawner cluster {pid}: {Conf.WORKERS} workers, lease {settings.SPAWNER['LEASE_SECONDS']} s", ending="\n"
@@ -66,7 +68,9 @@ class Command(BaseCommand):
                 while not stopping and time.monotonic() < deadline:
                     time.sleep(0.05)
         finally:
+            hooks_stop.set()
             self.shutdown(cluster, pid)
+            hooks.join(timeout=settings.SPAWNER["WEBHOOK_TIMEOUT_SECONDS"] * 3)
 
     def shutdown(self, cluster, pid: int) -> None:
         """Kill the workers, hand their running attempts back (lost, so they retry), and leave."""

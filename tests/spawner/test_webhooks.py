@@ -1,0 +1,221 @@
+"""Webhooks: an outbox sent by the cluster (never an agent's worker), only to public addresses."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from spawner.engine import webhooks
+from spawner.models import Batch, WebhookDelivery
+from tests.spawner.helpers import launch, wait_batch, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+HOOKED = "name: w\nagent: sh\nwebhook: {url}\ntasks:\n  - {{key: a, prompt: 'true'}}\n"
+FIVE_TRUE = "name: five\nagent: sh\nmax_parallel: 5\ntasks:\n" + "".join(
+    f"  - {{key: t{i}, prompt: 'true'}}\n" for i in range(5)
+)
+
+
+class Receiver:
+    """A small HTTP server in a thread that answers POSTs with the statuses it is given."""
+
+    def __init__(self, statuses=(204,), location: str = ""):
+        self.requests: list[dict] = []
+        statuses = list(statuses)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
+                self.send_response(statuses.pop(0) if len(statuses) > 1 else statuses[0])
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(Receiver(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def hanging_url():
+    """A port that accepts connections (the kernel's backlog) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(200)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/hangs"
+    sock.close()
+
+
+@pytest.fixture
+def allow_loopback(settings):
+    settings.SPAWNER = {
+        **settings.SPAWNER,
+        "WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "WEBHOOK_TIMEOUT_SECONDS": 1,
+        "WEBHOOK_ATTEMPTS": 3,
+        "WEBHOOK_BACKOFF_SECONDS": 0.2,
+    }
+
+
+@pytest.fixture
+def no_allow(settings):
+    settings.SPAWNER = {**settings.SPAWNER, "WEBHOOK_ALLOW_HOSTS": "", "WEBHOOK_TIMEOUT_SECONDS": 1}
+
+
+def queued(url: str, event: str = "batch.ended") -> WebhookDelivery:
+    batch = Batch.objects.create(name="b", spec={}, webhook_url=url, status="succeeded")
+    return webhooks.notify(batch, event, {"wall_seconds": 1.5})
+
+
+# --- on the real cluster ---------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_dead_webhooks_hold_no_agent_slot_so_the_next_batch_still_runs_at_once(
+    cluster, agent_types, tmp_path, allow_loopback, hanging_url
+):
+    # As many batches with a hanging webhook as the cluster has workers (12).
+    dead = [launch(HOOKED.format(url=hanging_url), tmp_path) for _ in range(12)]
+    for batch in dead:
+        assert wait_batch(batch, timeout=60).status == "succeeded"
+    started = time.monotonic()
+    batch = wait_batch(launch(FIVE_TRUE, tmp_path), timeout=90)
+    took = time.monotonic() - started
+    assert batch.status == "succeeded"
+    assert took < 10, f"a 5 x true batch took {took:.1f} s behind 12 dead webhooks"
+
+
+@pytest.mark.integration
+def test_a_live_webhook_receives_the_json_post_from_the_cluster(
+    cluster, agent_types, tmp_path, allow_loopback, receiver
+):
+    hook = receiver()
+    batch = wait_batch(launch(HOOKED.format(url=hook.url), tmp_path))
+    wait_for(lambda: hook.requests, 20, "the webhook call")
+    request = hook.requests[0]
+    assert request["path"] == "/hook" and request["headers"]["Content-Type"] == "application/json"
+    assert request["json"]["event"] == "batch.ended"
+    assert request["json"]["batch"] == batch.id and request["json"]["status"] == "succeeded"
+    row = wait_for(lambda: WebhookDelivery.objects.filter(batch=batch, state="delivered").first(), 10, "the record")
+    assert row.attempts == 1 and row.last_status == 204
+
+
+# --- one delivery step at a time ------------------------------------------------------------
+
+
+def test_a_webhook_is_queued_in_the_transaction_of_its_change_and_rolls_back_with_it(db):
+    batch = Batch.objects.create(name="b", spec={}, webhook_url="https://hooks.example.org/x")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        webhooks.notify(batch, "batch.ended", {})
+        raise RuntimeError("the change failed")
+    assert not WebhookDelivery.objects.exists()
+    webhooks.notify(batch, "batch.ended", {})
+    assert WebhookDelivery.objects.get().state == "pending"
+
+
+def test_a_webhook_to_the_metadata_address_is_refused_recorded_and_never_connected(db, no_allow, monkeypatch):
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("connected"))
+    row = queued("http://169.254.169.254/latest/meta-data/")
+    assert webhooks.deliver_due() is True
+    row.refresh_from_db()
+    assert row.state == "failed" and row.attempts == 1
+    assert "link-local" in row.last_error
+    assert webhooks.deliver_due() is False  # refused for good: not retried
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5", "127.0.0.1", "::1", "::ffff:169.254.169.254", "fd00::1"])
+def test_a_name_that_resolves_to_a_private_address_is_refused_after_the_lookup(db, no_allow, monkeypatch, address):
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, port, **kw: [(family, socket.SOCK_STREAM, 6, "", (address, port))]
+    )
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("connected"))
+    row = queued("https://hooks.example.org/x")
+    webhooks.deliver_due()
+    row.refresh_from_db()
+    assert row.state == "failed" and "refused: hooks.example.org resolves to" in row.last_error
+
+
+def test_the_address_checked_is_the_address_connected_to_so_dns_cannot_change_it(db, no_allow, monkeypatch):
+    lookups, connects = [], []
+
+    def getaddrinfo(host, port, **kw):
+        lookups.append(host)  # a rebinding resolver would answer 127.0.0.1 the second time
+        address = "93.184.215.14" if len(lookups) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    def create_connection(address, *args, **kwargs):
+        connects.append(address)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    queued("http://hooks.example.org:8080/x")
+    webhooks.deliver_due()
+    assert lookups == ["hooks.example.org"] and connects == [("93.184.215.14", 8080)]
+
+
+def test_a_redirect_is_not_followed_and_fails_the_delivery(db, allow_loopback, receiver):
+    hook = receiver(statuses=(302,), location="http://169.254.169.254/latest/meta-data/")
+    row = queued(hook.url)
+    webhooks.deliver_due()
+    row.refresh_from_db()
+    assert len(hook.requests) == 1
+    assert row.state == "failed" and "redirect" in row.last_error and "not followed" in row.last_error
+
+
+def test_a_failing_webhook_is_retried_with_backoff_until_it_is_delivered(db, allow_loopback, receiver):
+    hook = receiver(statuses=(503, 503, 204))
+    row = queued(hook.url)
+    webhooks.deliver_due()
+    row.refresh_from_db()
+    assert row.state == "pending" and row.attempts == 1 and row.last_status == 503
+    assert row.next_attempt_at > timezone.now()
+    assert webhooks.deliver_due() is False  # not due yet
+    webhooks.deliver_due(now=row.next_attempt_at)
+    row.refresh_from_db()
+    assert row.attempts == 2 and row.state == "pending"
+    webhooks.deliver_due(now=row.next_attempt_at)
+    row.refresh_from_db()
+    assert row.state == "delivered" and row.attempts == 3 and len(hook.requests) == 3
+
+
+def test_a_dead_webhook_gives_up_after_its_attempts_and_says_why(db, allow_loopback, hanging_url):
+    row = queued(hanging_url)
+    later = timezone.now()
+    for _ in range(3):
+        later += timedelta(hours=1)
+        webhooks.deliver_due(now=later)
+    row.refresh_from_db()
+    assert row.state == "failed" and row.attempts == 3 and "timed out" in row.last_error
