@@ -25,6 +25,8 @@ class AttemptStatus(models.TextChoices):
     TIMED_OUT = "timed_out"
     LOST = "lost"
     CANCELLED = "cancelled"
+    # A stopping cluster gave it back unfinished: the run gets a fresh attempt that spends no retry.
+    HANDED_BACK = "handed_back"
 
 
 class BatchStatus(models.TextChoices):

@@ -68,6 +68,8 @@ CLUSTER_ENV = {
     "SPAWNER_KILL_GRACE_SECONDS": "1",
     "SPAWNER_BACKOFF_SECONDS": "0.2",
     "SPAWNER_WORKERS": "12",
+    # Stopping the fixture's cluster drains briefly, then hands back what is left.
+    "SPAWNER_DRAIN_SECONDS": "5",
 }
 
 

@@ -19,11 +19,12 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, fanin
+from spawner.core import recovery as recovery_rules
+from spawner.engine import dispatch, events, fanin, recovery
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
-from spawner.states import ATTEMPT_RETRYABLE, AttemptStatus, BatchStatus, RunStatus
+from spawner.states import AttemptStatus, BatchStatus, RunStatus
 
 RESULT_MAX_BYTES = 1_000_000
 log = logging.getLogger(__name__)
@@ -213,17 +214,23 @@ def attempt_finish(
             status=status,
             data={"exit_code": exit_code, "error": error, "seconds": round(ran, 3)},
         )
-        retry = (
-            status in ATTEMPT_RETRYABLE
-            and attempt.number <= run.retries
-            and batch.status == BatchStatus.RUNNING
-            and not batch.cancel_requested
+        # A hand-back by a stopping cluster is not the agent's failure: it spends no retry.
+        handed_back = RunAttempt.objects.filter(run_id=run.id, status=AttemptStatus.HANDED_BACK).count()
+        retry = recovery_rules.should_retry(
+            status,
+            attempt_number=attempt.number,
+            handed_back=handed_back,
+            retries=run.retries,
+            batch_open=batch.status == BatchStatus.RUNNING and not batch.cancel_requested,
         )
-        if retry:
-            delay = dispatch.backoff_delay(attempt.number, batch.backoff_seconds)
+        if retry and status == AttemptStatus.HANDED_BACK:
+            dispatch.attempt_create(run, not_before=now, reason="handed_back")
+        elif retry:
+            spent = recovery_rules.retries_spent(attempt.number, handed_back)
+            delay = dispatch.backoff_delay(spent, batch.backoff_seconds)
             dispatch.attempt_create(run, not_before=now + timedelta(seconds=delay), reason="retrying")
         else:
-            final = RunStatus.SUCCEEDED if status == AttemptStatus.SUCCEEDED else status
+            final = recovery_rules.run_status_after(status)
             AgentRun.objects.filter(id=run.id).update(status=final, finished_at=now, error=error)
             fanin.on_run_ended(run, final, error)
             events.record(
@@ -266,9 +273,13 @@ def run_attempt(attempt_id: int) -> str:
             time.sleep(min(delay, conf("POLL_SECONDS")))
             if not _still(attempt_id, AttemptStatus.QUEUED):
                 return "stale: attempt left the queue while waiting"
+            if recovery.draining():
+                return "left queued: this cluster is draining"
             if time.monotonic() - last_beat >= conf("HEARTBEAT_SECONDS"):
                 _beat(attempt_id, AttemptStatus.QUEUED)
                 last_beat = time.monotonic()
+        if recovery.draining():  # the stopping cluster releases it to the next one
+            return "left queued: this cluster is draining"
         claimed, wait = attempt_claim(attempt)
         if claimed:
             break
