@@ -61,7 +61,10 @@ def resend_abandoned(now=None) -> int:
     sent = 0
     for attempt in abandoned:
         # Claim the resend, so two reapers do not both send it.
-        if RunAttempt.objects.filter(id=attempt.id, heartbeat_at=attempt.heartbeat_at).update(heartbeat_at=None):
+        # Clearing the holder and stamping the send keeps resend_stranded from sending it a second time.
+        if RunAttempt.objects.filter(id=attempt.id, heartbeat_at=attempt.heartbeat_at).update(
+            heartbeat_at=None, held_by="", sent_at=now
+        ):
             dispatch.enqueue_attempt(attempt, attempt.run.batch_id)
             sent += 1
     return sent
