@@ -45,8 +45,6 @@ class Command(BaseCommand):
 
         pid = os.getpid()
         recovery.cluster_begin(pid)
-        # Beat before the pusher takes anything, so no peer takes our attempts for a dead cluster's.
-        reaper.cluster_heartbeat(pid, Conf.WORKERS)
         connections.close_all()  # never share a connection with the forked sentinel
         gc.collect()
         gc.freeze()
@@ -56,6 +54,9 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.signalled(signals))
         cluster.start()
+        # The first beat says "ready" (what `ensure_cluster` waits for). A peer's reaper that ticks in
+        # the few ms between our pusher's first take and this beat resends that attempt once: a no-op.
+        self.step(pid, Conf.WORKERS)
         self.stdout.write(
             f"spawner cluster {pid}: {Conf.WORKERS} workers, lease {settings.SPAWNER['LEASE_SECONDS']} s", ending="\n"
         )
