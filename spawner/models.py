@@ -176,6 +176,10 @@ class RunAttempt(models.Model):
     host = models.CharField(max_length=200, blank=True)
     worker_pid = models.IntegerField(null=True, blank=True)
     pgid = models.IntegerField(null=True, blank=True)
+    held_by = models.CharField(
+        max_length=220, blank=True, help_text="host:pid of the cluster whose queue holds this queued attempt."
+    )
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="Last time it was sent again (recovery).")
 
     class Meta:
         ordering = ["run", "number"]

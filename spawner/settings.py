@@ -140,6 +140,8 @@ SPAWNER = {
     "TAIL_BYTES": _env_int("SPAWNER_TAIL_BYTES", 16_384),
     # SIGTERM first, then SIGKILL after this grace.
     "KILL_GRACE_SECONDS": _env_float("SPAWNER_KILL_GRACE_SECONDS", 5),
+    # A stopping cluster lets running agents finish this long, then hands the rest back (no retry spent).
+    "DRAIN_SECONDS": _env_float("SPAWNER_DRAIN_SECONDS", 300),
     # Cluster processes keep database connections this long (the web server does not).
     "WORKER_CONN_MAX_AGE": _env_int("SPAWNER_WORKER_CONN_MAX_AGE", 300),
     "MAX_TASKS": _env_int("SPAWNER_MAX_TASKS", 1000),
@@ -189,6 +191,9 @@ if redis_url := os.environ.get("REDIS_URL"):
     Q_CLUSTER["redis"] = redis_url
 else:
     Q_CLUSTER["orm"] = "default"
+# q2's broker plus a note of which cluster took each attempt, so a dead cluster's prefetched
+# messages are sent again (spawner/engine/recovery.py).
+Q_CLUSTER["broker_class"] = "spawner.engine.broker." + ("Orm" if "orm" in Q_CLUSTER else "Redis")
 
 # --- Channels -------------------------------------------------------------------
 if redis_url := os.environ.get("REDIS_URL"):

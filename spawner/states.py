@@ -25,6 +25,8 @@ class AttemptStatus(models.TextChoices):
     TIMED_OUT = "timed_out"
     LOST = "lost"
     CANCELLED = "cancelled"
+    # A stopping cluster gave it back unfinished: the run gets a fresh attempt that spends no retry.
+    HANDED_BACK = "handed_back"
 
 
 class BatchStatus(models.TextChoices):
@@ -102,6 +104,7 @@ class EventKind(models.TextChoices):
     RUN_QUEUED = "run.queued"
     RUN_RETRYING = "run.retrying"  # an automatic retry after a backoff
     RUN_RETRIED = "run.retried"  # a person asked for another attempt
+    RUN_HANDED_BACK = "run.handed_back"  # a stopping cluster gave it back: a fresh attempt, no retry spent
     RUN_RUNNING = "run.running"
     RUN_OUTPUT = "run.output"
     RUN_SUCCEEDED = "run.succeeded"
@@ -115,6 +118,8 @@ class EventKind(models.TextChoices):
     ATTEMPT_TIMED_OUT = "attempt.timed_out"
     ATTEMPT_LOST = "attempt.lost"
     ATTEMPT_CANCELLED = "attempt.cancelled"
+    ATTEMPT_HANDED_BACK = "attempt.handed_back"
+    ATTEMPT_HARVESTED = "attempt.harvested"  # it ended while no worker watched; its exit record says how
     AGGREGATION_COMPUTED = "aggregation.computed"
     ESCALATION_OPENED = "escalation.opened"
     ESCALATION_ASSIGNED = "escalation.assigned"

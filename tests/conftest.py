@@ -73,6 +73,8 @@ CLUSTER_ENV = {
     "SPAWNER_WEBHOOK_TIMEOUT_SECONDS": "1",
     "SPAWNER_WEBHOOK_BACKOFF_SECONDS": "0.2",
     "SPAWNER_WEBHOOK_POLL_SECONDS": "0.1",
+    # Stopping the fixture's cluster drains briefly, then hands back what is left.
+    "SPAWNER_DRAIN_SECONDS": "5",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 
-from spawner.states import ATTEMPT_RETRYABLE, RUN_FAILED, BatchStatus, RunStatus
+from spawner.states import ATTEMPT_RETRYABLE, RUN_FAILED, AttemptStatus, BatchStatus, RunStatus
 
 
 def backoff_delay(attempt_number: int, *, base: float, cap: float) -> float:
@@ -25,17 +25,32 @@ def retry_delay(
     cancel_requested: bool,
     backoff_base: float,
     backoff_cap: float,
+    handed_back: int = 0,
 ) -> float | None:
     """Seconds until the run's next attempt, or None when this attempt's outcome is final.
 
     Only failures another attempt may fix are retried (failed, timed out, lost), only while
     retries are left (`retries` counts the extra attempts after the first) and the batch goes on.
+    An attempt handed back by a stopping cluster was not the agent's failure: it is followed at
+    once, and it counts against nothing (`handed_back` counts the run's hand-backs, this one included).
     """
-    if attempt_status not in ATTEMPT_RETRYABLE or attempt_number > retries:
-        return None
     if not batch_running or cancel_requested:
         return None
-    return backoff_delay(attempt_number, base=backoff_base, cap=backoff_cap)
+    if attempt_status == AttemptStatus.HANDED_BACK:
+        return 0.0
+    spent = attempt_number - handed_back
+    if attempt_status not in ATTEMPT_RETRYABLE or spent > retries:
+        return None
+    return backoff_delay(spent, base=backoff_base, cap=backoff_cap)
+
+
+def run_status_after(attempt_status: str) -> str:
+    """The run's final state when its attempt ended with `attempt_status` and no attempt follows."""
+    if attempt_status == AttemptStatus.SUCCEEDED:
+        return RunStatus.SUCCEEDED
+    if attempt_status == AttemptStatus.HANDED_BACK:  # only when its batch closed meanwhile
+        return RunStatus.CANCELLED
+    return attempt_status
 
 
 def batch_outcome(statuses: Sequence[str], *, cancel_requested: bool, fail_fast: bool, race: bool = False) -> str:

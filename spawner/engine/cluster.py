@@ -33,10 +33,22 @@ def ensure_cluster(timeout: float = 60) -> subprocess.Popen | None:
 
 
 def stop(proc: subprocess.Popen | None) -> None:
+    """Ask the cluster to stop: it drains (running agents may finish), then hands the rest back."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
+    limit = settings.SPAWNER["DRAIN_SECONDS"] + settings.SPAWNER["KILL_GRACE_SECONDS"] + 30
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=limit)
+    except KeyboardInterrupt:  # a second Ctrl-C: the cluster got it too and hands back what is left now
+        proc.terminate()
+        _wait_or_kill(proc, settings.SPAWNER["KILL_GRACE_SECONDS"] + 30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _wait_or_kill(proc: subprocess.Popen, timeout: float) -> None:
+    try:
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()

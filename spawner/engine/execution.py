@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +18,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, prompts, redaction, transitions
+from spawner.engine import dispatch, events, lifecycle, prompts, redaction, transitions
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
@@ -27,7 +26,7 @@ from spawner.states import AttemptStatus, BatchStatus, EventKind, RunStatus
 
 RESULT_MAX_BYTES = 1_000_000
 log = logging.getLogger(__name__)
-HOST = socket.gethostname()
+HOST = lifecycle.HOST
 
 
 def conf(name: str):
@@ -209,9 +208,13 @@ def run_attempt(attempt_id: int) -> str:
             time.sleep(min(delay, conf("POLL_SECONDS")))
             if not _still(attempt_id, AttemptStatus.QUEUED):
                 return "stale: attempt left the queue while waiting"
+            if lifecycle.draining():
+                return "left queued: this cluster is draining"
             if time.monotonic() - last_beat >= conf("HEARTBEAT_SECONDS"):
                 _beat(attempt_id, AttemptStatus.QUEUED)
                 last_beat = time.monotonic()
+        if lifecycle.draining():  # the stopping cluster releases it to the next one
+            return "left queued: this cluster is draining"
         claimed, wait = attempt_claim(attempt)
         if claimed:
             break

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from spawner.engine import dispatch, execution, queue
+from spawner.engine import dispatch, execution, queue, recovery
 from spawner.models import RunAttempt, WorkerHeartbeat
 from spawner.states import AttemptStatus
 
@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def reap_lost(now=None) -> int:
-    """Mark attempts whose heartbeat is older than the lease as lost, then retry or fail their runs."""
+    """Attempts whose heartbeat is older than the lease: their worker is gone. An agent that ended on
+    its own meanwhile is harvested (its exit record is its result); the rest are lost, then retried
+    or failed."""
     now = now or timezone.now()
     lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
     stale = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(
@@ -32,19 +34,19 @@ def reap_lost(now=None) -> int:
     reaped = 0
     for attempt in stale:
         silent = (now - attempt.heartbeat_at).total_seconds()
+        # Stop the group first: once the shim is dead its exit record can no longer change.
+        _kill_orphan(attempt)
         try:  # one attempt that cannot be recorded must not stop the others
-            finished = execution.attempt_finish(
+            finished = recovery.finish_unwatched(
                 attempt,
-                status=AttemptStatus.LOST,
+                otherwise=AttemptStatus.LOST,
                 error=f"worker {attempt.host}:{attempt.worker_pid} stopped sending heartbeats "
                 f"({silent:.0f} s > lease {lease.total_seconds():.0f} s)",
             )
         except Exception:
             log.exception("could not mark attempt %s lost", attempt.id)
             continue
-        if finished:
-            reaped += 1
-            _kill_orphan(attempt)
+        reaped += finished is not None
     return reaped
 
 
@@ -59,7 +61,10 @@ def resend_abandoned(now=None) -> int:
     sent = 0
     for attempt in abandoned:
         # Claim the resend, so two reapers do not both send it.
-        if RunAttempt.objects.filter(id=attempt.id, heartbeat_at=attempt.heartbeat_at).update(heartbeat_at=None):
+        # Clearing the holder and stamping the send keeps resend_stranded from sending it a second time.
+        if RunAttempt.objects.filter(id=attempt.id, heartbeat_at=attempt.heartbeat_at).update(
+            heartbeat_at=None, held_by="", sent_at=now
+        ):
             queue.enqueue_attempt(attempt, attempt.run.batch_id)
             sent += 1
     return sent
@@ -75,7 +80,7 @@ def _kill_orphan(attempt: RunAttempt) -> None:
 
 def tick() -> int:
     try:
-        found = reap_lost() + resend_abandoned()
+        found = reap_lost() + resend_abandoned() + recovery.resend_stranded()
     finally:
         dispatch.advance_all_running()
     return found

@@ -201,12 +201,18 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
             cancel_requested=batch.cancel_requested,
             backoff_base=batch.backoff_seconds,
             backoff_cap=backoff_cap,
+            handed_back=RunAttempt.objects.filter(run_id=run.id, status=AttemptStatus.HANDED_BACK).count(),
         )
         if delay is not None:
-            attempt_queue(run, not_before=now + timedelta(seconds=delay), reason=EventKind.RUN_RETRYING)
+            handed_back = end.status == AttemptStatus.HANDED_BACK
+            reason = EventKind.RUN_HANDED_BACK if handed_back else EventKind.RUN_RETRYING
+            attempt_queue(run, not_before=now + timedelta(seconds=delay), reason=reason)
         else:
-            final = RunStatus.SUCCEEDED if end.status == AttemptStatus.SUCCEEDED else end.status
-            run_end(run, final, exit_code=end.exit_code, error=end.error, now=now)
+            final = rules.run_status_after(end.status)
+            if final == RunStatus.CANCELLED:
+                _run_close("run_cancelled", run, final, error=end.error, actor=None)
+            else:
+                run_end(run, final, exit_code=end.exit_code, error=end.error, now=now)
     return True
 
 

@@ -1,4 +1,10 @@
-"""Run an agent as a local process: never through a shell, always in its own process group."""
+"""Run an agent as a local process: never through a shell, always in its own process group.
+
+The agent runs under a tiny `/bin/sh` shim that waits for it and writes its exit code to
+`<attempt>.exit` beside its log. The prompt never reaches the shell as code: the agent's argv
+goes in as positional parameters and runs as `"$@"`. The record outlives the worker, so an agent
+that finishes while its worker is dead is harvested by the reaper instead of being run again.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,23 @@ import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from spawner.core.recovery import parse_exit_record
 from spawner.runners.base import Invocation, RunnerError
 from spawner.states import PromptVia
 
+# $1 is the exit record, the rest the agent's argv. The shell's own messages (e.g. "Terminated")
+# go to /dev/null, the agent's stderr to the log; PWD is unset so the agent's environment is unchanged.
+# A record is written only when the agent ended on its own: a signal to the group kills the shim too.
+SHIM = (
+    'f=$1; shift; unset PWD; exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); c=$?; printf "%s\\n" "$c" >"$f"; exit "$c"'
+)
 PLACEHOLDER = re.compile(r"\{(prompt|prompt_file|result_file|key|cwd)\}")
 
 
@@ -33,6 +48,31 @@ def build_argv(invocation: Invocation) -> list[str]:
         # A tool run with no arguments, not with one empty argument.
         if not (element == "{prompt}" and not invocation.prompt)
     ]
+
+
+def exit_record_path(log_path: Path) -> Path:
+    """Where the shim records the agent's exit code: beside its log."""
+    return log_path.with_name(log_path.name.removesuffix(".log") + ".exit")
+
+
+def read_exit_record(log_path: Path) -> int | None:
+    """The agent's exit code if it ended on its own, else None."""
+    try:
+        return parse_exit_record(exit_record_path(log_path).read_text())
+    except (FileNotFoundError, UnicodeDecodeError):
+        return None
+
+
+def _check_executable(argv0: str, invocation: Invocation) -> None:
+    """The shim would only say "not found" in the log: refuse to start instead, clearly."""
+    if "/" in argv0:
+        path = invocation.cwd / argv0
+        if not path.exists():
+            raise RunnerError(f"executable {argv0!r} not found")
+        if not os.access(path, os.X_OK) or path.is_dir():
+            raise RunnerError(f"executable {argv0!r} is not executable")
+    elif shutil.which(argv0, path=os.pathsep.join(os.get_exec_path(invocation.env))) is None:
+        raise RunnerError(f"executable {argv0!r} not found on PATH")
 
 
 def build_env(invocation: Invocation) -> dict[str, str]:
@@ -60,6 +100,19 @@ def stop_group(pgid: int, grace: float, poll=lambda: None) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def stop_groups(pgids: list[int], grace: float) -> None:
+    """Stop several process groups at once: SIGTERM all, one shared grace, then SIGKILL what is left."""
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_group_alive(p) for p in pgids):
+        time.sleep(0.05)
+    for pgid in pgids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -121,6 +174,8 @@ class CommandRunner:
             raise RunnerError("the agent type has an empty command")
         if not invocation.cwd.is_dir():
             raise RunnerError(f"working directory {invocation.cwd} does not exist")
+        _check_executable(argv[0], invocation)
+        exit_record = exit_record_path(invocation.log_path)
         invocation.log_path.parent.mkdir(parents=True, exist_ok=True)
         uses_prompt_file = invocation.prompt_via in (PromptVia.FILE, PromptVia.STDIN) or any(
             "{prompt_file}" in a for a in invocation.argv_template
@@ -128,6 +183,7 @@ class CommandRunner:
         if uses_prompt_file:
             invocation.prompt_path.write_text(invocation.prompt, encoding="utf-8")
         invocation.result_path.unlink(missing_ok=True)
+        exit_record.unlink(missing_ok=True)
         with open(invocation.log_path, "wb") as log:
             stdin = (
                 open(invocation.prompt_path, "rb")  # noqa: SIM115 - closed right after Popen
@@ -136,7 +192,7 @@ class CommandRunner:
             )
             try:
                 process = subprocess.Popen(
-                    argv,
+                    ["/bin/sh", "-c", SHIM, "spawner-agent", str(exit_record), *argv],
                     stdin=stdin,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -83,3 +83,17 @@ def test_a_success_or_a_decision_to_stop_is_not_a_failure():
     assert rules.failure_severity(priority=0, status=SUCCEEDED) == Severity.NONE
     assert rules.failure_severity(priority=0, status=CANCELLED) == Severity.NONE
     assert rules.failure_severity(priority=0, status=RunStatus.SKIPPED) == Severity.NONE
+
+
+def test_a_hand_back_spends_no_retry():
+    # retries: 0; attempt 1 was handed back, attempt 2 fails: that is the first real failure.
+    assert retry(attempt_status=AttemptStatus.HANDED_BACK, attempt_number=1, handed_back=1, retries=0) == 0.0
+    assert retry(attempt_status=AttemptStatus.FAILED, attempt_number=2, handed_back=1, retries=0) is None
+    assert retry(attempt_status=AttemptStatus.FAILED, attempt_number=2, handed_back=1, retries=1) == 2.0
+
+
+def test_a_hand_back_in_a_closed_batch_cancels_the_run():
+    assert retry(attempt_status=AttemptStatus.HANDED_BACK, handed_back=1, batch_running=False) is None
+    assert rules.run_status_after(AttemptStatus.HANDED_BACK) == RunStatus.CANCELLED
+    assert rules.run_status_after(AttemptStatus.SUCCEEDED) == RunStatus.SUCCEEDED
+    assert rules.run_status_after(AttemptStatus.TIMED_OUT) == RunStatus.TIMED_OUT

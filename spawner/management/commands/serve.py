@@ -47,19 +47,33 @@ class Command(BaseCommand):
             signal.signal(sig, lambda signum, _frame: stop.append(signum))
         while not stop and all(c.poll() is None for c in children):
             time.sleep(0.2)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(stop[0] if stop else signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+        self.shut_down(children, stop)
         failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM, -signal.SIGINT, None)]
         if failed and not stop:
             self.stderr.write(f"a child process exited with {failed[0].returncode}; stopped the rest")
             sys.exit(1)
+
+    def shut_down(self, children: list[subprocess.Popen], signals: list[int]) -> None:
+        """SIGTERM every child, whatever signal came: daphne started with SIGINT ignored (as from a
+        script) ignores a SIGINT for good. The cluster drains its running agents; a second signal
+        here is passed on, and it hands the rest back at once."""
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        passed_on = len(signals)
+        limit = settings.SPAWNER["DRAIN_SECONDS"] + settings.SPAWNER["KILL_GRACE_SECONDS"] + 30
+        deadline = time.monotonic() + limit
+        while any(c.poll() is None for c in children) and time.monotonic() < deadline:
+            if len(signals) > passed_on:
+                passed_on = len(signals)
+                for child in children:
+                    if child.poll() is None:
+                        child.terminate()
+            time.sleep(0.1)
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
     def first_admin(self) -> None:
         """On a fresh database, create an admin with a generated password and print it once."""

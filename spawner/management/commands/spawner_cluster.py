@@ -13,23 +13,28 @@ import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connections
-from django.utils import timezone
 
-from spawner.engine import execution, reaper, webhooks
+from spawner.engine import execution, lifecycle, reaper, recovery, webhooks
 from spawner.models import RunAttempt
 from spawner.states import AttemptStatus
 
 log = logging.getLogger(__name__)
 
 
+# Two signals closer than this are one request (Ctrl-C reaches the cluster and `serve` forwards it too).
+SAME_REQUEST_SECONDS = 1.0
+
+
 class Command(BaseCommand):
-    help = "Start a qcluster with Spawner's reaper; Ctrl-C hands running attempts back and stops."
+    help = (
+        "Start a qcluster with Spawner's reaper. SIGTERM/Ctrl-C drains: nothing new starts, running agents "
+        "finish (up to SPAWNER_DRAIN_SECONDS); a second signal hands the rest back at once."
+    )
 
     def handle(self, *args, **options):
         from django_q.cluster import Cluster
         from django_q.conf import Conf
 
-        connections.close_all()  # never share a connection with the forked sentinel
         # Workers reuse their connections across tasks (q2 closes stale ones around each task).
         db = connections["default"].settings_dict
         db["CONN_MAX_AGE"] = settings.SPAWNER["WORKER_CONN_MAX_AGE"]
@@ -38,87 +43,111 @@ class Command(BaseCommand):
         # instead of copying them as the garbage collector touches them.
         import spawner.engine.tasks  # noqa: F401
 
+        pid = os.getpid()
+        lifecycle.cluster_begin(pid)
+        connections.close_all()  # never share a connection with the forked sentinel
         gc.collect()
         gc.freeze()
-        stopping = []
+        signals: list[float] = []
         cluster = Cluster()
-        # Replace q2's handlers: its graceful stop waits for every running agent to end.
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-        signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+        # Replace q2's handlers: its graceful stop would start what it prefetched and wait without limit.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.signalled(signals))
         cluster.start()
         # Started after the fork above: webhooks go out from this process, never from a worker.
         hooks, hooks_stop = webhooks.start_delivery_thread()
-        pid = os.getpid()
+        # The first beat says "ready" (what `ensure_cluster` waits for). A peer's reaper that ticks in
+        # the few ms between our pusher's first take and this beat resends that attempt once: a no-op.
+        self.step(pid, Conf.WORKERS)
         self.stdout.write(
             f"spawner cluster {pid}: {Conf.WORKERS} workers, lease {settings.SPAWNER['LEASE_SECONDS']} s", ending="\n"
         )
         self.stdout.flush()
-        interval = settings.SPAWNER["REAPER_SECONDS"]
+        workers: set[int] = set()
+        drain_until = None
         try:
-            while not stopping and cluster.sentinel.is_alive():
-                try:
-                    reaper.cluster_heartbeat(pid, Conf.WORKERS)
-                    reaper.tick()
-                except DatabaseError:
-                    log.exception("reaper step failed; trying again")
-                    connections.close_all()
-                except Exception:  # the reaper must outlive any one bad row
-                    log.exception("reaper step failed; trying again")
-                deadline = time.monotonic() + interval
-                while not stopping and time.monotonic() < deadline:
-                    time.sleep(0.05)
+            while cluster.sentinel.is_alive():
+                if signals and drain_until is None:
+                    drain_until = self.drain_begin(cluster)
+                if drain_until is not None and (len(signals) > 1 or time.monotonic() >= drain_until):
+                    break
+                workers |= q2_children(cluster)
+                self.step(pid, Conf.WORKERS)
+                self.pause(0.2 if drain_until else settings.SPAWNER["REAPER_SECONDS"], signals)
         finally:
             hooks_stop.set()
-            self.shutdown(cluster, pid)
+            self.shutdown(cluster, pid, workers | q2_children(cluster))
             hooks.join(timeout=settings.SPAWNER["WEBHOOK_TIMEOUT_SECONDS"] * 3)
 
-    def shutdown(self, cluster, pid: int) -> None:
-        """Kill the workers, hand their running attempts back (lost, so they retry), and leave."""
-        workers = []
-        if cluster.sentinel and cluster.sentinel.pid:
+    @staticmethod
+    def signalled(signals: list[float]) -> None:
+        now = time.monotonic()
+        if not signals or now - signals[-1] >= SAME_REQUEST_SECONDS:
+            signals.append(now)
+
+    @staticmethod
+    def step(pid: int, workers: int) -> None:
+        """One reaper step: say we are alive, reap, resend, advance."""
+        try:
+            reaper.cluster_heartbeat(pid, workers)
+            reaper.tick()
+        except DatabaseError:
+            log.exception("reaper step failed; trying again")
+            connections.close_all()
+        except Exception:  # the reaper must outlive any one bad row
+            log.exception("reaper step failed; trying again")
+
+    @staticmethod
+    def pause(seconds: float, signals: list[float]) -> None:
+        seen = len(signals)
+        deadline = time.monotonic() + seconds
+        while len(signals) == seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def drain_begin(self, cluster) -> float:
+        """Take nothing new; let running agents finish; give what we hold to whoever runs next."""
+        lifecycle.drain_start()  # the pusher stops pulling, workers start nothing
+        cluster.stop_event.set()  # q2 stops its workers as each becomes idle
+        grace = settings.SPAWNER["DRAIN_SECONDS"]
+        try:
+            recovery.release_held(lifecycle.CLUSTER_ID)
+        except DatabaseError:
+            log.exception("could not release queued attempts; the next cluster's reaper will")
+        self.stdout.write(f"spawner cluster draining: agents may finish within {grace:.0f} s; signal again to stop now")
+        self.stdout.flush()
+        return time.monotonic() + grace
+
+    def shutdown(self, cluster, pid: int, workers: set[int]) -> None:
+        """Stop q2's processes, hand back the agents still running (no retry spent), and leave."""
+        started = time.monotonic()
+        procs = []
+        if cluster.sentinel and cluster.sentinel.is_alive():
             with contextlib.suppress(psutil.NoSuchProcess):
-                workers = psutil.Process(cluster.sentinel.pid).children(recursive=True)
-        worker_pids = [p.pid for p in workers]
-        if cluster.sentinel.is_alive():
-            workers.append(psutil.Process(cluster.sentinel.pid))
-        for proc in workers:
+                procs = psutil.Process(cluster.sentinel.pid).children()
+                procs.append(psutil.Process(cluster.sentinel.pid))
+        for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-        cluster.sentinel.join(timeout=5)
+        if cluster.sentinel:
+            cluster.sentinel.join(timeout=5)
+        handed = 0
         try:
             running = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(
-                status=AttemptStatus.RUNNING, host=execution.HOST, worker_pid__in=worker_pids
+                status=AttemptStatus.RUNNING, host=execution.HOST, worker_pid__in=workers
             )
-            for attempt in running:
-                if attempt.pgid:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(attempt.pgid, signal.SIGKILL)
-                execution.attempt_finish(attempt, status=AttemptStatus.LOST, error="the cluster running it was stopped")
-            release_prefetched()
+            handed = recovery.hand_back(list(running), settings.SPAWNER["KILL_GRACE_SECONDS"])
+            recovery.release_held(lifecycle.CLUSTER_ID)
             reaper.cluster_gone(pid)
         except DatabaseError:
             log.exception("could not hand attempts back; the reaper will find them")
-        self.stdout.write(f"spawner cluster {pid} stopped")
+        self.stdout.write(f"spawner cluster {pid} stopped ({handed} handed back, {time.monotonic() - started:.1f} s)")
 
 
-def release_prefetched() -> int:
-    """Attempts the dead cluster had pulled but not started: make the ORM broker deliver them again.
-
-    Safe because attempts are fenced: if another worker already holds one, the copy is a no-op.
-    """
-    if "orm" not in settings.Q_CLUSTER:
-        return 0
-    from django_q.models import OrmQ
-    from django_q.signing import SignedPackage
-
-    queued = set(RunAttempt.objects.filter(status=AttemptStatus.QUEUED).values_list("id", flat=True))
-    released = 0
-    now = timezone.now()
-    for row in OrmQ.objects.filter(lock__gt=now):
-        try:
-            task = SignedPackage.loads(row.payload)
-        except Exception:  # noqa: BLE001 - not ours to judge
-            continue
-        if task.get("func") == "spawner.engine.tasks.execute_attempt" and task["args"][0] in queued:
-            released += OrmQ.objects.filter(id=row.id).update(lock=now)
-    return released
+def q2_children(cluster) -> set[int]:
+    """The sentinel's own children (workers, pusher, monitor); agents are theirs, one level down."""
+    if not (cluster.sentinel and cluster.sentinel.pid):
+        return set()
+    try:
+        return {p.pid for p in psutil.Process(cluster.sentinel.pid).children()}
+    except psutil.NoSuchProcess:
+        return set()
