@@ -143,12 +143,18 @@ def parse_text(text: str) -> tuple[Any, dict[int, int]]:
         raise SpecInvalid([FieldError("spec", "", f"is over {MAX_SPEC_BYTES} bytes")])
     if "\x00" in text:
         raise SpecInvalid([FieldError("spec", "", "contains a NUL character")])
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # reading starts here: a control character is refused now
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except _Refused as refused:
         raise SpecInvalid([refused.error]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        code = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        message = f"not valid YAML or JSON: the character {code} is not allowed (a control character or half a pair)"
+        raise SpecInvalid([FieldError(f"line {line}", "", message, line=line)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "spec"
@@ -156,7 +162,8 @@ def parse_text(text: str) -> tuple[Any, dict[int, int]]:
         line = mark.line + 1 if mark else None
         raise SpecInvalid([FieldError(where, "", f"not valid YAML or JSON: {problem}", line=line)]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if bad := _not_plain(data, ""):
         raise SpecInvalid([FieldError(bad or "spec", "", "must be plain text, numbers, lists or mappings")])
     if repeated := _repeated_fields(node):

@@ -201,3 +201,8 @@ def test_many_conflicts_are_named_up_to_a_limit():
     errors = errors_of(batch_json(tasks=tasks))
     assert len(errors) == spec.planning.MAX_CONFLICTS_SHOWN + 1
     assert errors[-1].message == f"more file conflicts than the {spec.planning.MAX_CONFLICTS_SHOWN} shown"
+
+
+def test_a_control_character_is_refused_with_its_line():
+    error = the_error('name: b\nagent: shell\ntasks: [{key: a, prompt: "\x0e"}]\n')
+    assert error.line == 3 and "character U+000E is not allowed" in error.message
