@@ -143,3 +143,25 @@ documents = st.one_of(
 def without_surrogates(value: str) -> str:
     """What a browser would send: a lone surrogate cannot be encoded, it becomes U+FFFD."""
     return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+
+
+@st.composite
+def nearly_valid(draw) -> str:
+    """A valid spec but for one hostile value: gets past the reader into validation and planning."""
+    keys = draw(st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=1, max_size=5, unique=True))
+    tasks = []
+    for n, k in enumerate(keys):
+        fields = [("key", f'"{k}"'), ("prompt", draw(quoted_text))]
+        if n and draw(st.booleans()):
+            fields.append(("depends_on", _render_list([f'"{d}"' for d in draw(st.sets(st.sampled_from(keys)))])))
+        if draw(st.booleans()):
+            fields.append(("files", _render_list([_quoted(g, True) for g in draw(st.lists(glob, max_size=8))])))
+        tasks.append(_render_map(fields))
+    fields = [("name", draw(st.one_of(st.just('"n"'), quoted_text))), ("agent", '"sh"')]
+    if draw(st.booleans()):
+        fields.append(("vars", _render_map([('"v"', draw(st.one_of(quoted_text, tree)))])))
+    fields.append(("tasks", _render_list(tasks)))
+    return _render_map(fields)
+
+
+documents = st.one_of(documents, nearly_valid(), nearly_valid())
