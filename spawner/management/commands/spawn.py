@@ -228,8 +228,8 @@ def progress_title(batch_id: int, name: str, done: int, total: int, width: int) 
     if len(name) > room_for_name:
         name = name[: max(0, room_for_name - 1)] + "…"
     filled = int(bar_width * done / total) if total else bar_width
-    bar = f"[{'█' * filled}{'░' * (bar_width - filled)}]"
-    return Text(f"{head}{name} {bar}{count}", no_wrap=True, overflow="ellipsis")
+    line = f"{head}{name} [{'█' * filled}{'░' * (bar_width - filled)}]{count}"
+    return Text(line if len(line) <= width else line[: max(0, width - 1)] + "…", no_wrap=True)
 
 
 def _f(value) -> str:
