@@ -20,6 +20,7 @@ from spawner.models import Review
 from spawner.states import FailurePolicy, Mode
 
 SPEC_MAX_BYTES = spec.MAX_SPEC_BYTES
+MAX_DEPENDENCIES = 1000
 
 
 def _choices(values) -> list[tuple[str, str]]:
@@ -53,10 +54,23 @@ class TaskForm(forms.Form):
     key = forms.CharField(max_length=100, required=False)
     agent = forms.ChoiceField(required=False)
     role = forms.ChoiceField(required=False)
-    prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    prompt = forms.CharField(required=False, max_length=spec.MAX_TEXT_CHARS, widget=forms.Textarea(attrs={"rows": 2}))
     priority = forms.ChoiceField(choices=[(p, p) for p in spec.PRIORITIES], initial="P1")
     depends_on = forms.CharField(required=False, label="Depends on", help_text="Task keys, comma-separated.")
     files = forms.CharField(required=False, help_text="Globs it may change, comma-separated.")
+
+    def clean_files(self) -> str:
+        # Counted before a spec is written from the rows: a pasted list of thousands is refused at once.
+        return self._at_most(self.cleaned_data["files"], spec.MAX_FILES_PER_TASK, "patterns")
+
+    def clean_depends_on(self) -> str:
+        return self._at_most(self.cleaned_data["depends_on"], MAX_DEPENDENCIES, "keys")
+
+    @staticmethod
+    def _at_most(text: str, most: int, what: str) -> str:
+        if len(items := split_list(text)) > most:
+            raise forms.ValidationError(f"{len(items)} {what}; the maximum is {most}")
+        return text
 
     def __init__(self, *args, agents: Mapping[str, spec.AgentInfo], roles, is_admin: bool, **kwargs):
         kwargs.setdefault("prefix", new_prefix())

@@ -266,3 +266,13 @@ def test_a_name_longer_than_its_column_is_shown_on_the_name_field(signed_in, age
     response = signed_in.post("/batches/new/", {"source": "yaml", "action": "launch", "spec_text": text})
     assert response.status_code == 400 and "the maximum is 200" in response.content.decode()
     assert not Batch.objects.exists()
+
+
+def test_a_row_with_thousands_of_patterns_is_refused_before_a_spec_is_written(signed_in, agent_types, monkeypatch):
+    from spawner import spec
+
+    monkeypatch.setattr(spec, "parse_text", lambda text: pytest.fail("a spec was written and read"))
+    data = form_data({"key": "a", "prompt": "x", "files": "{{ v }}" * 16_000})
+    response = signed_in.post("/batches/new/", data)
+    assert response.status_code == 400
+    assert "32001 patterns; the maximum is 100" in errors_of(response.content.decode(), "t0", "files")
