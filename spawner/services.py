@@ -82,7 +82,8 @@ def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = F
     """What only this server can check: agent types it can run, directories that exist, and
     (with `confine`, for browser and API users) working directories inside `base_dir`.
 
-    Returns the resolved working directories of the batch and of each task.
+    Returns the resolved working directories of the batch and of each task; pass them to
+    `batch_launch(checked=...)` so the launch does not check again.
     """
     errors = [spec.FieldError(f"task '{key}'", "agent", why, key) for key, why in batch_spec.unavailable]
     base = base_dir.resolve()
@@ -92,6 +93,8 @@ def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = F
         errors.append(spec.FieldError("batch", "cwd", f"must stay inside {base}"))
     if not batch_cwd.is_dir():
         errors.append(spec.FieldError("batch", "cwd", f"directory {batch_cwd} does not exist"))
+    if len(str(batch_cwd)) > spec.MAX_CWD_CHARS:
+        errors.append(spec.FieldError("batch", "cwd", f"the full path is over {spec.MAX_CWD_CHARS} characters"))
     task_cwds = {}
     for t in batch_spec.tasks:
         path = (batch_cwd / t.cwd).resolve()
@@ -101,6 +104,9 @@ def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = F
             errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"must stay inside {base}", t.key))
         elif t.cwd and not path.is_dir():
             errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"directory {path} does not exist", t.key))
+        elif len(str(path)) > spec.MAX_CWD_CHARS:
+            message = f"the full path is over {spec.MAX_CWD_CHARS} characters"
+            errors.append(spec.FieldError(f"task '{t.key}'", "cwd", message, t.key))
         task_cwds[t.key] = path
     errors += prompts.launch_errors(batch_spec, task_cwds)
     if errors:
@@ -114,13 +120,22 @@ def batch_launch(
     base_dir: Path,
     owner=None,
     spec_data: Mapping | None = None,
-    spec_text: str = "",
+    spec_text: str | None = None,
     mode: str | None = None,
     sequential_of: Batch | None = None,
     confine: bool = False,
+    checked: tuple[Path, dict[str, Path]] | None = None,
 ) -> Batch:
-    """Store the batch and its runs, and start what is ready, in one transaction."""
-    batch_cwd, task_cwds = batch_check(batch_spec, base_dir, confine=confine)
+    """Store the batch and its runs, and start what is ready, in one transaction.
+
+    The spec's data and text default to what `spec_load` read; `checked` is what
+    `batch_check` returned for this spec and base_dir, when the caller checked already.
+    """
+    batch_cwd, task_cwds = checked or batch_check(batch_spec, base_dir, confine=confine)
+    if spec_data is None:
+        spec_data = batch_spec.data
+    if spec_text is None:
+        spec_text = batch_spec.text
     mode = mode or batch_spec.mode
     plan = batch_plan(batch_spec, sequential=mode == Mode.SEQUENTIAL)
     order = {key: i for i, key in enumerate(plan.order)}

@@ -10,8 +10,19 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Fuzz tests: many examples in CI, a quick pass locally; a second per example at most.
+_FUZZ = {
+    "deadline": 1000,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+}
+hypothesis_settings.register_profile("ci", max_examples=2000, **_FUZZ)
+hypothesis_settings.register_profile("dev", max_examples=200, **_FUZZ)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
 
 
 def _unreachable(what: str, url: str, exc: Exception) -> None:

@@ -19,7 +19,8 @@ from spawner import spec
 from spawner.models import Review
 from spawner.states import FailurePolicy, Mode
 
-SPEC_MAX_BYTES = 1_000_000
+SPEC_MAX_BYTES = spec.MAX_SPEC_BYTES
+MAX_DEPENDENCIES = 1000
 
 
 def _choices(values) -> list[tuple[str, str]]:
@@ -53,10 +54,23 @@ class TaskForm(forms.Form):
     key = forms.CharField(max_length=100, required=False)
     agent = forms.ChoiceField(required=False)
     role = forms.ChoiceField(required=False)
-    prompt = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    prompt = forms.CharField(required=False, max_length=spec.MAX_TEXT_CHARS, widget=forms.Textarea(attrs={"rows": 2}))
     priority = forms.ChoiceField(choices=[(p, p) for p in spec.PRIORITIES], initial="P1")
     depends_on = forms.CharField(required=False, label="Depends on", help_text="Task keys, comma-separated.")
     files = forms.CharField(required=False, help_text="Globs it may change, comma-separated.")
+
+    def clean_files(self) -> str:
+        # Counted before a spec is written from the rows: a pasted list of thousands is refused at once.
+        return self._at_most(self.cleaned_data["files"], spec.MAX_FILES_PER_TASK, "patterns")
+
+    def clean_depends_on(self) -> str:
+        return self._at_most(self.cleaned_data["depends_on"], MAX_DEPENDENCIES, "keys")
+
+    @staticmethod
+    def _at_most(text: str, most: int, what: str) -> str:
+        if len(items := split_list(text)) > most:
+            raise forms.ValidationError(f"{len(items)} {what}; the maximum is {most}")
+        return text
 
     def __init__(self, *args, agents: Mapping[str, spec.AgentInfo], roles, is_admin: bool, **kwargs):
         kwargs.setdefault("prefix", new_prefix())
@@ -136,21 +150,21 @@ def spec_text_from_forms(batch_form: BatchForm, task_forms: list[TaskForm]) -> s
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=100)
 
 
-_TASK_INDEX = re.compile(r"tasks\[(\d+)\]")
-
-
 def place_errors(errors: list[spec.FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm]) -> list[str]:
     """Attach each spec error to the form field it names; return those that belong to no field."""
     general = []
+    by_key = {f.cleaned_data.get("key", "").strip(): f for f in task_forms if hasattr(f, "cleaned_data")}
     for error in errors:
-        index = _TASK_INDEX.search(error.where)
-        if index and int(index.group(1)) < len(task_forms):
-            form = task_forms[int(index.group(1))]
+        if error.index is not None:
+            form = task_forms[error.index] if error.index < len(task_forms) else None
+        else:
+            form = by_key.get(error.task) if error.task else None
+        if form is not None:
             if error.field in form.fields:
                 form.add_error(error.field, error.message)
             else:
                 form.add_error(None, f"{error.field}: {error.message}" if error.field else error.message)
-        elif error.where == "batch" and batch_form is not None and error.field in batch_form.fields:
+        elif error.task is None and error.index is None and batch_form is not None and error.field in batch_form.fields:
             batch_form.add_error(error.field, error.message)
         else:
             general.append(str(error))

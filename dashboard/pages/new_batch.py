@@ -132,8 +132,6 @@ def batch_new(request: HtmxHttpRequest):
                     batch_spec=page.batch_spec,
                     base_dir=settings.SPAWNER_WORKDIR,
                     owner=request.user,
-                    spec_data=spec.parse_text(page.spec_text)[0],
-                    spec_text=page.spec_text,
                     confine=True,
                 )
             except spec.SpecInvalid as exc:

@@ -9,7 +9,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import cache
+from functools import lru_cache
+from itertools import chain, islice
 
 Graph = Mapping[str, Sequence[str]]  # task key -> keys it depends on
 
@@ -101,6 +102,7 @@ def critical_path(deps: Graph, durations: Mapping[str, float]) -> tuple[float, l
 # --- file scopes ------------------------------------------------------------------
 
 
+@lru_cache(maxsize=65_536)
 def _segment_overlap(a: str, b: str) -> bool:
     """Can one path segment match both glob segments? (conservative: may say yes)."""
     if not _has_magic(a) and not _has_magic(b):
@@ -128,6 +130,11 @@ def _literal_ends(s: str) -> tuple[str, str]:
     return parts[0], parts[-1] if len(parts) > 1 else ""
 
 
+def glob_segments(pattern: str) -> tuple[str, ...]:
+    """`./src//a/` -> ('src', 'a'): the path segments a pattern matches, one by one."""
+    return tuple(p for p in pattern.strip("/").split("/") if p not in ("", "."))
+
+
 def covers_below(segments: tuple[str, ...]) -> bool:
     """A pattern naming a directory (`docs`, `src/*`) covers everything below it; `*.md` does not."""
     return not segments or segments[-1] == "*" or not _has_magic(segments[-1])
@@ -135,24 +142,32 @@ def covers_below(segments: tuple[str, ...]) -> bool:
 
 def globs_overlap(a: str, b: str) -> bool:
     """Could some file path match both glob patterns? `**` matches any number of directories."""
-    sa = tuple(p for p in a.strip("/").split("/") if p not in ("", "."))
-    sb = tuple(p for p in b.strip("/").split("/") if p not in ("", "."))
+    return _segments_overlap(glob_segments(a), glob_segments(b))
 
-    @cache
-    def match(i: int, j: int) -> bool:
-        if i == len(sa) and j == len(sb):
-            return True
-        if i < len(sa) and sa[i] == "**":
-            return match(i + 1, j) or (j < len(sb) and match(i, j + 1))
-        if j < len(sb) and sb[j] == "**":
-            return match(i, j + 1) or (i < len(sa) and match(i + 1, j))
-        if i == len(sa):
-            return covers_below(sa)
-        if j == len(sb):
-            return covers_below(sb)
-        return _segment_overlap(sa[i], sb[j]) and match(i + 1, j + 1)
 
-    return match(0, 0)
+def _segments_overlap(sa: tuple[str, ...], sb: tuple[str, ...]) -> bool:
+    # Filled from the ends backwards, without recursion: len(sa) x len(sb) steps at most, so a
+    # pattern of many segments or many `**` costs time in proportion, never the stack.
+    la, lb = len(sa), len(sb)
+    below_a, below_b = covers_below(sa), covers_below(sb)
+    nxt = [False] * (lb + 1)  # row i + 1
+    for i in range(la, -1, -1):
+        row = [False] * (lb + 1)
+        for j in range(lb, -1, -1):
+            if i == la and j == lb:
+                row[j] = True
+            elif i < la and sa[i] == "**":
+                row[j] = nxt[j] or (j < lb and row[j + 1])
+            elif j < lb and sb[j] == "**":
+                row[j] = row[j + 1] or (i < la and nxt[j])
+            elif i == la:
+                row[j] = below_a
+            elif j == lb:
+                row[j] = below_b
+            else:
+                row[j] = nxt[j + 1] and _segment_overlap(sa[i], sb[j])
+        nxt = row
+    return nxt[0]
 
 
 @dataclass(frozen=True)
@@ -171,22 +186,83 @@ class Conflict:
         return f"tasks '{self.first}' and '{self.second}' may both touch {overlap} with no dependency between them"
 
 
-def file_conflicts(deps: Graph, files: Mapping[str, Sequence[str]]) -> list[Conflict]:
-    """Pairs of tasks that may touch the same files and could run at the same time."""
+# The work one scope check may do: a pattern looked at costs 3, a comparison of two patterns
+# 20 plus (segments + 1) x (other's segments + 1); about a second on a busy machine. Patterns
+# that start with a directory name are only compared with patterns under the same directory;
+# patterns that start with a wildcard are compared with every other, and a plan with very
+# many of those is refused rather than computed for minutes.
+MAX_SCOPE_WORK = 3_000_000
+
+
+# Conflicts named at most: past a few, the advice (add dependencies, narrow 'files') is the same.
+MAX_CONFLICTS_SHOWN = 20
+
+
+class TooManyScopes(ValueError):
+    """The file scopes are too many, and too broad, to be compared in reasonable time."""
+
+
+_TOO_MANY = (
+    "too many 'files' patterns that start with a wildcard to compare them all; start them "
+    "with a directory name (src/app/** rather than **/app/**) or declare fewer"
+)
+
+
+def _literal_prefix(segments: tuple[str, ...]) -> tuple[str, ...]:
+    for n, segment in enumerate(segments):
+        if _has_magic(segment):
+            return segments[:n]
+    return segments
+
+
+def file_conflicts(
+    deps: Graph,
+    files: Mapping[str, Sequence[str]],
+    *,
+    limit: int | None = None,
+    budget: int = MAX_SCOPE_WORK,
+) -> list[Conflict]:
+    """Pairs of tasks that may touch the same files and could run at the same time (at most `limit`).
+
+    Two patterns can only overlap when the directory path one starts with (`src/app` of
+    `src/app/*.py`) is a prefix of the other's, so each pattern is compared with those stored
+    at its own directory and above it, not with every other. Raises TooManyScopes past `budget` (see MAX_SCOPE_WORK).
+    """
     before = ancestors(deps)
-    keys = [k for k in deps if files.get(k)]
-    conflicts = []
-    for i, first in enumerate(keys):
-        for second in keys[i + 1 :]:
-            if first in before[second] or second in before[first]:
+    position = {key: n for n, key in enumerate(deps)}
+    here: dict = {}  # a tree of directory names; the patterns stored at a directory are under ""
+    placed = []
+    for key in deps:
+        for pattern in files.get(key) or ():
+            segments = glob_segments(pattern)
+            node, path = here, [here]
+            for name in _literal_prefix(segments):
+                node = node.setdefault("/" + name, {})
+                path.append(node)
+            own = node.setdefault("", [])
+            placed.append((key, pattern, segments, path, len(own)))
+            own.append((key, pattern, segments))
+    found: dict[tuple[str, str], Conflict] = {}
+    work = 0
+    for key, pattern, segments, path, slot in placed:
+        # Above its own directory, every pattern; at it, only those stored after it (each pair once).
+        above = (entry for node in path[:-1] for entry in node.get("", ()))
+        for other, other_pattern, other_segments in chain(above, islice(path[-1][""], slot + 1, None)):
+            work += 3
+            first, second = (key, other) if position[key] < position[other] else (other, key)
+            if other == key or (first, second) in found or first in before[second] or second in before[first]:
+                if work > budget:
+                    raise TooManyScopes(_TOO_MANY)
                 continue
-            pair = next(
-                ((pa, pb) for pa in files[first] for pb in files[second] if globs_overlap(pa, pb)),
-                None,
-            )
-            if pair:
-                conflicts.append(Conflict(first, second, *pair))
-    return conflicts
+            work += 20 + (len(segments) + 1) * (len(other_segments) + 1)
+            if work > budget:
+                raise TooManyScopes(_TOO_MANY)
+            if _segments_overlap(segments, other_segments):
+                pair = (pattern, other_pattern) if first == key else (other_pattern, pattern)
+                found[(first, second)] = Conflict(first, second, *pair)
+                if limit is not None and len(found) >= limit:
+                    return sorted(found.values(), key=lambda c: (position[c.first], position[c.second]))
+    return sorted(found.values(), key=lambda c: (position[c.first], position[c.second]))
 
 
 # --- the plan ---------------------------------------------------------------------
@@ -281,13 +357,19 @@ def independence_checks(tasks: Sequence[PlanTask], *, aggregation: str) -> list[
             ref = _referenced_task(path, keys)
             if ref and ref not in before[t.key]:
                 hidden.append(f"'{t.key}' uses the result of '{ref}' but does not depend on it")
-    conflicts = file_conflicts(deps, {t.key: t.files for t in tasks})
     undeclared = [t.key for t in tasks if not t.files]
-    scope_detail = "; ".join(c.describe() for c in conflicts) or (
-        f"no overlap among declared scopes ({len(undeclared)} task(s) declare no files)"
-        if undeclared
-        else "every task declares its own files"
-    )
+    try:
+        conflicts = file_conflicts(deps, {t.key: t.files for t in tasks}, limit=MAX_CONFLICTS_SHOWN)
+    except TooManyScopes as exc:
+        conflicts, scope_detail = [None], str(exc)
+    else:
+        scope_detail = "; ".join(c.describe() for c in conflicts) or (
+            f"no overlap among declared scopes ({len(undeclared)} task(s) declare no files)"
+            if undeclared
+            else "every task declares its own files"
+        )
+        if len(conflicts) == MAX_CONFLICTS_SHOWN:
+            scope_detail += "; and maybe more"
     return [
         ("no hidden dependency", not hidden, "; ".join(hidden) or "no task uses an undeclared result"),
         ("distinct file scopes", not conflicts, scope_detail),

@@ -6,24 +6,26 @@ Validation is pure: the agent types and roles it checks against are passed in.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import yaml
 
 from spawner.core import netcheck, planning
 from spawner.spec.fields import (  # noqa: F401 - FieldError and SpecInvalid are spec's API
     Collector,
     FieldError,
     SpecInvalid,
+    Where,
     as_choice,
     as_int,
     as_number,
     as_str_list,
+    shown,
 )
-from spawner.spec.templating import dep_refs, render_prompt
+from spawner.spec.reading import MAX_SPEC_BYTES, MAX_TEXT_CHARS, parse_text  # noqa: F401 - spec's API
+from spawner.spec.templating import PromptTooLong, dep_refs, render_prompt
 from spawner.states import FailurePolicy, Mode, Strategy
 
 MODES = tuple(Mode.values)
@@ -31,6 +33,17 @@ FAILURE_POLICIES = tuple(FailurePolicy.values)
 AGGREGATIONS = tuple(Strategy.values)
 PRIORITIES = {"P0": 0, "P1": 1, "P2": 2}
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+# The longest value each stored text may have: the columns it is stored in.
+MAX_NAME_CHARS = 200  # Batch.name
+MAX_WEBHOOK_CHARS = 200  # Batch.webhook_url
+MAX_CWD_CHARS = 500  # Batch.cwd, AgentRun.cwd
+MAX_ROLE_CHARS = 64  # AgentRun.role
+MAX_PROMPT_CHARS = MAX_TEXT_CHARS  # a task's prompt once its role and variables are filled
+# What a task's `files` may hold: each pattern is compared with others (see planning).
+MAX_FILES_PER_TASK = 100
+MAX_GLOB_CHARS = 300
+MAX_GLOB_SEGMENTS = 32
 
 BATCH_FIELDS = {
     "name",
@@ -111,6 +124,9 @@ class BatchSpec:
     cwd: str = ""
     # (task key, why) for tasks whose agent type this server cannot run now.
     unavailable: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    # The spec as parsed and as written, stored with the batch: read once, never parsed again.
+    data: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    text: str = field(default="", compare=False, repr=False)
 
     @property
     def warnings(self) -> list[str]:
@@ -132,89 +148,7 @@ class BatchSpec:
         ]
 
 
-# --- parsing ------------------------------------------------------------------------
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """Safe YAML that keeps dates as text: a spec holds only what JSON can hold."""
-
-
-_PlainLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _not_plain(value: Any, path: str) -> str | None:
-    """The path of the first value that is not JSON data or holds a NUL character."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str | int | float | bool) and k is not None:
-                return f"{path}.{k!r}"
-            if found := _not_plain(v, f"{path}.{k}" if path else str(k)):
-                return found
-        return None
-    if isinstance(value, list):
-        return next((f for i, v in enumerate(value) if (f := _not_plain(v, f"{path}[{i}]"))), None)
-    return None if value is None or isinstance(value, int | float | bool) else path
-
-
-def parse_text(text: str) -> tuple[Any, dict[int, int]]:
-    """YAML (JSON is YAML too) -> data, plus the source line of each task by index."""
-    if "\x00" in text:
-        raise SpecInvalid([FieldError("spec", "", "contains a NUL character")])
-    try:
-        data = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "spec"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecInvalid([FieldError(where, "", f"not valid YAML or JSON: {problem}")]) from None
-    if bad := _not_plain(data, ""):
-        raise SpecInvalid([FieldError(bad or "spec", "", "must be plain text, numbers, lists or mappings")])
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return data, {}
-    if repeated := _repeated_fields(node):
-        raise SpecInvalid(repeated)
-    return data, {i: item.start_mark.line + 1 for i, item in enumerate(_task_nodes(node))}
-
-
-def _task_nodes(node: yaml.Node | None) -> list[yaml.Node]:
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    for key_node, value_node in node.value:
-        if key_node.value == "tasks" and isinstance(value_node, yaml.SequenceNode):
-            return value_node.value
-    return []
-
-
-def _repeated_fields(node: yaml.Node | None) -> list[FieldError]:
-    """YAML and JSON silently keep the last of two equal keys; in a spec that is always a mistake."""
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    places = [("batch", None, node)]
-    for i, item in enumerate(_task_nodes(node)):
-        if isinstance(item, yaml.MappingNode):
-            keys = (v.value for k, v in item.value if k.value == "key" and isinstance(v, yaml.ScalarNode))
-            key = next(keys, None)
-            where = f"tasks[{i}], line {item.start_mark.line + 1}"
-            places.append((f"task '{key}' ({where})" if key else where, key, item))
-    errors = []
-    for where, task, mapping in places:
-        first_line: dict[str, int] = {}
-        for key_node, _ in mapping.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                continue
-            line = key_node.start_mark.line + 1
-            if key_node.value in first_line:
-                message = f"is given twice (lines {first_line[key_node.value]} and {line}); give it once"
-                errors.append(FieldError(where, key_node.value, message, task))
-            first_line.setdefault(key_node.value, line)
-    return errors
+# --- loading ------------------------------------------------------------------------
 
 
 def load(
@@ -226,7 +160,8 @@ def load(
     is_admin: bool = False,
 ) -> BatchSpec:
     data, lines = parse_text(text)
-    return validate(data, agents=agents, roles=roles, limits=limits, is_admin=is_admin, lines=lines)
+    batch_spec = validate(data, agents=agents, roles=roles, limits=limits, is_admin=is_admin, lines=lines)
+    return dataclasses.replace(batch_spec, data=data, text=text)
 
 
 # --- validation ---------------------------------------------------------------------
@@ -248,7 +183,7 @@ def validate(
     raw_tasks = _raw_tasks(c, data, limits)
     context = _TaskContext(agents, roles, limits, is_admin, lines or {}, defaults)
     tasks: list[TaskSpec] = []
-    where_of: dict[str, str] = {}
+    where_of: dict[str, Where] = {}
     for i, raw in enumerate(raw_tasks):
         if task := _task(c, i, raw, where_of, context):
             tasks.append(task)
@@ -290,6 +225,9 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
     if not isinstance(name, str) or not name.strip():
         c.add("batch", "name", "is required (a short text)")
         name = ""
+    elif len(name.strip()) > MAX_NAME_CHARS:
+        c.add("batch", "name", f"is {len(name.strip())} characters long; the maximum is {MAX_NAME_CHARS}")
+        name = ""
     # A default nobody wrote is held to the server's limits rather than rejected by them.
     max_parallel = data.get("max_parallel", min(3, limits.max_parallel))
     timeout = as_int(c, "batch", "timeout", data.get("timeout", min(1800, limits.max_timeout)), 1, limits.max_timeout)
@@ -298,13 +236,13 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
     aggregation = data.get("aggregation") or ""
     if aggregation:
         as_choice(c, "batch", "aggregation", aggregation, AGGREGATIONS)
-    cwd = data.get("cwd") or ""
-    if not isinstance(cwd, str):
-        c.add("batch", "cwd", f"must be a path, got {cwd!r}")
-        cwd = ""
+    cwd = _path(c, "batch", "cwd", data.get("cwd"))
     webhook = data.get("webhook") or ""
     if not isinstance(webhook, str) or not re.match(r"^https?://[^\s/]+", webhook) and webhook:
-        c.add("batch", "webhook", f"must be an http(s) URL, got {webhook!r}")
+        c.add("batch", "webhook", f"must be an http(s) URL, got {shown(webhook)}")
+        webhook = ""
+    elif len(webhook) > MAX_WEBHOOK_CHARS:
+        c.add("batch", "webhook", f"is {len(webhook)} characters long; the maximum is {MAX_WEBHOOK_CHARS}")
         webhook = ""
     elif webhook and not is_admin:
         # The server POSTs to it: an open URL would let anyone probe the server's network.
@@ -341,6 +279,33 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
     return settings, defaults
 
 
+def _path(c: Collector, where: str | Where, name: str, value: Any, task: str | None = None) -> str:
+    value = value or ""
+    if not isinstance(value, str):
+        c.add(where, name, f"must be a path, got {shown(value)}", task)
+        return ""
+    if len(value) > MAX_CWD_CHARS:
+        c.add(where, name, f"is {len(value)} characters long; the maximum is {MAX_CWD_CHARS}", task)
+        return ""
+    return value
+
+
+def _globs(c: Collector, where: Where, key: str, value: Any) -> tuple[str, ...]:
+    """A task's `files`, each a pattern small enough to compare with the others quickly."""
+    patterns = as_str_list(c, where, "files", value, key)
+    if len(patterns) > MAX_FILES_PER_TASK:
+        c.add(where, "files", f"has {len(patterns)} patterns; the maximum is {MAX_FILES_PER_TASK}", key)
+        return ()
+    for pattern in patterns:
+        if len(pattern) > MAX_GLOB_CHARS:
+            c.add(where, "files", f"pattern {shown(pattern)} is over {MAX_GLOB_CHARS} characters", key)
+            return ()
+        if len(planning.glob_segments(pattern)) > MAX_GLOB_SEGMENTS:
+            c.add(where, "files", f"pattern {shown(pattern)} has more than {MAX_GLOB_SEGMENTS} segments", key)
+            return ()
+    return patterns
+
+
 def _raw_tasks(c: Collector, data: dict, limits: Limits) -> list:
     raw_tasks = data.get("tasks")
     if raw_tasks is None or raw_tasks == []:
@@ -354,21 +319,23 @@ def _raw_tasks(c: Collector, data: dict, limits: Limits) -> list:
     raise SpecInvalid(c.errors)
 
 
-def _task(c: Collector, i: int, raw: Any, where_of: dict[str, str], ctx: _TaskContext) -> TaskSpec | None:
+def _task(c: Collector, i: int, raw: Any, where_of: dict[str, Where], ctx: _TaskContext) -> TaskSpec | None:
     """One task, checked field by field; None when it cannot even be named."""
-    line = f", line {ctx.lines[i]}" if i in ctx.lines else ""
+    place = Where(i, None, ctx.lines.get(i))
     if not isinstance(raw, dict):
-        c.add(f"tasks[{i}]{line}", "", "must be a mapping with at least 'key'")
+        c.add(place, "", "must be a mapping with at least 'key'")
         return None
     key = raw.get("key")
     if not isinstance(key, str) or not KEY_RE.match(key):
-        c.add(f"tasks[{i}]{line}", "key", f"must be letters, digits, '_', '-' or '.', got {key!r}")
+        c.add(place, "key", f"must be letters, digits, '_', '-' or '.' (100 at most), got {shown(key)}")
         return None
-    where = f"task '{key}' (tasks[{i}]{line})"
-    if key in where_of:
+    where = Where(i, key, ctx.lines.get(i))
+    duplicate = key in where_of
+    if duplicate:
+        # Still checked field by field: every other mistake in it is reported in the same answer.
         c.add(where, "key", f"duplicate key: also used by {where_of[key]}", key)
-        return None
-    where_of[key] = where
+    else:
+        where_of[key] = where
     for extra in sorted(set(raw) - TASK_FIELDS, key=str):
         c.add(where, str(extra), f"unknown field (known: {', '.join(sorted(TASK_FIELDS))})", key)
     agent, info = _task_agent(c, where, key, raw.get("agent", ctx.defaults.agent), ctx)
@@ -382,18 +349,19 @@ def _task(c: Collector, i: int, raw: Any, where_of: dict[str, str], ctx: _TaskCo
     estimate = raw.get("estimate")
     if estimate is not None:
         estimate = as_number(c, where, "estimate", estimate, 0, 10 * limits.max_timeout, key)
-    cwd = raw.get("cwd") or ""
-    if not isinstance(cwd, str):
-        c.add(where, "cwd", f"must be a path, got {cwd!r}", key)
-        cwd = ""
+    cwd = _path(c, where, "cwd", raw.get("cwd"), key)
+    depends_on = as_str_list(c, where, "depends_on", raw.get("depends_on"), key)
+    files = _globs(c, where, key, raw.get("files"))
+    if duplicate:
+        return None
     return TaskSpec(
         key=key,
         agent=agent,
         prompt=prompt,
         role=role,
         priority=_priority(c, where, key, raw.get("priority", "P1")),
-        depends_on=as_str_list(c, where, "depends_on", raw.get("depends_on"), key),
-        files=as_str_list(c, where, "files", raw.get("files"), key),
+        depends_on=depends_on,
+        files=files,
         timeout=timeout or 1800,
         retries=retries or 0,
         cwd=cwd,
@@ -401,19 +369,19 @@ def _task(c: Collector, i: int, raw: Any, where_of: dict[str, str], ctx: _TaskCo
     )
 
 
-def _task_agent(c: Collector, where: str, key: str, agent: Any, ctx: _TaskContext):
+def _task_agent(c: Collector, where: Where, key: str, agent: Any, ctx: _TaskContext):
     info = ctx.agents.get(agent) if isinstance(agent, str) else None
     if not agent:
         c.add(where, "agent", "is required (or set 'agent' on the batch)", key)
     elif info is None:
         known = ", ".join(sorted(ctx.agents)) or "none defined"
-        c.add(where, "agent", f"unknown agent type {agent!r} (known: {known})", key)
+        c.add(where, "agent", f"unknown agent type {shown(agent)} (known: {known})", key)
     elif info.admin_only and not ctx.is_admin:
         c.add(where, "agent", f"agent type {agent!r} may only be launched by an admin", key)
     return (agent if isinstance(agent, str) else ""), info
 
 
-def _task_prompt(c: Collector, where: str, key: str, raw: dict, ctx: _TaskContext) -> tuple[str, str]:
+def _task_prompt(c: Collector, where: Where, key: str, raw: dict, ctx: _TaskContext) -> tuple[str, str]:
     """(role, prompt): the prompt filled into its role's template and its variables."""
     prompt = raw.get("prompt")
     prompt = "" if prompt is None else prompt
@@ -422,7 +390,10 @@ def _task_prompt(c: Collector, where: str, key: str, raw: dict, ctx: _TaskContex
         prompt = ""
     role = raw.get("role") or ""
     if not isinstance(role, str):
-        c.add(where, "role", f"must be the name of a role, got {role!r}", key)
+        c.add(where, "role", f"must be the name of a role, got {shown(role)}", key)
+        role = ""
+    elif len(role) > MAX_ROLE_CHARS:
+        c.add(where, "role", f"is {len(role)} characters long; the maximum is {MAX_ROLE_CHARS}", key)
         role = ""
     task_vars = raw.get("vars") or {}
     if not isinstance(task_vars, dict):
@@ -431,49 +402,74 @@ def _task_prompt(c: Collector, where: str, key: str, raw: dict, ctx: _TaskContex
     variables = {**ctx.defaults.vars, **task_vars, "key": key}
     if role and role not in ctx.roles:
         known = ", ".join(sorted(ctx.roles)) or "none defined"
-        c.add(where, "role", f"unknown role {role!r} (known: {known})", key)
-    elif role:
-        prompt, unknown = render_prompt(ctx.roles[role], {**variables, "task": prompt})
-        for name in unknown:
-            c.add(where, "vars", f"role {role!r} uses {{{{ {name} }}}} but no value is given", key)
-    elif task_vars or ctx.defaults.vars:
-        prompt, unknown = render_prompt(prompt, variables)
-        for name in unknown:
-            c.add(where, "prompt", f"uses {{{{ {name} }}}} but no value is given", key)
+        c.add(where, "role", f"unknown role {shown(role)} (known: {known})", key)
+        return role, prompt
+    try:
+        if role:
+            prompt, unknown = render_prompt(ctx.roles[role], {**variables, "task": prompt}, limit=MAX_PROMPT_CHARS)
+            for name in unknown:
+                c.add(where, "vars", f"role {role!r} uses {{{{ {name} }}}} but no value is given", key)
+        elif task_vars or ctx.defaults.vars:
+            prompt, unknown = render_prompt(prompt, variables, limit=MAX_PROMPT_CHARS)
+            for name in unknown:
+                c.add(where, "prompt", f"uses {{{{ {name} }}}} but no value is given", key)
+    except PromptTooLong as exc:
+        c.add(where, "prompt", str(exc), key)
+        return role, ""
     return role, prompt
 
 
-def _priority(c: Collector, where: str, key: str, value: Any) -> int:
+def _priority(c: Collector, where: Where, key: str, value: Any) -> int:
     label = f"P{value}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
     priority = PRIORITIES.get(label.upper())
     if priority is None:
-        c.add(where, "priority", f"must be P0, P1 or P2, got {value!r}", key)
+        c.add(where, "priority", f"must be P0, P1 or P2, got {shown(value)}", key)
         return 1
     return priority
 
 
-def _check_graph(c: Collector, tasks: list[TaskSpec], where_of: Mapping[str, str]) -> None:
+def _check_graph(c: Collector, tasks: list[TaskSpec], where_of: Mapping[str, Where]) -> None:
+    """Unknown dependencies, cycles and file conflicts: all of them, in one answer."""
     keys = {t.key for t in tasks}
-    graph_ok = True
+    deps: dict[str, tuple[str, ...]] = {}
     for t in tasks:
         for dep in t.depends_on:
             if dep == t.key:
                 c.add(where_of[t.key], "depends_on", "a task cannot depend on itself", t.key)
-                graph_ok = False
             elif dep not in keys:
-                c.add(where_of[t.key], "depends_on", f"unknown dependency '{dep}'", t.key)
-                graph_ok = False
-    if not graph_ok:
-        return
-    deps = {t.key: t.depends_on for t in tasks}
-    cycle = planning.find_cycle(deps)
-    if cycle:
+                c.add(where_of[t.key], "depends_on", f"unknown dependency {shown(dep)}", t.key)
+        # What is left is checked for cycles and conflicts as if the wrong dependencies were gone.
+        deps[t.key] = tuple(d for d in t.depends_on if d in keys and d != t.key)
+    cyclic = False
+    for cycle in _cycles(deps):
+        cyclic = True
         c.add(where_of[cycle[0]], "depends_on", "dependency cycle: " + " -> ".join(cycle), cycle[0])
+    if cyclic:
+        return  # which tasks may run at once is not known until the cycles are broken
+    try:
+        conflicts = planning.file_conflicts(
+            deps, {t.key: t.files for t in tasks}, limit=planning.MAX_CONFLICTS_SHOWN + 1
+        )
+    except planning.TooManyScopes as exc:
+        c.add("batch", "files", str(exc))
         return
-    for conflict in planning.file_conflicts(deps, {t.key: t.files for t in tasks}):
+    for conflict in conflicts[: planning.MAX_CONFLICTS_SHOWN]:
         c.add(
             where_of[conflict.second],
             "files",
             f"conflict: {conflict.describe()}; add a depends_on between them or narrow 'files'",
             conflict.second,
         )
+    if len(conflicts) > planning.MAX_CONFLICTS_SHOWN:
+        c.add("batch", "files", f"more file conflicts than the {planning.MAX_CONFLICTS_SHOWN} shown")
+
+
+def _cycles(deps: dict[str, tuple[str, ...]], most: int = 10) -> list[list[str]]:
+    """Up to `most` distinct dependency cycles: each found one is cut open and the search goes on."""
+    graph = dict(deps)
+    found = []
+    while len(found) < most and (cycle := planning.find_cycle(graph)):
+        found.append(cycle)
+        head, after = cycle[-2], cycle[-1]
+        graph[head] = tuple(d for d in graph[head] if d != after)
+    return found

@@ -8,14 +8,37 @@ from typing import Any
 
 @dataclass(frozen=True)
 class FieldError:
+    """One thing wrong with a spec, as text (`where`) and as data (task index, task key, field, line)."""
+
     where: str  # "batch" or "task 'lint' (tasks[2], line 14)"
     field: str
     message: str
-    task: str | None = None
+    task: str | None = None  # the task's key, when it has one
+    index: int | None = None  # the task's position in `tasks`, from 0
+    line: int | None = None  # in the spec's text, from 1
 
     def __str__(self) -> str:
         field_part = f"{self.field}: " if self.field else ""
         return f"{self.where}: {field_part}{self.message}"
+
+
+@dataclass(frozen=True)
+class Where:
+    """A task's place in the spec; reads as "task 'lint' (tasks[2], line 14)"."""
+
+    index: int
+    task: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        place = f"tasks[{self.index}]" + (f", line {self.line}" if self.line else "")
+        return f"task '{self.task}' ({place})" if self.task else place
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as it appears in a message: its repr, cut short (a message must stay readable)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
 
 
 class SpecInvalid(Exception):
@@ -30,43 +53,46 @@ class Collector:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
 
-    def add(self, where: str, field_name: str, message: str, task: str | None = None) -> None:
-        self.errors.append(FieldError(where, field_name, message, task))
+    def add(self, where: str | Where, field_name: str, message: str, task: str | None = None) -> None:
+        if isinstance(where, Where):
+            self.errors.append(FieldError(str(where), field_name, message, task or where.task, where.index, where.line))
+        else:
+            self.errors.append(FieldError(where, field_name, message, task))
 
 
-def as_int(c: Collector, where: str, name: str, value: Any, lo: int, hi: int, task=None) -> int | None:
+def as_int(c: Collector, where: str | Where, name: str, value: Any, lo: int, hi: int, task=None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        c.add(where, name, f"must be a whole number, got {value!r}", task)
+        c.add(where, name, f"must be a whole number, got {shown(value)}", task)
         return None
     if not lo <= value <= hi:
-        c.add(where, name, f"must be between {lo} and {hi}, got {value}", task)
+        c.add(where, name, f"must be between {lo} and {hi}, got {shown(value)}", task)
         return None
     return value
 
 
-def as_number(c: Collector, where: str, name: str, value: Any, lo: float, hi: float, task=None) -> float | None:
+def as_number(c: Collector, where: str | Where, name: str, value: Any, lo: float, hi: float, task=None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        c.add(where, name, f"must be a number, got {value!r}", task)
+        c.add(where, name, f"must be a number, got {shown(value)}", task)
         return None
     if not lo <= value <= hi:
-        c.add(where, name, f"must be between {lo} and {hi}, got {value}", task)
+        c.add(where, name, f"must be between {lo} and {hi}, got {shown(value)}", task)
         return None
     return float(value)
 
 
-def as_str_list(c: Collector, where: str, name: str, value: Any, task=None) -> tuple[str, ...]:
+def as_str_list(c: Collector, where: str | Where, name: str, value: Any, task=None) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        c.add(where, name, f"must be a list of non-empty strings, got {value!r}", task)
+        c.add(where, name, f"must be a list of non-empty strings, got {shown(value)}", task)
         return ()
     return tuple(value)
 
 
-def as_choice(c: Collector, where: str, name: str, value: Any, choices, task=None) -> str | None:
+def as_choice(c: Collector, where: str | Where, name: str, value: Any, choices, task=None) -> str | None:
     if value not in choices:
-        c.add(where, name, f"must be one of {', '.join(choices)}; got {value!r}", task)
+        c.add(where, name, f"must be one of {', '.join(choices)}; got {shown(value)}", task)
         return None
     return value

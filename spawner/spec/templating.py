@@ -18,18 +18,32 @@ VAR_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 DEPS = "deps."
 
 
-def render_prompt(template: str, variables: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """Fill {{ name }} from variables; {{ deps.* }} stays for spawn time. Returns (text, unknown)."""
+class PromptTooLong(ValueError):
+    """Filling the variables would make a prompt longer than allowed."""
+
+
+def render_prompt(template: str, variables: Mapping[str, Any], *, limit: int | None = None) -> tuple[str, list[str]]:
+    """Fill {{ name }} from variables; {{ deps.* }} stays for spawn time. Returns (text, unknown).
+
+    With `limit`, raises PromptTooLong as soon as the text would pass it: a short prompt that
+    repeats a long variable must not take the server's memory.
+    """
     unknown: list[str] = []
+    size = len(template)
 
     def fill(match: re.Match) -> str:
+        nonlocal size
         name = match.group(1)
         if name.startswith(DEPS):
             return match.group(0)
         if name not in variables:
             unknown.append(name)
             return match.group(0)
-        return str(variables[name])
+        value = str(variables[name])
+        size += len(value) - len(match.group(0))
+        if limit is not None and size > limit:
+            raise PromptTooLong(f"is over {limit} characters once its variables are filled")
+        return value
 
     return VAR_RE.sub(fill, template), unknown
 

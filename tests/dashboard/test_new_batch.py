@@ -227,3 +227,52 @@ def test_starting_points_never_hand_prose_to_a_tool(agent_types):
 
     data = starters.build("waves", services.agent_catalog(), services.role_templates(), is_admin=True)
     assert {t["agent"] for t in data["tasks"]} <= set(starters.CODING_AGENTS)
+
+
+def test_a_launch_reads_the_pasted_spec_once(signed_in, agent_types, settings, tmp_path, monkeypatch):
+    from spawner import spec
+
+    settings.SPAWNER_WORKDIR = tmp_path
+    parse, calls = spec.parse_text, []
+    monkeypatch.setattr(spec, "parse_text", lambda text: calls.append(text) or parse(text))
+    text = "name: once\nagent: sh\ntasks:\n  - {key: one, prompt: echo 1}\n"
+    response = signed_in.post("/batches/new/", {"source": "yaml", "action": "launch", "spec_text": text})
+    assert response.status_code == 302 and len(calls) == 1
+    assert Batch.objects.get().spec == {"name": "once", "agent": "sh", "tasks": [{"key": "one", "prompt": "echo 1"}]}
+
+
+def test_errors_go_to_the_row_their_index_or_key_names(agent_types):
+    from dashboard.pages.forms import TaskForm, place_errors
+    from spawner.spec import FieldError
+
+    catalog = {"agents": {}, "roles": [], "is_admin": False}
+    rows = [
+        TaskForm({f"r{n}-key": key, f"r{n}-priority": "P1"}, prefix=f"r{n}", **catalog) for n, key in enumerate("ab")
+    ]
+    assert all(f.is_valid() for f in rows)
+    errors = [
+        FieldError("somewhere", "prompt", "too long", index=1),  # the index alone names the row
+        FieldError("task 'a'", "cwd", "does not exist", task="a"),  # found after the check: the key names it
+        FieldError("line 3, column 1", "", "not valid YAML"),
+    ]
+    general = place_errors(errors, None, rows)
+    assert rows[1].errors["prompt"] == ["too long"]
+    assert rows[0].errors["__all__"] == ["cwd: does not exist"]
+    assert general == ["line 3, column 1: not valid YAML"]
+
+
+def test_a_name_longer_than_its_column_is_shown_on_the_name_field(signed_in, agent_types):
+    text = "name: " + "n" * 201 + "\nagent: sh\ntasks: [{key: a, prompt: x}]\n"
+    response = signed_in.post("/batches/new/", {"source": "yaml", "action": "launch", "spec_text": text})
+    assert response.status_code == 400 and "the maximum is 200" in response.content.decode()
+    assert not Batch.objects.exists()
+
+
+def test_a_row_with_thousands_of_patterns_is_refused_before_a_spec_is_written(signed_in, agent_types, monkeypatch):
+    from spawner import spec
+
+    monkeypatch.setattr(spec, "parse_text", lambda text: pytest.fail("a spec was written and read"))
+    data = form_data({"key": "a", "prompt": "x", "files": "{{ v }}" * 16_000})
+    response = signed_in.post("/batches/new/", data)
+    assert response.status_code == 400
+    assert "32001 patterns; the maximum is 100" in errors_of(response.content.decode(), "t0", "files")

@@ -326,3 +326,59 @@ def test_a_batch_without_an_aggregation_fails_that_check():
         False,
         "no aggregation strategy set",
     )
+
+
+# --- bounded scope checks ---------------------------------------------------------
+
+
+def test_patterns_of_many_segments_or_many_double_stars_are_compared_without_recursion():
+    assert planning.globs_overlap("**/" * 600 + "x", "**/" * 600 + "x")
+    assert not planning.globs_overlap("a/" * 1500 + "x.py", "a/" * 1500 + "y.py")
+    assert planning.globs_overlap("*/" * 1500 + "x", "a/" * 1500 + "x")
+
+
+def test_patterns_under_different_directories_are_not_compared_pair_by_pair():
+    deps = {f"t{i}": () for i in range(1000)}
+    files = {f"t{i}": [f"src/m{i}/f{j}/**" for j in range(20)] for i in range(1000)}
+    # 20,000 patterns: comparing every pair would be 200 million comparisons, far over this budget.
+    assert planning.file_conflicts(deps, files, budget=200_000) == []
+
+
+def test_overlaps_are_found_across_directory_levels_whatever_the_spec_order():
+    deps = {"deep": (), "wild": (), "top": (), "other": ()}
+    files = {"deep": ["src/app/models.py"], "wild": ["**/models.py"], "top": ["src"], "other": ["docs/*.md"]}
+    pairs = {(c.first, c.second) for c in planning.file_conflicts(deps, files)}
+    assert pairs == {("deep", "wild"), ("deep", "top"), ("wild", "top")}
+
+
+def test_too_many_broad_patterns_are_refused_rather_than_compared_for_minutes():
+    deps = {f"t{i}": () for i in range(800)}
+    files = {f"t{i}": [f"*/**/*.e{i}"] for i in range(800)}
+    with pytest.raises(planning.TooManyScopes, match="start them with a directory name"):
+        planning.file_conflicts(deps, files)
+
+
+def test_a_long_chain_of_broad_patterns_is_refused_too():
+    deps = {f"t{i}": ((f"t{i - 1}",) if i else ()) for i in range(1000)}
+    files = {f"t{i}": [f"**/m{i}/f{j}.py" for j in range(20)] for i in range(1000)}
+    with pytest.raises(planning.TooManyScopes):
+        planning.file_conflicts(deps, files)
+
+
+def test_conflicts_stop_at_the_limit():
+    deps = {f"t{i}": () for i in range(100)}
+    conflicts = planning.file_conflicts(deps, dict.fromkeys(deps, ["**"]), limit=5)
+    assert len(conflicts) == 5
+
+
+def test_the_scope_check_of_a_plan_says_when_there_are_too_many_patterns_to_compare():
+    tasks = [planning.PlanTask(key=f"t{i}", files=(f"*/**/*.e{i}",)) for i in range(800)]
+    ok, detail = checks(tasks)["distinct file scopes"]
+    assert not ok and "too many 'files' patterns" in detail
+
+
+def test_the_scope_check_of_a_plan_names_a_few_conflicts_and_says_there_may_be_more():
+    tasks = [planning.PlanTask(key=f"t{i}", files=("**",)) for i in range(100)]
+    ok, detail = checks(tasks)["distinct file scopes"]
+    assert not ok and detail.count("may both touch") == planning.MAX_CONFLICTS_SHOWN
+    assert detail.endswith("and maybe more")

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from spawner import selectors, services, spec
 from spawner.engine import cluster, reaper
@@ -50,11 +52,11 @@ class Command(BaseCommand):
         base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
         try:
             batch_spec = services.spec_load(text, is_admin=True)
-            if not opts["plan"]:
-                services.batch_check(batch_spec, base_dir)
+            checked = None if opts["plan"] else services.batch_check(batch_spec, base_dir)
         except spec.SpecInvalid as exc:
             for error in exc.errors:
-                self.console.print(f"[red]error[/red] {error}", markup=True, soft_wrap=True)
+                # The error quotes the spec, which may hold anything, brackets included: no markup.
+                self.console.print(Text.assemble(("error", "red"), " ", str(error)), soft_wrap=True)
             raise CommandError(f"{path}: {len(exc.errors)} error(s); nothing was launched") from None
         if opts["plan"]:
             self._print_plan(batch_spec, sequential=opts["sequential"])
@@ -69,9 +71,8 @@ class Command(BaseCommand):
             batch = services.batch_launch(
                 batch_spec=batch_spec,
                 base_dir=base_dir,
-                spec_data=spec.parse_text(text)[0],
-                spec_text=text,
                 mode="sequential" if opts["sequential"] else None,
+                checked=checked,
             )
             if not (opts["wait"] or opts["compare"] or started):
                 self.console.print(f"launched batch #{batch.id}: {batch.name}")
@@ -108,16 +109,17 @@ class Command(BaseCommand):
                 batch.refresh_from_db()
                 live.update(self._progress(batch))
                 if batch.status in BATCH_TERMINAL:
-                    return batch
+                    break
                 time.sleep(0.2)
+        if not self.console.is_terminal:
+            # Piped, the last frame is written without a line end: what follows starts a new line.
+            self.console.line()
+        return batch
 
-    def _progress(self, batch: Batch) -> Table:
+    def _progress(self, batch: Batch) -> Group:
         runs = list(batch.runs.order_by("order").values_list("key", "status", "attempt", "wave"))
         done = sum(1 for r in runs if r[1] in RUN_TERMINAL)
-        width = 30
-        filled = int(width * done / len(runs)) if runs else width
-        title = f"batch #{batch.id} {batch.name} [{'█' * filled}{'░' * (width - filled)}] {done}/{len(runs)}"
-        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        table = Table(box=None, pad_edge=False)
         table.add_column("task")
         table.add_column("wave", justify="right")
         table.add_column("status")
@@ -126,7 +128,7 @@ class Command(BaseCommand):
             table.add_row(key, str(wave), f"[{STATUS_STYLE.get(status, '')}]{status}[/]", str(attempt or ""))
         if len(runs) > 60:
             table.add_row(f"… {len(runs) - 60} more", "", "", "")
-        return table
+        return Group(progress_title(batch.id, batch.name, done, len(runs), self.console.width), table)
 
     # --- printing ---------------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class Command(BaseCommand):
         c = self.console
         mode = "sequential" if sequential else batch_spec.mode
         c.print(
-            f"[bold]{batch_spec.name}[/bold]: {len(batch_spec.tasks)} tasks, "
+            f"[bold]{escape(batch_spec.name)}[/bold]: {len(batch_spec.tasks)} tasks, "
             f"max_parallel {batch_spec.max_parallel}, {mode}"
         )
         for n, wave in enumerate(plan.waves):
@@ -148,9 +150,9 @@ class Command(BaseCommand):
         )
         for name, ok, detail in plan.checks:
             mark = "[green]ok[/green]  " if ok else "[yellow]warn[/yellow]"
-            c.print(f"  {mark} {name}: {detail}", soft_wrap=True)
+            c.print(f"  {mark} {name}: {escape(detail)}", soft_wrap=True)
         for warning in batch_spec.warnings:
-            c.print(f"  [yellow]warn[/yellow] {warning}", soft_wrap=True)
+            c.print(f"  [yellow]warn[/yellow] {escape(warning)}", soft_wrap=True)
         workers = reaper.live_workers() or settings.SPAWNER_WORKERS
         if batch_spec.max_parallel > workers:
             c.print(
@@ -159,7 +161,7 @@ class Command(BaseCommand):
             )
 
     def _print_summary(self, s: dict) -> None:
-        table = Table(title=f"batch #{s['batch']} {s['name']}: {s['status']}", title_justify="left")
+        table = Table(title=Text(f"batch #{s['batch']} {s['name']}: {s['status']}"), title_justify="left")
         for col in ("task", "agent", "prio", "wave", "status", "tries", "exit", "seconds", "error"):
             table.add_column(col)
         for r in s["runs"]:
@@ -173,15 +175,16 @@ class Command(BaseCommand):
                 str(r["attempts"]),
                 "" if r["exit_code"] is None else str(r["exit_code"]),
                 secs,
-                r["error"][:60],
+                Text(r["error"][:60]),
             )
         self.console.print(table)
         t = s["timings"]
         if agg := s.get("aggregation"):
             verdict = f" · verdict {agg['verdict']}" if agg.get("verdict") else ""
-            self.console.print(f"[bold]{agg['strategy']}[/bold] ({agg['status']}{verdict}): {agg['summary']}")
+            summary = escape(str(agg["summary"]))
+            self.console.print(f"[bold]{agg['strategy']}[/bold] ({escape(agg['status'] + verdict)}): {summary}")
             for note in agg.get("notes", []):
-                self.console.print(f"  {note['level']}: {note['message']}", soft_wrap=True)
+                self.console.print(Text(f"  {note['level']}: {note['message']}"), soft_wrap=True)
         if s.get("open_escalations"):
             self.console.print(f"[red]{s['open_escalations']} open escalation(s)[/red]: see the dashboard")
         self.console.print(
@@ -205,7 +208,28 @@ class Command(BaseCommand):
         self.console.print(table)
         pw, sw = par["timings"]["wall_seconds"], seq["timings"]["wall_seconds"]
         if pw and sw:
-            self.console.print(f"[bold]measured: parallel is {sw / pw:.2f}x faster than sequential[/bold]")
+            self.console.print(f"[bold]measured: {comparison_words(pw, sw)}[/bold]")
+
+
+def comparison_words(parallel_wall: float, sequential_wall: float) -> str:
+    """'parallel is 2.10x faster than sequential', or '1.05x slower' when it lost: never '0.95x faster'."""
+    ratio = sequential_wall / parallel_wall
+    if ratio >= 1:
+        return f"parallel is {ratio:.2f}x faster than sequential"
+    return f"parallel is {1 / ratio:.2f}x slower than sequential"
+
+
+def progress_title(batch_id: int, name: str, done: int, total: int, width: int) -> Text:
+    """`batch #7 name [████░░░░] 3/8` on one line of `width`: the bar shrinks, then the name is cut."""
+    count = f" {done}/{total}"
+    head = f"batch #{batch_id} "
+    bar_width = max(5, min(30, width - len(head) - len(name) - len(count) - 3))
+    room_for_name = width - len(head) - bar_width - len(count) - 3
+    if len(name) > room_for_name:
+        name = name[: max(0, room_for_name - 1)] + "…"
+    filled = int(bar_width * done / total) if total else bar_width
+    line = f"{head}{name} [{'█' * filled}{'░' * (bar_width - filled)}]{count}"
+    return Text(line if len(line) <= width else line[: max(0, width - 1)] + "…", no_wrap=True)
 
 
 def _f(value) -> str:
