@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -15,6 +19,8 @@ from spawner.models import Batch
 from spawner.spec import reading
 from spawner.states import BatchStatus
 from tests.spawner.helpers import launch
+
+ROOT = Path(__file__).resolve().parents[2]
 
 GOOD = "name: two\nagent: sh\ntasks:\n  - {key: a, prompt: 'echo a'}\n  - {key: b, prompt: 'echo b'}\n"
 
@@ -108,3 +114,17 @@ def test_piped_output_ends_the_last_frame_before_the_summary(agent_types, tmp_pa
 )
 def test_a_comparison_says_slower_when_parallel_lost(parallel, sequential, words):
     assert spawn.comparison_words(parallel, sequential) == words
+
+
+def test_spawn_on_a_database_that_is_not_set_up_says_to_migrate(tmp_path):
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'fresh.sqlite3'}"}
+    out = subprocess.run(
+        [sys.executable, "manage.py", "spawn", "examples/sleepers.yaml", "--plan"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "run `python manage.py migrate` first" in out.stderr and "Traceback" not in out.stderr

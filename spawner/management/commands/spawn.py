@@ -47,6 +47,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         self.console = Console(stderr=opts["json"], highlight=False)
+        if pending := unapplied_migrations():
+            raise CommandError(
+                f"the database is not set up ({pending} migration(s) to apply): run `python manage.py migrate` first"
+            )
         path = opts["file"]
         text = sys.stdin.read() if path == "-" else self._read(path)
         base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
@@ -238,3 +242,11 @@ def _f(value) -> str:
 
 def _pct(value) -> str:
     return "–" if value is None else f"{value * 100:.0f}%"
+
+
+def unapplied_migrations() -> int:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
