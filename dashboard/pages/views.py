@@ -6,12 +6,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
 from dashboard.pages import queries
+from dashboard.pages.downloads import file_download
 from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import BatchStatus
@@ -109,4 +110,4 @@ def run_log_download(request: HtmxHttpRequest, run_id: int, number: int):
     attempt = get_object_or_404(RunAttempt.objects.select_related("run"), run_id=run_id, number=number)
     path = _log_file(attempt)
     name = f"batch-{attempt.run.batch_id}-{attempt.run.key}-attempt-{number}.log"
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=name, content_type="text/plain")  # noqa: SIM115
+    return file_download(path, filename=name, content_type="text/plain")

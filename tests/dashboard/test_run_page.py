@@ -83,8 +83,19 @@ def test_the_whole_log_downloads(signed_in, member, make_batch, tmp_path):
     with_log(run, tmp_path, b"all of it\n\xff\xfe binary too\n")
     response = signed_in.get(f"/runs/{run.id}/attempts/1/log/download/")
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == b"all of it\n\xff\xfe binary too\n"
+    assert b"".join(response) == b"all of it\n\xff\xfe binary too\n"
     assert "attachment" in response["Content-Disposition"]
+    assert response["Content-Length"] == "24"
+
+
+def test_a_log_still_growing_downloads_as_it_was_when_asked_for(signed_in, member, make_batch, tmp_path):
+    run = make_batch(member).runs.get(key="lint")
+    path = with_log(run, tmp_path, b"first line\n")
+    response = signed_in.get(f"/runs/{run.id}/attempts/1/log/download/")
+    with open(path, "ab") as f:
+        f.write(b"written by the agent meanwhile\n")
+    assert b"".join(response) == b"first line\n"
+    assert response["Content-Length"] == "11"
 
 
 def test_a_log_that_is_not_on_this_server_is_not_found(signed_in, member, make_batch):
