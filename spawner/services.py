@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from spawner import spec
+from spawner import permissions, spec
 from spawner.core import planning
 from spawner.engine import dispatch, events
 from spawner.errors import ActionRefused
@@ -171,7 +171,7 @@ def batch_launch(
 def _refuse_admin_only(runs, actor) -> None:
     """Running an admin-only agent type again needs an admin, as launching it did.
     No actor means the local command line, whose user already has the server's shell."""
-    if actor is None or actor.is_staff:
+    if actor is None or permissions.may_run_admin_only(actor):
         return
     names = sorted({r.agent_type.name for r in runs if r.agent_type.admin_only})
     if names:

@@ -15,9 +15,10 @@ from dashboard.pages import fanin_queries
 from dashboard.pages.fanin_queries import FindingFilters
 from dashboard.pages.forms import ReviewForm
 from dashboard.pages.views import HtmxHttpRequest
+from spawner import permissions
 from spawner.core import aggregation
 from spawner.engine import fanin
-from spawner.errors import ActionRefused
+from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import Aggregation, Batch
 
 
@@ -42,14 +43,20 @@ def batch_review(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     form = ReviewForm(request.POST)
     error, status = "", 200
-    if not form.is_valid():
+    if not permissions.may_review(request.user):
+        error, status = permissions.REFUSALS[permissions.may_review], 403
+    elif not form.is_valid():
         error, status = "choose approve, request changes or comment", 400
     else:
         try:
             fanin.review_submit(batch=batch, author=request.user, **form.cleaned_data)
+        except NotAllowed as exc:
+            error, status = str(exc), 403
         except ActionRefused as exc:
             error, status = str(exc), 409
     if not request.htmx:
+        if status == 403:
+            return render(request, "403.html", {"message": error}, status=403)
         (messages.error if error else messages.success)(request, error or "Your review is recorded.")
         return redirect("batch-result", batch_id=batch.id)
     context = {**fanin_queries.review_context(batch), "form": form if error else ReviewForm(), "error": error}

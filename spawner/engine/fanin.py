@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from spawner import permissions
 from spawner.core import aggregation
 from spawner.engine import events, webhooks
 from spawner.errors import ActionRefused
@@ -111,6 +112,7 @@ def _close(escalation: Escalation, *, state: str, resolution: str, note: str, ac
 
 
 def escalation_assign(*, escalation: Escalation, assignee, actor) -> None:
+    permissions.require(actor, permissions.may_resolve_escalations)
     with transaction.atomic():
         if not Escalation.objects.filter(id=escalation.id, state=Escalation.State.OPEN).update(assignee=assignee):
             raise ActionRefused(f"escalation #{escalation.id} is no longer open")
@@ -127,11 +129,13 @@ def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", a
     """retry (the run gets a new attempt), accept (the partial result stands) or dismiss (with a reason)."""
     from spawner import services
 
+    permissions.require(actor, permissions.may_resolve_escalations)
     if action == "dismiss" and not note.strip():
         raise ActionRefused("say why you dismiss it")
     if action == "retry":
         if escalation.run is None:
             raise ActionRefused("this escalation concerns the whole batch: retry its runs one by one")
+        permissions.require(actor, permissions.may_launch)
         with transaction.atomic():
             services.run_retry(run=escalation.run, actor=actor)
             _close(
@@ -163,6 +167,7 @@ def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", a
 
 
 def review_submit(*, batch: Batch, author, decision: str, comment: str = "") -> Review:
+    permissions.require(author, permissions.may_review)
     if decision not in Review.Decision.values:
         raise ActionRefused(f"unknown decision {decision!r}")
     if decision == Review.Decision.REQUEST_CHANGES and not comment.strip():
