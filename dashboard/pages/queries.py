@@ -18,6 +18,7 @@ from django.db.models.functions import Right
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard.ids import parse_id
 from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, Mode, RunStatus
@@ -80,10 +81,8 @@ def elapsed(batch: Batch, now: datetime | None = None) -> float:
 
 def page_number(query) -> int:
     """The `page` query parameter, 1 when missing or not a number."""
-    try:
-        return max(1, int(query.get("page", 1)))
-    except ValueError:
-        return 1
+    number = parse_id(query.get("page", "1"))
+    return max(1, min(number or 1, 2**31))
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class ListFilters:
         page = page_number(query)
         return cls(
             status=status if status in BatchStatus.values else "",
-            owner=owner if owner == "cli" or owner.isdigit() else "",
+            owner=owner if owner == "cli" or parse_id(owner) is not None else "",
             page=page,
         )
 

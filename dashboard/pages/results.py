@@ -11,12 +11,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.pages import fanin_queries
+from dashboard.pages import exports, fanin_queries
 from dashboard.pages.fanin_queries import FindingFilters
 from dashboard.pages.forms import ReviewForm
 from dashboard.pages.views import HtmxHttpRequest
 from spawner import permissions
-from spawner.core import aggregation
 from spawner.engine import fanin
 from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import Aggregation, Batch
@@ -75,7 +74,7 @@ def batch_result_markdown(request: HtmxHttpRequest, batch_id: int):
     agg = get_object_or_404(Aggregation.objects.select_related("batch"), batch_id=batch_id)
     title = f"Batch #{agg.batch.id} {agg.batch.name}: combined result"
     return _download(
-        aggregation.to_markdown(agg.data, title=title),
+        exports.result_markdown(agg.data, title=title),
         content_type="text/markdown; charset=utf-8",
         filename=f"batch-{batch_id}-result.md",
     )
