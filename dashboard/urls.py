@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from dashboard import ids  # noqa: F401  (registers <id:...>)
 from dashboard.pages import actions, escalations, new_batch, results, views
 
 urlpatterns = [
@@ -11,22 +12,22 @@ urlpatterns = [
     path("", views.batch_list, name="batch-list"),
     path("batches/new/", new_batch.batch_new, name="batch-new"),
     path("batches/new/row/", new_batch.task_row, name="task-row"),
-    path("batches/<int:batch_id>/", views.batch_detail, name="batch"),
-    path("batches/<int:batch_id>.json", views.batch_json, name="batch-json"),
-    path("batches/<int:batch_id>/compare/", views.compare, name="compare"),
-    path("batches/<int:batch_id>/cancel/", actions.batch_cancel, name="batch-cancel"),
-    path("batches/<int:batch_id>/retry-failed/", actions.batch_retry_failed, name="batch-retry-failed"),
-    path("batches/<int:batch_id>/rerun-sequential/", actions.batch_rerun_sequential, name="batch-rerun"),
-    path("batches/<int:batch_id>/result/", results.batch_result, name="batch-result"),
-    path("batches/<int:batch_id>/result.md", results.batch_result_markdown, name="batch-result-md"),
-    path("batches/<int:batch_id>/result.json", results.batch_result_json, name="batch-result-json"),
-    path("batches/<int:batch_id>/reviews/", results.batch_review, name="batch-review"),
+    path("batches/<id:batch_id>/", views.batch_detail, name="batch"),
+    path("batches/<id:batch_id>.json", views.batch_json, name="batch-json"),
+    path("batches/<id:batch_id>/compare/", views.compare, name="compare"),
+    path("batches/<id:batch_id>/cancel/", actions.batch_cancel, name="batch-cancel"),
+    path("batches/<id:batch_id>/retry-failed/", actions.batch_retry_failed, name="batch-retry-failed"),
+    path("batches/<id:batch_id>/rerun-sequential/", actions.batch_rerun_sequential, name="batch-rerun"),
+    path("batches/<id:batch_id>/result/", results.batch_result, name="batch-result"),
+    path("batches/<id:batch_id>/result.md", results.batch_result_markdown, name="batch-result-md"),
+    path("batches/<id:batch_id>/result.json", results.batch_result_json, name="batch-result-json"),
+    path("batches/<id:batch_id>/reviews/", results.batch_review, name="batch-review"),
     path("escalations/", escalations.escalation_list, name="escalations"),
-    path("escalations/<int:escalation_id>/assign/", escalations.escalation_assign, name="escalation-assign"),
-    path("escalations/<int:escalation_id>/resolve/", escalations.escalation_resolve, name="escalation-resolve"),
-    path("runs/<int:run_id>/", views.run_detail, name="run"),
-    path("runs/<int:run_id>/cancel/", actions.run_cancel, name="run-cancel"),
-    path("runs/<int:run_id>/retry/", actions.run_retry, name="run-retry"),
-    path("runs/<int:run_id>/attempts/<int:number>/log/", views.run_log, name="run-log"),
-    path("runs/<int:run_id>/attempts/<int:number>/log/download/", views.run_log_download, name="run-log-download"),
+    path("escalations/<id:escalation_id>/assign/", escalations.escalation_assign, name="escalation-assign"),
+    path("escalations/<id:escalation_id>/resolve/", escalations.escalation_resolve, name="escalation-resolve"),
+    path("runs/<id:run_id>/", views.run_detail, name="run"),
+    path("runs/<id:run_id>/cancel/", actions.run_cancel, name="run-cancel"),
+    path("runs/<id:run_id>/retry/", actions.run_retry, name="run-retry"),
+    path("runs/<id:run_id>/attempts/<id:number>/log/", views.run_log, name="run-log"),
+    path("runs/<id:run_id>/attempts/<id:number>/log/download/", views.run_log_download, name="run-log-download"),
 ]

@@ -121,7 +121,10 @@ class Batch(models.Model):
     class Meta:
         ordering = ["-id"]
         verbose_name_plural = "batches"
-        permissions = [("cancel_batch", "Can cancel batches and runs")]
+        permissions = [
+            ("cancel_batch", "Can cancel batches and runs"),
+            ("review_batch", "Can review a batch's combined result (approve, request changes)"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.name}"
@@ -278,6 +281,7 @@ class Escalation(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        permissions = [("resolve_escalation", "Can assign and resolve escalations")]
 
     def __str__(self) -> str:
         return f"escalation #{self.pk} ({self.kind})"

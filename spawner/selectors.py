@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from spawner.core import masking
+from spawner.engine import redaction
 from spawner.models import Batch, Escalation, Review
 from spawner.states import RUN_FAILED, RunStatus
 
@@ -92,3 +94,21 @@ def review_state(batch: Batch) -> str:
 
 def open_escalations_count() -> int:
     return Escalation.objects.filter(state=Escalation.State.OPEN).count()
+
+
+# --- logs: what people see of an agent's output is masked (its secrets become ***) -----------------
+
+
+def log_secrets(attempt) -> list[str]:
+    """The values to mask in this attempt's log (read from this server's environment, never stored)."""
+    return redaction.secret_values(attempt.run.agent_type)
+
+
+def log_range(path, start: int, end: int, secrets: list[str]) -> bytes:
+    """Bytes [start, end) of a log, masked (a secret crossing either edge too)."""
+    return redaction.read_range(path, start, end, secrets)
+
+
+def log_masker(secrets: list[str]) -> masking.StreamMasker:
+    """A masker for a log streamed chunk by chunk: feed() each chunk, finish() at the end."""
+    return masking.StreamMasker(secrets)

@@ -11,10 +11,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from spawner import spec
+from spawner import permissions, spec
 from spawner.core import netcheck, planning
 from spawner.engine import dispatch, events, prompts, transitions
-from spawner.errors import ActionRefused
+from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import AgentRun, AgentType, Batch, Escalation, Review, Role
 from spawner.states import RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
@@ -186,13 +186,9 @@ def batch_launch(
 
 
 def _refuse_admin_only(runs, actor) -> None:
-    """Running an admin-only agent type again needs an admin, as launching it did.
-    No actor means the local command line, whose user already has the server's shell."""
-    if actor is None or actor.is_staff:
-        return
-    names = sorted({r.agent_type.name for r in runs if r.agent_type.admin_only})
-    if names:
-        raise ActionRefused(f"only an admin may run {', '.join(names)} again")
+    """Running an admin-only agent type again needs an admin, as launching it did."""
+    if why := permissions.admin_only_refusal(actor, runs):
+        raise NotAllowed(why)
 
 
 def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
@@ -207,6 +203,7 @@ def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
 
 def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
     """Run the same spec again, one task at a time, to compare against the parallel run."""
+    permissions.require(actor, permissions.may_launch)
     if not batch.spec_text:
         raise ActionRefused("this batch has no stored spec to re-run")
     _refuse_admin_only(batch.runs.select_related("agent_type"), actor)
@@ -224,6 +221,7 @@ def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
 
 
 def batch_cancel(*, batch: Batch, actor=None) -> None:
+    permissions.require(actor, permissions.may_cancel, batch)
     with transaction.atomic():
         updated = Batch.objects.filter(id=batch.id, status=BatchStatus.RUNNING, cancel_requested=False).update(
             cancel_requested=True
@@ -235,6 +233,7 @@ def batch_cancel(*, batch: Batch, actor=None) -> None:
 
 
 def run_cancel(*, run: AgentRun, actor=None) -> None:
+    permissions.require(actor, permissions.may_cancel, run.batch)
     with transaction.atomic():
         Batch.objects.select_for_update().get(id=run.batch_id)
         run = AgentRun.objects.get(id=run.id)
@@ -246,6 +245,7 @@ def run_cancel(*, run: AgentRun, actor=None) -> None:
 
 def run_retry(*, run: AgentRun, actor=None) -> None:
     """A new attempt for a run that ended without success; reopens its batch if it had ended."""
+    permissions.require(actor, permissions.may_launch)
     with transaction.atomic():
         batch = Batch.objects.select_for_update().get(id=run.batch_id)
         run = AgentRun.objects.get(id=run.id)
@@ -281,6 +281,7 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
 
 
 def escalation_assign(*, escalation: Escalation, assignee, actor) -> None:
+    permissions.require(actor, permissions.may_resolve_escalations)
     with transaction.atomic():
         if not transitions.escalation_assign(escalation, assignee=assignee, actor=actor):
             raise ActionRefused(f"escalation #{escalation.id} is no longer open")
@@ -295,6 +296,7 @@ _RESOLUTIONS = {
 
 def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", actor) -> None:
     """retry (the run gets a new attempt), accept (the partial result stands) or dismiss (with a reason)."""
+    permissions.require(actor, permissions.may_resolve_escalations)
     if action not in _RESOLUTIONS:
         raise ActionRefused(f"unknown action {action!r}: retry, accept or dismiss")
     if action == "dismiss" and not note.strip():
@@ -310,6 +312,7 @@ def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", a
 
 
 def review_submit(*, batch: Batch, author, decision: str, comment: str = "") -> Review:
+    permissions.require(author, permissions.may_review)
     if decision not in Review.Decision.values:
         raise ActionRefused(f"unknown decision {decision!r}")
     if decision == Review.Decision.REQUEST_CHANGES and not comment.strip():

@@ -15,7 +15,14 @@ PACKAGES = ("spawner", "dashboard")
 # Project wiring may import everything: it assembles the app.
 WIRING = {"spawner.settings", "spawner.urls", "spawner.asgi", "spawner.wsgi"}
 # What the dashboard may use of the engine app.
-DASHBOARD_MAY_IMPORT = {"spawner.services", "spawner.selectors", "spawner.models", "spawner.states", "spawner.errors"}
+DASHBOARD_MAY_IMPORT = {
+    "spawner.services",
+    "spawner.selectors",
+    "spawner.models",
+    "spawner.states",
+    "spawner.errors",
+    "spawner.permissions",
+}
 
 
 def module_name(path: Path) -> str:

@@ -6,33 +6,59 @@ from urllib.parse import parse_qsl
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DataError
 
 from dashboard.live import topics
 from dashboard.live.relay import get_relay
 
-# Close codes: 4401/4404 tell the htmx ws extension not to retry (it retries 1006, 1011-1013).
+# Close codes: 4400/4401/4404 tell the htmx ws extension not to retry (it retries 1006, 1011-1013;
+# dashboard.js adds 1001 and 1005).
+BAD_REQUEST = 4400
 NOT_SIGNED_IN = 4401
 NOT_FOUND = 4404
 SERVICE_RESTART = 1012
 
 
-class LiveConsumer(AsyncWebsocketConsumer):
+class Refusing(AsyncWebsocketConsumer):
+    async def refuse(self, code: int) -> None:
+        """Accept, then close with `code`: a handshake refused before accepting reaches the browser
+        as 1006, which the page would retry for ever."""
+        await self.accept()
+        await self.close(code=code)
+
+    def signed_in(self) -> bool:
+        user = self.scope.get("user")
+        return user is not None and user.is_authenticated
+
+
+class NotFoundConsumer(Refusing):
+    """Every websocket path no route knows."""
+
+    async def connect(self):
+        await self.refuse(NOT_FOUND if self.signed_in() else NOT_SIGNED_IN)
+
+
+class LiveConsumer(Refusing):
     """Kind of page from the route (`list`, `batch`, `run`, `compare`, `result`, `escalations`, or the
     `site` header); what to watch from the URL."""
 
     topic: topics.Topic | None = None
 
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=NOT_SIGNED_IN)
+        if not self.signed_in():
+            await self.refuse(NOT_SIGNED_IN)
             return
         route = self.scope["url_route"]["kwargs"]
         query = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
         kwargs = {k: v for k, v in route.items() if k != "kind"}
-        topic = await database_sync_to_async(topics.topic_for)(route["kind"], kwargs, query, user)
+        try:
+            topic = await database_sync_to_async(topics.topic_for)(route["kind"], kwargs, query, self.scope["user"])
+        except (ValueError, OverflowError, DataError):
+            # Input the database cannot take: the same URL would fail again, so no retry.
+            await self.refuse(BAD_REQUEST)
+            return
         if topic is None:
-            await self.close(code=NOT_FOUND)
+            await self.refuse(NOT_FOUND)
             return
         await self.accept()
         self.relay = get_relay()

@@ -14,12 +14,11 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import services, spec
+from spawner import permissions, services, spec
+from spawner.errors import NotAllowed
 from spawner.models import AgentRun, Batch
+from spawner.permissions import admin_only_refusal, may_cancel, may_launch
 from spawner.states import RUN_FAILED, Mode
-
-LAUNCH = "spawner.add_batch"
-CANCEL = "spawner.cancel_batch"
 
 
 def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 200):
@@ -33,27 +32,17 @@ def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 
     return redirect(back)
 
 
-def _may_cancel(user, batch: Batch) -> bool:
-    return user.has_perm(CANCEL) or (batch.owner_id is not None and batch.owner_id == user.id)
-
-
-def admin_only_refusal(user, runs) -> str:
-    """Re-running an admin-only agent type (the shell) needs an admin, as launching it did."""
-    if user.is_staff:
-        return ""
-    names = sorted({r.agent_type.name for r in runs if r.agent_type.admin_only})
-    return f"only an admin may run {', '.join(names)} again" if names else ""
-
-
 @require_POST
 @login_required
 def batch_cancel(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
-    if not _may_cancel(request.user, batch):
-        return _answer(request, back, "you may not cancel this batch", status=403)
+    if not may_cancel(request.user, batch):
+        return _answer(request, back, permissions.REFUSALS[may_cancel], status=403)
     try:
         services.batch_cancel(batch=batch, actor=request.user)
+    except NotAllowed as exc:
+        return _answer(request, back, str(exc), status=403)
     except services.ActionRefused as exc:
         return _answer(request, back, str(exc), status=409)
     return _answer(request, back, f"Cancelling batch #{batch.id}: running agents are being stopped.")
@@ -65,8 +54,8 @@ def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
     failed = list(batch.runs.filter(status__in=RUN_FAILED).select_related("agent_type").order_by("order"))
-    if not request.user.has_perm(LAUNCH):
-        return _answer(request, back, "you need the permission to launch batches", status=403)
+    if not may_launch(request.user):
+        return _answer(request, back, permissions.REFUSALS[may_launch], status=403)
     if refusal := admin_only_refusal(request.user, failed):
         return _answer(request, back, refusal, status=403)
     if not failed:
@@ -76,6 +65,8 @@ def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
         try:
             services.run_retry(run=run, actor=request.user)
             retried.append(run.key)
+        except NotAllowed as exc:
+            return _answer(request, back, str(exc), status=403)
         except services.ActionRefused as exc:
             refused.append(str(exc))
     if not retried:
@@ -89,14 +80,16 @@ def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
 def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
-    if not request.user.has_perm(LAUNCH):
-        return _answer(request, back, "you need the permission to launch batches", status=403)
+    if not may_launch(request.user):
+        return _answer(request, back, permissions.REFUSALS[may_launch], status=403)
     if refusal := admin_only_refusal(request.user, batch.runs.select_related("agent_type")):
         return _answer(request, back, refusal, status=403)
     if batch.mode != Mode.PARALLEL:
         return _answer(request, back, "this batch already ran sequentially", status=409)
     try:
         rerun = services.batch_rerun_sequential(batch=batch, actor=request.user)
+    except NotAllowed as exc:
+        return _answer(request, back, str(exc), status=403)
     except services.ActionRefused as exc:
         return _answer(request, back, str(exc), status=409)
     except spec.SpecInvalid as exc:
@@ -110,10 +103,12 @@ def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
 def run_cancel(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch"), id=run_id)
     back = reverse("run", args=[run.id])
-    if not _may_cancel(request.user, run.batch):
-        return _answer(request, back, "you may not cancel this run", status=403)
+    if not may_cancel(request.user, run.batch):
+        return _answer(request, back, permissions.REFUSALS[may_cancel], status=403)
     try:
         services.run_cancel(run=run, actor=request.user)
+    except NotAllowed as exc:
+        return _answer(request, back, str(exc), status=403)
     except services.ActionRefused as exc:
         return _answer(request, back, str(exc), status=409)
     return _answer(request, back, f"Cancelled run '{run.key}'.")
@@ -124,12 +119,14 @@ def run_cancel(request: HtmxHttpRequest, run_id: int):
 def run_retry(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
     back = reverse("run", args=[run.id])
-    if not request.user.has_perm(LAUNCH):
-        return _answer(request, back, "you need the permission to launch batches", status=403)
+    if not may_launch(request.user):
+        return _answer(request, back, permissions.REFUSALS[may_launch], status=403)
     if refusal := admin_only_refusal(request.user, [run]):
         return _answer(request, back, refusal, status=403)
     try:
         services.run_retry(run=run, actor=request.user)
+    except NotAllowed as exc:
+        return _answer(request, back, str(exc), status=403)
     except services.ActionRefused as exc:
         return _answer(request, back, str(exc), status=409)
     return _answer(request, back, f"Retrying '{run.key}': attempt {run.attempt + 1} is queued.")

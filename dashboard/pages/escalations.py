@@ -13,12 +13,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from dashboard.pages import fanin_queries
-from dashboard.pages.actions import LAUNCH, admin_only_refusal
 from dashboard.pages.fanin_queries import QueueFilters
 from dashboard.pages.forms import AssignForm, ResolveForm
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import services
-from spawner.errors import ActionRefused
+from spawner import permissions, services
+from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import Escalation
 
 
@@ -50,12 +49,16 @@ def _answer(request: HtmxHttpRequest, escalation: Escalation, *, error: str = ""
 @login_required
 def escalation_assign(request: HtmxHttpRequest, escalation_id: int):
     escalation = get_object_or_404(Escalation, id=escalation_id)
+    if not permissions.may_resolve_escalations(request.user):
+        return _answer(request, escalation, error=permissions.REFUSALS[permissions.may_resolve_escalations], status=403)
     form = AssignForm(request.POST)
     if not form.is_valid():
         return _answer(request, escalation, error="choose a teammate from the list", status=400)
     assignee = form.cleaned_data["assignee"]
     try:
         services.escalation_assign(escalation=escalation, assignee=assignee, actor=request.user)
+    except NotAllowed as exc:
+        return _answer(request, escalation, error=str(exc), status=403)
     except ActionRefused as exc:
         return _answer(request, escalation, error=str(exc), status=409)
     who = assignee.get_username() if assignee else "nobody"
@@ -67,17 +70,21 @@ def escalation_assign(request: HtmxHttpRequest, escalation_id: int):
 def escalation_resolve(request: HtmxHttpRequest, escalation_id: int):
     """Retry the run (needs the launch permission, like any retry), accept the partial result, or dismiss."""
     escalation = get_object_or_404(Escalation.objects.select_related("run__agent_type"), id=escalation_id)
+    if not permissions.may_resolve_escalations(request.user):
+        return _answer(request, escalation, error=permissions.REFUSALS[permissions.may_resolve_escalations], status=403)
     form = ResolveForm(request.POST)
     if not form.is_valid():
         return _answer(request, escalation, error="choose retry, accept or dismiss", status=400)
     action, note = form.cleaned_data["action"], form.cleaned_data["note"]
     if action == "retry":
-        if not request.user.has_perm(LAUNCH):
+        if not permissions.may_launch(request.user):
             return _answer(request, escalation, error="you need the permission to launch batches to retry", status=403)
-        if escalation.run and (refusal := admin_only_refusal(request.user, [escalation.run])):
+        if escalation.run and (refusal := permissions.admin_only_refusal(request.user, [escalation.run])):
             return _answer(request, escalation, error=refusal, status=403)
     try:
         services.escalation_resolve(escalation=escalation, action=action, note=note, actor=request.user)
+    except NotAllowed as exc:
+        return _answer(request, escalation, error=str(exc), status=403)
     except ActionRefused as exc:
         return _answer(request, escalation, error=str(exc), status=409)
     done = {

@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Case, IntegerField, Prefetch, Value, When
 
+from dashboard.ids import parse_id
 from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
 from spawner.core import aggregation
@@ -196,7 +197,7 @@ class QueueFilters:
         batch = query.get("batch", "")
         page = page_number(query)
         show = show if show in dict(SHOW) else "open"
-        return cls(show=show, batch=int(batch) if batch.isdigit() else None, page=page)
+        return cls(show=show, batch=parse_id(batch), page=page)
 
     def querystring(self, **changes) -> str:
         values = {"show": self.show, "batch": self.batch, "page": self.page, **changes}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from django.urls import reverse
 
+from dashboard.ids import parse_id
+
 
 def page_number(query) -> int:
     """The `page` query parameter, 1 when missing or not a number."""
-    try:
-        return max(1, int(query.get("page", 1)))
-    except ValueError:
-        return 1
+    number = parse_id(query.get("page", "1"))
+    return max(1, min(number or 1, 2**31))
 
 
 def run_url_template() -> str:

@@ -19,10 +19,9 @@ from dashboard.pages.forms import (
     spec_text_from_forms,
 )
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import services, spec
+from spawner import permissions, services, spec
 from spawner.core import planning
 
-LAUNCH = "spawner.add_batch"
 BLANK_ROWS = 3
 
 
@@ -44,7 +43,7 @@ def _catalog(request) -> dict:
     return {
         "agents": services.agent_catalog(),
         "roles": sorted(services.role_templates()),
-        "is_admin": request.user.is_staff,
+        "is_admin": permissions.may_run_admin_only(request.user),
     }
 
 
@@ -119,13 +118,13 @@ def _place(page: Page, errors: list[spec.FieldError]) -> list[str]:
 def batch_new(request: HtmxHttpRequest):
     catalog = _catalog(request)
     launching = request.method == "POST" and request.POST.get("action") == "launch"
-    if launching and not request.user.has_perm(LAUNCH):
-        return render(request, "403.html", {"message": "you need the permission to launch batches"}, status=403)
+    if launching and not permissions.may_launch(request.user):
+        return render(request, "403.html", {"message": permissions.REFUSALS[permissions.may_launch]}, status=403)
     if request.method == "GET":
         page = _initial_page(request, catalog)
     else:
         page = _bound_page(request, catalog)
-        _check(page, is_admin=request.user.is_staff)
+        _check(page, is_admin=permissions.may_run_admin_only(request.user))
         if launching and page.batch_spec and not page.errors:
             try:
                 batch = services.batch_launch(
@@ -142,7 +141,7 @@ def batch_new(request: HtmxHttpRequest):
         "page": page,
         "starters": [(key, title, about) for key, (title, about, _) in starters.STARTERS.items()],
         "agents": sorted(catalog["agents"].values(), key=lambda a: a.name),
-        "can_launch": request.user.has_perm(LAUNCH),
+        "can_launch": permissions.may_launch(request.user),
         "marked": _has_errors(page),
     }
     status = 400 if request.method == "POST" and (page.errors or not page.spec_text or context["marked"]) else 200

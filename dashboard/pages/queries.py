@@ -17,6 +17,7 @@ from django.core.paginator import Paginator
 from django.db.models.functions import Right
 from django.utils import timezone
 
+from dashboard.ids import parse_id
 from dashboard.pages.fanin_queries import batch_fanin
 from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
@@ -92,7 +93,7 @@ class ListFilters:
         page = page_number(query)
         return cls(
             status=status if status in BatchStatus.values else "",
-            owner=owner if owner == "cli" or owner.isdigit() else "",
+            owner=owner if owner == "cli" or parse_id(owner) is not None else "",
             page=page,
         )
 

@@ -11,13 +11,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
-from dashboard.pages import fanin_queries
+from dashboard.pages import exports, fanin_queries
 from dashboard.pages.fanin_queries import FindingFilters
 from dashboard.pages.forms import ReviewForm
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import services
-from spawner.core import aggregation
-from spawner.errors import ActionRefused
+from spawner import permissions, services
+from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import Aggregation, Batch
 
 
@@ -42,14 +41,20 @@ def batch_review(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     form = ReviewForm(request.POST)
     error, status = "", 200
-    if not form.is_valid():
+    if not permissions.may_review(request.user):
+        error, status = permissions.REFUSALS[permissions.may_review], 403
+    elif not form.is_valid():
         error, status = "choose approve, request changes or comment", 400
     else:
         try:
             services.review_submit(batch=batch, author=request.user, **form.cleaned_data)
+        except NotAllowed as exc:
+            error, status = str(exc), 403
         except ActionRefused as exc:
             error, status = str(exc), 409
     if not request.htmx:
+        if status == 403:
+            return render(request, "403.html", {"message": error}, status=403)
         (messages.error if error else messages.success)(request, error or "Your review is recorded.")
         return redirect("batch-result", batch_id=batch.id)
     context = {**fanin_queries.review_context(batch), "form": form if error else ReviewForm(), "error": error}
@@ -68,7 +73,7 @@ def batch_result_markdown(request: HtmxHttpRequest, batch_id: int):
     agg = get_object_or_404(Aggregation.objects.select_related("batch"), batch_id=batch_id)
     title = f"Batch #{agg.batch.id} {agg.batch.name}: combined result"
     return _download(
-        aggregation.to_markdown(agg.data, title=title),
+        exports.result_markdown(agg.data, title=title),
         content_type="text/markdown; charset=utf-8",
         filename=f"batch-{batch_id}-result.md",
     )

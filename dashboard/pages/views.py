@@ -6,12 +6,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
 from dashboard.pages import queries
+from dashboard.pages.downloads import file_download
 from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import BatchStatus
@@ -77,7 +78,7 @@ def _log_file(attempt: RunAttempt) -> Path:
 @login_required
 def run_log(request: HtmxHttpRequest, run_id: int, number: int):
     """An earlier piece of an attempt's log: the bytes just before `before` (default: before the tail)."""
-    attempt = get_object_or_404(RunAttempt.objects.select_related("run"), run_id=run_id, number=number)
+    attempt = get_object_or_404(RunAttempt.objects.select_related("run__agent_type"), run_id=run_id, number=number)
     path = _log_file(attempt)
     size = path.stat().st_size
     chunk = settings.DASHBOARD["LOG_CHUNK_BYTES"]
@@ -87,9 +88,7 @@ def run_log(request: HtmxHttpRequest, run_id: int, number: int):
         end = size - settings.SPAWNER["TAIL_BYTES"]
     end = min(max(end, 0), size)
     start = max(0, end - chunk)
-    with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read(end - start)
+    data = selectors.log_range(path, start, end, selectors.log_secrets(attempt))
     if start > 0 and (newline := data.find(b"\n")) != -1:
         # Begin at a line start; the bytes before it come with the next, earlier piece.
         start, data = start + newline + 1, data[newline + 1 :]
@@ -106,7 +105,9 @@ def run_log(request: HtmxHttpRequest, run_id: int, number: int):
 @require_GET
 @login_required
 def run_log_download(request: HtmxHttpRequest, run_id: int, number: int):
-    attempt = get_object_or_404(RunAttempt.objects.select_related("run"), run_id=run_id, number=number)
+    attempt = get_object_or_404(RunAttempt.objects.select_related("run__agent_type"), run_id=run_id, number=number)
     path = _log_file(attempt)
     name = f"batch-{attempt.run.batch_id}-{attempt.run.key}-attempt-{number}.log"
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=name, content_type="text/plain")  # noqa: SIM115
+    secrets = selectors.log_secrets(attempt)
+    masker = selectors.log_masker(secrets) if secrets else None
+    return file_download(path, filename=name, content_type="text/plain", masker=masker)

@@ -9,7 +9,7 @@ from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 
 from dashboard.pages import ansi
-from spawner import selectors
+from spawner import permissions, selectors
 
 register = template.Library()
 
@@ -53,6 +53,13 @@ def percent(value: float | None) -> str:
 def open_escalations_count() -> int:
     """For the header badge on every page; the site websocket keeps it current."""
     return selectors.open_escalations_count()
+
+
+@register.simple_tag(takes_context=True)
+def may(context) -> str:
+    """What the reader may do, for `<body data-may>`: live fragments are shared by every reader, so
+    the page, not each fragment, hides the buttons its reader may not use (the server refuses anyway)."""
+    return " ".join(permissions.granted(context.get("user")))
 
 
 @register.filter

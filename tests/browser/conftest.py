@@ -33,7 +33,17 @@ class WebServer:
         self.log = open(log_path, "ab")  # noqa: SIM115
         self.log_path = log_path
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "spawner.asgi:application"],
+            # The server `manage.py serve` runs: daphne with backpressure.
+            [
+                sys.executable,
+                "-m",
+                "spawner.webserver",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "spawner.asgi:application",
+            ],
             env=env,
             cwd=ROOT,
             stdout=self.log,
@@ -119,11 +129,12 @@ def shots(request):
 
 @pytest.fixture
 def alice(transactional_db):
-    """Signs in through the page; may launch batches (and so retry runs)."""
+    """Signs in through the page; may launch batches (and so retry runs), resolve escalations and review."""
     from django.contrib.auth.models import Permission, User
 
     user = User.objects.create_user("alice", password=PASSWORD)
-    user.user_permissions.add(Permission.objects.get(codename="add_batch", content_type__app_label="spawner"))
+    codenames = ["add_batch", "resolve_escalation", "review_batch"]
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames, content_type__app_label="spawner"))
     return user
 
 

@@ -30,8 +30,28 @@ def grant(user: User, *codenames: str) -> User:
 
 @pytest.fixture
 def member(db):
-    """A team member: may launch batches (and so retry and re-run them)."""
-    return grant(User.objects.create_user("mia", password="pw-mia-12345"), "add_batch")
+    """A team member: may launch batches (and so retry and re-run them), review results and
+    resolve escalations."""
+    return grant(
+        User.objects.create_user("mia", password="pw-mia-12345"), "add_batch", "review_batch", "resolve_escalation"
+    )
+
+
+@pytest.fixture
+def launcher(db):
+    """May launch batches (and retry, re-run), nothing else."""
+    return grant(User.objects.create_user("lou", password="pw-lou-12345"), "add_batch")
+
+
+@pytest.fixture
+def reviewer(db):
+    """May review results and assign and resolve escalations, not launch."""
+    return grant(User.objects.create_user("rey", password="pw-rey-12345"), "review_batch", "resolve_escalation")
+
+
+@pytest.fixture
+def admin(db):
+    return User.objects.create_superuser("ada", password="pw-ada-12345")
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Nothing is reachable without signing in: every URL, every post, every websocket route."""
+"""Who may do what, for every URL and every websocket route, generated from the URL confs.
+
+Five people: a stranger (not signed in), a viewer (signed in, no permission), a launcher
+(add_batch), a reviewer (review_batch + resolve_escalation) and an admin (superuser). A URL or a
+route this file cannot classify fails the test: a new page says here who may use it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,64 @@ import re
 
 import pytest
 from asgiref.sync import async_to_sync
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from dashboard.live import relay
 from dashboard.live.routing import websocket_urlpatterns
 from spawner.asgi import application
+from spawner.models import Escalation, RunAttempt
+from tests.dashboard.conftest import grant
 
-# Views that must answer strangers: signing in, and the admin's own sign-in.
-PUBLIC = {"login", "logout", "admin:login"}
+PEOPLE = ["stranger", "viewer", "launcher", "reviewer", "admin"]
+
+# Pages any signed-in person may read (GET only).
+READS = {
+    "batch-list",
+    "batch-new",
+    "task-row",
+    "batch",
+    "batch-json",
+    "compare",
+    "batch-result",
+    "batch-result-md",
+    "batch-result-json",
+    "escalations",
+    "run",
+    "run-log",
+    "run-log-download",
+}
+# Writes (POST only): what each needs, and a body that would succeed.
+WRITES = {
+    "batch-new": (
+        "launch",
+        {"action": "launch", "source": "yaml", "spec_text": "name: x\nagent: sh\ntasks: [{key: a}]"},
+    ),
+    "batch-cancel": ("cancel", {}),
+    "batch-retry-failed": ("launch", {}),
+    "batch-rerun": ("launch", {}),
+    "run-cancel": ("cancel", {}),
+    "run-retry": ("launch", {}),
+    "batch-review": ("review", {"decision": "approve"}),
+    "escalation-assign": ("resolve", {"assignee": ""}),
+    "escalation-resolve": ("resolve", {"action": "accept"}),
+}
+# What each person was granted; the admin may do everything.
+GRANTED = {
+    "stranger": set(),
+    "viewer": set(),
+    "launcher": {"launch"},
+    "reviewer": {"review", "resolve"},
+    "admin": {"launch", "cancel", "review", "resolve"},
+}
+# Views that answer strangers: signing in and out (the site's and the admin's).
+PUBLIC = {"login", "logout", "admin:login", "admin:logout"}
+# Django's admin site checks staff itself.
+ADMIN_SITE = "admin:"
+# Websocket routes: the live pages (any signed-in person) and the fallback for unknown paths.
+WS_LIVE = {"list", "batch", "compare", "result", "run", "escalations", "site"}
 
 
 def walk(patterns, prefix="", namespace=""):
@@ -25,42 +80,119 @@ def walk(patterns, prefix="", namespace=""):
             yield namespace + (p.name or ""), prefix + str(p.pattern)
 
 
-def concrete(route: str) -> str:
-    """A URL for a pattern: path converters and regex groups filled with plausible values."""
-    route = re.sub(r"<int:\w+>", "1", route)
-    route = re.sub(r"<(?:\w+:)?\w+>", "x", route)
-    route = re.sub(r"\(\?P<\w+>[^)]*\)", "1", route)
-    return "/" + route.lstrip("^").rstrip("$").replace("\\", "")
-
-
 ALL_URLS = sorted(set(walk(get_resolver().url_patterns)))
+DASHBOARD_URLS = [(name, route) for name, route in ALL_URLS if not name.startswith(ADMIN_SITE)]
+
+
+def fill(route: str, ids: dict[str, int]) -> str:
+    """A URL for a pattern, its parameters filled with existing objects (regex groups with a plausible value)."""
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        assert name in ids, f"no object to fill <{name}> in {route}: add one to the `objects` fixture"
+        return str(ids[name])
+
+    url = re.sub(r"<(?:\w+:)?(\w+)>", value, route)
+    url = re.sub(r"\(\?P<\w+>[^)]*\)", "1", url)
+    return "/" + url.lstrip("^").rstrip("$").replace("\\", "")
+
+
+@pytest.fixture
+def people(db, viewer, reviewer):
+    from django.contrib.auth.models import User
+
+    return {
+        "stranger": None,
+        "viewer": viewer,
+        "launcher": grant(User.objects.create_user("lou", password="pw-lou-12345"), "add_batch"),
+        "reviewer": reviewer,
+        "admin": User.objects.create_superuser("ada", password="pw-ada-12345"),
+    }
+
+
+@pytest.fixture
+def objects(reviewed, tmp_path):
+    """A finished batch with a failed P0 run (escalated), owned by someone none of the five is."""
+    run = reviewed.runs.get(key="critical")
+    log = tmp_path / "critical.log"
+    log.write_bytes(b"the log\n")
+    RunAttempt.objects.filter(run=run).update(log_path=str(log))
+    return {
+        "batch_id": reviewed.id,
+        "run_id": run.id,
+        "number": run.attempt,
+        "escalation_id": Escalation.objects.get(batch=reviewed).id,
+    }
+
+
+def client_for(person) -> Client:
+    client = Client()
+    if person is not None:
+        client.force_login(person)
+    return client
+
+
+def test_every_dashboard_url_is_classified():
+    unknown = [(name, route) for name, route in DASHBOARD_URLS if name not in READS | set(WRITES) | PUBLIC]
+    assert not unknown, f"say who may use these URLs in READS or WRITES: {unknown}"
 
 
 def test_the_url_conf_has_the_dashboard_pages():
     names = {name for name, _ in ALL_URLS}
-    assert {"batch-list", "batch-new", "batch", "run", "compare", "run-log-download"} <= names
-    assert {
-        "batch-result",
-        "batch-result-md",
-        "batch-result-json",
-        "batch-review",
-        "escalations",
-        "escalation-assign",
-        "escalation-resolve",
-    } <= names
+    assert READS | set(WRITES) | PUBLIC <= names, "a classified URL no longer exists"
 
 
-def test_the_websocket_routes_include_the_fan_in_pages():
-    assert {"/ws/site/", "/ws/escalations/", "/ws/batches/1/result/"} <= set(ws_routes())
+@pytest.mark.parametrize(("name", "route"), [u for u in DASHBOARD_URLS if u[0] in READS])
+def test_reading_a_page(people, objects, name, route):
+    url = fill(route, objects)
+    for who in PEOPLE:
+        client = client_for(people[who])
+        response = client.get(url)
+        if who == "stranger":
+            assert response.status_code == 302 and response["Location"].startswith("/login/"), (url, response)
+        else:
+            assert response.status_code == 200, (who, url, response.status_code)
+        if name not in WRITES:
+            # A page that only reads takes no posts, from anyone.
+            assert client.post(url).status_code == (302 if who == "stranger" else 405), (who, url)
 
 
-@pytest.mark.parametrize(("name", "route"), [u for u in ALL_URLS if u[0] not in PUBLIC])
-@pytest.mark.parametrize("method", ["get", "post"])
-def test_every_url_sends_strangers_to_sign_in(client, db, name, route, method):
-    response = getattr(client, method)(concrete(route))
-    assert response.status_code in (302, 405), (name, route, response.status_code)
-    if response.status_code == 302:
-        assert "login" in response["Location"], (name, route, response["Location"])
+@pytest.mark.parametrize(("name", "route"), [u for u in DASHBOARD_URLS if u[0] in WRITES])
+def test_writing(people, objects, agent_types, name, route):
+    """The refused first, so that what they would change is still there to change."""
+    from spawner.models import RunEvent
+
+    url = fill(route, objects)
+    needs, body = WRITES[name]
+    for who in sorted(PEOPLE, key=lambda who: needs in GRANTED[who]):
+        client = client_for(people[who])
+        events = RunEvent.objects.count()
+        for headers in ({}, {"HX-Request": "true"}):
+            response = client.post(url, body, headers=headers)
+            if who == "stranger":
+                assert response.status_code == 302 and response["Location"].startswith("/login/"), (url, response)
+            elif needs in GRANTED[who]:
+                # Allowed: done (200, a redirect) or not applicable now (409, say a second time), never refused.
+                assert response.status_code in (200, 302, 409), (who, url, response.status_code)
+            else:
+                assert response.status_code == 403, (who, url, response.status_code)
+        if needs not in GRANTED[who]:
+            assert RunEvent.objects.count() == events, f"{who} changed something through {url}"
+        if name not in READS:
+            # A write URL has no page to read.
+            assert client.get(url).status_code == (302 if who == "stranger" else 405), (who, url)
+
+
+@pytest.mark.parametrize(("name", "route"), [u for u in ALL_URLS if u[0].startswith(ADMIN_SITE) and u[0] not in PUBLIC])
+def test_the_admin_site_is_for_staff_only(people, name, route):
+    url = fill(re.sub(r"<(?:\w+:)?\w+>", "1", route), {})
+    for who in ["stranger", "viewer", "launcher", "reviewer"]:
+        response = client_for(people[who]).get(url)
+        # Strangers meet the site sign-in first, signed-in non-staff the admin sign-in.
+        assert response.status_code == 302 and response["Location"].split("?")[0] in ("/login/", "/admin/login/"), (
+            name,
+            response,
+        )
 
 
 def test_the_sign_in_page_is_open(client, db):
@@ -68,8 +200,6 @@ def test_the_sign_in_page_is_open(client, db):
 
 
 def test_posts_need_a_csrf_token(member, make_batch):
-    from django.test import Client
-
     batch = make_batch(member)
     client = Client(enforce_csrf_checks=True)
     client.force_login(member)
@@ -80,37 +210,58 @@ def test_posts_need_a_csrf_token(member, make_batch):
     assert client.post("/escalations/1/assign/", {"assignee": ""}).status_code == 403
 
 
+# --- websockets ----------------------------------------------------------------------------
+
+
 def ws_routes():
     for route in websocket_urlpatterns:
-        yield concrete(str(route.pattern))
+        kind = (route.default_args or {}).get("kind", "")
+        yield kind, str(route.pattern)
+
+
+def test_every_websocket_route_is_classified():
+    kinds = [kind for kind, _ in ws_routes()]
+    unknown = [k for k in kinds if k not in WS_LIVE and k != ""]
+    assert not unknown, f"say who may open these websocket routes: {unknown}"
+    assert set(kinds) == WS_LIVE | {""}, "the live pages and one fallback for unknown paths"
+    assert kinds[-1] == "", "the fallback comes last"
+
+
+def open_socket(path: str, person) -> tuple[bool, dict | None]:
+    cookie = b""
+    if person is not None:
+        client = Client()
+        client.force_login(person)
+        cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    channel_layers.backends = {}
+
+    async def scenario():
+        headers = [(b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie)]
+        communicator = WebsocketCommunicator(application, path, headers=headers)
+        connected, _ = await communicator.connect()
+        first = await communicator.receive_output(timeout=3) if connected else None
+        await communicator.disconnect()
+        live = relay.get_relay()
+        live.topics.clear()
+        if live.task:
+            await live.task
+        return connected, first
+
+    try:
+        return async_to_sync(scenario)()
+    finally:
+        channel_layers.backends = {}
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("path", list(ws_routes()))
-def test_every_websocket_route_refuses_strangers(path):
-    async def connect():
-        communicator = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://localhost")])
-        connected, _ = await communicator.connect()
-        await communicator.disconnect()
-        return connected
-
-    assert async_to_sync(connect)() is False
-
-
-@pytest.mark.django_db(transaction=True)
-def test_websockets_from_another_origin_are_refused(member):
-    from django.test import Client
-
-    client = Client()
-    client.force_login(member)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-
-    async def connect():
-        communicator = WebsocketCommunicator(
-            application, "/ws/batches/", headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie)]
-        )
-        connected, _ = await communicator.connect()
-        await communicator.disconnect()
-        return connected
-
-    assert async_to_sync(connect)() is False
+@pytest.mark.parametrize(("kind", "route"), list(ws_routes()))
+def test_opening_a_websocket(people, objects, kind, route):
+    path = fill(route, objects) if kind else "/ws/no-such-page/"
+    for who in PEOPLE:
+        connected, first = open_socket(path, people[who])
+        if who == "stranger":
+            assert connected and first == {"type": "websocket.close", "code": 4401}, (path, first)
+        elif kind:
+            assert connected and first["type"] == "websocket.send", (who, path, first)
+        else:
+            assert connected and first == {"type": "websocket.close", "code": 4404}, (who, path, first)

@@ -55,7 +55,7 @@ def test_open_escalations_come_first_and_closed_ones_only_under_all(signed_in, m
 
 def test_mine_shows_what_is_assigned_to_me(signed_in, member, teammate, escalation):
     assert "Nothing is assigned to you" in signed_in.get("/escalations/?show=mine").content.decode()
-    services.escalation_assign(escalation=escalation, assignee=member, actor=teammate)
+    services.escalation_assign(escalation=escalation, assignee=member, actor=member)
     html = signed_in.get("/escalations/?show=mine").content.decode()
     assert f'id="escalation-{escalation.id}"' in html
 
@@ -96,20 +96,67 @@ def test_resolving_by_retry_queues_a_new_attempt(signed_in, member, escalation):
     assert RunEvent.objects.get(kind="run.retried").actor == member
 
 
-def test_retry_needs_the_launch_permission(client, viewer, escalation):
-    client.force_login(viewer)
+def test_retry_needs_the_launch_permission(client, reviewer, escalation):
+    client.force_login(reviewer)
     response = client.post(f"/escalations/{escalation.id}/resolve/", {"action": "retry"}, headers=HX)
     assert response.status_code == 403 and "permission to launch" in response.content.decode()
     escalation.refresh_from_db()
     assert escalation.state == "open"
 
 
-def test_a_viewer_may_accept_the_partial_result(client, viewer, escalation):
+def test_a_viewer_may_neither_accept_dismiss_nor_assign(client, viewer, teammate, escalation):
     client.force_login(viewer)
+    for action in ("accept", "dismiss"):
+        response = client.post(f"/escalations/{escalation.id}/resolve/", {"action": action, "note": "x"}, headers=HX)
+        assert response.status_code == 403
+        assert "permission to assign and resolve escalations" in response.content.decode()
+    response = client.post(f"/escalations/{escalation.id}/assign/", {"assignee": teammate.id}, headers=HX)
+    assert response.status_code == 403
+    escalation.refresh_from_db()
+    assert (escalation.state, escalation.assignee) == ("open", None)
+    assert not RunEvent.objects.filter(kind__in=["escalation.resolved", "escalation.assigned"]).exists()
+
+
+def test_without_htmx_a_refusal_is_a_403_page(client, viewer, escalation):
+    client.force_login(viewer)
+    response = client.post(f"/escalations/{escalation.id}/resolve/", {"action": "accept"})
+    assert response.status_code == 403 and "permission to assign and resolve" in response.content.decode()
+
+
+def test_a_reviewer_may_accept_the_partial_result(client, reviewer, escalation):
+    client.force_login(reviewer)
     response = client.post(f"/escalations/{escalation.id}/resolve/", {"action": "accept"}, headers=HX)
     assert response.status_code == 200
     escalation.refresh_from_db()
-    assert (escalation.state, escalation.resolution, escalation.resolved_by) == ("resolved", "accepted", viewer)
+    assert (escalation.state, escalation.resolution, escalation.resolved_by) == ("resolved", "accepted", reviewer)
+
+
+def test_the_engine_refuses_a_retry_by_someone_who_may_not_launch(reviewer, escalation):
+    from spawner.errors import NotAllowed
+
+    with pytest.raises(NotAllowed, match="permission to launch"):
+        services.escalation_resolve(escalation=escalation, action="retry", actor=reviewer)
+
+
+def test_the_engine_refuses_a_resolve_or_assign_without_the_permission(viewer, launcher, teammate, escalation):
+    from spawner.errors import NotAllowed
+
+    for actor in (viewer, launcher):
+        with pytest.raises(NotAllowed, match="resolve escalations"):
+            services.escalation_resolve(escalation=escalation, action="dismiss", note="x", actor=actor)
+        with pytest.raises(NotAllowed, match="resolve escalations"):
+            services.escalation_assign(escalation=escalation, assignee=teammate, actor=actor)
+    escalation.refresh_from_db()
+    assert escalation.state == "open"
+
+
+def test_the_queue_hides_the_forms_from_who_may_not_use_them(client, viewer, reviewer, escalation):
+    client.force_login(viewer)
+    html = client.get("/escalations/").content.decode()
+    assert 'data-may=""' in html
+    assert 'data-needs="resolve"' in card(html, escalation) and 'data-lacks="resolve"' in card(html, escalation)
+    client.force_login(reviewer)
+    assert 'data-may="resolve review"' in client.get("/escalations/").content.decode()
 
 
 def test_dismissing_needs_a_reason_shown_next_to_the_form(signed_in, escalation):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
-from spawner import selectors
+import pytest
+
+from spawner import selectors, services
 from spawner.core import aggregation
 from spawner.models import Review, RunEvent
-from tests.dashboard.conftest import end_with_results
+from tests.dashboard.conftest import end_with_results, grant
 
 
 def findings_order(html: str) -> list[str]:
@@ -122,12 +124,38 @@ def test_requesting_changes_needs_a_comment(signed_in, reviewed):
 
 def test_changes_requested_outweighs_an_approval(signed_in, client, teammate, reviewed):
     signed_in.post(f"/batches/{reviewed.id}/reviews/", {"decision": "approve"})
-    client.force_login(teammate)
+    client.force_login(grant(teammate, "review_batch"))
     client.post(f"/batches/{reviewed.id}/reviews/", {"decision": "request_changes", "comment": "fix the injection"})
     html = client.get(f"/batches/{reviewed.id}/result/").content.decode()
     assert "review: changes requested" in html and "fix the injection" in html
     record = html.split('id="review-record"', 1)[1]
     assert record.index("mia") < record.index("bob"), "the record reads oldest first"
+
+
+def test_reviewing_needs_the_review_permission(client, viewer, launcher, reviewed):
+    for user in (viewer, launcher):
+        client.force_login(user)
+        response = client.post(
+            f"/batches/{reviewed.id}/reviews/", {"decision": "approve"}, headers={"HX-Request": "true"}
+        )
+        assert response.status_code == 403 and "permission to review" in response.content.decode()
+        assert client.post(f"/batches/{reviewed.id}/reviews/", {"decision": "approve"}).status_code == 403
+    assert not Review.objects.exists()
+
+
+def test_the_engine_refuses_a_review_without_the_permission(viewer, reviewed):
+    from spawner.errors import NotAllowed
+
+    with pytest.raises(NotAllowed, match="permission to review"):
+        services.review_submit(batch=reviewed, author=viewer, decision="approve")
+    assert not Review.objects.exists()
+
+
+def test_the_review_form_is_hidden_from_who_may_not_review(client, viewer, reviewed):
+    client.force_login(viewer)
+    html = client.get(f"/batches/{reviewed.id}/result/").content.decode()
+    assert 'data-may=""' in html
+    assert 'class="review-form" data-needs="review"' in html and 'data-lacks="review"' in html
 
 
 def test_an_unknown_decision_is_refused(signed_in, reviewed):

@@ -83,8 +83,19 @@ def test_the_whole_log_downloads(signed_in, member, make_batch, tmp_path):
     with_log(run, tmp_path, b"all of it\n\xff\xfe binary too\n")
     response = signed_in.get(f"/runs/{run.id}/attempts/1/log/download/")
     assert response.status_code == 200
-    assert b"".join(response.streaming_content) == b"all of it\n\xff\xfe binary too\n"
+    assert b"".join(response) == b"all of it\n\xff\xfe binary too\n"
     assert "attachment" in response["Content-Disposition"]
+    assert response["Content-Length"] == "24"
+
+
+def test_a_log_still_growing_downloads_as_it_was_when_asked_for(signed_in, member, make_batch, tmp_path):
+    run = make_batch(member).runs.get(key="lint")
+    path = with_log(run, tmp_path, b"first line\n")
+    response = signed_in.get(f"/runs/{run.id}/attempts/1/log/download/")
+    with open(path, "ab") as f:
+        f.write(b"written by the agent meanwhile\n")
+    assert b"".join(response) == b"first line\n"
+    assert response["Content-Length"] == "11"
 
 
 def test_a_log_that_is_not_on_this_server_is_not_found(signed_in, member, make_batch):
@@ -92,3 +103,19 @@ def test_a_log_that_is_not_on_this_server_is_not_found(signed_in, member, make_b
     RunAttempt.objects.filter(run=run).update(log_path="/nowhere/x.log")
     assert signed_in.get(f"/runs/{run.id}/attempts/1/log/download/").status_code == 404
     assert signed_in.get(f"/runs/{run.id}/attempts/1/log/").status_code == 404
+
+
+def test_a_running_log_downloads_with_its_secrets_masked(signed_in, member, make_batch, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPAWNER_TEST_TOKEN", "tok-3f9a-secret")
+    run = make_batch(member).runs.get(key="lint")
+    run.agent_type.secret_names = ["SPAWNER_TEST_TOKEN"]
+    run.agent_type.save()
+    # Longer than one download chunk, with the secret across a chunk boundary.
+    content = b"x" * (64 * 1024 - 5) + b"tok-3f9a-secret and again tok-3f9a-secret\n" + b"line\n" * 10
+    with_log(run, tmp_path, content)
+    response = signed_in.get(f"/runs/{run.id}/attempts/1/log/download/")
+    body = b"".join(response)
+    assert b"tok-3f9a" not in body and b"*** and again ***\n" in body
+    with_log(run, tmp_path, b"start\n" + b"x" * 500 + b" tok-3f9a-secret and again tok-3f9a-secret\n")
+    earlier = signed_in.get(f"/runs/{run.id}/attempts/1/log/?before=600").content.decode()
+    assert "tok-3f9a" not in earlier and "*** and again ***" in earlier

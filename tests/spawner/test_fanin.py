@@ -13,6 +13,15 @@ from tests.spawner.helpers import launch, pid_alive, wait_batch, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
+def teammate(name: str, *codenames: str):
+    """A user with these spawner permissions (see spawner/permissions.py)."""
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(name)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="spawner", codename__in=codenames))
+    return get_user_model().objects.get(id=user.id)
+
+
 def test_first_success_cancels_the_losers_processes(cluster, agent_types, tmp_path):
     pids = tmp_path / "pids"
     spec = f"""
@@ -58,8 +67,8 @@ tasks:
     notes = {n["run"]: n["level"] for n in batch.aggregation_result.data["notes"]}
     assert notes == {"critical": "escalation", "minor": "note"}
 
-    users = get_user_model()
-    alice, bob = users.objects.create_user("alice"), users.objects.create_user("bob")
+    alice = teammate("alice", "resolve_escalation")
+    bob = teammate("bob", "resolve_escalation", "add_batch")
     services.escalation_assign(escalation=escalation, assignee=bob, actor=alice)
     marker.touch()
     services.escalation_resolve(escalation=escalation, action="retry", note="fixed the marker", actor=bob)
@@ -115,8 +124,7 @@ tasks:
 def test_reviews_decide_the_review_state(db):
     from spawner.models import Batch
 
-    users = get_user_model()
-    alice, bob = users.objects.create_user("alice"), users.objects.create_user("bob")
+    alice, bob = teammate("alice", "review_batch"), teammate("bob", "review_batch")
     batch = Batch.objects.create(name="b", spec={})
     assert selectors.review_state(batch) == "pending"
     services.review_submit(batch=batch, author=alice, decision="approve")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from spawner import services, spec
-from spawner.errors import ActionRefused
+from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import AgentRun, AgentType, RunAttempt
 
 ONE = "name: one\nagent: {agent}\ncwd: {cwd}\ntasks:\n  - {{key: a, prompt: hi, cwd: {task_cwd}}}\n"
@@ -48,6 +49,8 @@ def finished_run(agent: str, tmp_path) -> AgentRun:
 def test_only_an_admin_may_retry_an_admin_only_agent(agent_types, tmp_path):
     run = finished_run("root-shell", tmp_path)
     user = get_user_model().objects.create_user("u")
+    user.user_permissions.add(Permission.objects.get(codename="add_batch"))
+    user = get_user_model().objects.get(id=user.id)  # permissions are cached on the instance
 
     with pytest.raises(ActionRefused, match="only an admin may run root-shell again"):
         services.run_retry(run=run, actor=user)
@@ -67,3 +70,28 @@ def test_retrying_a_succeeded_run_is_refused(agent_types, tmp_path):
     AgentRun.objects.filter(id=run.id).update(status="succeeded")
     with pytest.raises(ActionRefused, match="only ended, unsuccessful runs retry"):
         services.run_retry(run=run, actor=None)
+
+
+def test_a_user_without_the_launch_permission_may_not_retry_or_rerun(agent_types, tmp_path):
+    run = finished_run("sh", tmp_path)
+    user = get_user_model().objects.create_user("u")
+    with pytest.raises(NotAllowed, match="permission to launch"):
+        services.run_retry(run=run, actor=user)
+    with pytest.raises(NotAllowed, match="permission to launch"):
+        services.batch_rerun_sequential(batch=run.batch, actor=user)
+    assert AgentRun.objects.get(id=run.id).attempt == 1
+
+
+def test_a_user_may_cancel_their_own_batch_but_not_another_one(agent_types, tmp_path):
+    owner, other = (get_user_model().objects.create_user(name) for name in ("owner", "other"))
+    batch = services.batch_launch(
+        batch_spec=load(agent="sh"),
+        base_dir=tmp_path,
+        owner=owner,
+        spec_text=ONE.format(agent="sh", cwd=".", task_cwd="."),
+    )
+    with pytest.raises(NotAllowed, match="cancel"):
+        services.batch_cancel(batch=batch, actor=other)
+    services.batch_cancel(batch=batch, actor=owner)
+    batch.refresh_from_db()
+    assert batch.cancel_requested or batch.status == "cancelled"

@@ -29,7 +29,8 @@ class Command(BaseCommand):
                 [
                     sys.executable,
                     "-m",
-                    "daphne",
+                    # daphne with backpressure on response bodies: big downloads stay small in memory.
+                    "spawner.webserver",
                     "-b",
                     opts["bind"],
                     "-p",

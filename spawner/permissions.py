@@ -1,0 +1,89 @@
+"""Who may do what, defined once. Teams grant the permissions in the admin.
+
+- launch (and so retry and re-run): `spawner.add_batch`
+- cancel a batch or a run: `spawner.cancel_batch`, or owning the batch
+- run an admin-only agent type (the shell): staff
+- assign and resolve escalations: `spawner.resolve_escalation`
+- review a batch's combined result: `spawner.review_batch`
+
+Superusers have every permission. The writes call `require(actor, may_...)`; an actor of None is
+the local command line, whose user already has the server's shell, and may do anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from spawner.errors import NotAllowed
+
+LAUNCH = "spawner.add_batch"
+CANCEL = "spawner.cancel_batch"
+RESOLVE_ESCALATION = "spawner.resolve_escalation"
+REVIEW = "spawner.review_batch"
+
+
+def _active(user) -> bool:
+    return user is not None and user.is_authenticated and user.is_active
+
+
+def may_launch(user) -> bool:
+    return _active(user) and user.has_perm(LAUNCH)
+
+
+def may_cancel(user, batch=None) -> bool:
+    """Any batch with the cancel permission; one's own batches without it."""
+    if not _active(user):
+        return False
+    owns = batch is not None and batch.owner_id is not None and batch.owner_id == user.id
+    return owns or user.has_perm(CANCEL)
+
+
+def may_run_admin_only(user) -> bool:
+    return _active(user) and user.is_staff
+
+
+def may_resolve_escalations(user) -> bool:
+    return _active(user) and user.has_perm(RESOLVE_ESCALATION)
+
+
+def may_review(user) -> bool:
+    return _active(user) and user.has_perm(REVIEW)
+
+
+REFUSALS: dict[Callable[..., bool], str] = {
+    may_launch: "you need the permission to launch batches",
+    may_cancel: "you need the permission to cancel batches (or to own this one)",
+    may_run_admin_only: "only an admin may run this agent type",
+    may_resolve_escalations: "you need the permission to assign and resolve escalations",
+    may_review: "you need the permission to review results",
+}
+
+# What a page shows a reader (see the `data-may` attribute in base.html).
+TOKENS: dict[str, Callable[..., bool]] = {
+    "launch": may_launch,
+    "cancel": may_cancel,
+    "admin": may_run_admin_only,
+    "resolve": may_resolve_escalations,
+    "review": may_review,
+}
+
+
+def require(user, may: Callable[..., bool], *args) -> None:
+    """Raise NotAllowed (with the reason) unless `user` may; None is the local command line."""
+    if user is None:
+        return
+    if not may(user, *args):
+        raise NotAllowed(REFUSALS[may])
+
+
+def granted(user) -> list[str]:
+    """The names of what this user may do everywhere (cancelling one's own batch is per batch)."""
+    return [name for name, may in TOKENS.items() if may(user)]
+
+
+def admin_only_refusal(user, runs: Iterable) -> str:
+    """Running an admin-only agent type again needs an admin, as launching it did; '' if allowed."""
+    if user is None or may_run_admin_only(user):
+        return ""
+    names = sorted({r.agent_type.name for r in runs if r.agent_type.admin_only})
+    return f"only an admin may run {', '.join(names)} again" if names else ""
