@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.core.exceptions import PermissionDenied
 
 
@@ -13,3 +15,27 @@ class NotAllowed(ActionRefused, PermissionDenied):
     An ActionRefused, so callers that refuse with a message keep working; a PermissionDenied, so a view
     that does not catch it still answers 403.
     """
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One thing wrong with a spec, as text (`where`) and as data (task index, task key, field, line)."""
+
+    where: str  # "batch" or "task 'lint' (tasks[2], line 14)"
+    field: str
+    message: str
+    task: str | None = None  # the task's key, when it has one
+    index: int | None = None  # the task's position in `tasks`, from 0
+    line: int | None = None  # in the spec's text, from 1
+
+    def __str__(self) -> str:
+        field_part = f"{self.field}: " if self.field else ""
+        return f"{self.where}: {field_part}{self.message}"
+
+
+class SpecInvalid(Exception):
+    """A spec that cannot run: every error found, each naming its task, field and line."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))

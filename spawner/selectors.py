@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from spawner.core import masking
+from spawner import spec
+from spawner.core import aggregation, masking, planning
 from spawner.engine import redaction
 from spawner.models import Batch, Escalation, Review
 from spawner.states import RUN_FAILED, RunStatus
@@ -112,3 +113,22 @@ def log_range(path, start: int, end: int, secrets: list[str]) -> bytes:
 def log_masker(secrets: list[str]) -> masking.StreamMasker:
     """A masker for a log streamed chunk by chunk: feed() each chunk, finish() at the end."""
     return masking.StreamMasker(secrets)
+
+
+# --- what the pages need to know of specs, plans and results --------------------------------------
+# The ways in depend on services and selectors alone; these name the engine's types and limits for them.
+
+AgentInfo = spec.AgentInfo
+BatchSpec = spec.BatchSpec
+Plan = planning.Plan
+SEVERITIES = aggregation.SEVERITIES
+SPEC_LIMITS = {
+    "spec_bytes": spec.MAX_SPEC_BYTES,
+    "text_chars": spec.MAX_TEXT_CHARS,
+    "files_per_task": spec.MAX_FILES_PER_TASK,
+}
+
+
+def result_markdown(data: dict, *, title: str) -> str:
+    """An aggregation as Markdown (the caller makes the values safe to render)."""
+    return aggregation.to_markdown(data, title=title)

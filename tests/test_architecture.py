@@ -137,8 +137,7 @@ def test_nothing_in_the_engine_app_imports_the_dashboard():
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-@pytest.mark.xfail(strict=True, reason="the pages still import spec and core directly; being moved behind services")
-def test_the_dashboard_uses_only_services_selectors_models_states_and_errors():
+def test_the_dashboard_uses_only_services_selectors_models_states_errors_and_permissions():
     offenders = {
         name: sorted(m for m in GRAPH[name] if m.startswith("spawner") and m not in DASHBOARD_MAY_IMPORT)
         for name in MODULES

@@ -14,8 +14,8 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import permissions, services, spec
-from spawner.errors import NotAllowed
+from spawner import permissions, services
+from spawner.errors import NotAllowed, SpecInvalid
 from spawner.models import AgentRun, Batch
 from spawner.permissions import admin_only_refusal, may_cancel, may_launch
 from spawner.states import RUN_FAILED, Mode
@@ -92,7 +92,7 @@ def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
         return _answer(request, back, str(exc), status=403)
     except services.ActionRefused as exc:
         return _answer(request, back, str(exc), status=409)
-    except spec.SpecInvalid as exc:
+    except SpecInvalid as exc:
         return _answer(request, back, f"the stored spec no longer launches: {exc}", status=409)
     target = reverse("compare", args=[rerun.id])
     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from spawner.core import aggregation
+from spawner import selectors
 
 SAFE_SCHEMES = {"http", "https", "mailto"}
 _SCHEME = re.compile(r"[a-z][a-z0-9+.\-]*:")
@@ -66,4 +66,4 @@ def _safe(value: Any) -> Any:
 
 
 def result_markdown(data: dict, *, title: str) -> str:
-    return aggregation.to_markdown(_safe(data), title=safe_text(title))
+    return selectors.result_markdown(_safe(data), title=safe_text(title))

@@ -19,11 +19,10 @@ from django.db.models import Case, IntegerField, Prefetch, Value, When
 from dashboard.ids import parse_id
 from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
-from spawner.core import aggregation
 from spawner.models import Aggregation, Batch, Escalation, RunAttempt, RunEvent
 from spawner.states import ESCALATION_EVENTS, EventKind
 
-SEVERITY_RANK = {s: i for i, s in enumerate(aggregation.SEVERITIES)}
+SEVERITY_RANK = {s: i for i, s in enumerate(selectors.SEVERITIES)}
 REVIEW_STATES = {"approved": "approved", "changes_requested": "changes requested", "pending": "pending"}
 
 
@@ -104,7 +103,7 @@ def findings_context(batch: Batch, data: dict, filters: FindingFilters) -> dict:
         "filters": filters,
         "findings": findings(data, filters),
         "total_findings": len(data.get("findings") or []),
-        "severities": aggregation.SEVERITIES,
+        "severities": selectors.SEVERITIES,
         "agent_keys": [a["key"] for a in data.get("agents") or []],
         "sort_links": filters.sort_links(),
     }

@@ -15,11 +15,12 @@ from collections.abc import Mapping
 import yaml
 from django import forms
 
-from spawner import spec
+from spawner import selectors
+from spawner.errors import FieldError
 from spawner.models import Review
-from spawner.states import FailurePolicy, Mode
+from spawner.states import FailurePolicy, Mode, Priority, Strategy
 
-SPEC_MAX_BYTES = spec.MAX_SPEC_BYTES
+SPEC_MAX_BYTES = selectors.SPEC_LIMITS["spec_bytes"]
 MAX_DEPENDENCIES = 1000
 
 
@@ -29,15 +30,15 @@ def _choices(values) -> list[tuple[str, str]]:
 
 class BatchForm(forms.Form):
     name = forms.CharField(max_length=200)
-    mode = forms.ChoiceField(choices=_choices(spec.MODES), initial=Mode.PARALLEL)
+    mode = forms.ChoiceField(choices=_choices(Mode.values), initial=Mode.PARALLEL)
     max_parallel = forms.IntegerField(min_value=1, initial=3, label="Max parallel")
     retries = forms.IntegerField(min_value=0, initial=0, help_text="Automatic retries per task.")
     timeout = forms.IntegerField(min_value=1, required=False, help_text="Seconds per task.")
-    failure_policy = forms.ChoiceField(choices=_choices(spec.FAILURE_POLICIES), initial=FailurePolicy.CONTINUE)
-    aggregation = forms.ChoiceField(choices=[("", "none")] + _choices(spec.AGGREGATIONS), required=False)
+    failure_policy = forms.ChoiceField(choices=_choices(FailurePolicy.values), initial=FailurePolicy.CONTINUE)
+    aggregation = forms.ChoiceField(choices=[("", "none")] + _choices(Strategy.values), required=False)
 
 
-def agent_choices(agents: Mapping[str, spec.AgentInfo], *, is_admin: bool) -> list[tuple[str, str]]:
+def agent_choices(agents: Mapping[str, selectors.AgentInfo], *, is_admin: bool) -> list[tuple[str, str]]:
     """Every agent type, labelled with why it cannot run here, so nothing unavailable looks fine."""
     choices = [("", "— agent type —")]
     for name, info in sorted(agents.items()):
@@ -54,14 +55,16 @@ class TaskForm(forms.Form):
     key = forms.CharField(max_length=100, required=False)
     agent = forms.ChoiceField(required=False)
     role = forms.ChoiceField(required=False)
-    prompt = forms.CharField(required=False, max_length=spec.MAX_TEXT_CHARS, widget=forms.Textarea(attrs={"rows": 2}))
-    priority = forms.ChoiceField(choices=[(p, p) for p in spec.PRIORITIES], initial="P1")
+    prompt = forms.CharField(
+        required=False, max_length=selectors.SPEC_LIMITS["text_chars"], widget=forms.Textarea(attrs={"rows": 2})
+    )
+    priority = forms.ChoiceField(choices=[(p.label, p.label) for p in Priority], initial="P1")
     depends_on = forms.CharField(required=False, label="Depends on", help_text="Task keys, comma-separated.")
     files = forms.CharField(required=False, help_text="Globs it may change, comma-separated.")
 
     def clean_files(self) -> str:
         # Counted before a spec is written from the rows: a pasted list of thousands is refused at once.
-        return self._at_most(self.cleaned_data["files"], spec.MAX_FILES_PER_TASK, "patterns")
+        return self._at_most(self.cleaned_data["files"], selectors.SPEC_LIMITS["files_per_task"], "patterns")
 
     def clean_depends_on(self) -> str:
         return self._at_most(self.cleaned_data["depends_on"], MAX_DEPENDENCIES, "keys")
@@ -72,7 +75,7 @@ class TaskForm(forms.Form):
             raise forms.ValidationError(f"{len(items)} {what}; the maximum is {most}")
         return text
 
-    def __init__(self, *args, agents: Mapping[str, spec.AgentInfo], roles, is_admin: bool, **kwargs):
+    def __init__(self, *args, agents: Mapping[str, selectors.AgentInfo], roles, is_admin: bool, **kwargs):
         kwargs.setdefault("prefix", new_prefix())
         super().__init__(*args, **kwargs)
         self.fields["agent"].choices = agent_choices(agents, is_admin=is_admin)
@@ -150,7 +153,7 @@ def spec_text_from_forms(batch_form: BatchForm, task_forms: list[TaskForm]) -> s
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=100)
 
 
-def place_errors(errors: list[spec.FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm]) -> list[str]:
+def place_errors(errors: list[FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm]) -> list[str]:
     """Attach each spec error to the form field it names; return those that belong to no field."""
     general = []
     by_key = {f.cleaned_data.get("key", "").strip(): f for f in task_forms if hasattr(f, "cleaned_data")}

@@ -19,8 +19,8 @@ from dashboard.pages.forms import (
     spec_text_from_forms,
 )
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import permissions, services, spec
-from spawner.core import planning
+from spawner import permissions, selectors, services
+from spawner.errors import FieldError, SpecInvalid
 
 BLANK_ROWS = 3
 
@@ -34,8 +34,8 @@ class Page:
     text_form: SpecTextForm
     source: str = "form"  # which of the two was submitted: "form" or "yaml"
     errors: list[str] = field(default_factory=list)
-    plan: planning.Plan | None = None
-    batch_spec: spec.BatchSpec | None = None
+    plan: selectors.Plan | None = None
+    batch_spec: selectors.BatchSpec | None = None
     spec_text: str = ""
 
 
@@ -96,7 +96,7 @@ def _check(page: Page, *, is_admin: bool) -> None:
         return
     try:
         page.batch_spec = services.spec_load(page.spec_text, is_admin=is_admin)
-    except spec.SpecInvalid as exc:
+    except SpecInvalid as exc:
         page.errors += _place(page, exc.errors)
         return
     page.plan = services.batch_plan(page.batch_spec)
@@ -107,7 +107,7 @@ def _check(page: Page, *, is_admin: bool) -> None:
             page.errors += page.batch_spec.warnings
 
 
-def _place(page: Page, errors: list[spec.FieldError]) -> list[str]:
+def _place(page: Page, errors: list[FieldError]) -> list[str]:
     if page.source == "form":
         return place_errors(errors, page.batch_form, page.task_forms)
     return [str(e) for e in errors]
@@ -133,7 +133,7 @@ def batch_new(request: HtmxHttpRequest):
                     owner=request.user,
                     confine=True,
                 )
-            except spec.SpecInvalid as exc:
+            except SpecInvalid as exc:
                 page.errors += _place(page, exc.errors)
             else:
                 return redirect("batch", batch_id=batch.id)

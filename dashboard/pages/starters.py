@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from spawner.spec import AgentInfo
+from spawner.selectors import AgentInfo
 
 CODING_AGENTS = ("claude-code", "codex", "gemini", "aider")
 

@@ -5,21 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True)
-class FieldError:
-    """One thing wrong with a spec, as text (`where`) and as data (task index, task key, field, line)."""
-
-    where: str  # "batch" or "task 'lint' (tasks[2], line 14)"
-    field: str
-    message: str
-    task: str | None = None  # the task's key, when it has one
-    index: int | None = None  # the task's position in `tasks`, from 0
-    line: int | None = None  # in the spec's text, from 1
-
-    def __str__(self) -> str:
-        field_part = f"{self.field}: " if self.field else ""
-        return f"{self.where}: {field_part}{self.message}"
+from spawner.errors import FieldError, SpecInvalid  # noqa: F401 - the spec's errors, defined with the others
 
 
 @dataclass(frozen=True)
@@ -39,12 +25,6 @@ def shown(value: Any, limit: int = 80) -> str:
     """A value as it appears in a message: its repr, cut short (a message must stay readable)."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 5] + "…" + text[-4:]
-
-
-class SpecInvalid(Exception):
-    def __init__(self, errors: list[FieldError]):
-        self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
 
 
 class Collector:
