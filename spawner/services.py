@@ -16,7 +16,7 @@ from spawner.core import netcheck, planning
 from spawner.engine import dispatch, events, prompts, transitions
 from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import AgentRun, AgentType, Batch, Escalation, Review, Role
-from spawner.states import RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
+from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
 
@@ -275,6 +275,27 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
         _reopen_skipped_dependents(run, actor=actor)
         transitions.attempt_queue(run, not_before=timezone.now(), reason=EventKind.RUN_RETRIED, actor=actor)
         dispatch.batch_advance(batch.id)
+
+
+def batch_retry_failed(*, batch: Batch, actor=None) -> tuple[list[str], list[str]]:
+    """Retry every failed run of a batch: (keys retried, why others were not). All or nothing on permissions."""
+    permissions.require(actor, permissions.may_launch)
+    failed = list(batch.runs.filter(status__in=RUN_FAILED).select_related("agent_type").order_by("order"))
+    _refuse_admin_only(failed, actor)
+    if not failed:
+        raise ActionRefused("no run of this batch has failed")
+    retried, refused = [], []
+    for run in failed:
+        try:
+            run_retry(run=run, actor=actor)
+            retried.append(run.key)
+        except NotAllowed:
+            raise
+        except ActionRefused as exc:
+            refused.append(str(exc))
+    if not retried:
+        raise ActionRefused("; ".join(refused))
+    return retried, refused
 
 
 # --- escalations and reviews ------------------------------------------------------------------

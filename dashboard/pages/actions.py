@@ -14,11 +14,10 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import permissions, services
+from spawner import services
 from spawner.errors import NotAllowed, SpecInvalid
 from spawner.models import AgentRun, Batch
-from spawner.permissions import admin_only_refusal, may_cancel, may_launch
-from spawner.states import RUN_FAILED, Mode
+from spawner.states import Mode
 
 
 def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 200):
@@ -32,20 +31,24 @@ def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 
     return redirect(back)
 
 
+def _attempt(request: HtmxHttpRequest, back: str, action):
+    """Call the service; its refusal becomes the answer (403 not allowed, 409 not applicable now)."""
+    try:
+        action()
+    except NotAllowed as exc:
+        return _answer(request, back, str(exc), status=403)
+    except services.ActionRefused as exc:
+        return _answer(request, back, str(exc), status=409)
+    return None
+
+
 @require_POST
 @login_required
 def batch_cancel(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
-    if not may_cancel(request.user, batch):
-        return _answer(request, back, permissions.REFUSALS[may_cancel], status=403)
-    try:
-        services.batch_cancel(batch=batch, actor=request.user)
-    except NotAllowed as exc:
-        return _answer(request, back, str(exc), status=403)
-    except services.ActionRefused as exc:
-        return _answer(request, back, str(exc), status=409)
-    return _answer(request, back, f"Cancelling batch #{batch.id}: running agents are being stopped.")
+    refused = _attempt(request, back, lambda: services.batch_cancel(batch=batch, actor=request.user))
+    return refused or _answer(request, back, f"Cancelling batch #{batch.id}: running agents are being stopped.")
 
 
 @require_POST
@@ -53,26 +56,13 @@ def batch_cancel(request: HtmxHttpRequest, batch_id: int):
 def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
-    failed = list(batch.runs.filter(status__in=RUN_FAILED).select_related("agent_type").order_by("order"))
-    if not may_launch(request.user):
-        return _answer(request, back, permissions.REFUSALS[may_launch], status=403)
-    if refusal := admin_only_refusal(request.user, failed):
-        return _answer(request, back, refusal, status=403)
-    if not failed:
-        return _answer(request, back, "no run of this batch has failed", status=409)
-    retried, refused = [], []
-    for run in failed:
-        try:
-            services.run_retry(run=run, actor=request.user)
-            retried.append(run.key)
-        except NotAllowed as exc:
-            return _answer(request, back, str(exc), status=403)
-        except services.ActionRefused as exc:
-            refused.append(str(exc))
-    if not retried:
-        return _answer(request, back, "; ".join(refused), status=409)
-    message = f"Retrying {len(retried)} run(s): {', '.join(retried)}."
-    return _answer(request, back, message + (f" Not retried: {'; '.join(refused)}" if refused else ""))
+    done: list = []
+    refused = _attempt(request, back, lambda: done.append(services.batch_retry_failed(batch=batch, actor=request.user)))
+    if refused:
+        return refused
+    retried, skipped = done[0]
+    message = f"Retrying {len(retried)} run{'s' if len(retried) != 1 else ''}: {', '.join(retried)}."
+    return _answer(request, back, message + (f" Not retried: {'; '.join(skipped)}" if skipped else ""))
 
 
 @require_POST
@@ -80,21 +70,18 @@ def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
 def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
-    if not may_launch(request.user):
-        return _answer(request, back, permissions.REFUSALS[may_launch], status=403)
-    if refusal := admin_only_refusal(request.user, batch.runs.select_related("agent_type")):
-        return _answer(request, back, refusal, status=403)
     if batch.mode != Mode.PARALLEL:
         return _answer(request, back, "this batch already ran sequentially", status=409)
+    done: list = []
     try:
-        rerun = services.batch_rerun_sequential(batch=batch, actor=request.user)
-    except NotAllowed as exc:
-        return _answer(request, back, str(exc), status=403)
-    except services.ActionRefused as exc:
-        return _answer(request, back, str(exc), status=409)
+        refused = _attempt(
+            request, back, lambda: done.append(services.batch_rerun_sequential(batch=batch, actor=request.user))
+        )
     except SpecInvalid as exc:
         return _answer(request, back, f"the stored spec no longer launches: {exc}", status=409)
-    target = reverse("compare", args=[rerun.id])
+    if refused:
+        return refused
+    target = reverse("compare", args=[done[0].id])
     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
 
 
@@ -103,15 +90,8 @@ def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
 def run_cancel(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch"), id=run_id)
     back = reverse("run", args=[run.id])
-    if not may_cancel(request.user, run.batch):
-        return _answer(request, back, permissions.REFUSALS[may_cancel], status=403)
-    try:
-        services.run_cancel(run=run, actor=request.user)
-    except NotAllowed as exc:
-        return _answer(request, back, str(exc), status=403)
-    except services.ActionRefused as exc:
-        return _answer(request, back, str(exc), status=409)
-    return _answer(request, back, f"Cancelled run '{run.key}'.")
+    refused = _attempt(request, back, lambda: services.run_cancel(run=run, actor=request.user))
+    return refused or _answer(request, back, f"Cancelled run '{run.key}'.")
 
 
 @require_POST
@@ -119,14 +99,5 @@ def run_cancel(request: HtmxHttpRequest, run_id: int):
 def run_retry(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
     back = reverse("run", args=[run.id])
-    if not may_launch(request.user):
-        return _answer(request, back, permissions.REFUSALS[may_launch], status=403)
-    if refusal := admin_only_refusal(request.user, [run]):
-        return _answer(request, back, refusal, status=403)
-    try:
-        services.run_retry(run=run, actor=request.user)
-    except NotAllowed as exc:
-        return _answer(request, back, str(exc), status=403)
-    except services.ActionRefused as exc:
-        return _answer(request, back, str(exc), status=409)
-    return _answer(request, back, f"Retrying '{run.key}': attempt {run.attempt + 1} is queued.")
+    refused = _attempt(request, back, lambda: services.run_retry(run=run, actor=request.user))
+    return refused or _answer(request, back, f"Retrying '{run.key}': attempt {run.attempt + 1} is queued.")
