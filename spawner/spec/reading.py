@@ -18,6 +18,7 @@ MAX_SPEC_BYTES = 1_000_000  # the whole document, UTF-8
 MAX_DEPTH = 32  # lists and mappings inside each other
 MAX_ALIASES = 100  # `*name` references
 MAX_VALUES = 200_000  # values in the document once every alias is expanded
+MAX_EXPANDED_CHARS = 4_000_000  # characters of text in the document once every alias is expanded
 MAX_TEXT_CHARS = 100_000  # any one text (a prompt, a variable)
 MAX_NUMBER_CHARS = 32  # a number as written: 32 digits is far beyond any count or duration
 
@@ -69,8 +70,9 @@ class _BoundedLoader(_PlainLoader):
 
     def __init__(self, text: str):
         super().__init__(text)
-        self._sizes: dict[int, int] = {}  # id(node) -> its values with aliases expanded
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, characters) with aliases expanded
         self._open: list[int] = [0]  # values so far in each collection being composed
+        self._open_chars: list[int] = [0]  # characters so far in each collection being composed
         self._path: list[Any] = []  # where the node being composed is: "tasks", 3, "prompt"
         self._aliases = 0
 
@@ -88,21 +90,30 @@ class _BoundedLoader(_PlainLoader):
             if len(self._open) > MAX_DEPTH:
                 raise self._refuse(line, f"is nested more than {MAX_DEPTH} lists or mappings deep")
             self._open.append(0)
+            self._open_chars.append(0)
             try:
                 node = super().compose_node(parent, index)
             finally:
                 inner = self._open.pop()
+                inner_chars = self._open_chars.pop()
             if is_alias:
-                size = self._sizes.get(id(node))
-                if size is None:
+                known = self._sizes.get(id(node))
+                if known is None:
                     raise self._refuse(line, "an alias (*name) refers to the list or mapping it is in")
+                size, chars = known
             else:
-                size = inner + 1
-                self._sizes[id(node)] = size
                 self._check(node, line)
+                size = inner + 1
+                chars = inner_chars + (len(node.value) if isinstance(node, yaml.ScalarNode) else 0)
+                self._sizes[id(node)] = (size, chars)
             self._open[-1] += size
+            self._open_chars[-1] += chars
             if self._open[-1] > MAX_VALUES:
                 raise self._refuse(line, f"expands to more than {MAX_VALUES} values (aliases count each time)")
+            if self._open_chars[-1] > MAX_EXPANDED_CHARS:
+                raise self._refuse(
+                    line, f"expands to more than {MAX_EXPANDED_CHARS} characters of text (aliases count each time)"
+                )
             return node
         finally:
             self._path.pop()

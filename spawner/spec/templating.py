@@ -19,7 +19,7 @@ DEPS = "deps."
 
 
 class PromptTooLong(ValueError):
-    """Filling the variables would make a prompt longer than allowed."""
+    """Filling the variables would make a prompt longer than allowed (or a variable is not text)."""
 
 
 def render_prompt(template: str, variables: Mapping[str, Any], *, limit: int | None = None) -> tuple[str, list[str]]:
@@ -39,7 +39,14 @@ def render_prompt(template: str, variables: Mapping[str, Any], *, limit: int | N
         if name not in variables:
             unknown.append(name)
             return match.group(0)
-        value = str(variables[name])
+        raw = variables[name]
+        if not isinstance(raw, str | int | float | bool) and raw is not None:
+            raise PromptTooLong(
+                f"uses {{{{ {name} }}}}, which is a list or mapping: only text and numbers fill a prompt"
+            )
+        if limit is not None and isinstance(raw, str) and size + len(raw) > limit:
+            raise PromptTooLong(f"is over {limit} characters once its variables are filled")
+        value = str(raw)
         size += len(value) - len(match.group(0))
         if limit is not None and size > limit:
             raise PromptTooLong(f"is over {limit} characters once its variables are filled")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -206,3 +207,23 @@ def test_many_conflicts_are_named_up_to_a_limit():
 def test_a_control_character_is_refused_with_its_line():
     error = the_error('name: b\nagent: shell\ntasks: [{key: a, prompt: "\x0e"}]\n')
     assert error.line == 3 and "character U+000E is not allowed" in error.message
+
+
+def test_aliases_of_long_texts_are_refused_before_they_expand():
+    """Few values, but each a long text: 10 x 10 x 10 x 90 KB would be 90 MB once expanded."""
+    text = "x" * 90_000
+    lines = ["name: b", "agent: shell", "tasks: [{key: a, prompt: '{{ e }}'}]", "vars:"]
+    lines.append(f"  a: &a [{', '.join([repr(text)] * 10)}]")
+    lines.append("  b: &b [" + ", ".join(["*a"] * 10) + "]")
+    lines.append("  c: &c [" + ", ".join(["*b"] * 10) + "]")
+    lines.append("  e: *c")
+    started = time.monotonic()
+    with pytest.raises(spec.SpecInvalid, match="characters of text"):
+        spec.load("\n".join(lines) + "\n", agents=AGENTS, roles={})
+    assert time.monotonic() - started < 5
+
+
+def test_a_list_variable_cannot_fill_a_prompt():
+    doc = "name: b\nagent: shell\nvars: {e: [1, 2]}\ntasks: [{key: a, prompt: 'go {{ e }}'}]\n"
+    with pytest.raises(spec.SpecInvalid, match="list or mapping"):
+        spec.load(doc, agents=AGENTS, roles={})
