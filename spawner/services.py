@@ -208,7 +208,9 @@ def batch_rerun_sequential(*, batch: Batch, actor=None) -> Batch:
         raise ActionRefused("this batch has no stored spec to re-run")
     _refuse_admin_only(batch.runs.select_related("agent_type"), actor)
     # Same directory as the original: its cwd is already resolved.
-    batch_spec = dataclasses.replace(spec_load(batch.spec_text, is_admin=True), cwd="")
+    # Read as the person re-running it: what only an admin may set (a webhook) needs an admin again.
+    is_admin = actor is None or permissions.may_run_admin_only(actor)
+    batch_spec = dataclasses.replace(spec_load(batch.spec_text, is_admin=is_admin), cwd="")
     return batch_launch(
         batch_spec=batch_spec,
         base_dir=Path(batch.cwd),

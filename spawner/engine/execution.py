@@ -151,7 +151,9 @@ def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
 # --- finishing --------------------------------------------------------------------------
 
 
-def attempt_finish(attempt: RunAttempt, *, status: str, exit_code: int | None = None, error: str = "") -> bool:
+def attempt_finish(
+    attempt: RunAttempt, *, status: str, exit_code: int | None = None, error: str = "", harvested_from: str = ""
+) -> bool:
     """Record an attempt's end with what it left behind; retry it or close its run; advance the batch.
 
     False if the attempt was no longer running (reaped, cancelled, or a late answer).
@@ -173,6 +175,7 @@ def attempt_finish(attempt: RunAttempt, *, status: str, exit_code: int | None = 
         tail=redaction.read_tail(log_path, conf("TAIL_BYTES"), secrets),
         result=result,
         result_error=result_error,
+        harvested_from=harvested_from,
     )
     if not transitions.attempt_end(attempt, end, backoff_cap=conf("BACKOFF_MAX_SECONDS")):
         return False
@@ -286,8 +289,11 @@ def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
             )
             return "timed out"
         if not _still(attempt.id, AttemptStatus.RUNNING):
-            # Cancelled, or reaped as lost while we stalled: stop and say nothing more.
+            # Cancelled, or reaped as lost while we stalled: stop, mask what it printed, say nothing more.
             process.stop(conf("KILL_GRACE_SECONDS"))
+            secrets = redaction.secret_values(run.agent_type)
+            for path in attempt_paths(attempt)[:2]:
+                redaction.rewrite_file(path, secrets)
             return "stopped: attempt no longer current"
         if now - last_beat >= conf("HEARTBEAT_SECONDS"):
             _beat(attempt.id, AttemptStatus.RUNNING)

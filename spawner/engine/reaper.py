@@ -25,14 +25,18 @@ log = logging.getLogger(__name__)
 def reap_lost(now=None) -> int:
     """Attempts whose heartbeat is older than the lease: their worker is gone. An agent that ended on
     its own meanwhile is harvested (its exit record is its result); the rest are lost, then retried
-    or failed."""
+    or failed. An attempt of another machine is reaped here only when no cluster runs there any more
+    (its agent may then still be running on that machine: nothing here can stop it)."""
     now = now or timezone.now()
     lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
     stale = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(
         status=AttemptStatus.RUNNING, heartbeat_at__lt=now - lease
     )
     reaped = 0
+    live_hosts = set(_live().values_list("host", flat=True))
     for attempt in stale:
+        if attempt.host != execution.HOST and attempt.host in live_hosts:
+            continue  # its own host's reaper can stop the agent and read its exit record; leave it to that one
         silent = (now - attempt.heartbeat_at).total_seconds()
         # Stop the group first: once the shim is dead its exit record can no longer change.
         _kill_orphan(attempt)

@@ -36,10 +36,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from spawner.core import recovery as rules
-from spawner.engine import events, execution, lifecycle, queue
+from spawner.engine import execution, lifecycle, queue
 from spawner.models import RunAttempt, WorkerHeartbeat
 from spawner.runners.command import read_exit_record, stop_groups
-from spawner.states import AttemptStatus, EventKind
+from spawner.states import AttemptStatus
 
 log = logging.getLogger(__name__)
 ATTEMPT_TASK = "spawner.engine.tasks.execute_attempt"
@@ -143,16 +143,9 @@ def finish_unwatched(attempt: RunAttempt, *, otherwise: str, error: str) -> str 
     if code is None:
         return otherwise if execution.attempt_finish(attempt, status=otherwise, error=error) else None
     status, failure = rules.harvested_status(code, attempt.run.agent_type.exit_codes)
-    if not execution.attempt_finish(attempt, status=status, exit_code=code, error=failure):
+    harvested = f"{attempt.host}:{attempt.worker_pid}"
+    if not execution.attempt_finish(attempt, status=status, exit_code=code, error=failure, harvested_from=harvested):
         return None
-    events.record(
-        batch_id=attempt.run.batch_id,
-        run_id=attempt.run_id,
-        attempt=attempt.number,
-        kind=EventKind.ATTEMPT_HARVESTED,
-        status=status,
-        data={"exit_code": code, "worker": f"{attempt.host}:{attempt.worker_pid}"},
-    )
     return status
 
 

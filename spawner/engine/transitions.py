@@ -20,6 +20,7 @@ from spawner.core import rules
 from spawner.engine import events, queue, webhooks
 from spawner.models import AgentRun, Batch, Escalation, RunAttempt
 from spawner.states import (
+    ATTEMPT_RETRYABLE,
     ATTEMPT_TERMINAL,
     BATCH_TERMINAL,
     RUN_ACTIVE,
@@ -156,6 +157,7 @@ class AttemptEnd:
     tail: str = ""
     result: dict | list | None = None
     result_error: str = ""
+    harvested_from: str = ""  # "host:pid" of the dead worker, when the agent ended while no worker watched
 
 
 def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> bool:
@@ -174,7 +176,15 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
         if not ended:
             return False
         run = AgentRun.objects.get(id=attempt.run_id)
-        if run.attempt != attempt.number:
+        if run.attempt != attempt.number:  # an older attempt ended: logged, but its run has moved on
+            events.record(
+                batch_id=run.batch_id,
+                run_id=run.id,
+                attempt=attempt.number,
+                kind=EventKind.of("attempt", end.status),
+                status=end.status,
+                data={"exit_code": end.exit_code, "error": end.error, "superseded": True},
+            )
             return False
         started_at = RunAttempt.objects.values_list("started_at", flat=True).get(id=attempt.id)
         ran = (now - started_at).total_seconds() if started_at else 0.0
@@ -193,6 +203,15 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
             status=end.status,
             data={"exit_code": end.exit_code, "error": end.error, "seconds": round(ran, 3)},
         )
+        if end.harvested_from:
+            events.record(
+                batch_id=run.batch_id,
+                run_id=run.id,
+                attempt=attempt.number,
+                kind=EventKind.ATTEMPT_HARVESTED,
+                status=end.status,
+                data={"exit_code": end.exit_code, "worker": end.harvested_from},
+            )
         delay = rules.retry_delay(
             attempt_status=end.status,
             attempt_number=attempt.number,
@@ -201,7 +220,7 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
             cancel_requested=batch.cancel_requested,
             backoff_base=batch.backoff_seconds,
             backoff_cap=backoff_cap,
-            handed_back=RunAttempt.objects.filter(run_id=run.id, status=AttemptStatus.HANDED_BACK).count(),
+            handed_back=_handed_back(run) if end.status in RETRY_COUNTED else 0,
         )
         if delay is not None:
             handed_back = end.status == AttemptStatus.HANDED_BACK
@@ -214,6 +233,14 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
             else:
                 run_end(run, final, exit_code=end.exit_code, error=end.error, now=now)
     return True
+
+
+# Outcomes whose retry budget depends on how many earlier attempts were handed back.
+RETRY_COUNTED = ATTEMPT_RETRYABLE | {AttemptStatus.HANDED_BACK}
+
+
+def _handed_back(run: AgentRun) -> int:
+    return RunAttempt.objects.filter(run_id=run.id, status=AttemptStatus.HANDED_BACK).count()
 
 
 def run_end(run: AgentRun, status: str, *, exit_code: int | None, error: str, now: datetime) -> bool:
@@ -256,8 +283,18 @@ def run_cancel(run: AgentRun, *, error: str, actor=None) -> bool:
     """Cancel a run that has not ended; its worker sees the attempt change and stops the process."""
     if run.status in RUN_ACTIVE:
         current = RunAttempt.objects.filter(run_id=run.id, number=run.attempt).values_list("id", flat=True).first()
-        if current:
-            move("attempt_cancelled", current, AttemptStatus.CANCELLED, finished_at=timezone.now(), error=error)
+        if current and move(
+            "attempt_cancelled", current, AttemptStatus.CANCELLED, finished_at=timezone.now(), error=error
+        ):
+            events.record(
+                batch_id=run.batch_id,
+                run_id=run.id,
+                attempt=run.attempt,
+                kind=EventKind.ATTEMPT_CANCELLED,
+                status=AttemptStatus.CANCELLED,
+                data={"error": error},
+                actor=actor,
+            )
     return _run_close("run_cancelled", run, RunStatus.CANCELLED, error=error, actor=actor)
 
 

@@ -328,3 +328,22 @@ tasks:
     run = batch.runs.get()
     assert (batch.status, run.status, run.result) == ("succeeded", "succeeded", None)
     assert "NaN" in run.result_error
+
+
+def test_an_attempt_of_a_machine_whose_cluster_lives_is_left_to_that_machine(agent_types, tmp_path, monkeypatch):
+    from django.conf import settings
+
+    from spawner.engine import reaper
+    from spawner.models import WorkerHeartbeat
+
+    monkeypatch.setitem(settings.SPAWNER, "LOG_DIR", str(tmp_path / "logs"))
+
+    attempt = claimed(queued_batch(tmp_path), "a")
+    old = timezone.now() - timedelta(hours=1)
+    RunAttempt.objects.filter(id=attempt.id).update(host="other-machine", heartbeat_at=old, pgid=None)
+    WorkerHeartbeat.objects.create(host="other-machine", pid=1, workers=1, seen_at=timezone.now())
+    assert reaper.reap_lost() == 0
+    assert RunAttempt.objects.get(id=attempt.id).status == "running"
+    WorkerHeartbeat.objects.filter(host="other-machine").update(seen_at=old)
+    assert reaper.reap_lost() == 1
+    assert RunAttempt.objects.get(id=attempt.id).status == "lost"

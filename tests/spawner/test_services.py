@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from spawner import services, spec
-from spawner.errors import ActionRefused, NotAllowed
+from spawner.errors import ActionRefused, NotAllowed, SpecInvalid
 from spawner.models import AgentRun, AgentType, RunAttempt
 
 ONE = "name: one\nagent: {agent}\ncwd: {cwd}\ntasks:\n  - {{key: a, prompt: hi, cwd: {task_cwd}}}\n"
@@ -95,3 +95,13 @@ def test_a_user_may_cancel_their_own_batch_but_not_another_one(agent_types, tmp_
     services.batch_cancel(batch=batch, actor=owner)
     batch.refresh_from_db()
     assert batch.cancel_requested or batch.status == "cancelled"
+
+
+def test_a_non_admin_rerun_may_not_carry_an_admins_webhook(agent_types, tmp_path):
+    text = "name: w\nagent: sh\nwebhook: https://hooks.example.org/\ntasks:\n  - {key: a, prompt: x}\n"
+    batch = services.batch_launch(batch_spec=services.spec_load(text, is_admin=True), base_dir=tmp_path)
+    user = get_user_model().objects.create_user("u")
+    user.user_permissions.add(Permission.objects.get(codename="add_batch"))
+    user = get_user_model().objects.get(id=user.id)
+    with pytest.raises(SpecInvalid, match="webhook"):
+        services.batch_rerun_sequential(batch=batch, actor=user)

@@ -191,3 +191,21 @@ def test_the_status_check_sees_a_write_when_there_is_one(tmp_path):
 def test_the_architecture_page_lists_every_transition():
     page = (ROOT / "docs" / "architecture.md").read_text()
     assert [name for name in transitions.TABLE if f"| `{name}` |" not in page] == []
+
+
+def test_cancelling_a_running_run_logs_its_attempt_and_its_run(batch, run):
+    AgentRun.objects.filter(id=run.id).update(status=RunStatus.RUNNING)
+    RunAttempt.objects.create(run=run, number=1, not_before=timezone.now(), status=AttemptStatus.RUNNING)
+    run.refresh_from_db()
+    assert transitions.run_cancel(run, error="cancelled by a user")
+    kinds = list(RunEvent.objects.filter(batch=batch).values_list("kind", flat=True))
+    assert kinds == [EventKind.ATTEMPT_CANCELLED, EventKind.RUN_CANCELLED]
+
+
+def test_a_harvested_end_is_logged_in_the_same_transaction_before_the_run_ends(batch, run):
+    AgentRun.objects.filter(id=run.id).update(status=RunStatus.RUNNING)
+    attempt = RunAttempt.objects.create(run=run, number=1, not_before=timezone.now(), status=AttemptStatus.RUNNING)
+    end = transitions.AttemptEnd(status=AttemptStatus.SUCCEEDED, exit_code=0, harvested_from="h:1")
+    assert transitions.attempt_end(attempt, end, backoff_cap=0)
+    kinds = list(RunEvent.objects.filter(batch=batch).values_list("kind", flat=True))
+    assert kinds == [EventKind.ATTEMPT_SUCCEEDED, EventKind.ATTEMPT_HARVESTED, EventKind.RUN_SUCCEEDED]

@@ -45,6 +45,10 @@ class Command(BaseCommand):
 
         pid = os.getpid()
         lifecycle.cluster_begin(pid)
+        try:  # a previous instance with this name (same host and pid after a restart) may have held attempts
+            recovery.release_held(lifecycle.CLUSTER_ID)
+        except DatabaseError:
+            log.exception("could not release what a previous instance held; the reaper will find it")
         connections.close_all()  # never share a connection with the forked sentinel
         gc.collect()
         gc.freeze()
