@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import DataError
@@ -64,8 +65,11 @@ class LiveConsumer(Refusing):
         self.relay = get_relay()
         self.topic = await self.relay.watch(topic, self.channel_name)
         # Every (re)connect starts from the current state, so nothing missed while away matters.
-        for html in await self.relay.snapshot(self.topic):
-            await self.send(text_data=html)
+        try:
+            for html in await self.relay.snapshot(self.topic):
+                await self.send(text_data=html)
+        except Disconnected:
+            pass  # the reader left the page while its snapshot was being made: nothing to tell
 
     async def disconnect(self, code):
         if self.topic is not None:

@@ -326,15 +326,17 @@ def _task(c: Collector, i: int, raw: Any, where_of: dict[str, Where], ctx: _Task
         c.add(place, "", "must be a mapping with at least 'key'")
         return None
     key = raw.get("key")
-    if not isinstance(key, str) or not KEY_RE.match(key):
+    unnamed = not isinstance(key, str) or not KEY_RE.match(key)
+    if unnamed:
+        # Still checked field by field, under its place: every other mistake is reported in the same answer.
         c.add(place, "key", f"must be letters, digits, '_', '-' or '.' (100 at most), got {shown(key)}")
-        return None
+        key = None
     where = Where(i, key, ctx.lines.get(i))
-    duplicate = key in where_of
+    duplicate = not unnamed and key in where_of
     if duplicate:
         # Still checked field by field: every other mistake in it is reported in the same answer.
         c.add(where, "key", f"duplicate key: also used by {where_of[key]}", key)
-    else:
+    elif not unnamed:
         where_of[key] = where
     for extra in sorted(set(raw) - TASK_FIELDS, key=str):
         c.add(where, str(extra), f"unknown field (known: {', '.join(sorted(TASK_FIELDS))})", key)
@@ -352,7 +354,7 @@ def _task(c: Collector, i: int, raw: Any, where_of: dict[str, Where], ctx: _Task
     cwd = _path(c, where, "cwd", raw.get("cwd"), key)
     depends_on = as_str_list(c, where, "depends_on", raw.get("depends_on"), key)
     files = _globs(c, where, key, raw.get("files"))
-    if duplicate:
+    if duplicate or unnamed:
         return None
     return TaskSpec(
         key=key,

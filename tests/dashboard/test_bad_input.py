@@ -124,3 +124,11 @@ def test_the_live_list_ignores_a_filter_that_is_not_an_id(ws, query):
 def test_the_live_queue_ignores_a_filter_that_is_not_an_id(ws, query):
     connected, _, first = ws(f"/ws/escalations/?{query}")
     assert connected and first["type"] == "websocket.send", first
+
+
+def test_a_missing_batch_gets_the_sites_not_found_page(signed_in, settings):
+    settings.DEBUG = False
+    response = signed_in.get("/batches/99999999999999999999/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "Not found" in html and "Back to the batches" in html

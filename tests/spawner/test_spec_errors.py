@@ -118,3 +118,11 @@ def test_a_loaded_spec_carries_its_data_and_its_text():
     batch_spec = spec.load(text, agents=AGENTS, roles={})
     assert batch_spec.text == text
     assert batch_spec.data == {"name": "b", "agent": "shell", "tasks": [{"key": "a", "prompt": "go"}]}
+
+
+def test_a_task_with_a_bad_key_still_has_its_other_fields_checked():
+    text = "name: x\nagent: sh\ntasks:\n  - {key: 'bad key!', prompt: x, timeout: -1, color: red}\n"
+    with pytest.raises(SpecInvalid) as caught:
+        spec.load(text, agents={"sh": spec.AgentInfo("sh")}, roles={})
+    assert {e.field for e in caught.value.errors} == {"key", "timeout", "color"}
+    assert {e.index for e in caught.value.errors} == {0}
