@@ -1,6 +1,6 @@
 """The escalations queue: what failed and needs a person, and the buttons that decide it.
 
-Each action calls `spawner.engine.fanin` with the user as the actor. An htmx post gets the
+Each action calls a service (`spawner.services`) with the user as the actor. An htmx post gets the
 escalation's card back, with the refusal (if any) next to its forms; a plain form
 post gets a message and a redirect to the queue.
 """

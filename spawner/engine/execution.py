@@ -41,20 +41,6 @@ def attempt_paths(attempt: RunAttempt) -> tuple[Path, Path, Path]:
     return folder / f"{stem}.log", folder / f"{stem}.result.json", folder / f"{stem}.prompt.txt"
 
 
-def read_tail(path: Path, limit: int) -> str:
-    """The last `limit` bytes of a log, decoded so that binary or broken UTF-8 shows, never fails."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return text.replace("\x00", "\ufffd")
-
-
 def read_result(path: Path) -> tuple[dict | list | None, str]:
     """The agent's structured result from SPAWNER_RESULT_FILE: (result, error)."""
     try:

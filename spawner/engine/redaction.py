@@ -2,8 +2,8 @@
 
 The values of an agent type's named secrets (read from the server's environment, as at spawn
 time) become `***` in output tails, results, errors, events, the aggregation and, once the
-attempt has ended, the log file itself. `stream_log` and `read_range` mask a log that is still
-being written, for the download view and "earlier output". Values shorter than
+attempt has ended, the log file itself. `read_range` (and the selectors' log masker) mask a log
+that is still being written, for "earlier output" and the download view. Values shorter than
 masking.MIN_SECRET_LENGTH are not masked (see spawner.core.masking).
 """
 
@@ -23,10 +23,6 @@ CHUNK_BYTES = 65_536
 def secret_values(agent_type) -> list[str]:
     """The values to mask for runs of this agent type (its secrets, as the server has them now)."""
     return masking.usable(os.environ.get(name, "") for name in agent_type.secret_names or [])
-
-
-def mask_text(text: str, secrets: Sequence[str]) -> str:
-    return masking.mask(text, secrets) if text else text
 
 
 def mask_json(value, secrets: Sequence[str]):
@@ -70,11 +66,6 @@ def stream_file(path: Path, secrets: Sequence[str], chunk_bytes: int = CHUNK_BYT
                 yield out
     if out := masker.finish():
         yield out
-
-
-def stream_log(path: Path, agent_type, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """For the log download view: the log of a run of `agent_type`, masked even while it runs."""
-    return stream_file(Path(path), secret_values(agent_type), chunk_bytes)
 
 
 def rewrite_file(path: Path, secrets: Sequence[str]) -> bool:

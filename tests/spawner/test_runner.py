@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spawner import presets
-from spawner.engine import execution
+from spawner.engine import execution, redaction
 from spawner.runners import CommandRunner, Invocation, RunnerError
 from spawner.runners.command import build_argv
 from tests.spawner.helpers import pid_alive, wait_for
@@ -129,7 +129,7 @@ def test_a_missing_secret_names_itself(monkeypatch):
 def test_the_tail_of_binary_output_decodes_without_nuls(tmp_path):
     log = tmp_path / "log"
     log.write_bytes(b"\xff\xfe\x00abc" * 10 + b"end")
-    tail = execution.read_tail(log, 12)
+    tail = redaction.read_tail(log, 12, [])
     assert tail.endswith("end") and "\x00" not in tail
 
 
