@@ -148,45 +148,75 @@ def failure_notes(runs: Sequence[RunResult]) -> list[dict[str, str]]:
     return notes
 
 
-def aggregate(strategy: str, runs: Sequence[RunResult]) -> dict[str, Any]:
+@dataclass
+class Combined:
+    """A batch's combined result. Stored and shown as `as_data()`: the one place it is serialised."""
+
+    strategy: str
+    used: list[str]  # runs whose results went in
+    unused: dict[str, str]  # run -> why its result could not be used (the gaps)
+    notes: list[dict[str, str]]
+    agents: list[dict[str, Any]]
+    status: str = ""  # complete, partial, escalated, empty
+    summary: str = ""
+    verdict: str | None = None
+    escalate: str | None = None  # why a person must decide (a vote tie, no quorum)
+    findings: list[Finding] = field(default_factory=list)
+    votes: dict[str, int] | None = None  # vote
+    quorum: int | None = None  # vote
+    winner: str | None = None  # priority, first_success
+    supporting: list[str] | None = None  # priority
+
+    def as_data(self) -> dict[str, Any]:
+        data = {
+            "strategy": self.strategy,
+            "status": self.status,
+            "summary": self.summary,
+            "verdict": self.verdict,
+            "escalate": self.escalate,
+            "used": self.used,
+            "unused": self.unused,
+            "notes": self.notes,
+            "findings": [f.__dict__ for f in self.findings],
+            "agents": self.agents,
+        }
+        extras = {"votes": self.votes, "quorum": self.quorum, "winner": self.winner, "supporting": self.supporting}
+        return data | {k: v for k, v in extras.items() if v is not None}
+
+
+def aggregate(strategy: str, runs: Sequence[RunResult]) -> Combined:
     """Combine a batch's runs. Never raises on bad results: they become gaps."""
     succeeded = [r for r in runs if r.status == "succeeded"]
     used = [r for r in succeeded if not r.result_error]
     unused = {r.key: f"run {r.status}" for r in runs if r.status != "succeeded"}
     unused.update({r.key: f"result error: {r.result_error}" for r in succeeded if r.result_error})
-    base: dict[str, Any] = {
-        "strategy": strategy,
-        "used": [r.key for r in used],
-        "unused": unused,
-        "notes": failure_notes(runs),
-        "escalate": None,
-        "verdict": None,
-        "summary": "",
-        "findings": [],
-        "agents": [_agent_entry(r) for r in runs],
-    }
-    handler = _STRATEGY.get(strategy, _all)
-    handler(base, used, runs)
-    base["findings"] = [f.__dict__ for f in base["findings"]] if base["findings"] else []
+    out = Combined(
+        strategy=strategy,
+        used=[r.key for r in used],
+        unused=unused,
+        notes=failure_notes(runs),
+        agents=[_agent_entry(r) for r in runs],
+    )
+    _STRATEGY.get(strategy, _all)(out, used, runs)
     if not used:
-        base["status"] = "empty"
-        base["summary"] = base["summary"] or "no run produced a usable result"
-    elif base["escalate"]:
-        base["status"] = "escalated"
-    elif unused:
-        base["status"] = "partial"
+        out.status = "empty"
+        out.summary = out.summary or "no run produced a usable result"
+    elif out.escalate:
+        out.status = "escalated"
+    elif out.unused:
+        out.status = "partial"
     else:
-        base["status"] = "complete"
-    return base
+        out.status = "complete"
+    return out
 
 
-def _merge(out: dict, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
-    out["findings"] = merge_findings(used)
-    by_severity = Counter(f.severity for f in out["findings"])
+def _merge(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
+    out.findings = merge_findings(used)
+    by_severity = Counter(f.severity for f in out.findings)
     counts = ", ".join(f"{by_severity[s]} {s}" for s in SEVERITIES if by_severity[s])
-    out["summary"] = f"{len(out['findings'])} finding(s) from {len(used)} agent(s)" + (f": {counts}" if counts else "")
+    out.summary = f"{len(out.findings)} finding(s) from {len(used)} agent(s)" + (f": {counts}" if counts else "")
     verdicts = [v for r in used if (v := _verdict_of(r))]
-    out["verdict"] = _worst_verdict(verdicts)
+    out.verdict = _worst_verdict(verdicts)
 
 
 def _worst_verdict(verdicts: Sequence[str]) -> str | None:
@@ -195,57 +225,55 @@ def _worst_verdict(verdicts: Sequence[str]) -> str | None:
     return min(known, key=order.index) if known else (verdicts[0] if verdicts else None)
 
 
-def _vote(out: dict, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
+def _vote(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
     votes = Counter(v for r in used if (v := _verdict_of(r)))
     quorum = len(runs) // 2 + 1
-    out["votes"] = dict(votes)
-    out["quorum"] = quorum
+    out.votes = dict(votes)
+    out.quorum = quorum
     if not votes:
-        out["escalate"] = "no agent gave a verdict"
-        out["summary"] = "no verdicts to vote on"
+        out.escalate = "no agent gave a verdict"
+        out.summary = "no verdicts to vote on"
         return
     ranked = votes.most_common()
     top, count = ranked[0]
     if len(ranked) > 1 and ranked[1][1] == count:
         tied = sorted(v for v, n in ranked if n == count)
-        out["escalate"] = f"tie between {', '.join(tied)} ({count} vote(s) each)"
-        out["summary"] = out["escalate"]
+        out.escalate = out.summary = f"tie between {', '.join(tied)} ({count} vote(s) each)"
         return
     if count < quorum:
-        out["escalate"] = f"no quorum: '{top}' has {count} of {len(runs)} votes, {quorum} needed"
-        out["summary"] = out["escalate"]
+        out.escalate = out.summary = f"no quorum: '{top}' has {count} of {len(runs)} votes, {quorum} needed"
         return
-    out["verdict"] = top
-    out["summary"] = f"'{top}' by {count} of {len(runs)} agents"
-    out["findings"] = merge_findings([r for r in used if _verdict_of(r) == top])
+    out.verdict = top
+    out.summary = f"'{top}' by {count} of {len(runs)} agents"
+    out.findings = merge_findings([r for r in used if _verdict_of(r) == top])
 
 
-def _priority(out: dict, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
+def _priority(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
     if not used:
         return
     winner = min(used, key=lambda r: (r.priority, r.order))
-    out["winner"] = winner.key
-    out["supporting"] = [r.key for r in used if r is not winner]
-    out["summary"] = f"P{winner.priority} '{winner.key}': {_summary_of(winner)}"
-    out["verdict"] = _verdict_of(winner)
-    out["findings"] = merge_findings([winner])
+    out.winner = winner.key
+    out.supporting = [r.key for r in used if r is not winner]
+    out.summary = f"P{winner.priority} '{winner.key}': {_summary_of(winner)}"
+    out.verdict = _verdict_of(winner)
+    out.findings = merge_findings([winner])
 
 
-def _first_success(out: dict, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
+def _first_success(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
     if not used:
         return
     winner = min(used, key=lambda r: (r.finished if r.finished is not None else float("inf"), r.order))
-    out["winner"] = winner.key
-    out["summary"] = f"'{winner.key}' finished first: {_summary_of(winner)}"
-    out["verdict"] = _verdict_of(winner)
-    out["findings"] = merge_findings([winner])
+    out.winner = winner.key
+    out.summary = f"'{winner.key}' finished first: {_summary_of(winner)}"
+    out.verdict = _verdict_of(winner)
+    out.findings = merge_findings([winner])
     # Losers cancelled by the race are not gaps.
-    out["unused"] = {k: v for k, v in out["unused"].items() if v != "run cancelled"}
+    out.unused = {k: v for k, v in out.unused.items() if v != "run cancelled"}
 
 
-def _all(out: dict, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
-    out["summary"] = f"{len(used)} result(s) side by side"
-    out["findings"] = []
+def _all(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
+    out.summary = f"{len(used)} result(s) side by side"
+    out.findings = []
 
 
 _STRATEGY = {

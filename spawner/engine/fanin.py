@@ -28,16 +28,16 @@ def run_results(batch: Batch) -> list[aggregation.RunResult]:
 def aggregation_compute(batch: Batch) -> Aggregation:
     """Combine the batch's results (call when it ends, under its lock); escalate what needs a person."""
     strategy = batch.aggregation or Strategy.ALL
-    data = aggregation.aggregate(strategy, run_results(batch))
+    combined = aggregation.aggregate(strategy, run_results(batch))
     agg, _ = Aggregation.objects.update_or_create(
-        batch=batch, defaults={"strategy": strategy, "status": data["status"], "data": data}
+        batch=batch, defaults={"strategy": strategy, "status": combined.status, "data": combined.as_data()}
     )
     events.record(
         batch_id=batch.id,
         kind=EventKind.AGGREGATION_COMPUTED,
-        status=data["status"],
-        data={"strategy": strategy, "used": len(data["used"]), "unused": len(data["unused"])},
+        status=combined.status,
+        data={"strategy": strategy, "used": len(combined.used), "unused": len(combined.unused)},
     )
-    if data["escalate"]:
-        transitions.escalation_open(batch=batch, run=None, kind=Escalation.Kind.VOTE, reason=data["escalate"])
+    if combined.escalate:
+        transitions.escalation_open(batch=batch, run=None, kind=Escalation.Kind.VOTE, reason=combined.escalate)
     return agg
