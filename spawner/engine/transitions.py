@@ -176,42 +176,27 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
         if not ended:
             return False
         run = AgentRun.objects.get(id=attempt.run_id)
-        if run.attempt != attempt.number:  # an older attempt ended: logged, but its run has moved on
-            events.record(
-                batch_id=run.batch_id,
-                run_id=run.id,
-                attempt=attempt.number,
-                kind=EventKind.of("attempt", end.status),
-                status=end.status,
-                data={"exit_code": end.exit_code, "error": end.error, "superseded": True},
-            )
-            return False
+        current = run.attempt == attempt.number  # else an older attempt ended: logged, but its run moved on
         started_at = RunAttempt.objects.values_list("started_at", flat=True).get(id=attempt.id)
         ran = (now - started_at).total_seconds() if started_at else 0.0
-        AgentRun.objects.filter(id=run.id).update(
-            exit_code=end.exit_code,
-            output_tail=end.tail,
-            duration_seconds=(run.duration_seconds or 0.0) + ran,
-            result=end.result,
-            result_error=end.result_error,
-        )
-        events.record(
-            batch_id=run.batch_id,
-            run_id=run.id,
-            attempt=attempt.number,
-            kind=EventKind.of("attempt", end.status),
-            status=end.status,
-            data={"exit_code": end.exit_code, "error": end.error, "seconds": round(ran, 3)},
-        )
-        if end.harvested_from:
-            events.record(
-                batch_id=run.batch_id,
-                run_id=run.id,
-                attempt=attempt.number,
-                kind=EventKind.ATTEMPT_HARVESTED,
-                status=end.status,
-                data={"exit_code": end.exit_code, "worker": end.harvested_from},
+        if current:
+            AgentRun.objects.filter(id=run.id).update(
+                exit_code=end.exit_code,
+                output_tail=end.tail,
+                duration_seconds=(run.duration_seconds or 0.0) + ran,
+                result=end.result,
+                result_error=end.result_error,
             )
+        said = [(EventKind.of("attempt", end.status), {"exit_code": end.exit_code, "error": end.error})]
+        said[0][1].update({"seconds": round(ran, 3)} if current else {"superseded": True})
+        if end.harvested_from:
+            said.append((EventKind.ATTEMPT_HARVESTED, {"exit_code": end.exit_code, "worker": end.harvested_from}))
+        for kind, data in said:
+            events.record(
+                batch_id=run.batch_id, run_id=run.id, attempt=attempt.number, kind=kind, status=end.status, data=data
+            )
+        if not current:
+            return False
         delay = rules.retry_delay(
             attempt_status=end.status,
             attempt_number=attempt.number,
