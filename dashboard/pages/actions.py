@@ -32,14 +32,14 @@ def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 
 
 
 def _attempt(request: HtmxHttpRequest, back: str, action):
-    """Call the service; its refusal becomes the answer (403 not allowed, 409 not applicable now)."""
+    """Call the service: (what it returned, None), or (None, the answer to its refusal: 403 not allowed,
+    409 not applicable now)."""
     try:
-        action()
+        return action(), None
     except NotAllowed as exc:
-        return _answer(request, back, str(exc), status=403)
+        return None, _answer(request, back, str(exc), status=403)
     except services.ActionRefused as exc:
-        return _answer(request, back, str(exc), status=409)
-    return None
+        return None, _answer(request, back, str(exc), status=409)
 
 
 @require_POST
@@ -47,7 +47,7 @@ def _attempt(request: HtmxHttpRequest, back: str, action):
 def batch_cancel(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
-    refused = _attempt(request, back, lambda: services.batch_cancel(batch=batch, actor=request.user))
+    _, refused = _attempt(request, back, lambda: services.batch_cancel(batch=batch, actor=request.user))
     return refused or _answer(request, back, f"Cancelling batch #{batch.id}: running agents are being stopped.")
 
 
@@ -56,11 +56,10 @@ def batch_cancel(request: HtmxHttpRequest, batch_id: int):
 def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
-    done: list = []
-    refused = _attempt(request, back, lambda: done.append(services.batch_retry_failed(batch=batch, actor=request.user)))
+    outcome, refused = _attempt(request, back, lambda: services.batch_retry_failed(batch=batch, actor=request.user))
     if refused:
         return refused
-    retried, skipped = done[0]
+    retried, skipped = outcome
     message = f"Retrying {len(retried)} run{'s' if len(retried) != 1 else ''}: {', '.join(retried)}."
     return _answer(request, back, message + (f" Not retried: {'; '.join(skipped)}" if skipped else ""))
 
@@ -72,16 +71,15 @@ def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
     back = reverse("batch", args=[batch.id])
     if batch.mode != Mode.PARALLEL:
         return _answer(request, back, "this batch already ran sequentially", status=409)
-    done: list = []
     try:
-        refused = _attempt(
-            request, back, lambda: done.append(services.batch_rerun_sequential(batch=batch, actor=request.user))
+        rerun, refused = _attempt(
+            request, back, lambda: services.batch_rerun_sequential(batch=batch, actor=request.user)
         )
     except SpecInvalid as exc:
         return _answer(request, back, f"the stored spec no longer launches: {exc}", status=409)
     if refused:
         return refused
-    target = reverse("compare", args=[done[0].id])
+    target = reverse("compare", args=[rerun.id])
     return HttpResponseClientRedirect(target) if request.htmx else redirect(target)
 
 
@@ -90,7 +88,7 @@ def batch_rerun_sequential(request: HtmxHttpRequest, batch_id: int):
 def run_cancel(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch"), id=run_id)
     back = reverse("run", args=[run.id])
-    refused = _attempt(request, back, lambda: services.run_cancel(run=run, actor=request.user))
+    _, refused = _attempt(request, back, lambda: services.run_cancel(run=run, actor=request.user))
     return refused or _answer(request, back, f"Cancelled run '{run.key}'.")
 
 
@@ -99,5 +97,5 @@ def run_cancel(request: HtmxHttpRequest, run_id: int):
 def run_retry(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
     back = reverse("run", args=[run.id])
-    refused = _attempt(request, back, lambda: services.run_retry(run=run, actor=request.user))
+    _, refused = _attempt(request, back, lambda: services.run_retry(run=run, actor=request.user))
     return refused or _answer(request, back, f"Retrying '{run.key}': attempt {run.attempt + 1} is queued.")
