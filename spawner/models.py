@@ -130,6 +130,40 @@ class Batch(models.Model):
         return f"#{self.pk} {self.name}"
 
 
+class Workspace(models.Model):
+    """The git repository a batch's coding agents change, and how: one worktree and branch per run,
+    from a checkpoint commit recorded at launch; the user's own checkout is never touched."""
+
+    class Isolation(models.TextChoices):
+        NONE = "none"
+        WORKTREE = "worktree"
+
+    class MergeMode(models.TextChoices):
+        NONE = "none"
+        SEQUENTIAL = "sequential"
+        MANUAL = "manual"
+
+    class ScopePolicy(models.TextChoices):
+        WARN = "warn"
+        FAIL = "fail"
+        ESCALATE = "escalate"
+
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="workspace")
+    repo = models.CharField(max_length=500, help_text="The repository's top-level directory.")
+    isolation = models.CharField(max_length=10, choices=Isolation.choices, default=Isolation.WORKTREE)
+    base = models.CharField(max_length=200, default="HEAD", help_text="The branch, tag or commit asked for.")
+    checkpoint = models.CharField(max_length=64, help_text="The commit every run starts from.")
+    snapshot = models.BooleanField(default=False, help_text="The checkpoint holds uncommitted changes.")
+    setup = models.TextField(blank=True)
+    gate = models.TextField(blank=True)
+    merge_mode = models.CharField(max_length=12, choices=MergeMode.choices, default=MergeMode.SEQUENTIAL)
+    scope_policy = models.CharField(max_length=10, choices=ScopePolicy.choices, default=ScopePolicy.WARN)
+    root = models.CharField(max_length=500, help_text="Where this batch's worktrees live.")
+
+    def __str__(self) -> str:
+        return f"workspace of batch {self.batch_id}"
+
+
 class AgentRun(models.Model):
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="runs")
     key = models.CharField(max_length=100)
@@ -155,6 +189,9 @@ class AgentRun(models.Model):
     output_tail = models.TextField(blank=True)
     result = models.JSONField(null=True, blank=True)
     result_error = models.TextField(blank=True)
+    changes = models.JSONField(
+        null=True, blank=True, help_text="Diff summary of its worktree's commit: files, +/-, outside its scope."
+    )
 
     class Meta:
         ordering = ["batch", "order"]
@@ -183,6 +220,11 @@ class RunAttempt(models.Model):
         max_length=220, blank=True, help_text="host:pid of the cluster whose queue holds this queued attempt."
     )
     sent_at = models.DateTimeField(null=True, blank=True, help_text="Last time it was sent again (recovery).")
+    worktree = models.CharField(max_length=500, blank=True, help_text="Its git worktree, while it exists.")
+    branch = models.CharField(max_length=250, blank=True)
+    base_commit = models.CharField(max_length=64, blank=True, help_text="What its worktree started from.")
+    head_commit = models.CharField(max_length=64, blank=True, help_text="Its branch after its changes were committed.")
+    changes = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "number"]
@@ -251,6 +293,8 @@ class Escalation(models.Model):
         P0_FAILED = "p0_failed", "P0 run failed"
         LOST = "lost", "run lost, retries spent"
         VOTE = "vote", "vote tie or no quorum"
+        SCOPE = "scope", "changed files outside its scope"
+        CONFLICT = "conflict", "merge conflict"
 
     class State(models.TextChoices):
         OPEN = "open"

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from spawner import permissions, spec
 from spawner.core import netcheck, planning
-from spawner.engine import dispatch, events, prompts, transitions
+from spawner.engine import dispatch, events, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import AgentRun, AgentType, Batch, Escalation, Review, Role
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
@@ -109,6 +109,11 @@ def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = F
             errors.append(spec.FieldError(f"task '{t.key}'", "cwd", message, t.key))
         task_cwds[t.key] = path
     errors += prompts.launch_errors(batch_spec, task_cwds)
+    if (ws := batch_spec.workspace) and ws.isolated and not outside:
+        try:
+            workspaces.checkpoint(ws, batch_cwd, confine_to=base if confine else None, snapshot=False)
+        except spec.SpecInvalid as exc:
+            errors += exc.errors
     if errors:
         raise spec.SpecInvalid(errors)
     return batch_cwd, task_cwds
@@ -141,6 +146,8 @@ def batch_launch(
     order = {key: i for i, key in enumerate(plan.order)}
     wave_of = {key: n for n, wave in enumerate(plan.waves) for key in wave}
     types = {t.name: t for t in AgentType.objects.filter(name__in={t.agent for t in batch_spec.tasks})}
+    ws = batch_spec.workspace if batch_spec.workspace and batch_spec.workspace.isolated else None
+    cp = workspaces.checkpoint(ws, batch_cwd, confine_to=base_dir if confine else None) if ws else None
     with transaction.atomic():
         batch = Batch.objects.create(
             name=batch_spec.name,
@@ -174,6 +181,8 @@ def batch_launch(
             )
             for t in batch_spec.tasks
         )
+        if ws and cp:
+            workspaces.record(batch, ws, cp)
         events.record(
             batch_id=batch.id,
             kind=EventKind.BATCH_LAUNCHED,

@@ -128,6 +128,8 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 SPAWNER = {
     # Where each attempt's full output goes.
     "LOG_DIR": Path(os.environ.get("SPAWNER_LOG_DIR", VAR_DIR / "logs")),
+    # Where coding agents' git worktrees live (one directory per batch).
+    "WORKSPACE_DIR": Path(os.environ.get("SPAWNER_WORKSPACE_DIR", VAR_DIR / "workspaces")),
     # An attempt whose heartbeat is older than this is lost (its worker died).
     "LEASE_SECONDS": _env_float("SPAWNER_LEASE_SECONDS", 30),
     # How often a running attempt writes its heartbeat, and polls for cancel.

@@ -107,6 +107,8 @@ class EventKind(models.TextChoices):
     RUN_HANDED_BACK = "run.handed_back"  # a stopping cluster gave it back: a fresh attempt, no retry spent
     RUN_RUNNING = "run.running"
     RUN_OUTPUT = "run.output"
+    RUN_CHANGES = "run.changes"  # its worktree's changes were committed and summarised
+    RUN_GATE = "run.gate"  # the workspace's gate ran in its worktree
     RUN_SUCCEEDED = "run.succeeded"
     RUN_FAILED = "run.failed"
     RUN_TIMED_OUT = "run.timed_out"

@@ -131,12 +131,14 @@ class ClusterProcess:
 def cluster(transactional_db, tmp_path, settings):
     """A real `manage.py spawner_cluster` (qcluster + reaper) on this test's database."""
     log_dir = tmp_path / "logs"
-    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": log_dir}
+    workspace_dir = tmp_path / "workspaces"
+    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": log_dir, "WORKSPACE_DIR": workspace_dir}
     env = {
         **os.environ,
         **CLUSTER_ENV,
         "DATABASE_URL": database_url_for_subprocess(),
         "SPAWNER_LOG_DIR": str(log_dir),
+        "SPAWNER_WORKSPACE_DIR": str(workspace_dir),
     }
     c = ClusterProcess(env, tmp_path / "cluster.log")
     c.start()

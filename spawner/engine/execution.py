@@ -18,8 +18,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, lifecycle, prompts, redaction, transitions
-from spawner.models import AgentRun, AgentType, Batch, RunAttempt
+from spawner.engine import dispatch, events, lifecycle, prompts, redaction, transitions, workspaces
+from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
 from spawner.states import AttemptStatus, BatchStatus, EventKind, RunStatus
@@ -138,7 +138,13 @@ def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
 
 
 def attempt_finish(
-    attempt: RunAttempt, *, status: str, exit_code: int | None = None, error: str = "", harvested_from: str = ""
+    attempt: RunAttempt,
+    *,
+    status: str,
+    exit_code: int | None = None,
+    error: str = "",
+    harvested_from: str = "",
+    escalation: tuple[str, str] | None = None,
 ) -> bool:
     """Record an attempt's end with what it left behind; retry it or close its run; advance the batch.
 
@@ -162,6 +168,7 @@ def attempt_finish(
         result=result,
         result_error=result_error,
         harvested_from=harvested_from,
+        escalation=escalation,
     )
     if not transitions.attempt_end(attempt, end, backoff_cap=conf("BACKOFF_MAX_SECONDS")):
         return False
@@ -215,8 +222,13 @@ def run_attempt(attempt_id: int) -> str:
     log_path, result_path, prompt_path = attempt_paths(attempt)
     deps = dependency_results(run)
     deps_path = log_path.with_name(f"{run.key}.{attempt.number}.deps.json")
+    workspace = workspaces.of(run)
+    keeper = _Keeper(attempt.id)
     try:
         env = agent_env(run.agent_type)
+        cwd = Path(run.cwd or run.batch.cwd or settings.BASE_DIR)
+        if workspace:
+            cwd = workspaces.prepare(attempt, workspace, log_path, keeper)
         if deps:
             deps_path.parent.mkdir(parents=True, exist_ok=True)
             deps_path.write_text(json.dumps(deps, ensure_ascii=False, indent=1))
@@ -226,7 +238,7 @@ def run_attempt(attempt_id: int) -> str:
             prompt=templating.render_deps(run.prompt, deps),
             prompt_via=run.agent_type.prompt_via,
             key=run.key,
-            cwd=Path(run.cwd or run.batch.cwd or settings.BASE_DIR),
+            cwd=cwd,
             log_path=log_path,
             result_path=result_path,
             prompt_path=prompt_path,
@@ -235,17 +247,57 @@ def run_attempt(attempt_id: int) -> str:
         prompts.check_at_spawn(run.agent_type, invocation.prompt, invocation.cwd)
         process = runner_for(run.agent_type).start(invocation)
     except Exception as exc:  # noqa: BLE001 - whatever it was, the attempt failed to start, visibly
-        if not isinstance(exc, RunnerError | OSError | ValueError):
+        if not isinstance(exc, RunnerError | OSError | ValueError | workspaces.WorkspaceError):
             log.exception("attempt %s could not start", attempt.id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(f"spawner: could not start: {exc}\n")
+        with open(log_path, "a") as f:
+            f.write(f"spawner: could not start: {exc}\n")
         attempt_finish(attempt, status=AttemptStatus.FAILED, error=f"could not start: {exc}")
         return f"failed to start: {exc}"
     RunAttempt.objects.filter(id=attempt.id).update(pgid=process.pgid)
-    return _supervise(attempt, process, log_path)
+    return _supervise(attempt, process, log_path, workspace, keeper)
 
 
-def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
+class _Keeper:
+    """Called while a workspace step (setup, gate) runs: heartbeats, and says whether to go on."""
+
+    def __init__(self, attempt_id: int):
+        self.attempt_id = attempt_id
+        self.last = time.monotonic()
+
+    def __call__(self) -> bool:
+        if not _still(self.attempt_id, AttemptStatus.RUNNING):
+            return False
+        if time.monotonic() - self.last >= conf("HEARTBEAT_SECONDS"):
+            _beat(self.attempt_id, AttemptStatus.RUNNING)
+            self.last = time.monotonic()
+        return True
+
+
+def _finish_in_workspace(attempt: RunAttempt, workspace, log_path: Path, code: int, ok: bool, keeper) -> str:
+    """The agent ended on its own: its worktree's changes are committed and checked before the run ends."""
+    error = "" if ok else f"exit code {code}"
+    escalation = None
+    try:
+        outcome = workspaces.conclude(attempt, workspace, log_path, agent_ok=ok, tick=keeper)
+    except Exception as exc:  # noqa: BLE001 - git failing is the attempt's failure, said plainly
+        log.exception("attempt %s: workspace step failed", attempt.id)
+        outcome = workspaces.Outcome(ok=False, error=f"workspace: {exc}")
+    if ok and not outcome.ok:
+        ok, error = False, outcome.error
+    if outcome.escalation:
+        escalation = (Escalation.Kind.SCOPE, f"run '{attempt.run.key}' {outcome.escalation}")
+    attempt_finish(
+        attempt,
+        status=AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED,
+        exit_code=code,
+        error=error,
+        escalation=escalation,
+    )
+    return f"exit {code}" + (f"; {error}" if error and code in attempt.run.agent_type.exit_codes else "")
+
+
+def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, keeper=None) -> str:
     run = attempt.run
     started = time.monotonic()
     last_beat = last_output = started
@@ -257,6 +309,8 @@ def _supervise(attempt: RunAttempt, process, log_path: Path) -> str:
             # What the agent left running in the background goes with it.
             process.stop(conf("KILL_GRACE_SECONDS"))
             ok = code in run.agent_type.exit_codes
+            if workspace:
+                return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper)
             attempt_finish(
                 attempt,
                 status=AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED,

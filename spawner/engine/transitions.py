@@ -158,6 +158,7 @@ class AttemptEnd:
     result: dict | list | None = None
     result_error: str = ""
     harvested_from: str = ""  # "host:pid" of the dead worker, when the agent ended while no worker watched
+    escalation: tuple[str, str] | None = None  # (kind, reason): a person should look although it succeeded
 
 
 def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> bool:
@@ -215,8 +216,8 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
             final = rules.run_status_after(end.status)
             if final == RunStatus.CANCELLED:
                 _run_close("run_cancelled", run, final, error=end.error, actor=None)
-            else:
-                run_end(run, final, exit_code=end.exit_code, error=end.error, now=now)
+            elif run_end(run, final, exit_code=end.exit_code, error=end.error, now=now) and end.escalation:
+                escalation_open(batch=batch, run=run, kind=end.escalation[0], reason=end.escalation[1])
     return True
 
 

@@ -184,7 +184,7 @@ class CommandRunner:
             invocation.prompt_path.write_text(invocation.prompt, encoding="utf-8")
         invocation.result_path.unlink(missing_ok=True)
         exit_record.unlink(missing_ok=True)
-        with open(invocation.log_path, "wb") as log:
+        with open(invocation.log_path, "ab") as log:  # after what setup wrote, if any
             stdin = (
                 open(invocation.prompt_path, "rb")  # noqa: SIM115 - closed right after Popen
                 if invocation.prompt_via == PromptVia.STDIN

@@ -26,6 +26,8 @@ from spawner.spec.fields import (  # noqa: F401 - FieldError and SpecInvalid are
 )
 from spawner.spec.reading import MAX_SPEC_BYTES, MAX_TEXT_CHARS, parse_text  # noqa: F401 - spec's API
 from spawner.spec.templating import PromptTooLong, dep_refs, render_prompt
+from spawner.spec.workspace import WorkspaceSpec
+from spawner.spec.workspace import read as read_workspace
 from spawner.states import FailurePolicy, Mode, Strategy
 
 MODES = tuple(Mode.values)
@@ -59,6 +61,7 @@ BATCH_FIELDS = {
     "tasks",
     "vars",
     "webhook",
+    "workspace",
 }
 TASK_FIELDS = {
     "key",
@@ -122,6 +125,7 @@ class BatchSpec:
     aggregation: str = ""
     webhook: str = ""
     cwd: str = ""
+    workspace: WorkspaceSpec | None = None
     # (task key, why) for tasks whose agent type this server cannot run now.
     unavailable: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     # The spec as parsed and as written, stored with the batch: read once, never parsed again.
@@ -269,6 +273,7 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
         "aggregation": aggregation,
         "webhook": webhook,
         "cwd": cwd,
+        "workspace": read_workspace(c, data.get("workspace"), is_admin=is_admin, max_path_chars=MAX_CWD_CHARS),
     }
     defaults = _Defaults(
         agent=data.get("agent"),

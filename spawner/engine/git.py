@@ -1,0 +1,70 @@
+"""Run git: always an argv (never a shell), bounded in time, errors that say what git said.
+
+Git takes its own locks when several processes change one repository at once; a command that
+meets another's lock is tried again after a short pause rather than failing the run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+TIMEOUT_SECONDS = 120
+LOCK_RETRIES = 8
+# Commits Spawner makes are its own: no user hooks, no signing prompts, no editor, no pager.
+_ENV = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+    "GIT_PAGER": "cat",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "LC_ALL": "C",
+}
+_OPTIONS = ["-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false"]
+
+
+class GitError(RuntimeError):
+    def __init__(self, args: list[str], code: int, stderr: str):
+        self.code = code
+        self.stderr = stderr.strip()
+        super().__init__(f"git {' '.join(args[:3])} failed ({code}): {self.stderr[-500:] or 'no message'}")
+
+
+def _locked(stderr: str) -> bool:
+    return ".lock" in stderr and ("File exists" in stderr or "Unable to create" in stderr)
+
+
+def run(
+    repo: Path | str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = TIMEOUT_SECONDS,
+    input: str | None = None,  # noqa: A002 - subprocess's name
+) -> subprocess.CompletedProcess:
+    argv = ["git", *_OPTIONS, *args]
+    full_env = {**os.environ, **_ENV, **(env or {})}
+    for attempt in range(LOCK_RETRIES + 1):
+        done = subprocess.run(
+            argv,
+            cwd=repo,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if done.returncode == 0 or not _locked(done.stderr) or attempt == LOCK_RETRIES:
+            break
+        time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))
+    if check and done.returncode != 0:
+        raise GitError(list(args), done.returncode, done.stderr)
+    return done
+
+
+def out(repo: Path | str, *args: str, **kwargs) -> str:
+    return run(repo, *args, **kwargs).stdout.strip()
