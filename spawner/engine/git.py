@@ -1,7 +1,8 @@
 """Run git: always an argv (never a shell), bounded in time, errors that say what git said.
 
 Git takes its own locks when several processes change one repository at once; a command that
-meets another's lock is tried again after a short pause rather than failing the run.
+meets another's lock, or another's half-made worktree, is tried again after a short pause rather
+than failing the run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ class GitError(RuntimeError):
 
 
 def _locked(stderr: str) -> bool:
-    return ".lock" in stderr and ("File exists" in stderr or "Unable to create" in stderr)
+    """Another git process holds a lock, or is half-way through adding a worktree: git reads every
+    worktree's admin directory (`.git/worktrees/<name>/`) and dies on one another `worktree add`
+    has made but not yet filled ("failed to read .../commondir"). Both pass in milliseconds."""
+    if ".lock" in stderr and ("File exists" in stderr or "Unable to create" in stderr):
+        return True
+    return "worktrees/" in stderr and ("failed to read" in stderr or "unable to read" in stderr)
 
 
 def run(
