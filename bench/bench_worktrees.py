@@ -232,6 +232,8 @@ def bench_batch(repo: Path, repeats: int, seconds: float) -> dict:
                 f"   run {i + 1} {'with' if isolated else 'without'} worktrees: {wall:.3f} s ({batch.status})",
                 flush=True,
             )
+            for key, error in batch.runs.exclude(status="succeeded").values_list("key", "error")[:3]:
+                print(f"      {key}: {error[:300]!r}")
     out = {
         "iso": bc.pct(walls[True], 50),
         "plain": bc.pct(walls[False], 50),
