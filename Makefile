@@ -16,6 +16,7 @@ setup: .venv/.installed
 
 run: setup
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py spawner_demo
 	$(PY) manage.py serve
 
 test: test-sqlite test-postgres test-redis
@@ -40,6 +41,7 @@ bench: setup
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_events.py
 	$(PY) bench/bench_pages.py
+	$(PY) bench/bench_worktrees.py
 
 clean:
 	rm -rf var .pytest_cache

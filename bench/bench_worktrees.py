@@ -263,7 +263,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=20, help="SPAWNER_WORKERS for the cluster (default 20)")
     p.add_argument("--only", default="ab", help="which measurements to run, e.g. --only a")
     args = p.parse_args()
-    command = " ".join([".venv/bin/python", "bench/bench_worktrees.py", *map(shlex.quote, sys.argv[1:])])
+    tmpdir = [f"TMPDIR={shlex.quote(os.environ['TMPDIR'])}"] if os.environ.get("TMPDIR") else []
+    command = " ".join([*tmpdir, ".venv/bin/python", "bench/bench_worktrees.py", *map(shlex.quote, sys.argv[1:])])
     machine = bc.machine()
     started = time.monotonic()
     env = bc.setup(workers=args.workers)
@@ -272,7 +273,8 @@ def main() -> None:
     print(f"command: {command}")
     bc.agent_type("sleep", ["sleep", "{prompt}"])
     repo, made = make_repo(bc.STATE["tmp"] / "repo", args.files)
-    print(f"throwaway repository: {args.files:,} files, one commit, made in {made:.1f} s")
+    fs = subprocess.run(["df", "--output=fstype", str(repo)], capture_output=True, text=True).stdout.split()[-1:]
+    print(f"throwaway repository: {args.files:,} files, one commit, made in {made:.1f} s, on {''.join(fs)} ({repo})")
     results = {}
     try:
         if "a" in args.only:
