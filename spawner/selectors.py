@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
+from django.conf import settings
 from django.core.cache import cache
 
 from spawner import spec
@@ -157,3 +160,24 @@ def workspace_disk(batch: Batch) -> int:
         found = housekeeping.worktrees_disk(paths)
         cache.set(key, found, WORKSPACE_DISK_CACHE_SECONDS)
     return found
+
+
+def example_spec(name: str) -> dict | None:
+    """An example batch from `examples/<name>.yaml`, its `cwd` made relative to the browser's base
+    directory (SPAWNER_WORKDIR) instead of the examples directory, for a starting point on the
+    new-batch page. None when there is no such example or it would leave the base directory."""
+    import yaml
+
+    examples = settings.BASE_DIR / "examples"
+    path = examples / f"{name}.yaml"
+    if "/" in name or not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        return None
+    where = (examples / str(data.get("cwd") or ".")).resolve()
+    base = Path(settings.SPAWNER_WORKDIR).resolve()
+    if not where.is_relative_to(base):
+        return None
+    data["cwd"] = os.path.relpath(where, base)
+    return data

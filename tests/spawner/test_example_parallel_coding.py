@@ -146,3 +146,19 @@ def _has_merge_queue() -> bool:
     except LookupError:
         return False
     return True
+
+
+def test_the_example_as_a_browser_starting_point_resolves_inside_the_base_dir(db, tmp_path, settings):
+    from spawner import selectors, services
+
+    data = selectors.example_spec("parallel-coding")
+    assert data["cwd"] == "." and data["workspace"]["repo"] == "var/demo-repo"  # base dir = the project root
+    assert [t["key"] for t in data["tasks"]] == ["title", "greeting", "config", "usage"]
+    assert selectors.example_spec("../pyproject") is None and selectors.example_spec("nope") is None
+    # The browser's check (confined to its base dir) passes once the demo repository is there.
+    call_command("spawner_demo", "--repo", str(tmp_path / "var" / "demo-repo"), stdout=StringIO())
+    batch_spec = services.spec_load(json.dumps(data), is_admin=False)
+    batch_cwd, _ = services.batch_check(batch_spec, tmp_path, confine=True)
+    assert batch_cwd == tmp_path.resolve()
+    settings.SPAWNER_WORKDIR = tmp_path / "elsewhere"
+    assert selectors.example_spec("parallel-coding") is None
