@@ -14,12 +14,13 @@ merges. Only worktrees on this host are touched, and never those of a batch stil
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -132,7 +133,9 @@ def _is_ancestor(repo: str, commit: str, of: str) -> bool:
     return git.run(repo, "merge-base", "--is-ancestor", commit, of, check=False).returncode == 0
 
 
-def _reason(attempt: RunAttempt, *, expired: bool, merge_state: str | None, repo: str) -> str | None:
+def _reason(
+    attempt: RunAttempt, *, expired: bool, merge_state: str | None, repo: str, integration: Callable[[], str]
+) -> str | None:
     run = attempt.run
     if attempt.number != run.attempt:
         return "superseded"
@@ -141,8 +144,8 @@ def _reason(attempt: RunAttempt, *, expired: bool, merge_state: str | None, repo
     if merge_state == "skipped" or run.status == RunStatus.CANCELLED:
         return "discarded"
     if repo and attempt.head_commit and attempt.branch:
-        integration = _branch_head(repo, changes_rules.integration_branch(run.batch_id))
-        if integration and _is_ancestor(repo, attempt.head_commit, integration):
+        head = integration()
+        if head and _is_ancestor(repo, attempt.head_commit, head):
             return "merged"
         if not _branch_head(repo, attempt.branch):
             return "discarded"  # its branch was deleted: nobody will merge it
@@ -165,6 +168,7 @@ def plan(*, older_than: timedelta | None = None, limit: int | None = None, now=N
     rows = list(attempts)
     states = _merge_states([a.run_id for a in rows])
     removals: list[Removal] = []
+    integrations: dict[int, Callable[[], str]] = {}
     kept = 0
     for attempt in rows:
         if limit is not None and len(removals) >= limit:
@@ -174,7 +178,17 @@ def plan(*, older_than: timedelta | None = None, limit: int | None = None, now=N
         expired = ended is not None and now - ended >= older_than
         repo = batch.workspace.repo if hasattr(batch, "workspace") else ""
         repo = repo if repo and Path(repo).is_dir() else ""
-        reason = _reason(attempt, expired=expired, merge_state=states.get(attempt.run_id), repo=repo)
+        if batch.id not in integrations:  # looked up once per batch, when first needed
+            integrations[batch.id] = functools.cache(
+                functools.partial(_branch_head, repo, changes_rules.integration_branch(batch.id))
+            )
+        reason = _reason(
+            attempt,
+            expired=expired,
+            merge_state=states.get(attempt.run_id),
+            repo=repo,
+            integration=integrations[batch.id],
+        )
         if reason is None:
             kept += 1
             continue
