@@ -9,6 +9,8 @@ and worktrees under its data directory. Nothing is ever pushed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -150,13 +152,38 @@ def _author(key: str, batch_id: int) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def repo_lock(repo: str | Path):
+    """One change to a repository's list of worktrees at a time, across this machine's workers:
+    git reads the other worktrees' records while it adds one, and a record half written by a
+    concurrent `worktree add` makes it fail. Only the bookkeeping is serialised; checkouts are not."""
+    locks = Path(conf("WORKSPACE_DIR")) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha1(str(Path(repo).resolve()).encode()).hexdigest()[:16]
+    with open(locks / f"{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def remove_worktree(repo: str | Path, path: str | Path) -> None:
     """Remove a worktree and git's record of it; quietly, whatever state it is in."""
     path = Path(path)
-    git.run(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-    git.run(repo, "worktree", "prune", check=False)
+    with repo_lock(repo):
+        git.run(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        git.run(repo, "worktree", "prune", check=False)
+
+
+def add_worktree(repo: str | Path, path: Path, branch: str, start: str) -> None:
+    """`git worktree add -B branch path start`: the record under the repository's lock, the
+    checkout of its files after it, side by side with other workers' checkouts."""
+    with repo_lock(repo):
+        git.run(repo, "worktree", "add", "--force", "--no-checkout", "-B", branch, str(path), start)
+    git.run(path, "reset", "--hard", "-q", "HEAD")
 
 
 def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> Path:
@@ -173,7 +200,7 @@ def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     branch = changes_rules.run_branch(run.batch_id, run.key)
     try:
-        git.run(repo, "worktree", "add", "--force", "-B", branch, str(path), ws.checkpoint)
+        add_worktree(repo, path, branch, ws.checkpoint)
     except git.GitError as exc:
         raise WorkspaceError(f"could not create its worktree: {exc.stderr[-300:]}") from None
     RunAttempt.objects.filter(id=attempt.id).update(worktree=str(path), branch=branch)

@@ -13,6 +13,7 @@ import pytest
 from spawner import spec
 from spawner.core import changes
 from spawner.models import AgentRun, Escalation, RunAttempt, Workspace
+from tests.conftest import ClusterProcess
 from tests.spawner.helpers import launch, wait_batch
 
 pytestmark = pytest.mark.integration
@@ -143,7 +144,17 @@ def test_a_failing_gate_fails_the_run_and_the_retry_starts_from_a_fresh_worktree
     assert not Path(first.worktree or "/nonexistent").exists()
 
 
-def test_sixteen_worktrees_created_at_once(cluster, agent_types, tmp_path):
+@pytest.fixture
+def roomy_cluster(cluster, tmp_path):
+    """The cluster with a lease long enough for 16 workers on a 2-core machine under load."""
+    cluster.stop()
+    roomy = ClusterProcess({**cluster.env, "SPAWNER_LEASE_SECONDS": "20"}, tmp_path / "roomy-cluster.log")
+    roomy.start()
+    yield roomy
+    roomy.stop()
+
+
+def test_sixteen_worktrees_created_at_once(roomy_cluster, agent_types, tmp_path):
     repo = make_repo(tmp_path / "repo")
     tasks = "".join(f"  - {{key: t{i}, prompt: 'echo {i} > f{i}.txt'}}\n" for i in range(16))
     batch = wait_batch(launch(spec_text(repo, tasks, max_parallel=16), tmp_path), timeout=120)
