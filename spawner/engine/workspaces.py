@@ -164,12 +164,14 @@ def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> P
         remove_worktree(repo, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     branch = changes_rules.run_branch(run.batch_id, run.key)
+    start = attempt.start_commit or ws.checkpoint  # a re-run on top starts from the integration branch
     try:
-        git.run(repo, "worktree", "add", "--force", "-B", branch, str(path), ws.checkpoint)
+        git.run(repo, "worktree", "add", "--force", "-B", branch, str(path), start)
     except git.GitError as exc:
         raise WorkspaceError(f"could not create its worktree: {exc.stderr[-300:]}") from None
     RunAttempt.objects.filter(id=attempt.id).update(worktree=str(path), branch=branch)
-    _take_dependencies(run, path)
+    if not attempt.start_commit:
+        _take_dependencies(run, path)
     base = git.out(path, "rev-parse", "HEAD")
     RunAttempt.objects.filter(id=attempt.id).update(base_commit=base)
     if ws.setup:
