@@ -361,6 +361,7 @@ def _merge(ws: Workspace, path: Path, step: MergeStep) -> str:
                         batch=step.batch, run=step.run, kind=Escalation.Kind.MERGE_GATE, reason=reason
                     )
             return f"gate failed ({code})"
+    save_integration(ws, path)  # before the step says merged: a reader of both sees them agree
     with transaction.atomic():
         transitions.merge_step_move(
             step,
@@ -372,7 +373,6 @@ def _merge(ws: Workspace, path: Path, step: MergeStep) -> str:
             error="",
             data={"commit": commit},
         )
-    save_integration(ws, path)
     return f"merged {commit[:10]}"
 
 
