@@ -197,11 +197,12 @@ def side_choice_errors(conflict_files: Sequence[str], choices: dict) -> list[str
 
 def rerun_note(*, integration: str, conflict: dict, most_chars: int = 12000) -> str:
     """What is added to a run's prompt when it runs again on top of the integration branch."""
+    what = "conflicted with" if conflict.get("files") else "failed the gate together with"
     lines = [
         "---",
-        f"Your earlier change conflicted with work already merged into {integration}. You now start",
+        f"Your earlier change {what} work already merged into {integration}. You now start",
         "from that branch, which holds the other agents' work: make your change again on top of it,",
-        "keeping their changes. The conflicting files and regions were:",
+        "keeping their changes." + (" The conflicting files and regions were:" if conflict.get("files") else ""),
     ]
     for path, hunks in (conflict.get("hunks") or {}).items():
         lines.append(f"\n### {path}")
