@@ -274,6 +274,9 @@ class _Keeper:
             self.last = time.monotonic()
         return True
 
+    def started(self, pgid: int) -> None:
+        RunAttempt.objects.filter(id=self.attempt_id, status=AttemptStatus.RUNNING).update(pgid=pgid)
+
 
 def _finish_in_workspace(attempt: RunAttempt, workspace, log_path: Path, code: int, ok: bool, keeper) -> str:
     """The agent ended on its own: its worktree's changes are committed and checked before the run ends."""

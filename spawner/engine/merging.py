@@ -42,6 +42,16 @@ _SPAWNER = {
 }
 
 
+class _GateTick:
+    """The integration gate belongs to no attempt: nothing to heartbeat, it runs until its timeout."""
+
+    def __call__(self) -> bool:
+        return True
+
+    def started(self, pgid: int) -> None:
+        pass
+
+
 class Busy(RuntimeError):
     """The merge queue is working on this batch; try again in a moment."""
 
@@ -342,7 +352,7 @@ def _merge(ws: Workspace, path: Path, step: MergeStep) -> str:
     commit = _head(path)
     if ws.gate:
         code, tail = workspaces.run_step(
-            "gate", f"{ws.gate}", path, merge_log(ws.batch_id), timeout=step.run.timeout, tick=lambda: True
+            "gate", f"{ws.gate}", path, merge_log(ws.batch_id), timeout=step.run.timeout, tick=_GateTick()
         )
         if code != 0:
             git.run(path, "reset", "--hard", "-q", before)

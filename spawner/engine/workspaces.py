@@ -15,9 +15,9 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from django.conf import settings
 
@@ -28,7 +28,15 @@ from spawner.models import AgentRun, Batch, RunAttempt, Workspace
 from spawner.states import EventKind, RunStatus
 
 DIFF_MAX_BYTES = 2_000_000
-Tick = Callable[[], bool]  # called while a step runs: heartbeat; False means stop (cancelled)
+
+
+class Tick(Protocol):
+    """The attempt's keeper while a step runs: `started` records the step's process group (so a
+    reaper or a stopping cluster can stop it), calling it heartbeats and says whether to go on."""
+
+    def __call__(self) -> bool: ...
+
+    def started(self, pgid: int) -> None: ...
 
 
 class WorkspaceError(RuntimeError):
@@ -329,6 +337,7 @@ def run_step(step: str, command: str, cwd: Path, log_path: Path, *, timeout: flo
             start_new_session=True,
             env={k: v for k, v in os.environ.items() if k in conf("ENV_ALLOWLIST")},
         )
+        tick.started(proc.pid)
         deadline = time.monotonic() + timeout
         code: int | None = None
         while code is None:
