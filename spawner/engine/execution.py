@@ -238,7 +238,8 @@ def run_attempt(attempt_id: int) -> str:
             env["SPAWNER_DEPS_FILE"] = str(deps_path)
         invocation = Invocation(
             argv_template=tuple(str(a) for a in run.agent_type.argv),
-            prompt=templating.render_deps(run.prompt, deps),
+            prompt=templating.render_deps(run.prompt, deps)
+            + (f"\n\n{attempt.prompt_note}" if attempt.prompt_note else ""),
             prompt_via=run.agent_type.prompt_via,
             key=run.key,
             cwd=cwd,

@@ -199,12 +199,14 @@ def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> P
         remove_worktree(repo, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     branch = changes_rules.run_branch(run.batch_id, run.key)
+    start = attempt.start_commit or ws.checkpoint  # a re-run on top starts from the integration branch
     try:
-        add_worktree(repo, path, branch, ws.checkpoint)
+        add_worktree(repo, path, branch, start)
     except git.GitError as exc:
         raise WorkspaceError(f"could not create its worktree: {exc.stderr[-300:]}") from None
     RunAttempt.objects.filter(id=attempt.id).update(worktree=str(path), branch=branch)
-    _take_dependencies(run, path)
+    if not attempt.start_commit:
+        _take_dependencies(run, path)
     base = git.out(path, "rev-parse", "HEAD")
     RunAttempt.objects.filter(id=attempt.id).update(base_commit=base)
     if ws.setup:
@@ -281,7 +283,7 @@ def conclude(attempt: RunAttempt, ws: Workspace, log_path: Path, *, agent_ok: bo
     head = git.out(path, "rev-parse", "HEAD")
     numstat = git.out(path, "diff", "--numstat", "-z", "--no-renames", base, head)
     summary = changes_rules.summarise(changes_rules.parse_numstat(numstat), run.files, base=base, head=head)
-    _write_diff(path, base, head, diff_path(log_path))
+    write_diff(path, base, head, diff_path(log_path))
     data = summary.as_data()
     RunAttempt.objects.filter(id=attempt.id).update(head_commit=head, changes=data)
     AgentRun.objects.filter(id=run.id, attempt=attempt.number).update(changes=data)
@@ -315,7 +317,7 @@ def diff_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name.removesuffix(".log") + ".diff")
 
 
-def _write_diff(path: Path, base: str, head: str, target: Path) -> None:
+def write_diff(path: Path, base: str, head: str, target: Path) -> None:
     """The unified diff beside the log, bounded: the page reads it without needing the repository."""
     argv = ["git", "diff", "--no-color", "--no-renames", "--no-ext-diff", base, head]
     with (
