@@ -10,9 +10,10 @@ from django.conf import settings
 from django.core.cache import cache
 
 from spawner import spec
-from spawner.core import aggregation, masking, planning
-from spawner.engine import housekeeping, redaction
-from spawner.models import Batch, Escalation, Review, RunAttempt
+from spawner.core import aggregation, changes, masking, planning
+from spawner.core import merge_queue as merge_rules
+from spawner.engine import housekeeping, merging, redaction
+from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt
 from spawner.states import RUN_FAILED, RunStatus
 
 
@@ -141,43 +142,7 @@ def result_markdown(data: dict, *, title: str) -> str:
     return aggregation.to_markdown(data, title=title)
 
 
-WORKSPACE_DISK_CACHE_SECONDS = 30
-
-
-def workspace_disk(batch: Batch) -> int:
-    """Bytes on disk the batch's worktrees use now: their files plus each one's private git data
-    (its index); the repository's object store is shared and not counted. 0 when none is left.
-    Measured with `du` (about 10 ms per 10,000 files) and remembered for 30 s, so a live page may
-    ask on every redraw."""
-    paths = sorted(
-        RunAttempt.objects.filter(run__batch_id=batch.id).exclude(worktree="").values_list("worktree", flat=True)
-    )
-    if not paths:
-        return 0
-    key = f"spawner:workspace-disk:{batch.id}:{hashlib.sha1('|'.join(paths).encode()).hexdigest()[:12]}"
-    found = cache.get(key)
-    if found is None:
-        found = housekeeping.worktrees_disk(paths)
-        cache.set(key, found, WORKSPACE_DISK_CACHE_SECONDS)
-    return found
-
-
-def example_spec(name: str) -> dict | None:
-    """An example batch from `examples/<name>.yaml`, its `cwd` made relative to the browser's base
-    directory (SPAWNER_WORKDIR) instead of the examples directory, for a starting point on the
-    new-batch page. None when there is no such example or it would leave the base directory."""
-    import yaml
-
-    examples = settings.BASE_DIR / "examples"
-    path = examples / f"{name}.yaml"
-    if "/" in name or not path.is_file():
-        return None
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict):
-        return None
-    where = (examples / str(data.get("cwd") or ".")).resolve()
-    base = Path(settings.SPAWNER_WORKDIR).resolve()
-    if not where.is_relative_to(base):
-        return None
-    data["cwd"] = os.path.relpath(where, base)
-    return data
+from spawner.core import aggregation, changes, masking, planning
+from spawner.core import merge_queue as merge_rules
+from spawner.engine import housekeeping, merging, redaction
+from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt
