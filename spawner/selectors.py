@@ -142,7 +142,154 @@ def result_markdown(data: dict, *, title: str) -> str:
     return aggregation.to_markdown(data, title=title)
 
 
-from spawner.core import aggregation, changes, masking, planning
-from spawner.core import merge_queue as merge_rules
-from spawner.engine import housekeeping, merging, redaction
-from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt
+# --- the merge queue: what the batch page shows (no repository needed: all from the database and the
+# files written beside the logs) -------------------------------------------------------------------
+
+MERGE_DIFF_MAX_BYTES = 2_000_000
+
+
+def _merge_workspace(batch: Batch):
+    return merging.of(batch.id)
+
+
+def merge_queue(batch: Batch) -> dict | None:
+    """The batch's merge queue, or None when it has none (no worktrees, or merge: none)."""
+    ws = _merge_workspace(batch)
+    if ws is None:
+        return None
+    open_escalations = dict(
+        Escalation.objects.filter(
+            batch=batch, state=Escalation.State.OPEN, kind__in=[Escalation.Kind.CONFLICT, Escalation.Kind.MERGE_GATE]
+        ).values_list("run_id", "id")
+    )
+    steps = []
+    counts: dict[str, int] = {}
+    for step in MergeStep.objects.filter(batch=batch).select_related("run", "acted_by").order_by("position"):
+        counts[step.state] = counts.get(step.state, 0) + 1
+        conflict = step.conflict or {}
+        steps.append(
+            {
+                "id": step.id,
+                "position": step.position,
+                "run_id": step.run_id,
+                "key": step.run.key,
+                "state": step.state,
+                "merge_commit": step.merge_commit,
+                "merged_head": step.merged_head,
+                "revert_commit": step.revert_commit,
+                "conflict_files": conflict.get("files", []),
+                "conflict_kinds": conflict.get("kinds", {}),
+                "hunks": conflict.get("hunks", {}),
+                "gate_output": conflict.get("gate", ""),
+                "resolution": step.resolution,
+                "worktree": (step.resolution or {}).get("by_hand", "") if step.state == "resolving" else "",
+                "error": step.error,
+                "escalation": open_escalations.get(step.run_id),
+                "acted_by": step.acted_by.get_username() if step.acted_by else None,
+                "merged_at": step.merged_at,
+                "updated_at": step.updated_at,
+                "actions": list(merge_rules.actions_for(step.state)),
+            }
+        )
+    return {
+        "batch": batch.id,
+        "mode": ws.merge_mode,
+        "gate": bool(ws.gate),
+        "repo": ws.repo,
+        "checkpoint": ws.checkpoint,
+        "integration_branch": changes.integration_branch(batch.id),
+        "integration_head": ws.integration_head,
+        "counts": counts,
+        "steps": steps,
+    }
+
+
+def merge_conflict_matrix(batch: Batch) -> dict | None:
+    """The pre-check: {"runs": [keys in queue order], "pairs": [{"a", "b", "files"}] (only pairs that
+    conflict), "integration": {key: files} (runs that conflict with the integration head),
+    "checked_pairs": n, "computed_at": datetime}; None before it ran."""
+    ws = _merge_workspace(batch)
+    if ws is None or ws.conflict_matrix is None:
+        return None
+    data = ws.conflict_matrix
+    return {
+        "runs": data.get("runs", []),
+        "pairs": data.get("pairs", []),
+        "integration": data.get("integration", {}),
+        "checked_pairs": data.get("checked_pairs", 0),
+        "computed_at": ws.matrix_at,
+    }
+
+
+def integration_diff(batch: Batch, *, max_bytes: int = MERGE_DIFF_MAX_BYTES) -> dict | None:
+    """The integration branch against the checkpoint: {"branch", "head", "summary": {files: [{path,
+    added, removed, outside_scope}], added, removed, changed, ...}, "text": unified diff, "truncated"}."""
+    ws = _merge_workspace(batch)
+    if ws is None:
+        return None
+    path = merging.integration_diff_path(batch.id)
+    text, truncated = "", False
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+        truncated = len(raw) > max_bytes
+        text = raw[:max_bytes].decode("utf-8", "replace")
+    except FileNotFoundError:
+        pass
+    return {
+        "branch": changes.integration_branch(batch.id),
+        "head": ws.integration_head,
+        "summary": ws.integration_changes,
+        "text": text,
+        "truncated": truncated,
+    }
+
+
+def integration_take_commands(batch: Batch) -> list[str]:
+    """The commands a person types to take the integration branch (Spawner never merges into their branches)."""
+    ws = _merge_workspace(batch)
+    if ws is None:
+        return []
+    return merge_rules.take_commands(ws.repo, changes.integration_branch(batch.id))
+
+
+WORKSPACE_DISK_CACHE_SECONDS = 30
+
+
+def workspace_disk(batch: Batch) -> int:
+    """Bytes on disk the batch's worktrees use now: their files plus each one's private git data
+    (its index); the repository's object store is shared and not counted. 0 when none is left.
+    Measured with `du` (about 10 ms per 10,000 files) and remembered for 30 s, so a live page may
+    ask on every redraw."""
+    paths = sorted(
+        RunAttempt.objects.filter(run__batch_id=batch.id).exclude(worktree="").values_list("worktree", flat=True)
+    )
+    if not paths:
+        return 0
+    key = f"spawner:workspace-disk:{batch.id}:{hashlib.sha1('|'.join(paths).encode()).hexdigest()[:12]}"
+    found = cache.get(key)
+    if found is None:
+        found = housekeeping.worktrees_disk(paths)
+        cache.set(key, found, WORKSPACE_DISK_CACHE_SECONDS)
+    return found
+
+
+def example_spec(name: str) -> dict | None:
+    """An example batch from `examples/<name>.yaml`, its `cwd` made relative to the browser's base
+    directory (SPAWNER_WORKDIR) instead of the examples directory, for a starting point on the
+    new-batch page. None when there is no such example or it would leave the base directory."""
+    import yaml
+
+    examples = settings.BASE_DIR / "examples"
+    path = examples / f"{name}.yaml"
+    if "/" in name or not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        return None
+    where = (examples / str(data.get("cwd") or ".")).resolve()
+    base = Path(settings.SPAWNER_WORKDIR).resolve()
+    if not where.is_relative_to(base):
+        return None
+    data["cwd"] = os.path.relpath(where, base)
+    return data
