@@ -13,7 +13,7 @@ from spawner import spec
 from spawner.core import aggregation, changes, masking, planning
 from spawner.core import merge_queue as merge_rules
 from spawner.engine import housekeeping, merging, redaction
-from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt
+from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RunStatus
 
 
@@ -257,13 +257,17 @@ WORKSPACE_DISK_CACHE_SECONDS = 30
 
 
 def workspace_disk(batch: Batch) -> int:
-    """Bytes on disk the batch's worktrees use now: their files plus each one's private git data
-    (its index); the repository's object store is shared and not counted. 0 when none is left.
+    """Bytes on disk the batch's worktrees (its runs' and the merge queue's) use now: their files
+    plus each one's private git data (its index); the repository's object store is shared and not
+    counted. 0 when none is left.
     Measured with `du` (about 10 ms per 10,000 files) and remembered for 30 s, so a live page may
     ask on every redraw."""
     paths = sorted(
         RunAttempt.objects.filter(run__batch_id=batch.id).exclude(worktree="").values_list("worktree", flat=True)
     )
+    ws = Workspace.objects.filter(batch_id=batch.id).first()
+    if ws is not None and merging.integration_path(ws).is_dir():
+        paths.append(str(merging.integration_path(ws)))
     if not paths:
         return 0
     key = f"spawner:workspace-disk:{batch.id}:{hashlib.sha1('|'.join(paths).encode()).hexdigest()[:12]}"

@@ -4,6 +4,7 @@ A worktree goes once its batch has ended and its run's work is:
 - merged: its head is on the batch's integration branch (or its merge step says merged);
 - discarded: its run was cancelled, its branch was deleted, or its merge step was skipped;
 - superseded: a later attempt of the same run exists (a retry starts from a fresh worktree);
+- (the merge queue's integration worktree) no merge step needs it any more;
 - expired: the batch ended longer ago than the retention period (SPAWNER_WORKTREE_RETENTION_HOURS).
 Directories under SPAWNER_WORKSPACE_DIR of batches that no longer exist go too (orphans).
 
@@ -25,14 +26,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from django.apps import apps
 from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from spawner.core import changes as changes_rules
-from spawner.engine import git, lifecycle, workspaces
-from spawner.models import Batch, RunAttempt
+from spawner.core import merge_queue as merge_rules
+from spawner.engine import git, lifecycle, merging, workspaces
+from spawner.models import Batch, MergeStep, RunAttempt, Workspace
 from spawner.states import BATCH_TERMINAL, RunStatus
 
 log = logging.getLogger(__name__)
@@ -116,12 +117,14 @@ class Report:
 
 
 def _merge_states(run_ids: list[int]) -> dict[int, str]:
-    """The merge queue's word on each run, when this installation has one (`MergeStep`)."""
-    try:
-        model = apps.get_model("spawner", "MergeStep")
-    except LookupError:
-        return {}
-    return dict(model.objects.filter(run_id__in=run_ids).values_list("run_id", "state"))
+    """The merge queue's word on each run (a batch with `merge: none` has no steps)."""
+    return dict(MergeStep.objects.filter(run_id__in=run_ids).values_list("run_id", "state"))
+
+
+# Merge steps that still need the integration branch's worktree (a person or the queue acts on it).
+QUEUE_BUSY = frozenset(
+    {merge_rules.QUEUED, merge_rules.WAITING, merge_rules.CONFLICT, merge_rules.RESOLVING, merge_rules.RERUNNING}
+)
 
 
 def _branch_head(repo: str, branch: str) -> str:
@@ -139,9 +142,9 @@ def _reason(
     run = attempt.run
     if attempt.number != run.attempt:
         return "superseded"
-    if merge_state == "merged":
+    if merge_state == merge_rules.MERGED:
         return "merged"
-    if merge_state == "skipped" or run.status == RunStatus.CANCELLED:
+    if merge_state == merge_rules.SKIPPED or run.status == RunStatus.CANCELLED:
         return "discarded"
     if repo and attempt.head_commit and attempt.branch:
         head = integration()
@@ -149,7 +152,7 @@ def _reason(
             return "merged"
         if not _branch_head(repo, attempt.branch):
             return "discarded"  # its branch was deleted: nobody will merge it
-    if expired and merge_state != "resolving":  # a person resolving a conflict by hand works in it
+    if expired and merge_state != merge_rules.RESOLVING:  # a person resolving a conflict by hand works in it
         return "expired"
     return None
 
@@ -203,11 +206,46 @@ def plan(*, older_than: timedelta | None = None, limit: int | None = None, now=N
                 bytes=worktrees_disk([attempt.worktree]),
             )
         )
+    for removal in _integration_worktrees(now, older_than):
+        if limit is not None and len(removals) >= limit:
+            break
+        removals.append(removal)
     for orphan in _orphans():
         if limit is not None and len(removals) >= limit:
             break
         removals.append(orphan)
     return removals, kept
+
+
+def _integration_worktrees(now, older_than: timedelta) -> list[Removal]:
+    """The merge queue's own worktree of an ended batch, once no step needs it (the queue made it
+    and makes it again when a person reverts or resets), or past retention."""
+    out = []
+    workspaces_ = Workspace.objects.select_related("batch").filter(
+        batch__status__in=BATCH_TERMINAL, isolation=Workspace.Isolation.WORKTREE
+    )
+    for ws in workspaces_:
+        path = merging.integration_path(ws)
+        if not path.is_dir():
+            continue
+        ended = ws.batch.finished_at
+        expired = ended is not None and now - ended >= older_than
+        busy = MergeStep.objects.filter(batch_id=ws.batch_id, state__in=QUEUE_BUSY).exists()
+        if busy and not expired:
+            continue
+        if busy and MergeStep.objects.filter(batch_id=ws.batch_id, state=merge_rules.RESOLVING).exists():
+            continue
+        out.append(
+            Removal(
+                path=str(path),
+                reason="expired" if busy else "merged",
+                batch_id=ws.batch_id,
+                key="(integration)",
+                repo=ws.repo if Path(ws.repo).is_dir() else "",
+                bytes=worktrees_disk([path]),
+            )
+        )
+    return out
 
 
 def _orphans() -> list[Removal]:

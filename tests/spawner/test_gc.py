@@ -114,3 +114,27 @@ def test_the_scheduled_round_is_bounded(cluster, agent_types, tmp_path, settings
     report = housekeeping.collect(limit=1)
     assert len(report.removed) == 1 and report.freed > 0
     assert sorted(bool(p) for p in worktrees(batch).values()) == [False, True]
+
+
+def test_after_the_merge_queue_is_done_its_worktrees_go_and_its_branches_stay(cluster, agent_types, tmp_path):
+    from spawner.engine import merging
+    from spawner.models import MergeStep, Workspace
+
+    repo = make_repo(tmp_path / "repo")
+    text = spec_text(repo, TWO).replace("merge: none", "merge: sequential")
+    batch = wait_batch(launch(text, tmp_path), timeout=60)
+    wait_for(
+        lambda: set(MergeStep.objects.filter(batch=batch).values_list("state", flat=True)) == {"merged"},
+        30,
+        "both merged",
+    )
+    integration = merging.integration_path(Workspace.objects.get(batch=batch))
+    assert integration.is_dir()
+    assert selectors.workspace_disk(batch) > 0
+    out = gc()
+    assert "removed 3 worktree(s)" in out, out
+    assert f"batch {batch.id} (integration), merged" in out
+    assert not integration.exists() and not any(worktrees(batch).values())
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    branch = changes.integration_branch(batch.id)
+    assert git(repo, "show", f"{branch}:a.txt") == "a\n" and git(repo, "show", f"{branch}:b.txt") == "b\n"

@@ -44,7 +44,10 @@ class Command(BaseCommand):
         report = housekeeping.collect(older_than=older_than, dry_run=opts["dry_run"], limit=opts["limit"])
         verb = "would remove" if report.dry_run else "removed"
         for r in report.removed:
-            what = f"batch {r.batch_id} run {r.key} attempt {r.attempt}" if r.key else f"batch {r.batch_id}"
+            if r.attempt is not None:
+                what = f"batch {r.batch_id} run {r.key} attempt {r.attempt}"
+            else:
+                what = f"batch {r.batch_id} {r.key}".rstrip()
             self.stdout.write(f"{verb} {r.path}  ({what}, {r.reason}, {size(r.bytes)})")
         self.stdout.write(
             f"{verb} {len(report.removed)} worktree(s), {'would free' if report.dry_run else 'freed'} "
