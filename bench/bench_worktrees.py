@@ -102,6 +102,16 @@ def plain_sequential(repo: Path, commit: str, root: Path) -> dict:
     return {"wall": wall, "each": times, "disk": disk, "private": private, "remove": removed}
 
 
+class Tick:
+    """Stands in for the worker's keeper: nothing to heartbeat here, never cancelled."""
+
+    def __call__(self) -> bool:
+        return True
+
+    def started(self, pgid: int) -> None:
+        pass
+
+
 def spawner_concurrent(repo: Path, files: int) -> dict:
     """Sixteen launched attempts prepared at once from 16 threads through the engine's functions."""
     from django.db import connections
@@ -123,7 +133,7 @@ def spawner_concurrent(repo: Path, files: int) -> dict:
         try:
             barrier.wait()
             s = time.perf_counter()
-            path = workspaces.prepare(attempt, ws, logs / f"{attempt.run.key}.log", lambda: True)
+            path = workspaces.prepare(attempt, ws, logs / f"{attempt.run.key}.log", Tick())
             times[attempt.id] = time.perf_counter() - s
             return path
         finally:
@@ -143,7 +153,7 @@ def spawner_concurrent(repo: Path, files: int) -> dict:
             (path / "src" / "pkg000" / "mod00.py").write_text(f"changed by {attempt.run.key}\n")
             attempt.refresh_from_db()
             s = time.perf_counter()
-            workspaces.conclude(attempt, ws, logs / f"{attempt.run.key}.log", agent_ok=True, tick=lambda: True)
+            workspaces.conclude(attempt, ws, logs / f"{attempt.run.key}.log", agent_ok=True, tick=Tick())
             concluded[attempt.id] = time.perf_counter() - s
         finally:
             connections.close_all()
