@@ -16,7 +16,7 @@ setup: .venv/.installed
 
 run: setup
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py spawner_demo
+	-$(PY) manage.py spawner_demo   # the parallel-coding example's repository; needs git, optional
 	$(PY) manage.py serve
 
 test: test-sqlite test-postgres test-redis
