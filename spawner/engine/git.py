@@ -53,17 +53,24 @@ def run(
     argv = ["git", *_OPTIONS, *args]
     full_env = {**os.environ, **_ENV, **(env or {})}
     for attempt in range(LOCK_RETRIES + 1):
-        done = subprocess.run(
-            argv,
-            cwd=repo,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=repo,
+                env=full_env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            # Said like any failure of git (a run's error, a False for check=False), never a traceback.
+            done = subprocess.CompletedProcess(
+                argv, -9, "", f"git {args[0] if args else ''} timed out after {timeout:g} s"
+            )
+            break
         if done.returncode == 0 or not _locked(done.stderr) or attempt == LOCK_RETRIES:
             break
         time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))

@@ -138,3 +138,30 @@ def test_after_the_merge_queue_is_done_its_worktrees_go_and_its_branches_stay(cl
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
     branch = changes.integration_branch(batch.id)
     assert git(repo, "show", f"{branch}:a.txt") == "a\n" and git(repo, "show", f"{branch}:b.txt") == "b\n"
+
+
+def test_a_cluster_collects_on_its_own_every_gc_seconds(transactional_db, agent_types, tmp_path, settings):
+    import os
+
+    from tests.conftest import CLUSTER_ENV, ClusterProcess, database_url_for_subprocess
+
+    workspace_dir = tmp_path / "workspaces"
+    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": tmp_path / "logs", "WORKSPACE_DIR": workspace_dir}
+    env = {
+        **os.environ,
+        **CLUSTER_ENV,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "SPAWNER_LOG_DIR": str(tmp_path / "logs"),
+        "SPAWNER_WORKSPACE_DIR": str(workspace_dir),
+        "SPAWNER_GC_SECONDS": "0.5",
+        "SPAWNER_WORKTREE_RETENTION_HOURS": "0",
+    }
+    cluster = ClusterProcess(env, tmp_path / "cluster.log")
+    cluster.start()
+    try:
+        repo, batch = ended_batch(tmp_path)
+        wait_for(lambda: not any(worktrees(batch).values()), 30, "the cluster's gc round")
+        assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+        assert git(repo, "rev-parse", "--verify", changes.run_branch(batch.id, "a")).strip()
+    finally:
+        cluster.stop()

@@ -276,3 +276,13 @@ def test_sixteen_worktree_adds_released_together(tmp_path):
         t.join(timeout=120)
     assert errors == []
     assert len(git(repo, "worktree", "list").splitlines()) == 17
+
+
+def test_a_git_command_that_outlives_its_bound_is_a_git_error(tmp_path):
+    from spawner.engine import git as engine_git
+
+    repo = make_repo(tmp_path / "repo")
+    slow = ("-c", "alias.slow=!sleep 2", "slow")
+    with pytest.raises(engine_git.GitError, match="git slow timed out after 0.5 s"):
+        engine_git.run(repo, *slow, timeout=0.5)
+    assert engine_git.run(repo, *slow, timeout=0.5, check=False).returncode == -9
