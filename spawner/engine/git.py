@@ -42,6 +42,19 @@ def _locked(stderr: str) -> bool:
     return "worktrees/" in stderr and ("failed to read" in stderr or "unable to read" in stderr)
 
 
+def _command(args: tuple[str, ...]) -> str:
+    """The git command's name among its arguments (`-c key=value` options come first)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-c", "-C"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
 def run(
     repo: Path | str,
     *args: str,
@@ -67,9 +80,7 @@ def run(
             )
         except subprocess.TimeoutExpired:
             # Said like any failure of git (a run's error, a False for check=False), never a traceback.
-            done = subprocess.CompletedProcess(
-                argv, -9, "", f"git {args[0] if args else ''} timed out after {timeout:g} s"
-            )
+            done = subprocess.CompletedProcess(argv, -9, "", f"git {_command(args)} timed out after {timeout:g} s")
             break
         if done.returncode == 0 or not _locked(done.stderr) or attempt == LOCK_RETRIES:
             break
