@@ -129,13 +129,18 @@ def spawner_concurrent(repo: Path, files: int) -> dict:
     times: dict[int, float] = {}
     concluded: dict[int, float] = {}
 
-    def one(attempt) -> Path:
+    failed: list[str] = []
+
+    def one(attempt) -> Path | None:
         try:
             barrier.wait()
             s = time.perf_counter()
             path = workspaces.prepare(attempt, ws, logs / f"{attempt.run.key}.log", Tick())
             times[attempt.id] = time.perf_counter() - s
             return path
+        except workspaces.WorkspaceError as exc:
+            failed.append(f"{attempt.run.key}: {exc}")
+            return None
         finally:
             connections.close_all()
 
@@ -143,6 +148,10 @@ def spawner_concurrent(repo: Path, files: int) -> dict:
     with ThreadPoolExecutor(N) as pool:
         paths = list(pool.map(one, attempts))
     wall = time.perf_counter() - t0
+    if failed:
+        print(f"   {len(failed)} of {N} worktrees could not be made, e.g. {failed[0][:300]}")
+    attempts = [a for a, p in zip(attempts, paths, strict=True) if p is not None]
+    paths = [p for p in paths if p is not None]
     disk = [du(p) for p in paths]
     private = [du(private_git_dir(p)) for p in paths]
 
