@@ -201,7 +201,7 @@ def bench_create(repo: Path, files: int) -> dict:
     for name, r in (("plain `git worktree add`, sequential", plain), (f"Spawner prepare(), {N} threads", spawner)):
         print(
             f"   {name}: wall {r['wall']:.3f} s; per worktree p50 {bc.ms(bc.pct(r['each'], 50))}, "
-            f"max {bc.ms(max(r['each']))}; disk per worktree {mib(bc.mean(r['disk']))} of files "
+            f"max {bc.ms(max(r['each'], default=float('nan')))}; disk per worktree {mib(bc.mean(r['disk']))} of files "
             f"+ {mib(bc.mean(r['private']))} private git data (index); removing all {r['remove']:.3f} s"
         )
     print(
