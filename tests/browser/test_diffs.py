@@ -16,7 +16,8 @@ HOSTILE = "<img src=x onerror=window.__pwned=1>.js"
 # a file with HTML in its name, a binary file, and README.md outside its declared files.
 EDIT = (
     "for i in $(seq 1 300); do test -f {go} && break; sleep 0.1; done; "
-    "printf 'def greet(name):\\n    return \"<script>window.__pwned=2</script>\" + name\\n\\nVALUE = 42\\n' > src/app.py; "
+    "printf 'def greet(name):\\n    return \"<script>window.__pwned=2</script>\" + name\\n' > src/app.py; "
+    "printf '\\nVALUE = 42\\n' >> src/app.py; "
     "printf 'let x = \"<b>bold</b>\";\\n' > 'src/{hostile}'; "
     "printf '\\211PNG\\r\\n\\032\\n\\000\\000' > src/logo.png; "
     "echo 'edited outside' >> README.md"
