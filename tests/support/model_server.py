@@ -28,6 +28,8 @@ the script. Every request is kept in ``server.requests``.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import itertools
 import json
 import threading
@@ -242,18 +244,15 @@ def _handler(server: ModelServer):
         def _read(self) -> Request:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            if self.headers.get("Content-Encoding") == "zstd" or self.headers.get("Content-Encoding") == "gzip":
-                import gzip
-
-                try:
+            if self.headers.get("Content-Encoding") == "gzip":
+                with contextlib.suppress(OSError):
                     raw = gzip.decompress(raw)
-                except OSError:
-                    pass
             try:
                 body = json.loads(raw) if raw else None
             except ValueError:
                 body = raw.decode("utf-8", "replace")
-            request = Request(self.command, urlsplit(self.path).path, {k.lower(): v for k, v in self.headers.items()}, body)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            request = Request(self.command, urlsplit(self.path).path, headers, body)
             with server.lock:
                 server.requests.append(request)
             return request
@@ -305,7 +304,7 @@ def _handler(server: ModelServer):
             self.end_headers()
             self.close_connection = True
             for name, payload in events:
-                chunk = f"event: {name}\ndata: {json.dumps(payload)}\n\n" if named else f"data: {json.dumps(payload)}\n\n"
+                chunk = (f"event: {name}\n" if named else "") + f"data: {json.dumps(payload)}\n\n"
                 self.wfile.write(chunk.encode())
                 self.wfile.flush()
 
@@ -319,7 +318,13 @@ def _models_list(request: Request) -> dict:
 
 
 def _usage_numbers(request: Request, turn: Turn) -> tuple[int, int]:
-    return max(1, len(json.dumps(request.body)) // 4), max(1, (len(turn.text) + len(json.dumps([c.input for c in turn.calls]))) // 4)
+    said = len(turn.text) + len(json.dumps([c.input for c in turn.calls]))
+    return max(1, len(json.dumps(request.body)) // 4), max(1, said // 4)
+
+
+def ev(name: str, fields: dict | None = None) -> tuple[str, dict]:
+    """A server-sent event: its name, and its data (which repeats the name as `type`)."""
+    return name, {"type": name, **(fields or {})}
 
 
 # --- Anthropic Messages ---------------------------------------------------------------------
@@ -361,29 +366,38 @@ def _anthropic_events(server: ModelServer, request: Request, turn: Turn):
     message = _anthropic_message(server, request, turn)
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
-    yield "message_start", {"type": "message_start", "message": start}
+    yield ev("message_start", {"message": start})
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
-            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+            yield ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
             if index == 0:
-                yield "ping", {"type": "ping"}
+                yield ev("ping")
             for piece in _chunks(block["text"]):
-                yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+                yield ev("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}})
         else:
-            yield "content_block_start", {
-                "type": "content_block_start",
-                "index": index,
-                "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
-            }
+            yield (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                },
+            )
             for piece in _chunks(json.dumps(block["input"]), 40):
-                yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}
-        yield "content_block_stop", {"type": "content_block_stop", "index": index}
-    yield "message_delta", {
-        "type": "message_delta",
-        "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-        "usage": {"output_tokens": usage["output_tokens"]},
-    }
-    yield "message_stop", {"type": "message_stop"}
+                yield ev(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                )
+        yield ev("content_block_stop", {"index": index})
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        },
+    )
+    yield ev("message_stop")
 
 
 # --- OpenAI Responses -------------------------------------------------------------------------
@@ -412,8 +426,9 @@ def _codex_tool(request: Request, c: Call) -> Call:
         raise AssertionError(f"this codex offers no shell tool: {sorted(offered)}")
     if c.name == "$apply_patch":
         tool = offered.get("apply_patch")
-        if tool is None:
-            raise AssertionError(f"this codex offers no apply_patch tool: {sorted(offered)}")
+        if tool is None:  # as models do then: through the shell, which Codex intercepts
+            heredoc = f"apply_patch <<'PATCH'\n{c.input['input'].rstrip()}\nPATCH\n"
+            return _codex_tool(request, Call("$shell", {"command": heredoc}))
         if tool.get("type") == "custom":
             return Call("apply_patch", {"input": c.input["input"]}, kind="custom")
         return Call("apply_patch", {"input": c.input["input"]})
@@ -424,42 +439,83 @@ def _responses_events(server: ModelServer, request: Request, turn: Turn):
     body = request.body if isinstance(request.body, dict) else {}
     response_id = server.next_id("resp")
     model = body.get("model") or CODEX_MODEL
-    base = {"id": response_id, "object": "response", "created_at": 1_700_000_000, "model": model, "status": "in_progress", "output": []}
-    yield "response.created", {"type": "response.created", "response": base}
-    yield "response.in_progress", {"type": "response.in_progress", "response": base}
+    base = {
+        "id": response_id,
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "model": model,
+        "status": "in_progress",
+        "output": [],
+    }
+    yield ev("response.created", {"response": base})
+    yield ev("response.in_progress", {"response": base})
     items = []
     index = 0
     if turn.text:
         item_id = server.next_id("msg")
         item = {"type": "message", "id": item_id, "role": "assistant", "status": "in_progress", "content": []}
-        yield "response.output_item.added", {"type": "response.output_item.added", "output_index": index, "item": item}
+        yield ev("response.output_item.added", {"output_index": index, "item": item})
         part = {"type": "output_text", "text": "", "annotations": []}
-        yield "response.content_part.added", {"type": "response.content_part.added", "item_id": item_id, "output_index": index, "content_index": 0, "part": part}
+        yield ev(
+            "response.content_part.added", {"item_id": item_id, "output_index": index, "content_index": 0, "part": part}
+        )
         for piece in _chunks(turn.text):
-            yield "response.output_text.delta", {"type": "response.output_text.delta", "item_id": item_id, "output_index": index, "content_index": 0, "delta": piece}
-        yield "response.output_text.done", {"type": "response.output_text.done", "item_id": item_id, "output_index": index, "content_index": 0, "text": turn.text}
+            yield ev(
+                "response.output_text.delta",
+                {"item_id": item_id, "output_index": index, "content_index": 0, "delta": piece},
+            )
+        yield ev(
+            "response.output_text.done",
+            {"item_id": item_id, "output_index": index, "content_index": 0, "text": turn.text},
+        )
         done_part = {**part, "text": turn.text}
-        yield "response.content_part.done", {"type": "response.content_part.done", "item_id": item_id, "output_index": index, "content_index": 0, "part": done_part}
+        yield ev(
+            "response.content_part.done",
+            {"item_id": item_id, "output_index": index, "content_index": 0, "part": done_part},
+        )
         item = {**item, "status": "completed", "content": [done_part]}
-        yield "response.output_item.done", {"type": "response.output_item.done", "output_index": index, "item": item}
+        yield ev("response.output_item.done", {"output_index": index, "item": item})
         items.append(item)
         index += 1
     for c in turn.calls:
         c = _codex_tool(request, c)
         call_id = server.next_id("call")
         if c.kind == "custom":
-            item = {"type": "custom_tool_call", "id": server.next_id("ctc"), "call_id": call_id, "name": c.name, "input": "", "status": "in_progress"}
-            yield "response.output_item.added", {"type": "response.output_item.added", "output_index": index, "item": item}
-            yield "response.custom_tool_call_input.delta", {"type": "response.custom_tool_call_input.delta", "item_id": item["id"], "output_index": index, "delta": c.input["input"]}
+            item = {
+                "type": "custom_tool_call",
+                "id": server.next_id("ctc"),
+                "call_id": call_id,
+                "name": c.name,
+                "input": "",
+                "status": "in_progress",
+            }
+            yield ev("response.output_item.added", {"output_index": index, "item": item})
+            yield ev(
+                "response.custom_tool_call_input.delta",
+                {"item_id": item["id"], "output_index": index, "delta": c.input["input"]},
+            )
             item = {**item, "input": c.input["input"], "status": "completed"}
         else:
             arguments = json.dumps(c.input)
-            item = {"type": "function_call", "id": server.next_id("fc"), "call_id": call_id, "name": c.name, "arguments": "", "status": "in_progress"}
-            yield "response.output_item.added", {"type": "response.output_item.added", "output_index": index, "item": item}
-            yield "response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta", "item_id": item["id"], "output_index": index, "delta": arguments}
-            yield "response.function_call_arguments.done", {"type": "response.function_call_arguments.done", "item_id": item["id"], "output_index": index, "arguments": arguments}
+            item = {
+                "type": "function_call",
+                "id": server.next_id("fc"),
+                "call_id": call_id,
+                "name": c.name,
+                "arguments": "",
+                "status": "in_progress",
+            }
+            yield ev("response.output_item.added", {"output_index": index, "item": item})
+            yield ev(
+                "response.function_call_arguments.delta",
+                {"item_id": item["id"], "output_index": index, "delta": arguments},
+            )
+            yield ev(
+                "response.function_call_arguments.done",
+                {"item_id": item["id"], "output_index": index, "arguments": arguments},
+            )
             item = {**item, "arguments": arguments, "status": "completed"}
-        yield "response.output_item.done", {"type": "response.output_item.done", "output_index": index, "item": item}
+        yield ev("response.output_item.done", {"output_index": index, "item": item})
         items.append(item)
         index += 1
     tokens_in, tokens_out = _usage_numbers(request, turn)
@@ -470,4 +526,4 @@ def _responses_events(server: ModelServer, request: Request, turn: Turn):
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": tokens_in + tokens_out,
     }
-    yield "response.completed", {"type": "response.completed", "response": {**base, "status": "completed", "output": items, "usage": usage}}
+    yield ev("response.completed", {"response": {**base, "status": "completed", "output": items, "usage": usage}})
