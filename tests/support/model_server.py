@@ -17,7 +17,7 @@ Anything else the CLIs ask for at start-up gets a small, harmless JSON answer (a
 recorded, so a test can see it).
 
 A test scripts what the model answers: ``server.script(turns, when="text in the prompt")``.
-Each turn is ``text("...")`` or ``tools(call, ...)`` (``claude_write``, ``claude_edit``,
+Each turn is ``text("...")``, a function of the request that returns a turn, or ``tools(call, ...)`` (``claude_write``, ``claude_edit``,
 ``claude_bash``, ``codex_shell``, ``codex_patch``, or any ``call(name, input)``). The turn a
 request gets is the number of assistant turns already in its conversation, so several agents
 can talk to one server at once and each follows its own script; once a script is used up, the
@@ -32,6 +32,7 @@ import contextlib
 import gzip
 import itertools
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,6 +118,17 @@ class Request:
     def prompt_text(self) -> str:
         """All user-side text of the conversation (prompts, tool results), to assert on."""
         return "\n".join(_texts(self.body))
+
+    def system_text(self) -> str:
+        body = self.body if isinstance(self.body, dict) else {}
+        return "\n".join(_texts(body.get("system"))) + "\n".join(_texts(body.get("instructions")))
+
+    def result_file(self) -> str:
+        """The result file the Claude Code preset names in the system prompt (what a model would read)."""
+        found = re.search(r"result file \(SPAWNER_RESULT_FILE\) is (\S+?):? ", self.system_text())
+        if not found:
+            raise AssertionError("the system prompt names no result file")
+        return found.group(1)
 
     def first_user_text(self) -> str:
         body = self.body if isinstance(self.body, dict) else {}
@@ -204,7 +216,8 @@ class ModelServer:
         if not turns:
             return text("(no script for this conversation)")
         done = _assistant_turns(request)
-        return turns[min(done, len(turns) - 1)]
+        turn = turns[min(done, len(turns) - 1)]
+        return turn(request) if callable(turn) else turn
 
 
 def _offers_tools(request: Request) -> bool:

@@ -1,0 +1,144 @@
+"""The coding-agent presets with the real Claude Code and Codex CLIs (`make agents`), a real
+cluster, and a scripted model server: the CLIs really edit files, the prompt is never an
+option, the JSON output's final message becomes the run's result, and writes outside the
+run's directory are refused. Without the CLIs these tests skip (they fail with CI=true)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spawner import presets
+from spawner.models import Aggregation, AgentRun, AgentType, Role
+from tests.spawner.helpers import launch, wait_batch
+from tests.support import clis
+from tests.support import model_server as ms
+
+pytestmark = [pytest.mark.integration, pytest.mark.real_cli, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[2]
+# A prompt that starts like an option: the old presets passed it as argv and `claude -p "--version"`
+# printed the version instead of asking the model.
+DASH_PROMPT = "--version is not what I want: put a greeting in hello.txt"
+
+
+@pytest.fixture
+def server():
+    with ms.ModelServer() as s:
+        yield s
+
+
+def one_task(agent: str, prompt: str) -> str:
+    return f"name: real {agent}\nagent: {agent}\ntimeout: 120\nretries: 0\ntasks:\n  - key: edit\n    prompt: {json.dumps(prompt)}\n"
+
+
+def agent_requests_of(server, api):
+    found = server.agent_requests(api)
+    assert found, f"the CLI sent the scripted server no {api} request with tools: {server.requests!r:.2000}"
+    return found
+
+
+def test_claude_code_edits_its_directory_only_and_its_final_message_is_the_result(cluster, server, tmp_path):
+    clis.install_claude(server, tmp_path / "home")
+    repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
+    outside = tmp_path / "outside.txt"
+    server.script(
+        [
+            ms.tools(ms.claude_edit(str(repo / "hello.txt"), "hello", "hello, world")),
+            ms.tools(ms.claude_write(str(repo / "notes" / "new.txt"), "written by claude\n")),
+            ms.tools(ms.claude_write(str(outside), "escaped\n")),
+            ms.tools(ms.claude_bash(f"touch {outside}")),
+            ms.text("Greeted the world in hello.txt."),
+        ]
+    )
+
+    batch = wait_batch(launch(one_task("claude-code", DASH_PROMPT), repo), timeout=150)
+
+    run = AgentRun.objects.get(batch=batch)
+    assert batch.status == "succeeded", run.output_tail
+    assert (repo / "hello.txt").read_text() == "hello, world\n"
+    assert (repo / "notes" / "new.txt").read_text() == "written by claude\n"
+    assert not outside.exists(), "a write outside the run's directory was refused (Write and Bash)"
+    first = agent_requests_of(server, "anthropic")[0]
+    assert first.first_user_text().rstrip().endswith(DASH_PROMPT), "the prompt reached the model as the prompt"
+    assert "--output-format" not in run.output_tail or '"type":"result"' in run.output_tail
+    assert run.result["summary"] == "Greeted the world in hello.txt."
+    assert run.result["tokens"] > 0 and run.result["cost"] >= 0, "the CLI's usage, as the documented fields"
+    denied = [r for r in server.agent_requests("anthropic") if "outside the working directories" in r.prompt_text()]
+    assert denied, "claude said why the Bash write outside was refused"
+
+
+def test_codex_edits_its_directory_only_and_its_final_message_is_the_result(cluster, server, tmp_path):
+    clis.install_codex(server, tmp_path / "codex-home")
+    repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
+    outside = tmp_path / "outside.txt"
+    patch = "*** Begin Patch\n*** Update File: hello.txt\n@@\n-hello\n+hello, world\n*** End Patch\n"
+    server.script(
+        [
+            ms.tools(ms.codex_patch(patch)),
+            ms.tools(ms.codex_shell("mkdir -p notes && echo 'written by codex' > notes/new.txt")),
+            ms.tools(ms.codex_shell(f"echo escaped > {outside}")),
+            ms.text('Greeted the world.\n```json\n{"summary": "greeted", "verdict": "pass", "findings": []}\n```'),
+        ]
+    )
+
+    batch = wait_batch(launch(one_task("codex", DASH_PROMPT), repo), timeout=150)
+
+    run = AgentRun.objects.get(batch=batch)
+    assert batch.status == "succeeded", run.output_tail
+    assert (repo / "hello.txt").read_text() == "hello, world\n"
+    assert (repo / "notes" / "new.txt").read_text() == "written by codex\n"
+    assert not outside.exists(), "the sandbox refused a write outside the run's directory"
+    requests = agent_requests_of(server, "openai")
+    assert requests[0].first_user_text().rstrip().endswith(DASH_PROMPT)
+    outputs = requests[-1].prompt_text()
+    assert "Read-only file system" in outputs or "Permission denied" in outputs
+    assert run.result["summary"] == "greeted" and run.result["verdict"] == "pass"
+    assert run.result["tokens"] > 0
+
+
+REVIEW_FINDING = {"severity": "high", "title": "prompt reaches an option", "file": "spawner/presets.py", "line": 5}
+
+
+def _write_result(result: dict):
+    """What a model does with the role's instruction and the result file named in its system prompt."""
+    return lambda request: ms.tools(ms.claude_write(request.result_file(), json.dumps(result)))
+
+
+def _fenced(result: dict) -> ms.Turn:
+    return ms.text(f"Reviewed.\n\n```json\n{json.dumps(result, indent=1)}\n```")
+
+
+def test_claude_review_example_hands_back_structured_findings(cluster, server, tmp_path):
+    presets.install(AgentType, Role)  # the roles as shipped (a transactional test starts empty)
+    clis.install_claude(server, tmp_path / "home")
+    repo = clis.git_repo(tmp_path / "repo", {"README.md": "spawner\n"})
+    spec = (ROOT / "examples" / "claude-review.yaml").read_text().replace("cwd: ..", f"cwd: {repo}")
+    security = {"summary": "one injection risk", "verdict": "warn", "findings": [REVIEW_FINDING]}
+    correctness = {
+        "summary": "one race",
+        "verdict": "warn",
+        "findings": [{"severity": "medium", "title": "double dispatch", "file": "spawner/engine/dispatch.py"}],
+    }
+    tests_found = {"summary": "a gap", "findings": [{"severity": "low", "title": "no test for limits"}]}
+    synthesis = {"summary": "fix the option first", "verdict": "warn", "findings": [REVIEW_FINDING]}
+    server.script([_write_result(security), ms.text("Written to the result file.")], when="Task (security)")
+    server.script([_fenced(correctness)], when="Task (correctness)")
+    server.script([_fenced(tests_found)], when="Task (tests)")
+    server.script([_write_result(synthesis), ms.text("Done.")], when="Combine these three reviews")
+
+    batch = wait_batch(launch(spec, repo), timeout=170)
+
+    runs = {r.key: r for r in AgentRun.objects.filter(batch=batch)}
+    assert batch.status == "succeeded", {k: r.output_tail[-500:] for k, r in runs.items()}
+    assert runs["security"].result == security, "written with the Write tool to SPAWNER_RESULT_FILE"
+    assert runs["correctness"].result["findings"] == correctness["findings"], "taken from the fenced block"
+    assert runs["synthesis"].result == synthesis
+    synthesis_prompt = next(r for r in server.agent_requests("anthropic") if "Combine these" in r.first_user_text())
+    assert "one injection risk" in synthesis_prompt.first_user_text(), "the synthesis saw its dependencies' summaries"
+    role_prompt = next(r for r in server.agent_requests("anthropic") if "Task (security)" in r.first_user_text())
+    assert "SPAWNER_RESULT_FILE" in role_prompt.first_user_text(), "the role says how to hand back findings"
+    merged = Aggregation.objects.get(batch=batch).data
+    assert len(merged["findings"]) >= 3, merged
