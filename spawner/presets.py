@@ -145,8 +145,7 @@ ROLE_TEXT = {
     "holds; report each failure with its file and line.",
     "reviewer": "You are a reviewer. Review the change below for bugs, security and clarity. "
     "Report findings with severity, file and line.",
-    "documenter": "You are a documenter. Update the documentation for the change below so a "
-    "newcomer can use it.",
+    "documenter": "You are a documenter. Update the documentation for the change below so a newcomer can use it.",
     "debugger": "You are a debugger. Find the root cause of the failure below, explain it, and "
     "propose the smallest fix.",
     "researcher": "You are a researcher. Answer the question below from the code and its history; "
@@ -155,6 +154,7 @@ ROLE_TEXT = {
 ROLES = {name: text + _ROLE_TAIL for name, text in ROLE_TEXT.items()}
 # The templates before they said how to hand back a result (a data migration updates unchanged rows).
 OLD_ROLES = {name: text + "\n\nTask ({{ key }}):\n{{ task }}\n" for name, text in ROLE_TEXT.items()}
+
 
 def install(agent_type_model, role_model) -> tuple[int, int]:
     """Create the presets that are missing; never overwrite what an admin changed."""

@@ -179,8 +179,10 @@ def parse(output_format: str, text: str) -> AgentOutput | None:
 
 
 def is_result(value) -> bool:
-    return isinstance(value, dict) and any(k in value for k in RESULT_KEYS) and (
-        "findings" not in value or isinstance(value["findings"], list)
+    return (
+        isinstance(value, dict)
+        and any(k in value for k in RESULT_KEYS)
+        and ("findings" not in value or isinstance(value["findings"], list))
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from spawner import presets
-from spawner.models import Aggregation, AgentRun, AgentType, Role
+from spawner.models import AgentRun, AgentType, Aggregation, Role
 from tests.spawner.helpers import launch, wait_batch
 from tests.support import clis
 from tests.support import model_server as ms
@@ -31,7 +31,8 @@ def server():
 
 
 def one_task(agent: str, prompt: str) -> str:
-    return f"name: real {agent}\nagent: {agent}\ntimeout: 120\nretries: 0\ntasks:\n  - key: edit\n    prompt: {json.dumps(prompt)}\n"
+    head = f"name: real {agent}\nagent: {agent}\ntimeout: 120\nretries: 0\n"
+    return head + f"tasks:\n  - key: edit\n    prompt: {json.dumps(prompt)}\n"
 
 
 def agent_requests_of(server, api):
@@ -64,6 +65,7 @@ def test_claude_code_edits_its_directory_only_and_its_final_message_is_the_resul
     first = agent_requests_of(server, "anthropic")[0]
     assert first.first_user_text().rstrip().endswith(DASH_PROMPT), "the prompt reached the model as the prompt"
     assert "--output-format" not in run.output_tail or '"type":"result"' in run.output_tail
+    clis.record(run, "claude-code.text")
     assert run.result["summary"] == "Greeted the world in hello.txt."
     assert run.result["tokens"] > 0 and run.result["cost"] >= 0, "the CLI's usage, as the documented fields"
     denied = [r for r in server.agent_requests("anthropic") if "outside the working directories" in r.prompt_text()]
@@ -95,6 +97,7 @@ def test_codex_edits_its_directory_only_and_its_final_message_is_the_result(clus
     assert requests[0].first_user_text().rstrip().endswith(DASH_PROMPT)
     outputs = requests[-1].prompt_text()
     assert "Read-only file system" in outputs or "Permission denied" in outputs
+    clis.record(run, "codex.fenced")
     assert run.result["summary"] == "greeted" and run.result["verdict"] == "pass"
     assert run.result["tokens"] > 0
 
@@ -133,6 +136,8 @@ def test_claude_review_example_hands_back_structured_findings(cluster, server, t
 
     runs = {r.key: r for r in AgentRun.objects.filter(batch=batch)}
     assert batch.status == "succeeded", {k: r.output_tail[-500:] for k, r in runs.items()}
+    clis.record(runs["correctness"], "claude-code.fenced")
+    clis.record(runs["security"], "claude-code.result-file")
     assert runs["security"].result == security, "written with the Write tool to SPAWNER_RESULT_FILE"
     assert runs["correctness"].result["findings"] == correctness["findings"], "taken from the fenced block"
     assert runs["synthesis"].result == synthesis

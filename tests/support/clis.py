@@ -90,3 +90,16 @@ def git_repo(path: Path, files: dict[str, str]) -> Path:
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-qm", "start"]):
         subprocess.run(["git", *args], cwd=path, env=env, check=True, timeout=30)
     return path
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "cli"
+
+
+def record(run, name: str) -> None:
+    """With SPAWNER_RECORD_CLI_FIXTURES=1, keep the run's log (the CLI's real output, stdout and
+    stderr interleaved) as tests/fixtures/cli/<name>.log, for the parser's tests."""
+    if os.environ.get("SPAWNER_RECORD_CLI_FIXTURES") != "1":
+        return
+    attempt = run.attempts.get(number=run.attempt)
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    (FIXTURES / f"{name}.log").write_bytes(Path(attempt.log_path).read_bytes())

@@ -17,8 +17,9 @@ Anything else the CLIs ask for at start-up gets a small, harmless JSON answer (a
 recorded, so a test can see it).
 
 A test scripts what the model answers: ``server.script(turns, when="text in the prompt")``.
-Each turn is ``text("...")``, a function of the request that returns a turn, or ``tools(call, ...)`` (``claude_write``, ``claude_edit``,
-``claude_bash``, ``codex_shell``, ``codex_patch``, or any ``call(name, input)``). The turn a
+Each turn is ``text("...")``, ``tools(call, ...)`` (``claude_write``, ``claude_edit``,
+``claude_bash``, ``codex_shell``, ``codex_patch``, or any ``call(name, input)``), or a
+function of the request that returns a turn. The turn a
 request gets is the number of assistant turns already in its conversation, so several agents
 can talk to one server at once and each follows its own script; once a script is used up, the
 last turn repeats (a text answer ends the agent's loop). Requests the CLI makes on the side
@@ -366,10 +367,11 @@ def _anthropic_message(server: ModelServer, request: Request, turn: Turn) -> dic
         "content": _anthropic_blocks(server, turn),
         "stop_reason": "tool_use" if turn.calls else "end_turn",
         "stop_sequence": None,
+        # As if the start of the conversation were cached: half read from the cache, a tenth written.
         "usage": {
-            "input_tokens": tokens_in,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "input_tokens": tokens_in - tokens_in // 2 - tokens_in // 10,
+            "cache_creation_input_tokens": tokens_in // 10,
+            "cache_read_input_tokens": tokens_in // 2,
             "output_tokens": tokens_out,
         },
     }
@@ -534,7 +536,7 @@ def _responses_events(server: ModelServer, request: Request, turn: Turn):
     tokens_in, tokens_out = _usage_numbers(request, turn)
     usage = {
         "input_tokens": tokens_in,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": tokens_in // 2},
         "output_tokens": tokens_out,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": tokens_in + tokens_out,
