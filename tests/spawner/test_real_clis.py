@@ -25,6 +25,16 @@ DASH_PROMPT = "--version is not what I want: put a greeting in hello.txt"
 
 
 @pytest.fixture
+def claude():
+    return clis.require("claude")  # before the cluster starts: a missing CLI skips at once
+
+
+@pytest.fixture
+def codex():
+    return clis.require("codex")
+
+
+@pytest.fixture
 def server():
     with ms.ModelServer() as s:
         yield s
@@ -41,7 +51,7 @@ def agent_requests_of(server, api):
     return found
 
 
-def test_claude_code_edits_its_directory_only_and_its_final_message_is_the_result(cluster, server, tmp_path):
+def test_claude_code_edits_its_directory_only_and_its_final_message_is_the_result(claude, cluster, server, tmp_path):
     clis.install_claude(server, tmp_path / "home")
     repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
     outside = tmp_path / "outside.txt"
@@ -72,7 +82,7 @@ def test_claude_code_edits_its_directory_only_and_its_final_message_is_the_resul
     assert denied, "claude said why the Bash write outside was refused"
 
 
-def test_codex_edits_its_directory_only_and_its_final_message_is_the_result(cluster, server, tmp_path):
+def test_codex_edits_its_directory_only_and_its_final_message_is_the_result(codex, cluster, server, tmp_path):
     clis.install_codex(server, tmp_path / "codex-home")
     repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
     outside = tmp_path / "outside.txt"
@@ -114,7 +124,7 @@ def _fenced(result: dict) -> ms.Turn:
     return ms.text(f"Reviewed.\n\n```json\n{json.dumps(result, indent=1)}\n```")
 
 
-def test_claude_review_example_hands_back_structured_findings(cluster, server, tmp_path):
+def test_claude_review_example_hands_back_structured_findings(claude, cluster, server, tmp_path):
     presets.install(AgentType, Role)  # the roles as shipped (a transactional test starts empty)
     clis.install_claude(server, tmp_path / "home")
     repo = clis.git_repo(tmp_path / "repo", {"README.md": "spawner\n"})
