@@ -13,7 +13,7 @@ from spawner import presets
 from spawner.models import AgentRun, AgentType, Role
 from tests.spawner.helpers import launch, wait_batch
 
-PRESET_MIGRATION = importlib.import_module("spawner.migrations.0010_coding_agent_presets")
+PRESET_MIGRATION = importlib.import_module("spawner.migrations.0011_coding_agent_presets")
 
 
 def claude_line(message: str) -> str:

@@ -96,7 +96,7 @@ def coding_presets(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('spawner', '0009_workspaces'),
+        ('spawner', '0010_merge_queue'),
     ]
 
     operations = [
