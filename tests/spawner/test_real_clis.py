@@ -6,6 +6,7 @@ run's directory are refused. Without the CLIs these tests skip (they fail with C
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,54 @@ def test_claude_review_example_hands_back_structured_findings(claude, cluster, s
     assert "SPAWNER_RESULT_FILE" in role_prompt.first_user_text(), "the role says how to hand back findings"
     merged = Aggregation.objects.get(batch=batch).data
     assert len(merged["findings"]) >= 3, merged
+
+
+def _working_directory(request) -> str:
+    """Where Claude Code runs, as its system prompt tells the model (a worktree's path is not known
+    before the run starts)."""
+    found = re.search(r"[Ww]orking directory: (\S+)", request.system_text() + "\n" + request.prompt_text())
+    assert found, "claude's prompt names its working directory"
+    return found.group(1)
+
+
+def test_real_clis_in_worktrees_edit_in_isolation_and_their_work_is_merged(claude, codex, cluster, server, tmp_path):
+    from spawner.models import MergeStep
+    from tests.spawner.helpers import wait_for
+    from tests.spawner.test_workspaces import checkout_state, git
+
+    clis.install_claude(server, tmp_path / "home")
+    clis.install_codex(server, tmp_path / "codex-home")
+    repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
+    before = checkout_state(repo)
+    server.script(
+        [
+            lambda r: ms.tools(ms.claude_write(_working_directory(r) + "/from_claude.txt", "claude was here\n")),
+            ms.text("Wrote from_claude.txt."),
+        ],
+        when="claude task",
+    )
+    patch = "*** Begin Patch\n*** Add File: from_codex.txt\n+codex was here\n*** End Patch\n"
+    server.script([ms.tools(ms.codex_patch(patch)), ms.text("Added from_codex.txt.")], when="codex task")
+    spec = (
+        f"name: real clis in worktrees\ntimeout: 120\nworkspace:\n  repo: {repo}\n  merge: sequential\n"
+        "tasks:\n"
+        f"  - {{key: claude, agent: claude-code, files: [from_claude.txt], prompt: {json.dumps('--claude task')}}}\n"
+        "  - {key: codex, agent: codex, files: [from_codex.txt], prompt: 'codex task'}\n"
+    )
+
+    batch = wait_batch(launch(spec, repo), timeout=170)
+
+    runs = {r.key: r for r in AgentRun.objects.filter(batch=batch)}
+    assert batch.status == "succeeded", {k: (r.error, r.output_tail[-500:]) for k, r in runs.items()}
+    assert [f["path"] for f in runs["claude"].changes["files"]] == ["from_claude.txt"]
+    assert [f["path"] for f in runs["codex"].changes["files"]] == ["from_codex.txt"]
+    wait_for(
+        lambda: set(MergeStep.objects.filter(batch=batch).values_list("state", flat=True)) == {"merged"},
+        60,
+        "both runs merged",
+    )
+    branch = f"spawner/{batch.id}/integration"
+    assert git(repo, "show", f"{branch}:from_claude.txt") == "claude was here\n"
+    assert git(repo, "show", f"{branch}:from_codex.txt") == "codex was here\n"
+    assert not (repo / "from_claude.txt").exists() and not (repo / "from_codex.txt").exists()
+    assert checkout_state(repo) == before
