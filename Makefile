@@ -34,13 +34,13 @@ run: setup
 
 test: test-sqlite test-postgres test-redis
 
-test-sqlite: setup
+test-sqlite: setup agents
 	$(PY) -m pytest
 
 # The engine's integration suite again, on PostgreSQL (skips when the server is
 # unreachable, fails instead when CI=true).
 test-postgres: setup
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m integration tests/spawner
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli" tests/spawner
 
 # The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite.
 test-redis: setup
