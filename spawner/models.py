@@ -7,7 +7,7 @@ import shutil
 from django.conf import settings
 from django.db import models
 
-from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, Priority, PromptVia, RunStatus
+from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, OutputFormat, Priority, PromptVia, RunStatus
 
 
 class AgentType(models.Model):
@@ -30,6 +30,14 @@ class AgentType(models.Model):
         default=PromptKind.TEXT,
         help_text="What the prompt is. Tools that load the files they are given (pytest) take a path, "
         "confined to the run's working directory.",
+    )
+    output_format = models.CharField(
+        max_length=16,
+        choices=OutputFormat.choices,
+        default=OutputFormat.NONE,
+        blank=True,
+        help_text="How to read the agent's output: with a JSON output mode, its final message becomes the run's "
+        "result when it wrote no SPAWNER_RESULT_FILE (a fenced ```json block in it, or the text as the summary).",
     )
     env = models.JSONField(default=dict, blank=True, help_text="Extra environment variables.")
     secret_names = models.JSONField(
@@ -159,9 +167,58 @@ class Workspace(models.Model):
     merge_mode = models.CharField(max_length=12, choices=MergeMode.choices, default=MergeMode.SEQUENTIAL)
     scope_policy = models.CharField(max_length=10, choices=ScopePolicy.choices, default=ScopePolicy.WARN)
     root = models.CharField(max_length=500, help_text="Where this batch's worktrees live.")
+    # The merge queue (spawner.engine.merging): the integration branch's head and what it holds.
+    integration_head = models.CharField(max_length=64, blank=True, help_text="The integration branch's head.")
+    integration_changes = models.JSONField(
+        null=True, blank=True, help_text="Diff summary of the integration branch against the checkpoint."
+    )
+    conflict_matrix = models.JSONField(
+        null=True, blank=True, help_text="Pre-check: which pairs of runs conflict, on which files."
+    )
+    matrix_at = models.DateTimeField(null=True, blank=True, help_text="When the conflict matrix was computed.")
 
     def __str__(self) -> str:
         return f"workspace of batch {self.batch_id}"
+
+
+class MergeStep(models.Model):
+    """One succeeded run's place in its batch's merge queue: merged onto the integration branch
+    in plan order, or waiting for a person (a conflict, a failed gate, manual mode)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        WAITING = "waiting", "waiting (manual: a person picks it)"
+        MERGED = "merged"
+        CONFLICT = "conflict"
+        RESOLVING = "resolving", "resolving by hand"
+        RERUNNING = "rerunning", "re-running on the integration branch"
+        GATE_FAILED = "gate_failed", "gate failed on the merge"
+        SKIPPED = "skipped"
+        REVERTED = "reverted"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="merge_steps")
+    run = models.OneToOneField("AgentRun", on_delete=models.CASCADE, related_name="merge_step")
+    position = models.PositiveIntegerField(help_text="Its place in the queue: plan order, priority first in a wave.")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.QUEUED, db_index=True)
+    merge_commit = models.CharField(max_length=64, blank=True)
+    merged_head = models.CharField(max_length=64, blank=True, help_text="The run's branch head it merged.")
+    revert_commit = models.CharField(max_length=64, blank=True)
+    conflict = models.JSONField(null=True, blank=True, help_text="Files, their kinds and hunks, against what head.")
+    resolution = models.JSONField(null=True, blank=True, help_text="What a person chose (sides per file, by hand).")
+    rerun_attempt = models.PositiveIntegerField(null=True, blank=True, help_text="The attempt re-running it on top.")
+    error = models.TextField(blank=True)
+    acted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    merged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "position"]
+
+    def __str__(self) -> str:
+        return f"merge step {self.batch_id}/{self.position} ({self.state})"
 
 
 class AgentRun(models.Model):
@@ -225,6 +282,10 @@ class RunAttempt(models.Model):
     base_commit = models.CharField(max_length=64, blank=True, help_text="What its worktree started from.")
     head_commit = models.CharField(max_length=64, blank=True, help_text="Its branch after its changes were committed.")
     changes = models.JSONField(null=True, blank=True)
+    # A re-run on top of the integration branch (a merge conflict's resolution): where its worktree
+    # starts instead of the checkpoint, and what is added to its prompt.
+    start_commit = models.CharField(max_length=64, blank=True)
+    prompt_note = models.TextField(blank=True)
 
     class Meta:
         ordering = ["run", "number"]
@@ -295,6 +356,7 @@ class Escalation(models.Model):
         VOTE = "vote", "vote tie or no quorum"
         SCOPE = "scope", "changed files outside its scope"
         CONFLICT = "conflict", "merge conflict"
+        MERGE_GATE = "merge_gate", "gate failed on the integration branch"
 
     class State(models.TextChoices):
         OPEN = "open"
@@ -306,6 +368,8 @@ class Escalation(models.Model):
         ACCEPTED = "accepted", "accepted the partial result"
         DISMISSED = "dismissed", "dismissed"
         SUPERSEDED = "superseded", "the run succeeded later"
+        SIDES = "sides", "kept one side per file"
+        BY_HAND = "by_hand", "resolved by hand"
 
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="escalations")
     run = models.ForeignKey(AgentRun, null=True, blank=True, on_delete=models.CASCADE, related_name="escalations")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from spawner import spec
-from spawner.core import aggregation, masking, planning
-from spawner.engine import redaction
-from spawner.models import Batch, Escalation, Review
+from spawner.core import aggregation, changes, masking, planning
+from spawner.core import merge_queue as merge_rules
+from spawner.engine import merging, redaction
+from spawner.models import Batch, Escalation, MergeStep, Review
 from spawner.states import RUN_FAILED, RunStatus
 
 
@@ -132,6 +133,117 @@ SPEC_LIMITS = {
 def result_markdown(data: dict, *, title: str) -> str:
     """An aggregation as Markdown (the caller makes the values safe to render)."""
     return aggregation.to_markdown(data, title=title)
+
+
+# --- the merge queue: what the batch page shows (no repository needed: all from the database and the
+# files written beside the logs) -------------------------------------------------------------------
+
+MERGE_DIFF_MAX_BYTES = 2_000_000
+
+
+def _merge_workspace(batch: Batch):
+    return merging.of(batch.id)
+
+
+def merge_queue(batch: Batch) -> dict | None:
+    """The batch's merge queue, or None when it has none (no worktrees, or merge: none)."""
+    ws = _merge_workspace(batch)
+    if ws is None:
+        return None
+    open_escalations = dict(
+        Escalation.objects.filter(
+            batch=batch, state=Escalation.State.OPEN, kind__in=[Escalation.Kind.CONFLICT, Escalation.Kind.MERGE_GATE]
+        ).values_list("run_id", "id")
+    )
+    steps = []
+    counts: dict[str, int] = {}
+    for step in MergeStep.objects.filter(batch=batch).select_related("run", "acted_by").order_by("position"):
+        counts[step.state] = counts.get(step.state, 0) + 1
+        conflict = step.conflict or {}
+        steps.append(
+            {
+                "id": step.id,
+                "position": step.position,
+                "run_id": step.run_id,
+                "key": step.run.key,
+                "state": step.state,
+                "merge_commit": step.merge_commit,
+                "merged_head": step.merged_head,
+                "revert_commit": step.revert_commit,
+                "conflict_files": conflict.get("files", []),
+                "conflict_kinds": conflict.get("kinds", {}),
+                "hunks": conflict.get("hunks", {}),
+                "gate_output": conflict.get("gate", ""),
+                "resolution": step.resolution,
+                "worktree": (step.resolution or {}).get("by_hand", "") if step.state == "resolving" else "",
+                "error": step.error,
+                "escalation": open_escalations.get(step.run_id),
+                "acted_by": step.acted_by.get_username() if step.acted_by else None,
+                "merged_at": step.merged_at,
+                "updated_at": step.updated_at,
+                "actions": list(merge_rules.actions_for(step.state)),
+            }
+        )
+    return {
+        "batch": batch.id,
+        "mode": ws.merge_mode,
+        "gate": bool(ws.gate),
+        "repo": ws.repo,
+        "checkpoint": ws.checkpoint,
+        "integration_branch": changes.integration_branch(batch.id),
+        "integration_head": ws.integration_head,
+        "counts": counts,
+        "steps": steps,
+    }
+
+
+def merge_conflict_matrix(batch: Batch) -> dict | None:
+    """The pre-check: {"runs": [keys in queue order], "pairs": [{"a", "b", "files"}] (only pairs that
+    conflict), "integration": {key: files} (runs that conflict with the integration head),
+    "checked_pairs": n, "computed_at": datetime}; None before it ran."""
+    ws = _merge_workspace(batch)
+    if ws is None or ws.conflict_matrix is None:
+        return None
+    data = ws.conflict_matrix
+    return {
+        "runs": data.get("runs", []),
+        "pairs": data.get("pairs", []),
+        "integration": data.get("integration", {}),
+        "checked_pairs": data.get("checked_pairs", 0),
+        "computed_at": ws.matrix_at,
+    }
+
+
+def integration_diff(batch: Batch, *, max_bytes: int = MERGE_DIFF_MAX_BYTES) -> dict | None:
+    """The integration branch against the checkpoint: {"branch", "head", "summary": {files: [{path,
+    added, removed, outside_scope}], added, removed, changed, ...}, "text": unified diff, "truncated"}."""
+    ws = _merge_workspace(batch)
+    if ws is None:
+        return None
+    path = merging.integration_diff_path(batch.id)
+    text, truncated = "", False
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+        truncated = len(raw) > max_bytes
+        text = raw[:max_bytes].decode("utf-8", "replace")
+    except FileNotFoundError:
+        pass
+    return {
+        "branch": changes.integration_branch(batch.id),
+        "head": ws.integration_head,
+        "summary": ws.integration_changes,
+        "text": text,
+        "truncated": truncated,
+    }
+
+
+def integration_take_commands(batch: Batch) -> list[str]:
+    """The commands a person types to take the integration branch (Spawner never merges into their branches)."""
+    ws = _merge_workspace(batch)
+    if ws is None:
+        return []
+    return merge_rules.take_commands(ws.repo, changes.integration_branch(batch.id))
 
 
 # === diffs and workspaces, for the run and batch pages (diff UI) ==================================

@@ -12,10 +12,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from spawner import permissions, spec
+from spawner.core import changes as changes_rules
+from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
-from spawner.engine import dispatch, events, prompts, transitions, workspaces
+from spawner.engine import dispatch, events, git, merging, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
-from spawner.models import AgentRun, AgentType, Batch, Escalation, Review, Role
+from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
@@ -335,6 +337,11 @@ def escalation_resolve(*, escalation: Escalation, action: str, note: str = "", a
         raise ActionRefused("say why you dismiss it")
     if action == "retry" and escalation.run is None:
         raise ActionRefused("this escalation concerns the whole batch: retry its runs one by one")
+    if escalation.kind in _MERGE_ESCALATIONS and escalation.run is not None and action != "dismiss":
+        raise ActionRefused(
+            "a merge escalation is resolved in the merge queue: keep one side per file, re-run on top of the "
+            "integration branch, resolve by hand, merge again or skip"
+        )
     state, resolution = _RESOLUTIONS[action]
     with transaction.atomic():
         if action == "retry":
@@ -355,3 +362,262 @@ def review_submit(*, batch: Batch, author, decision: str, comment: str = "") -> 
             batch_id=batch.id, kind=EventKind.of("review", decision), data={"review": review.id}, actor=author
         )
     return review
+
+
+# --- the merge queue --------------------------------------------------------------------------
+# Every action needs the permission to resolve escalations (a re-run also the one to launch). The
+# state changes go through transitions; git work runs in the merge queue's q2 task, except what a
+# person waits for (putting a conflict in a worktree, committing a resolution, a revert, a reset).
+
+_MERGE_ESCALATIONS = (Escalation.Kind.CONFLICT, Escalation.Kind.MERGE_GATE)
+
+
+def _merge_workspace(step: MergeStep):
+    ws = merging.of(step.batch_id)
+    if ws is None:
+        raise ActionRefused(f"batch #{step.batch_id} has no merge queue")
+    return ws
+
+
+def _fresh_step(step: MergeStep) -> MergeStep:
+    return MergeStep.objects.select_related("run", "batch").get(id=step.id)
+
+
+def _refuse_state(step: MergeStep, action: str) -> None:
+    if action not in merge_rules.actions_for(step.state):
+        allowed = ", ".join(merge_rules.actions_for(step.state)) or "nothing until it changes"
+        raise ActionRefused(f"run '{step.run.key}' is {step.state} in the merge queue; you may: {allowed}")
+
+
+def _close_merge_escalations(step: MergeStep, *, state: str, resolution: str, note: str, actor) -> None:
+    for escalation in Escalation.objects.filter(run_id=step.run_id, kind__in=_MERGE_ESCALATIONS, state="open"):
+        transitions.escalation_close(escalation, state=state, resolution=resolution, note=note, actor=actor)
+
+
+def _step_move(step: MergeStep, name: str, target: str, *, actor, **fields) -> None:
+    if not transitions.merge_step_move(step, name, target, actor=actor, **fields):
+        raise ActionRefused(f"run '{step.run.key}' changed state in the merge queue meanwhile; look again")
+
+
+def merge_step_merge(*, step: MergeStep, actor=None) -> None:
+    """Put a step (waiting in manual mode, skipped, reverted, or after a failed gate) in the queue."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    step = _fresh_step(step)
+    _merge_workspace(step)
+    _refuse_state(step, "merge")
+    with transaction.atomic():
+        was = step.state
+        _step_move(step, "merge_step_queued", MergeStep.State.QUEUED, actor=actor, error="", data={"was": was})
+        if was == MergeStep.State.GATE_FAILED:
+            note = "merged again after the gate failed"
+            _close_merge_escalations(
+                step, state=Escalation.State.RESOLVED, resolution=Escalation.Resolution.RETRIED, note=note, actor=actor
+            )
+        merging.send_on_commit(step.batch_id)
+
+
+def merge_step_skip(*, step: MergeStep, note: str = "", actor=None) -> None:
+    """Leave a run out of the integration branch; its merge escalation is dismissed."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    step = _fresh_step(step)
+    _merge_workspace(step)
+    _refuse_state(step, "skip")
+    with transaction.atomic():
+        _step_move(step, "merge_step_skipped", MergeStep.State.SKIPPED, actor=actor, data={"note": note})
+        _close_merge_escalations(
+            step,
+            state=Escalation.State.DISMISSED,
+            resolution=Escalation.Resolution.DISMISSED,
+            note=note or "skipped in the merge queue",
+            actor=actor,
+        )
+
+
+def merge_step_keep_sides(*, step: MergeStep, sides: Mapping[str, str], actor=None) -> None:
+    """Resolve a conflict by keeping, per conflicting file, `ours` (the integration branch) or
+    `theirs` (the run); the merge commit is made with those choices by the queue."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    step = _fresh_step(step)
+    _merge_workspace(step)
+    _refuse_state(step, "keep_sides")
+    sides = {str(k): str(v) for k, v in dict(sides).items()}
+    if errors := merge_rules.side_choice_errors((step.conflict or {}).get("files", []), sides):
+        raise ActionRefused("; ".join(errors))
+    chosen = ", ".join(f"{f}: {s}" for f, s in sorted(sides.items()))
+    with transaction.atomic():
+        _step_move(
+            step,
+            "merge_step_queued",
+            MergeStep.State.QUEUED,
+            actor=actor,
+            resolution={"sides": sides},
+            data={"resolution": "sides", "sides": sides},
+        )
+        _close_merge_escalations(
+            step,
+            state=Escalation.State.RESOLVED,
+            resolution=Escalation.Resolution.SIDES,
+            note=f"kept {chosen}",
+            actor=actor,
+        )
+        merging.send_on_commit(step.batch_id)
+
+
+def merge_step_rerun(*, step: MergeStep, actor=None) -> RunAttempt:
+    """Run the agent again on top of the integration branch, the conflict (files and hunks) added to
+    its prompt; when it succeeds its step is merged again."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    permissions.require(actor, permissions.may_launch)
+    step = _fresh_step(step)
+    ws = _merge_workspace(step)
+    _refuse_state(step, "rerun")
+    _refuse_admin_only([AgentRun.objects.select_related("agent_type").get(id=step.run_id)], actor)
+    head = ws.integration_head or ws.checkpoint
+    note = merge_rules.rerun_note(
+        integration=changes_rules.integration_branch(step.batch_id), conflict=step.conflict or {}
+    )
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(id=step.batch_id)
+        run = AgentRun.objects.get(id=step.run_id)
+        if run.status != RunStatus.SUCCEEDED:
+            raise ActionRefused(f"run '{run.key}' is {run.status}; only a succeeded run re-runs on top")
+        _step_move(
+            step,
+            "merge_step_rerunning",
+            MergeStep.State.RERUNNING,
+            actor=actor,
+            rerun_attempt=run.attempt + 1,
+            data={"integration_head": head},
+        )
+        if batch.status != BatchStatus.RUNNING:
+            transitions.batch_reopen(batch, actor=actor)
+        attempt = transitions.attempt_queue(
+            run,
+            not_before=timezone.now(),
+            reason=EventKind.RUN_RETRIED,
+            actor=actor,
+            transition="run_rerun_on_top",
+            start_commit=head,
+            prompt_note=note,
+        )
+        if attempt is None:
+            raise ActionRefused(f"run '{run.key}' changed meanwhile; look again")
+        _close_merge_escalations(
+            step,
+            state=Escalation.State.RESOLVED,
+            resolution=Escalation.Resolution.RETRIED,
+            note="re-run on top of the integration branch",
+            actor=actor,
+        )
+        dispatch.batch_advance(batch.id)
+    return attempt
+
+
+def merge_step_by_hand(*, step: MergeStep, actor=None) -> dict:
+    """Put the conflict in the run's worktree (the integration branch merged in, markers left) for a
+    person to edit; then `merge_step_resolved`. Returns {"worktree": path, "files": [...]}."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    step = _fresh_step(step)
+    ws = _merge_workspace(step)
+    _refuse_state(step, "by_hand")
+    try:
+        path, files = merging.by_hand(ws, step)
+    except (merging.MergeError, merging.Busy) as exc:
+        raise ActionRefused(str(exc)) from None
+    except git.GitError as exc:
+        raise ActionRefused(f"git: {exc}") from None
+    with transaction.atomic():
+        _step_move(
+            step,
+            "merge_step_resolving",
+            MergeStep.State.RESOLVING,
+            actor=actor,
+            resolution={"by_hand": str(path), "files": files},
+            data={"worktree": str(path), "files": files},
+        )
+    return {"worktree": str(path), "files": files}
+
+
+def merge_step_resolved(*, step: MergeStep, note: str = "", actor=None) -> str:
+    """A person resolved the conflict in the run's worktree: Spawner commits it there and the queue
+    merges it. Refused while conflict markers remain. Returns the commit."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    step = _fresh_step(step)
+    ws = _merge_workspace(step)
+    _refuse_state(step, "resolved")
+    who = actor.get_username() if actor is not None and actor.is_authenticated else "the command line"
+    try:
+        commit = merging.mark_resolved(ws, step, who=who)
+    except (merging.MergeError, merging.Busy) as exc:
+        raise ActionRefused(str(exc)) from None
+    except git.GitError as exc:
+        raise ActionRefused(f"git: {exc}") from None
+    with transaction.atomic():
+        _step_move(
+            step,
+            "merge_step_queued",
+            MergeStep.State.QUEUED,
+            actor=actor,
+            resolution={**(step.resolution or {}), "resolved": commit},
+            data={"resolution": "by_hand", "commit": commit},
+        )
+        _close_merge_escalations(
+            step,
+            state=Escalation.State.RESOLVED,
+            resolution=Escalation.Resolution.BY_HAND,
+            note=note or f"resolved by hand ({commit[:10]})",
+            actor=actor,
+        )
+        merging.send_on_commit(step.batch_id)
+    return commit
+
+
+def merge_step_revert(*, step: MergeStep, actor=None) -> str:
+    """Revert one run's merge on the integration branch (`git revert -m 1`). Returns the revert commit."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    step = _fresh_step(step)
+    ws = _merge_workspace(step)
+    _refuse_state(step, "revert")
+    try:
+        commit = merging.revert(ws, step)
+    except (merging.MergeError, merging.Busy) as exc:
+        raise ActionRefused(str(exc)) from None
+    with transaction.atomic():
+        _step_move(
+            step,
+            "merge_step_reverted",
+            MergeStep.State.REVERTED,
+            actor=actor,
+            revert_commit=commit,
+            data={"commit": commit},
+        )
+    return commit
+
+
+def merge_reset(*, batch: Batch, actor=None) -> None:
+    """The integration branch back to the checkpoint: merged steps (and those waiting on a conflict or a
+    failed gate) become reverted, to be picked again; their merge escalations are closed."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    ws = merging.of(batch.id)
+    if ws is None:
+        raise ActionRefused(f"batch #{batch.id} has no merge queue")
+    try:
+        head = merging.reset(ws)
+    except merging.Busy as exc:
+        raise ActionRefused(str(exc)) from None
+    with transaction.atomic():
+        steps = MergeStep.objects.filter(batch_id=batch.id, state__in=list(merge_rules.AFTER_RESET)).select_related(
+            "run"
+        )
+        for step in steps:
+            transitions.merge_step_move(
+                step, "merge_step_reverted", MergeStep.State.REVERTED, actor=actor, data={"reset": True}
+            )
+            _close_merge_escalations(
+                step,
+                state=Escalation.State.DISMISSED,
+                resolution=Escalation.Resolution.SUPERSEDED,
+                note="the integration branch was reset",
+                actor=actor,
+            )
+        events.record(batch_id=batch.id, kind=EventKind.MERGE_RESET, data={"head": head}, actor=actor)

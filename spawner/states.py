@@ -89,6 +89,15 @@ class PromptVia(models.TextChoices):
     FILE = "file", "file ({prompt_file} in argv, SPAWNER_PROMPT_FILE in env)"
 
 
+class OutputFormat(models.TextChoices):
+    """How to read a coding agent's output for its final message (spawner.core.agent_output)."""
+
+    NONE = "", "plain text (no final message is read)"
+    CLAUDE_JSON = "claude-json", "Claude Code --output-format json"
+    CODEX_JSONL = "codex-jsonl", "codex exec --json"
+    GEMINI_JSON = "gemini-json", "Gemini CLI --output-format json"
+
+
 class EventKind(models.TextChoices):
     """Every kind of entry in the event log, one definition each."""
 
@@ -123,6 +132,18 @@ class EventKind(models.TextChoices):
     ATTEMPT_HANDED_BACK = "attempt.handed_back"
     ATTEMPT_HARVESTED = "attempt.harvested"  # it ended while no worker watched; its exit record says how
     AGGREGATION_COMPUTED = "aggregation.computed"
+    # The merge queue: a step reaching each state, the pre-check's matrix, the integration branch reset.
+    MERGE_QUEUED = "merge.queued"
+    MERGE_WAITING = "merge.waiting"
+    MERGE_MERGED = "merge.merged"
+    MERGE_CONFLICT = "merge.conflict"
+    MERGE_RESOLVING = "merge.resolving"
+    MERGE_RERUNNING = "merge.rerunning"
+    MERGE_GATE_FAILED = "merge.gate_failed"
+    MERGE_SKIPPED = "merge.skipped"
+    MERGE_REVERTED = "merge.reverted"
+    MERGE_MATRIX = "merge.matrix"
+    MERGE_RESET = "merge.reset"
     ESCALATION_OPENED = "escalation.opened"
     ESCALATION_ASSIGNED = "escalation.assigned"
     ESCALATION_RESOLVED = "escalation.resolved"
@@ -139,4 +160,5 @@ class EventKind(models.TextChoices):
 
 ESCALATION_EVENTS = frozenset(k for k in EventKind if k.startswith("escalation."))
 REVIEW_EVENTS = frozenset(k for k in EventKind if k.startswith("review."))
+MERGE_EVENTS = frozenset(k for k in EventKind if k.startswith("merge."))
 FANIN_EVENTS = ESCALATION_EVENTS | REVIEW_EVENTS | {EventKind.AGGREGATION_COMPUTED}

@@ -13,7 +13,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from spawner.core import scheduling, timings
-from spawner.engine import fanin, transitions, webhooks
+from spawner.engine import fanin, merging, transitions, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
@@ -106,6 +106,7 @@ def batch_finish(batch: Batch, outcome: str) -> None:
     if not transitions.batch_end(batch, outcome, figures=figures, now=now):
         return
     agg = fanin.aggregation_compute(batch)
+    merging.enter_queue(batch)  # its git work runs in a q2 task after this transaction
     webhooks.notify(batch, "batch.ended", {**figures, "aggregation": agg.status})
 
 

@@ -6,19 +6,21 @@ q2 task or a late answer from an attempt that was reaped or cancelled changes no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, lifecycle, prompts, redaction, transitions, workspaces
+from spawner.engine import dispatch, events, final_message, lifecycle, prompts, redaction, transitions, workspaces
 from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
@@ -159,6 +161,8 @@ def attempt_finish(
     redaction.rewrite_file(result_path, secrets)
     if status == AttemptStatus.SUCCEEDED or result_path.exists():
         result, result_error = read_result(result_path)
+    if status == AttemptStatus.SUCCEEDED and result is None and not result_error:
+        result = final_message.result_from_log(run.agent_type.output_format, log_path)
     result, result_error, error = redaction.mask_json([result, result_error, error], secrets)
     end = transitions.AttemptEnd(
         status=status,
@@ -228,14 +232,16 @@ def run_attempt(attempt_id: int) -> str:
         env = agent_env(run.agent_type)
         cwd = Path(run.cwd or run.batch.cwd or settings.BASE_DIR)
         if workspace:
-            cwd = workspaces.prepare(attempt, workspace, log_path, keeper)
+            with _beating(attempt.id):
+                cwd = workspaces.prepare(attempt, workspace, log_path, keeper)
         if deps:
             deps_path.parent.mkdir(parents=True, exist_ok=True)
             deps_path.write_text(json.dumps(deps, ensure_ascii=False, indent=1))
             env["SPAWNER_DEPS_FILE"] = str(deps_path)
         invocation = Invocation(
             argv_template=tuple(str(a) for a in run.agent_type.argv),
-            prompt=templating.render_deps(run.prompt, deps),
+            prompt=templating.render_deps(run.prompt, deps)
+            + (f"\n\n{attempt.prompt_note}" if attempt.prompt_note else ""),
             prompt_via=run.agent_type.prompt_via,
             key=run.key,
             cwd=cwd,
@@ -258,6 +264,28 @@ def run_attempt(attempt_id: int) -> str:
     return _supervise(attempt, process, log_path, workspace, keeper)
 
 
+@contextlib.contextmanager
+def _beating(attempt_id: int):
+    """Heartbeat from a thread while git works (a lock wait, a big checkout or commit): the reaper
+    must not take a slow workspace step for a dead worker."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(conf("HEARTBEAT_SECONDS")):
+                _beat(attempt_id, AttemptStatus.RUNNING)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{attempt_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _Keeper:
     """Called while a workspace step (setup, gate) runs: heartbeats, and says whether to go on."""
 
@@ -273,13 +301,17 @@ class _Keeper:
             self.last = time.monotonic()
         return True
 
+    def started(self, pgid: int) -> None:
+        RunAttempt.objects.filter(id=self.attempt_id, status=AttemptStatus.RUNNING).update(pgid=pgid)
+
 
 def _finish_in_workspace(attempt: RunAttempt, workspace, log_path: Path, code: int, ok: bool, keeper) -> str:
     """The agent ended on its own: its worktree's changes are committed and checked before the run ends."""
     error = "" if ok else f"exit code {code}"
     escalation = None
     try:
-        outcome = workspaces.conclude(attempt, workspace, log_path, agent_ok=ok, tick=keeper)
+        with _beating(attempt.id):
+            outcome = workspaces.conclude(attempt, workspace, log_path, agent_ok=ok, tick=keeper)
     except Exception as exc:  # noqa: BLE001 - git failing is the attempt's failure, said plainly
         log.exception("attempt %s: workspace step failed", attempt.id)
         outcome = workspaces.Outcome(ok=False, error=f"workspace: {exc}")

@@ -140,6 +140,12 @@ def finish_unwatched(attempt: RunAttempt, *, otherwise: str, error: str) -> str 
     its exit record says it ended, else `otherwise`. The status recorded, or None if it was stale."""
     log_path = Path(attempt.log_path) if attempt.log_path else execution.attempt_paths(attempt)[0]
     code = read_exit_record(log_path)
+    if code is not None and _in_workspace(attempt):
+        # Its worker died somewhere between the agent's end and the attempt's: whether its changes were
+        # committed, scope-checked and gated is not known here, so nothing may call it done. It ends as
+        # if it had not finished (lost, or handed back) and runs again from a fresh worktree.
+        code = None
+        error = f"{error}; the agent had ended, but its worktree's changes were not committed and checked"
     if code is None:
         return otherwise if execution.attempt_finish(attempt, status=otherwise, error=error) else None
     status, failure = rules.harvested_status(code, attempt.run.agent_type.exit_codes)
@@ -147,6 +153,10 @@ def finish_unwatched(attempt: RunAttempt, *, otherwise: str, error: str) -> str 
     if not execution.attempt_finish(attempt, status=status, exit_code=code, error=failure, harvested_from=harvested):
         return None
     return status
+
+
+def _in_workspace(attempt: RunAttempt) -> bool:
+    return RunAttempt.objects.filter(id=attempt.id).exclude(worktree="").exists()
 
 
 def hand_back(attempts: list[RunAttempt], grace: float) -> int:

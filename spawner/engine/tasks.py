@@ -8,8 +8,12 @@ plain `qcluster`. Webhooks are not q2 tasks either: the cluster's delivery loop 
 
 from __future__ import annotations
 
-from spawner.engine import execution
+from spawner.engine import execution, merging
 
 
 def execute_attempt(attempt_id: int) -> str:
     return execution.run_attempt(attempt_id)
+
+
+def merge_queue(batch_id: int) -> str:
+    return merging.process(batch_id)

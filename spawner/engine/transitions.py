@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from spawner.core import rules
 from spawner.engine import events, queue, webhooks
-from spawner.models import AgentRun, Batch, Escalation, RunAttempt
+from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt
 from spawner.states import (
     ATTEMPT_RETRYABLE,
     ATTEMPT_TERMINAL,
@@ -32,6 +32,7 @@ from spawner.states import (
 )
 
 OPEN = Escalation.State.OPEN
+STEP = MergeStep.State
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,27 @@ TABLE: dict[str, Transition] = {
     "batch_reopened": _t(Batch, "status", BATCH_TERMINAL, {BatchStatus.RUNNING}),
     "escalation_assigned": _t(Escalation, "state", {OPEN}, {OPEN}),
     "escalation_closed": _t(Escalation, "state", {OPEN}, {Escalation.State.RESOLVED, Escalation.State.DISMISSED}),
+    # A succeeded run runs again on top of the integration branch (a merge conflict's resolution).
+    "run_rerun_on_top": _t(AgentRun, "status", {RunStatus.SUCCEEDED}, {RunStatus.QUEUED}),
+    # The merge queue (spawner.engine.merging): one step per succeeded run.
+    "merge_step_queued": _t(
+        MergeStep,
+        "state",
+        {STEP.WAITING, STEP.CONFLICT, STEP.RESOLVING, STEP.RERUNNING, STEP.GATE_FAILED, STEP.SKIPPED, STEP.REVERTED},
+        {STEP.QUEUED},
+    ),
+    "merge_step_merged": _t(MergeStep, "state", {STEP.QUEUED}, {STEP.MERGED}),
+    "merge_step_conflicted": _t(MergeStep, "state", {STEP.QUEUED, STEP.RERUNNING}, {STEP.CONFLICT}),
+    "merge_step_gate_failed": _t(MergeStep, "state", {STEP.QUEUED}, {STEP.GATE_FAILED}),
+    "merge_step_resolving": _t(MergeStep, "state", {STEP.CONFLICT}, {STEP.RESOLVING}),
+    "merge_step_rerunning": _t(MergeStep, "state", {STEP.CONFLICT, STEP.GATE_FAILED}, {STEP.RERUNNING}),
+    "merge_step_skipped": _t(
+        MergeStep,
+        "state",
+        {STEP.QUEUED, STEP.WAITING, STEP.CONFLICT, STEP.RESOLVING, STEP.GATE_FAILED, STEP.REVERTED},
+        {STEP.SKIPPED},
+    ),
+    "merge_step_reverted": _t(MergeStep, "state", {STEP.MERGED, STEP.CONFLICT, STEP.GATE_FAILED}, {STEP.REVERTED}),
 }
 
 
@@ -90,11 +112,21 @@ def move(name: str, pk: int, target: str, *, fence: dict | None = None, **fields
 # --- attempts and runs ---------------------------------------------------------------------
 
 
-def attempt_queue(run: AgentRun, *, not_before: datetime, reason: EventKind, actor=None) -> RunAttempt | None:
-    """Queue the run's next attempt (first try, automatic retry, a person's retry). Caller holds the batch lock."""
+def attempt_queue(
+    run: AgentRun,
+    *,
+    not_before: datetime,
+    reason: EventKind,
+    actor=None,
+    transition: str = "run_queued",
+    **attempt_fields,
+) -> RunAttempt | None:
+    """Queue the run's next attempt (first try, automatic retry, a person's retry). Caller holds the batch lock.
+
+    `run_rerun_on_top` with `start_commit` and `prompt_note`: a succeeded run again on the integration branch."""
     number = run.attempt + 1
     queued = move(
-        "run_queued",
+        transition,
         run.id,
         RunStatus.QUEUED,
         fence={"attempt": run.attempt},
@@ -106,7 +138,7 @@ def attempt_queue(run: AgentRun, *, not_before: datetime, reason: EventKind, act
     )
     if not queued:
         return None
-    attempt = RunAttempt.objects.create(run=run, number=number, not_before=not_before)
+    attempt = RunAttempt.objects.create(run=run, number=number, not_before=not_before, **attempt_fields)
     run.attempt, run.status = number, RunStatus.QUEUED
     events.record(
         batch_id=run.batch_id,
@@ -385,6 +417,48 @@ def escalation_close(escalation: Escalation, *, state: str, resolution: str, not
         run_id=escalation.run_id,
         kind=EventKind.of("escalation", state),
         data={"escalation": escalation.id, "resolution": resolution, "note": note},
+        actor=actor,
+    )
+    return True
+
+
+# --- the merge queue -------------------------------------------------------------------------
+
+
+def merge_step_create(*, batch: Batch, run: AgentRun, position: int, state: str) -> MergeStep | None:
+    """A succeeded run enters its batch's merge queue (queued, or waiting for a person); once per run."""
+    if state not in (STEP.QUEUED, STEP.WAITING):
+        raise ValueError(f"a merge step starts queued or waiting, not {state!r}")
+    step, created = MergeStep.objects.get_or_create(
+        run=run, defaults={"batch": batch, "position": position, "state": state}
+    )
+    if not created:
+        return None
+    events.record(
+        batch_id=batch.id,
+        run_id=run.id,
+        kind=EventKind.of("merge", state),
+        status=state,
+        data={"step": step.id, "key": run.key, "position": position},
+    )
+    return step
+
+
+def merge_step_move(step: MergeStep, name: str, target: str, *, actor=None, data: dict | None = None, **fields) -> bool:
+    """Move a merge step (see TABLE) and log it as `merge.<state>`, with what the page shows."""
+    if actor is not None and actor.is_authenticated:
+        fields["acted_by"] = actor
+    if not move(name, step.id, target, **fields):
+        return False
+    for key, value in fields.items():
+        setattr(step, key, value)
+    step.state = target
+    events.record(
+        batch_id=step.batch_id,
+        run_id=step.run_id,
+        kind=EventKind.of("merge", target),
+        status=target,
+        data={"step": step.id, "key": step.run.key, "position": step.position, **(data or {})},
         actor=actor,
     )
     return True

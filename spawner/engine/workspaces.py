@@ -9,15 +9,17 @@ and worktrees under its data directory. Nothing is ever pushed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from django.conf import settings
 
@@ -28,7 +30,15 @@ from spawner.models import AgentRun, Batch, RunAttempt, Workspace
 from spawner.states import EventKind, RunStatus
 
 DIFF_MAX_BYTES = 2_000_000
-Tick = Callable[[], bool]  # called while a step runs: heartbeat; False means stop (cancelled)
+
+
+class Tick(Protocol):
+    """The attempt's keeper while a step runs: `started` records the step's process group (so a
+    reaper or a stopping cluster can stop it), calling it heartbeats and says whether to go on."""
+
+    def __call__(self) -> bool: ...
+
+    def started(self, pgid: int) -> None: ...
 
 
 class WorkspaceError(RuntimeError):
@@ -142,13 +152,38 @@ def _author(key: str, batch_id: int) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def repo_lock(repo: str | Path):
+    """One change to a repository's list of worktrees at a time, across this machine's workers:
+    git reads the other worktrees' records while it adds one, and a record half written by a
+    concurrent `worktree add` makes it fail. Only the bookkeeping is serialised; checkouts are not."""
+    locks = Path(conf("WORKSPACE_DIR")) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha1(str(Path(repo).resolve()).encode()).hexdigest()[:16]
+    with open(locks / f"{name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def remove_worktree(repo: str | Path, path: str | Path) -> None:
     """Remove a worktree and git's record of it; quietly, whatever state it is in."""
     path = Path(path)
-    git.run(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-    git.run(repo, "worktree", "prune", check=False)
+    with repo_lock(repo):
+        git.run(repo, "worktree", "remove", "--force", "--force", str(path), check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        git.run(repo, "worktree", "prune", check=False)
+
+
+def add_worktree(repo: str | Path, path: Path, branch: str, start: str) -> None:
+    """`git worktree add -B branch path start`: the record under the repository's lock, the
+    checkout of its files after it, side by side with other workers' checkouts."""
+    with repo_lock(repo):
+        git.run(repo, "worktree", "add", "--force", "--no-checkout", "-B", branch, str(path), start)
+    git.run(path, "reset", "--hard", "-q", "HEAD")
 
 
 def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> Path:
@@ -164,12 +199,14 @@ def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> P
         remove_worktree(repo, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     branch = changes_rules.run_branch(run.batch_id, run.key)
+    start = attempt.start_commit or ws.checkpoint  # a re-run on top starts from the integration branch
     try:
-        git.run(repo, "worktree", "add", "--force", "-B", branch, str(path), ws.checkpoint)
+        add_worktree(repo, path, branch, start)
     except git.GitError as exc:
         raise WorkspaceError(f"could not create its worktree: {exc.stderr[-300:]}") from None
     RunAttempt.objects.filter(id=attempt.id).update(worktree=str(path), branch=branch)
-    _take_dependencies(run, path)
+    if not attempt.start_commit:
+        _take_dependencies(run, path)
     base = git.out(path, "rev-parse", "HEAD")
     RunAttempt.objects.filter(id=attempt.id).update(base_commit=base)
     if ws.setup:
@@ -246,7 +283,7 @@ def conclude(attempt: RunAttempt, ws: Workspace, log_path: Path, *, agent_ok: bo
     head = git.out(path, "rev-parse", "HEAD")
     numstat = git.out(path, "diff", "--numstat", "-z", "--no-renames", base, head)
     summary = changes_rules.summarise(changes_rules.parse_numstat(numstat), run.files, base=base, head=head)
-    _write_diff(path, base, head, diff_path(log_path))
+    write_diff(path, base, head, diff_path(log_path))
     data = summary.as_data()
     RunAttempt.objects.filter(id=attempt.id).update(head_commit=head, changes=data)
     AgentRun.objects.filter(id=run.id, attempt=attempt.number).update(changes=data)
@@ -280,7 +317,7 @@ def diff_path(log_path: Path) -> Path:
     return log_path.with_name(log_path.name.removesuffix(".log") + ".diff")
 
 
-def _write_diff(path: Path, base: str, head: str, target: Path) -> None:
+def write_diff(path: Path, base: str, head: str, target: Path) -> None:
     """The unified diff beside the log, bounded: the page reads it without needing the repository."""
     argv = ["git", "diff", "--no-color", "--no-renames", "--no-ext-diff", base, head]
     with (
@@ -327,6 +364,7 @@ def run_step(step: str, command: str, cwd: Path, log_path: Path, *, timeout: flo
             start_new_session=True,
             env={k: v for k, v in os.environ.items() if k in conf("ENV_ALLOWLIST")},
         )
+        tick.started(proc.pid)
         deadline = time.monotonic() + timeout
         code: int | None = None
         while code is None:

@@ -13,7 +13,7 @@ from django.utils import timezone
 from spawner import services
 from spawner.engine import events, transitions
 from spawner.errors import ActionRefused
-from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt, RunEvent
+from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, RunAttempt, RunEvent
 from spawner.states import AttemptStatus, BatchStatus, EventKind, RunStatus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +42,9 @@ def row_in(transition: transitions.Transition, state: str, batch: Batch, run: Ag
     if model is RunAttempt:
         RunAttempt.objects.filter(run=run).delete()
         return RunAttempt.objects.create(run=run, number=1, not_before=timezone.now(), status=state).id
+    if model is MergeStep:
+        MergeStep.objects.filter(run=run).delete()
+        return MergeStep.objects.create(batch=batch, run=run, position=0, state=state).id
     return Escalation.objects.create(batch=batch, kind=Escalation.Kind.VOTE, reason="r", state=state).id
 
 
@@ -127,10 +130,10 @@ def test_a_batch_reopens_only_from_an_end(batch):
 WRITES = {"update", "create", "get_or_create", "update_or_create", "bulk_update"}
 STATUS_FIELDS = {"status", "state"}
 # The models whose status only transitions change, and the relations that reach them.
-OWNED = {"AgentRun", "RunAttempt", "Batch", "Escalation"}
-RELATIONS = {"runs", "attempts", "escalations", "run", "batch"}
+OWNED = {"AgentRun", "RunAttempt", "Batch", "Escalation", "MergeStep"}
+RELATIONS = {"runs", "attempts", "escalations", "run", "batch", "merge_steps", "merge_step"}
 # In-memory rows of those models go by these names (`run`, `other_run`, `attempt`, `batch`, ...).
-OWNED_NAME = re.compile(r"run|attempt|batch|escalation", re.IGNORECASE)
+OWNED_NAME = re.compile(r"run|attempt|batch|escalation|step", re.IGNORECASE)
 
 
 def chain(node: ast.AST) -> list[str]:
@@ -212,3 +215,36 @@ def test_a_harvested_end_is_logged_in_the_same_transaction_before_the_run_ends(b
     assert transitions.attempt_end(attempt, end, backoff_cap=0)
     kinds = list(RunEvent.objects.filter(batch=batch).values_list("kind", flat=True))
     assert kinds == [EventKind.ATTEMPT_SUCCEEDED, EventKind.ATTEMPT_HARVESTED, EventKind.RUN_SUCCEEDED]
+
+
+def test_a_merge_step_starts_queued_or_waiting_once_per_run_and_each_move_is_logged(batch, run):
+    step = transitions.merge_step_create(batch=batch, run=run, position=0, state=MergeStep.State.QUEUED)
+    assert step is not None
+    assert transitions.merge_step_create(batch=batch, run=run, position=0, state=MergeStep.State.WAITING) is None
+    with pytest.raises(ValueError, match="starts queued or waiting"):
+        transitions.merge_step_create(batch=batch, run=run, position=0, state=MergeStep.State.MERGED)
+    assert transitions.merge_step_move(step, "merge_step_merged", MergeStep.State.MERGED, merge_commit="abc")
+    assert not transitions.merge_step_move(step, "merge_step_conflicted", MergeStep.State.CONFLICT)
+    rows = list(RunEvent.objects.filter(batch=batch).values_list("kind", "data"))
+    assert [k for k, _ in rows] == [EventKind.MERGE_QUEUED, EventKind.MERGE_MERGED]
+    assert rows[1][1]["key"] == "a" and MergeStep.objects.get(id=step.id).merge_commit == "abc"
+
+
+def test_a_rerun_on_top_queues_a_succeeded_run_with_its_start_and_note(batch, run):
+    AgentRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED)
+    run.refresh_from_db()
+    attempt = transitions.attempt_queue(
+        run,
+        not_before=timezone.now(),
+        reason=EventKind.RUN_RETRIED,
+        transition="run_rerun_on_top",
+        start_commit="f" * 40,
+        prompt_note="the conflict",
+    )
+    assert attempt is not None and attempt.number == 2
+    assert (attempt.start_commit, attempt.prompt_note) == ("f" * 40, "the conflict")
+    assert AgentRun.objects.get(id=run.id).status == RunStatus.QUEUED
+    # The ordinary retry refuses a succeeded run.
+    AgentRun.objects.filter(id=run.id).update(status=RunStatus.SUCCEEDED)
+    run.refresh_from_db()
+    assert transitions.attempt_queue(run, not_before=timezone.now(), reason=EventKind.RUN_RETRIED) is None

@@ -13,6 +13,7 @@ import pytest
 from spawner import spec
 from spawner.core import changes
 from spawner.models import AgentRun, Escalation, RunAttempt, Workspace
+from tests.conftest import ClusterProcess
 from tests.spawner.helpers import launch, wait_batch
 
 pytestmark = pytest.mark.integration
@@ -143,7 +144,17 @@ def test_a_failing_gate_fails_the_run_and_the_retry_starts_from_a_fresh_worktree
     assert not Path(first.worktree or "/nonexistent").exists()
 
 
-def test_sixteen_worktrees_created_at_once(cluster, agent_types, tmp_path):
+@pytest.fixture
+def roomy_cluster(cluster, tmp_path):
+    """The cluster with a lease long enough for 16 workers on a 2-core machine under load."""
+    cluster.stop()
+    roomy = ClusterProcess({**cluster.env, "SPAWNER_LEASE_SECONDS": "20"}, tmp_path / "roomy-cluster.log")
+    roomy.start()
+    yield roomy
+    roomy.stop()
+
+
+def test_sixteen_worktrees_created_at_once(roomy_cluster, agent_types, tmp_path):
     repo = make_repo(tmp_path / "repo")
     tasks = "".join(f"  - {{key: t{i}, prompt: 'echo {i} > f{i}.txt'}}\n" for i in range(16))
     batch = wait_batch(launch(spec_text(repo, tasks, max_parallel=16), tmp_path), timeout=120)
@@ -204,3 +215,28 @@ def test_setup_and_gate_are_for_admins(agent_types):
     with pytest.raises(spec.SpecInvalid) as caught:
         services.spec_load(text, is_admin=False)
     assert "may only be set by an admin" in str(caught.value.errors[0])
+
+
+def test_a_worker_killed_during_the_gate_is_not_harvested_as_done(cluster, agent_types, tmp_path):
+    """kill -9 of the worker while the gate runs: the gate's process group is stopped by the reaper,
+    the attempt is lost (not harvested as a success: its gate never passed), the retry starts afresh."""
+    import os
+    import signal
+
+    from tests.spawner.helpers import pid_alive, wait_for
+
+    repo = make_repo(tmp_path / "repo")
+    gate_pid = tmp_path / "gate.pid"
+    gate = f"if [ ! -f {gate_pid} ]; then echo $$ > {gate_pid}; sleep 60; fi; true"
+    tasks = "  - {key: a, retries: 1, prompt: 'echo a > a.txt'}\n"
+    batch = launch(spec_text(repo, tasks, f"  gate: '{gate}'\n", backoff=0.1), tmp_path)
+    wait_for(lambda: gate_pid.exists() and gate_pid.read_text().strip(), 30, "the gate to start")
+    attempt = RunAttempt.objects.get(run__batch=batch, number=1)
+    os.kill(attempt.worker_pid, signal.SIGKILL)
+    batch = wait_batch(batch, timeout=60)
+    attempts = list(RunAttempt.objects.filter(run__batch=batch).order_by("number").values_list("status", "error"))
+    assert len(attempts) == 2, attempts
+    first, second = RunAttempt.objects.filter(run__batch=batch).order_by("number")
+    assert first.status == "lost" and "were not committed and checked" in first.error
+    assert second.status == "succeeded" and batch.status == "succeeded"
+    assert not pid_alive(int(gate_pid.read_text())), "the gate was stopped with its worker's attempt"
