@@ -7,7 +7,7 @@ import shutil
 from django.conf import settings
 from django.db import models
 
-from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, Priority, PromptVia, RunStatus
+from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, OutputFormat, Priority, PromptVia, RunStatus
 
 
 class AgentType(models.Model):
@@ -30,6 +30,14 @@ class AgentType(models.Model):
         default=PromptKind.TEXT,
         help_text="What the prompt is. Tools that load the files they are given (pytest) take a path, "
         "confined to the run's working directory.",
+    )
+    output_format = models.CharField(
+        max_length=16,
+        choices=OutputFormat.choices,
+        default=OutputFormat.NONE,
+        blank=True,
+        help_text="How to read the agent's output: with a JSON output mode, its final message becomes the run's "
+        "result when it wrote no SPAWNER_RESULT_FILE (a fenced ```json block in it, or the text as the summary).",
     )
     env = models.JSONField(default=dict, blank=True, help_text="Extra environment variables.")
     secret_names = models.JSONField(

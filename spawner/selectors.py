@@ -253,6 +253,42 @@ def integration_take_commands(batch: Batch) -> list[str]:
     return merge_rules.take_commands(ws.repo, changes.integration_branch(batch.id))
 
 
+# === diffs and workspaces, for the run and batch pages (diff UI) ==================================
+# Kept in one block: the merge queue's reads go in a block of their own.
+
+
+def workspace_of(batch_id: int):
+    """The batch's git workspace (repository, checkpoint, merge mode, scope policy, gate), or None."""
+    from spawner.models import Workspace
+
+    return Workspace.objects.filter(batch_id=batch_id).first()
+
+
+def attempt_diff_path(attempt):
+    """Where the engine wrote the attempt's unified diff (beside its log), or None without a log."""
+    from pathlib import Path
+
+    from spawner.engine.workspaces import diff_path
+
+    return diff_path(Path(attempt.log_path)) if attempt.log_path else None
+
+
+def attempt_gate(attempt) -> dict | None:
+    """What the gate said of this attempt (`{"exit_code": n}`), or None if it did not run."""
+    from spawner.models import RunEvent
+    from spawner.states import EventKind
+
+    event = (
+        RunEvent.objects.filter(run_id=attempt.run_id, attempt=attempt.number, kind=EventKind.RUN_GATE)
+        .order_by("-id")
+        .first()
+    )
+    return event.data if event else None
+
+
+# === end of diffs and workspaces ==================================================================
+
+
 WORKSPACE_DISK_CACHE_SECONDS = 30
 
 

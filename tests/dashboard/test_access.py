@@ -39,6 +39,8 @@ READS = {
     "run",
     "run-log",
     "run-log-download",
+    "run-diff",
+    "run-diff-download",
 }
 # Writes (POST only): what each needs, and a body that would succeed.
 WRITES = {
@@ -116,6 +118,7 @@ def objects(reviewed, tmp_path):
     run = reviewed.runs.get(key="critical")
     log = tmp_path / "critical.log"
     log.write_bytes(b"the log\n")
+    log.with_name("critical.diff").write_bytes(b"diff --git a/x b/x\n")  # the diff beside it (worktree runs)
     RunAttempt.objects.filter(run=run).update(log_path=str(log))
     return {
         "batch_id": reviewed.id,
