@@ -14,9 +14,9 @@ default) with one commit, a throwaway SQLite database, and for (b) a real
      worktree, and disk per worktree: `du` of the worktree's files plus its private git data
      (`.git/worktrees/<name>`: its index); the object store is shared and counted once, apart.
      Also the time to conclude (commit, diff summary) and to remove them.
-  b. A whole 16-agent batch of `sleep 1` through the cluster with `workspace: {isolation:
-     worktree}` on that repository, against the same batch without a workspace: the wall time
-     isolation adds (goal: under 1 s at 16-way). Alternated, median of `--repeats`.
+  b. A whole 16-agent batch of agents that sleep 1 s then each write one file, through the
+     cluster with `workspace: {isolation: worktree}` on that repository, against the same batch
+     without a workspace (its agents write in a scratch directory): the wall time isolation adds (goal: under 1 s at 16-way). Alternated, median of `--repeats`.
 """
 
 from __future__ import annotations
@@ -226,19 +226,21 @@ def bench_create(repo: Path, files: int) -> dict:
 def batch_spec(name: str, repo: Path, *, isolated: bool, seconds: float = 1.0) -> dict:
     data = {
         "name": name,
-        "agent": "sleep",
+        "agent": "edit",
         "max_parallel": N,
         "tasks": [{"key": f"t{i:02d}", "prompt": f"{seconds:g}"} for i in range(N)],
     }
     if isolated:
         data["workspace"] = {"repo": str(repo), "isolation": "worktree", "merge": "none"}
+    else:  # the same edits, in a scratch directory: the repository stays clean for the next batch
+        data["cwd"] = "scratch"
     return data
 
 
 def bench_batch(repo: Path, repeats: int, seconds: float) -> dict:
     from spawner.models import RunAttempt
 
-    header(f"b. a {N}-agent batch of `sleep {seconds:g}`, with worktrees vs without, through the cluster")
+    header(f"b. a {N}-agent batch (sleep {seconds:g} s, then edit one file), with and without worktrees")
     walls: dict[bool, list[float]] = {True: [], False: []}
     held: dict[bool, list[float]] = {True: [], False: []}
     for i in range(repeats):
@@ -291,6 +293,10 @@ def main() -> None:
     print(f"backend: {bc.describe_backend()}; {args.workers} q2 workers; {git(Path.cwd(), '--version')}")
     print(f"command: {command}")
     bc.agent_type("sleep", ["sleep", "{prompt}"])
+    # (b)'s agent sleeps, then changes one file, as a coding agent would: with worktrees that is
+    # one commit and one diff per run.
+    bc.agent_type("edit", ["sh", "-c", 'sleep "$0"; echo "edited by $1" >> "edited-$1.txt"', "{prompt}", "{key}"])
+    (bc.STATE["tmp"] / "scratch").mkdir(exist_ok=True)
     repo, made = make_repo(bc.STATE["tmp"] / "repo", args.files)
     fs = subprocess.run(["df", "--output=fstype", str(repo)], capture_output=True, text=True).stdout.split()[-1:]
     print(f"throwaway repository: {args.files:,} files, one commit, made in {made:.1f} s, on {''.join(fs)} ({repo})")
