@@ -16,7 +16,8 @@ default) with one commit, a throwaway SQLite database, and for (b) a real
      Also the time to conclude (commit, diff summary) and to remove them.
   b. A whole 16-agent batch of agents that sleep 1 s then each write one file, through the
      cluster with `workspace: {isolation: worktree}` on that repository, against the same batch
-     without a workspace (its agents write in a scratch directory): the wall time isolation adds (goal: under 1 s at 16-way). Alternated, median of `--repeats`.
+     without a workspace (its agents write in a scratch directory): the wall time isolation
+     adds (goal: under 1 s at 16-way). Alternated, median of `--repeats`.
 """
 
 from __future__ import annotations
