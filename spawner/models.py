@@ -249,6 +249,13 @@ class AgentRun(models.Model):
     changes = models.JSONField(
         null=True, blank=True, help_text="Diff summary of its worktree's commit: files, +/-, outside its scope."
     )
+    usage = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Tokens and cost over all its attempts: input_tokens, output_tokens, cache_read_tokens, "
+        "cache_write_tokens, cost_usd (null: unknown), models, turns, source, cost_note.",
+    )
+    cost_usd = models.FloatField(null=True, blank=True, help_text="Total cost of its attempts; null: unknown.")
 
     class Meta:
         ordering = ["batch", "order"]
@@ -282,6 +289,7 @@ class RunAttempt(models.Model):
     base_commit = models.CharField(max_length=64, blank=True, help_text="What its worktree started from.")
     head_commit = models.CharField(max_length=64, blank=True, help_text="Its branch after its changes were committed.")
     changes = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True, help_text="Tokens and cost of this attempt (see AgentRun.usage).")
     # A re-run on top of the integration branch (a merge conflict's resolution): where its worktree
     # starts instead of the checkpoint, and what is added to its prompt.
     start_commit = models.CharField(max_length=64, blank=True)
