@@ -7,7 +7,17 @@ import shutil
 from django.conf import settings
 from django.db import models
 
-from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, OutputFormat, Priority, PromptVia, RunStatus
+from spawner.states import (
+    AgentKind,
+    AttemptStatus,
+    BatchStatus,
+    FailurePolicy,
+    Mode,
+    OutputFormat,
+    Priority,
+    PromptVia,
+    RunStatus,
+)
 
 
 class AgentType(models.Model):
@@ -19,9 +29,17 @@ class AgentType(models.Model):
 
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(
+        max_length=8,
+        choices=AgentKind.choices,
+        default=AgentKind.COMMAND,
+        help_text="A command runs as a local process; a model is one call to an OpenAI-compatible endpoint.",
+    )
     argv = models.JSONField(
+        default=list,
+        blank=True,
         help_text='Command as a list, e.g. ["claude", "-p", "{prompt}"]. Placeholders: '
-        "{prompt}, {prompt_file}, {result_file}, {key}. Never run through a shell."
+        "{prompt}, {prompt_file}, {result_file}, {key}. Never run through a shell.",
     )
     prompt_via = models.CharField(max_length=8, choices=PromptVia.choices, default=PromptVia.ARG)
     prompt_kind = models.CharField(
@@ -55,6 +73,47 @@ class AgentType(models.Model):
     )
     admin_only = models.BooleanField(default=False, help_text="Only staff may launch it.")
     enabled = models.BooleanField(default=True)
+    # A model agent (kind "model"): one streamed chat-completions call (spawner.runners.model).
+    base_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="Model: the API's base URL, up to /v1, e.g. http://127.0.0.1:8000/v1 (vLLM), "
+        "http://127.0.0.1:11434/v1 (Ollama), http://127.0.0.1:8080/v1 (llama.cpp), https://api.openai.com/v1.",
+    )
+    model = models.CharField(max_length=200, blank=True, help_text="Model: the model name the endpoint serves.")
+    api_key_secret = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Model: the name of the server environment variable holding the API key (read at run time, "
+        "never stored; added to the secret names). Empty: no key (local servers).",
+    )
+    system_prompt = models.TextField(blank=True, help_text="Model: the system message.")
+    temperature = models.FloatField(null=True, blank=True, help_text="Model: sampling temperature (empty: the API's).")
+    max_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Model: most tokens in the answer.")
+    response_schema = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Model: a JSON schema for structured output; the parsed answer becomes the run's result. "
+        'Empty: the answer is the result\'s "summary".',
+    )
+    # Rate limits (any kind): enforced by the scheduler, and a run that hits one waits without spending a retry.
+    requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many starts (model calls) of this type in any minute."
+    )
+    tokens_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Hold new starts while the tokens this type's runs used in the last minute reach this.",
+    )
+    rate_limit_pattern = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Command: a regular expression (case-insensitive) that, found in the end of a failed run's "
+        'output, means it hit a rate limit, e.g. "rate.?limit|429|quota exceeded".',
+    )
+    rate_limit_exit_codes = models.JSONField(
+        default=list, blank=True, help_text="Command: exit codes that mean a rate limit, e.g. [75]."
+    )
 
     class Meta:
         ordering = ["name"]
@@ -63,11 +122,17 @@ class AgentType(models.Model):
         return self.name
 
     @property
+    def is_model(self) -> bool:
+        return self.kind == AgentKind.MODEL
+
+    @property
     def executable(self) -> str:
-        return str(self.argv[0]) if self.argv else ""
+        return str(self.argv[0]) if self.argv and not self.is_model else ""
 
     @property
     def available(self) -> bool:
+        if self.is_model:
+            return self.enabled and bool(self.base_url and self.model)
         return self.enabled and bool(self.executable) and shutil.which(self.executable) is not None
 
     @property
@@ -75,8 +140,39 @@ class AgentType(models.Model):
         if not self.enabled:
             return "disabled by an admin"
         if not self.available:
+            if self.is_model:
+                return "a model agent type needs a base URL and a model"
             return f"{self.executable!r} is not on this server's PATH"
         return ""
+
+    def clean(self) -> None:
+        """A model type needs its endpoint and model; a command type its argv. The key is a secret."""
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        if self.is_model:
+            if not self.base_url:
+                errors["base_url"] = "A model agent type needs the endpoint's base URL."
+            if not self.model:
+                errors["model"] = "A model agent type needs a model name."
+            if self.response_schema is not None and not isinstance(self.response_schema, dict):
+                errors["response_schema"] = "A JSON schema is an object."
+            if self.api_key_secret and self.api_key_secret not in (self.secret_names or []):
+                self.secret_names = [*(self.secret_names or []), self.api_key_secret]
+        elif not self.argv or not isinstance(self.argv, list):
+            errors["argv"] = "A command agent type needs its command as a list."
+        if self.rate_limit_pattern:
+            import re
+
+            try:
+                re.compile(self.rate_limit_pattern)
+            except re.error as exc:
+                errors["rate_limit_pattern"] = f"Not a regular expression: {exc}"
+        codes = self.rate_limit_exit_codes or []
+        if not isinstance(codes, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in codes):
+            errors["rate_limit_exit_codes"] = "A list of integers, e.g. [75]."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def exit_codes(self) -> list[int]:
@@ -256,6 +352,9 @@ class AgentRun(models.Model):
         "cache_write_tokens, cost_usd (null: unknown), models, turns, source, cost_note.",
     )
     cost_usd = models.FloatField(null=True, blank=True, help_text="Total cost of its attempts; null: unknown.")
+    rate_limited_until = models.DateTimeField(
+        null=True, blank=True, help_text="Queued after a rate limit: its next attempt waits until then."
+    )
 
     class Meta:
         ordering = ["batch", "order"]
@@ -263,6 +362,13 @@ class AgentRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch_id}/{self.key}"
+
+    @property
+    def status_label(self) -> str:
+        """What the pages show: the status, or "waiting: rate limited" for a run queued after a rate limit."""
+        if self.status == RunStatus.QUEUED and self.rate_limited_until:
+            return "waiting: rate limited"
+        return self.get_status_display()
 
 
 class RunAttempt(models.Model):

@@ -157,6 +157,13 @@ SPAWNER = {
     "MAX_RETRIES": _env_int("SPAWNER_MAX_RETRIES", 10),
     "BACKOFF_SECONDS": _env_float("SPAWNER_BACKOFF_SECONDS", 2),
     "BACKOFF_MAX_SECONDS": _env_float("SPAWNER_BACKOFF_MAX_SECONDS", 300),
+    # Rate limits: a run waits out at most this many limits, this long in all, each wait capped.
+    "RATE_LIMIT_MAX_WAITS": _env_int("SPAWNER_RATE_LIMIT_MAX_WAITS", 20),
+    "RATE_LIMIT_MAX_TOTAL_SECONDS": _env_float("SPAWNER_RATE_LIMIT_MAX_TOTAL_SECONDS", 1800),
+    "RATE_LIMIT_MAX_WAIT_SECONDS": _env_float("SPAWNER_RATE_LIMIT_MAX_WAIT_SECONDS", 300),
+    # Model agents: connecting, and the longest silence between two streamed chunks.
+    "MODEL_CONNECT_TIMEOUT_SECONDS": _env_float("SPAWNER_MODEL_CONNECT_TIMEOUT_SECONDS", 10),
+    "MODEL_READ_TIMEOUT_SECONDS": _env_float("SPAWNER_MODEL_READ_TIMEOUT_SECONDS", 120),
     # Webhooks: sent by the cluster's delivery loop, never by an agent's worker. Hosts listed in
     # SPAWNER_WEBHOOK_ALLOW_HOSTS (comma-separated) may be private or loopback; no other may.
     "WEBHOOK_ALLOW_HOSTS": os.environ.get("SPAWNER_WEBHOOK_ALLOW_HOSTS", ""),
@@ -178,7 +185,9 @@ SPAWNER["LOG_DIR"].mkdir(parents=True, exist_ok=True)
 # timeout plus the longest backoff, so only a dead worker causes a re-delivery
 # (and the attempt fencing turns that re-delivery into a no-op).
 SPAWNER_WORKERS = _env_int("SPAWNER_WORKERS", 20)
-_Q_TIMEOUT = SPAWNER["MAX_TIMEOUT"] + int(SPAWNER["BACKOFF_MAX_SECONDS"]) + 120
+_Q_TIMEOUT = (
+    SPAWNER["MAX_TIMEOUT"] + int(max(SPAWNER["BACKOFF_MAX_SECONDS"], SPAWNER["RATE_LIMIT_MAX_WAIT_SECONDS"])) + 120
+)
 Q_CLUSTER = {
     "name": "spawner",
     "workers": SPAWNER_WORKERS,

@@ -27,6 +27,9 @@ class AttemptStatus(models.TextChoices):
     CANCELLED = "cancelled"
     # A stopping cluster gave it back unfinished: the run gets a fresh attempt that spends no retry.
     HANDED_BACK = "handed_back"
+    # It hit a rate limit (HTTP 429, or a CLI's rate-limit message or exit code): the run waits the
+    # advised delay and gets a fresh attempt that spends no retry (spawner.core.ratelimit bounds the waits).
+    RATE_LIMITED = "rate_limited"
 
 
 class BatchStatus(models.TextChoices):
@@ -82,6 +85,13 @@ class Priority(models.IntegerChoices):
     P2 = 2, "P2"
 
 
+class AgentKind(models.TextChoices):
+    """How an agent type runs: a local command, or a call to an OpenAI-compatible model endpoint."""
+
+    COMMAND = "command", "command (a CLI agent or a tool, run as a process)"
+    MODEL = "model", "model (an OpenAI-compatible chat-completions endpoint, called from the worker)"
+
+
 class PromptVia(models.TextChoices):
     ARG = "arg", "argv element ({prompt} in the argv template)"
     STDIN = "stdin", "standard input"
@@ -114,6 +124,7 @@ class EventKind(models.TextChoices):
     RUN_RETRYING = "run.retrying"  # an automatic retry after a backoff
     RUN_RETRIED = "run.retried"  # a person asked for another attempt
     RUN_HANDED_BACK = "run.handed_back"  # a stopping cluster gave it back: a fresh attempt, no retry spent
+    RUN_RATE_LIMITED = "run.rate_limited"  # a rate limit: a fresh attempt after the advised delay, no retry spent
     RUN_RUNNING = "run.running"
     RUN_OUTPUT = "run.output"
     RUN_CHANGES = "run.changes"  # its worktree's changes were committed and summarised
@@ -130,6 +141,7 @@ class EventKind(models.TextChoices):
     ATTEMPT_LOST = "attempt.lost"
     ATTEMPT_CANCELLED = "attempt.cancelled"
     ATTEMPT_HANDED_BACK = "attempt.handed_back"
+    ATTEMPT_RATE_LIMITED = "attempt.rate_limited"
     ATTEMPT_HARVESTED = "attempt.harvested"  # it ended while no worker watched; its exit record says how
     AGGREGATION_COMPUTED = "aggregation.computed"
     # The merge queue: a step reaching each state, the pre-check's matrix, the integration branch reset.

@@ -26,18 +26,24 @@ def retry_delay(
     backoff_base: float,
     backoff_cap: float,
     handed_back: int = 0,
+    rate_limit_wait: float | None = None,
 ) -> float | None:
     """Seconds until the run's next attempt, or None when this attempt's outcome is final.
 
     Only failures another attempt may fix are retried (failed, timed out, lost), only while
     retries are left (`retries` counts the extra attempts after the first) and the batch goes on.
     An attempt handed back by a stopping cluster was not the agent's failure: it is followed at
-    once, and it counts against nothing (`handed_back` counts the run's hand-backs, this one included).
+    once, and it counts against nothing (`handed_back` counts the run's hand-backs and rate-limit
+    waits, this one included). A rate-limited attempt is followed after `rate_limit_wait` (from
+    `spawner.core.ratelimit.rate_limit_wait`; None: its waits are spent, the run ends failed), also
+    spending no retry.
     """
     if not batch_running or cancel_requested:
         return None
     if attempt_status == AttemptStatus.HANDED_BACK:
         return 0.0
+    if attempt_status == AttemptStatus.RATE_LIMITED:
+        return rate_limit_wait
     spent = attempt_number - handed_back
     if attempt_status not in ATTEMPT_RETRYABLE or spent > retries:
         return None
@@ -50,6 +56,8 @@ def run_status_after(attempt_status: str) -> str:
         return RunStatus.SUCCEEDED
     if attempt_status == AttemptStatus.HANDED_BACK:  # only when its batch closed meanwhile
         return RunStatus.CANCELLED
+    if attempt_status == AttemptStatus.RATE_LIMITED:  # its rate-limit waits were spent
+        return RunStatus.FAILED
     return attempt_status
 
 

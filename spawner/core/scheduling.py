@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from spawner.core import ratelimit
 from spawner.core.rules import batch_outcome
 from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, RunStatus
 
@@ -39,6 +40,13 @@ class Limits:
     type_stagger: Mapping[str, float] = field(default_factory=dict)
     # The earliest time (seconds) the next run of a type may start.
     type_next_start: Mapping[str, float] = field(default_factory=dict)
+    # Rate limits: at most `type_rpm` starts of a type in any minute, given its starts in the last
+    # minute and those already scheduled (`type_starts`); no start while the tokens its calls used
+    # in the last minute (`type_tokens`: (when, tokens)) reach `type_tpm`.
+    type_rpm: Mapping[str, int] = field(default_factory=dict)
+    type_starts: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    type_tpm: Mapping[str, int] = field(default_factory=dict)
+    type_tokens: Mapping[str, Sequence[tuple[float, int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +119,7 @@ def _start_ready(
     # Sequential mode: strictly plan order. Parallel: P0 before P1 before P2.
     ready.sort(key=(lambda r: r.order) if limits.sequential else (lambda r: (r.priority, r.order)))
     active = dict(limits.type_active)
+    starts = {kind: list(times) for kind, times in limits.type_starts.items()}
     for run in ready:
         if slots == 0:
             break
@@ -121,6 +130,7 @@ def _start_ready(
                 break  # wait for this run's type rather than leave plan order
             continue
         not_before = max(now, decision.type_next_start.get(kind, now))
+        not_before = _rate_limited_start(kind, not_before, limits, starts, now)
         stagger = limits.type_stagger.get(kind, 0.0)
         if stagger:
             decision.type_next_start[kind] = not_before + stagger
@@ -128,3 +138,16 @@ def _start_ready(
         status[run.key] = RunStatus.QUEUED
         active[kind] = active.get(kind, 0) + 1
         slots -= 1
+
+
+def _rate_limited_start(
+    kind: str, not_before: float, limits: Limits, starts: dict[str, list[float]], now: float
+) -> float:
+    """The start moved past the type's tokens-per-minute and requests-per-minute limits; the start is counted."""
+    if tpm := limits.type_tpm.get(kind):
+        not_before = max(not_before, ratelimit.tokens_wait_until(limits.type_tokens.get(kind, ()), tpm, now))
+    if rpm := limits.type_rpm.get(kind):
+        times = starts.setdefault(kind, [])
+        not_before = ratelimit.next_request_at(times, rpm, not_before)
+        times.append(not_before)
+    return not_before

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from spawner.core import scheduling, timings
@@ -21,8 +21,8 @@ from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mo
 def _type_limits(runs: list[AgentRun]) -> dict:
     type_ids = {r.agent_type_id for r in runs}
     types = {t.id: t for t in AgentType.objects.filter(id__in=type_ids)}
-    # Lock capped types (batch, then types, by id) so two batches cannot both count one free slot.
-    capped_ids = sorted(t.id for t in types.values() if t.max_concurrency)
+    # Lock capped and rate-limited types (batch, then types, by id) so two batches cannot both count one free slot.
+    capped_ids = sorted(t.id for t in types.values() if t.max_concurrency or t.requests_per_minute)
     list(AgentType.objects.select_for_update().filter(id__in=capped_ids).order_by("id").values_list("id"))
     capped = [t.id for t in types.values() if t.max_concurrency]
     active = dict(
@@ -37,12 +37,38 @@ def _type_limits(runs: list[AgentRun]) -> dict:
         .annotate(last=Max("not_before"))
     )
     return {
+        **_rate_limits(types),
         "type_caps": {str(i): types[i].max_concurrency for i in capped},
         "type_active": {str(i): n for i, n in active.items()},
         "type_stagger": {str(i): types[i].spawn_stagger_seconds for i in staggered},
         "type_next_start": {
             str(i): last.timestamp() + types[i].spawn_stagger_seconds for i, last in last_start.items()
         },
+    }
+
+
+def _rate_limits(types: dict) -> dict:
+    """Each rate-limited type's starts (made or scheduled) and the tokens its calls used, in the last minute."""
+    since = timezone.now() - timedelta(seconds=60)
+    rpm = [t.id for t in types.values() if t.requests_per_minute]
+    tpm = [t.id for t in types.values() if t.tokens_per_minute]
+    starts: dict[str, list[float]] = {str(i): [] for i in rpm}
+    rows = RunAttempt.objects.filter(run__agent_type_id__in=rpm).filter(
+        Q(started_at__gt=since) | Q(started_at__isnull=True, not_before__gt=since)
+    )
+    for type_id, started, not_before in rows.values_list("run__agent_type_id", "started_at", "not_before"):
+        starts[str(type_id)].append((started or not_before).timestamp())
+    tokens: dict[str, list[tuple[float, int]]] = {str(i): [] for i in tpm}
+    used = RunAttempt.objects.filter(run__agent_type_id__in=tpm, finished_at__gt=since, usage__isnull=False)
+    for type_id, finished, usage in used.values_list("run__agent_type_id", "finished_at", "usage"):
+        if isinstance(usage, dict):
+            n = sum(int(usage.get(k) or 0) for k in ("input_tokens", "output_tokens", "cache_read_tokens"))
+            tokens[str(type_id)].append((finished.timestamp(), n))
+    return {
+        "type_rpm": {str(i): types[i].requests_per_minute for i in rpm},
+        "type_starts": starts,
+        "type_tpm": {str(i): types[i].tokens_per_minute for i in tpm},
+        "type_tokens": tokens,
     }
 
 

@@ -20,9 +20,11 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from spawner.core import ratelimit
 from spawner.engine import dispatch, events, final_message, lifecycle, prompts, redaction, transitions, workspaces
 from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
+from spawner.runners.model import model_call_for
 from spawner.spec import templating
 from spawner.states import AttemptStatus, BatchStatus, EventKind, RunStatus
 
@@ -113,13 +115,27 @@ def _beat(attempt_id: int, status: str) -> None:
 def _stagger_wait(attempt: RunAttempt, now) -> float:
     """Seconds until this agent type may start another process (it shares a rate limit)."""
     gap = attempt.run.agent_type.spawn_stagger_seconds
-    if not gap:
+    rpm = attempt.run.agent_type.requests_per_minute
+    if not gap and not rpm:
         return 0.0
     AgentType.objects.select_for_update().filter(id=attempt.run.agent_type_id).first()
-    last = RunAttempt.objects.filter(run__agent_type_id=attempt.run.agent_type_id, started_at__isnull=False).aggregate(
-        last=Max("started_at")
-    )["last"]
-    return max(0.0, (last + timedelta(seconds=gap) - now).total_seconds()) if last else 0.0
+    wait = 0.0
+    if gap:
+        last = RunAttempt.objects.filter(
+            run__agent_type_id=attempt.run.agent_type_id, started_at__isnull=False
+        ).aggregate(last=Max("started_at"))["last"]
+        wait = max(0.0, (last + timedelta(seconds=gap) - now).total_seconds()) if last else 0.0
+    if rpm:  # retries and rate-limit waits are queued outside the scheduler: the claim checks them too
+        wait = max(wait, _rpm_wait(attempt, rpm, now))
+    return wait
+
+
+def _rpm_wait(attempt: RunAttempt, rpm: int, now) -> float:
+    """Seconds until one more start of this type keeps every minute at most `rpm` starts."""
+    since = now - timedelta(seconds=ratelimit.WINDOW)
+    starts = RunAttempt.objects.filter(run__agent_type_id=attempt.run.agent_type_id, started_at__gt=since)
+    times = [t.timestamp() for t in starts.values_list("started_at", flat=True)]
+    return max(0.0, ratelimit.next_request_at(times, rpm, now.timestamp()) - now.timestamp())
 
 
 def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
@@ -147,6 +163,7 @@ def attempt_finish(
     error: str = "",
     harvested_from: str = "",
     escalation: tuple[str, str] | None = None,
+    retry_after: float | None = None,
 ) -> bool:
     """Record an attempt's end with what it left behind; retry it or close its run; advance the batch.
 
@@ -173,8 +190,14 @@ def attempt_finish(
         result_error=result_error,
         harvested_from=harvested_from,
         escalation=escalation,
+        retry_after=retry_after,
     )
-    if not transitions.attempt_end(attempt, end, backoff_cap=conf("BACKOFF_MAX_SECONDS")):
+    bounds = transitions.RateLimitBounds(
+        max_waits=conf("RATE_LIMIT_MAX_WAITS"),
+        max_total_seconds=conf("RATE_LIMIT_MAX_TOTAL_SECONDS"),
+        max_one_wait=conf("RATE_LIMIT_MAX_WAIT_SECONDS"),
+    )
+    if not transitions.attempt_end(attempt, end, backoff_cap=conf("BACKOFF_MAX_SECONDS"), rate_limits=bounds):
         return False
     dispatch.batch_advance(run.batch_id)
     if run.agent_type.max_concurrency:
@@ -249,6 +272,14 @@ def run_attempt(attempt_id: int) -> str:
             result_path=result_path,
             prompt_path=prompt_path,
             env=env,
+            model=model_call_for(
+                run.agent_type,
+                env,
+                connect_timeout=conf("MODEL_CONNECT_TIMEOUT_SECONDS"),
+                read_timeout=conf("MODEL_READ_TIMEOUT_SECONDS"),
+            )
+            if run.agent_type.is_model
+            else None,
         )
         prompts.check_at_spawn(run.agent_type, invocation.prompt, invocation.cwd)
         process = runner_for(run.agent_type).start(invocation)
@@ -341,13 +372,18 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
             # What the agent left running in the background goes with it.
             process.stop(conf("KILL_GRACE_SECONDS"))
             ok = code in run.agent_type.exit_codes
+            if not ok and (limited := _rate_limited(run.agent_type, process, code, log_path)):
+                attempt_finish(
+                    attempt, status=AttemptStatus.RATE_LIMITED, exit_code=code, error=limited[0], retry_after=limited[1]
+                )
+                return f"rate limited: {limited[0]}"
             if workspace:
                 return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper)
             attempt_finish(
                 attempt,
                 status=AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED,
                 exit_code=code,
-                error="" if ok else f"exit code {code}",
+                error="" if ok else (getattr(process, "error", "") or f"exit code {code}"),
             )
             return f"exit {code}"
         now = time.monotonic()
@@ -373,6 +409,25 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
         if now - last_output >= conf("OUTPUT_SECONDS"):
             last_output = now
             last_size = _publish_output(attempt, log_path, last_size)
+
+
+def _rate_limited(agent_type, process, code: int, log_path: Path) -> tuple[str, float | None] | None:
+    """(why, advised seconds) when the attempt ended on a rate limit: a model call's HTTP 429, or a CLI's
+    rate-limit exit code or output as its agent type configures them; None otherwise."""
+    if getattr(process, "rate_limited", False):
+        return process.error or "rate limited", process.retry_after
+    if agent_type.is_model or not (agent_type.rate_limit_pattern or agent_type.rate_limit_exit_codes):
+        return None
+    tail = redaction.read_tail(log_path, 8192, [])
+    if not ratelimit.cli_rate_limited(
+        exit_code=code,
+        output_tail=tail,
+        pattern=agent_type.rate_limit_pattern,
+        exit_codes=agent_type.rate_limit_exit_codes or [],
+    ):
+        return None
+    advised = ratelimit.advised_in_text(tail)
+    return f"rate limited: exit code {code}" + (f", retry after {advised:g} s" if advised is not None else ""), advised
 
 
 def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:

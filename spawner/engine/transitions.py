@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from django.db import models, transaction
 from django.utils import timezone
 
-from spawner.core import rules
+from spawner.core import ratelimit, rules
 from spawner.engine import events, queue, webhooks
 from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt
 from spawner.states import (
@@ -167,7 +167,14 @@ def attempt_start(attempt: RunAttempt, *, now: datetime, host: str, pid: int, lo
     )
     if not claimed:
         return False
-    move("run_started", attempt.run_id, RunStatus.RUNNING, fence={"attempt": attempt.number}, started_at=now)
+    move(
+        "run_started",
+        attempt.run_id,
+        RunStatus.RUNNING,
+        fence={"attempt": attempt.number},
+        started_at=now,
+        rate_limited_until=None,
+    )
     events.record(
         batch_id=attempt.run.batch_id,
         run_id=attempt.run_id,
@@ -191,9 +198,21 @@ class AttemptEnd:
     result_error: str = ""
     harvested_from: str = ""  # "host:pid" of the dead worker, when the agent ended while no worker watched
     escalation: tuple[str, str] | None = None  # (kind, reason): a person should look although it succeeded
+    retry_after: float | None = None  # rate limited: the delay the API or the CLI advised (None: the default)
 
 
-def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> bool:
+@dataclass(frozen=True)
+class RateLimitBounds:
+    """How long a run may wait out rate limits in all before it ends failed."""
+
+    max_waits: int = 20
+    max_total_seconds: float = 1800.0
+    max_one_wait: float = 300.0  # a longer advised delay is cut to this
+
+
+def attempt_end(
+    attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float, rate_limits: RateLimitBounds = RateLimitBounds()
+) -> bool:
     """Record an attempt's end, then retry its run or end it. False if the attempt was no longer running."""
     now = timezone.now()
     with transaction.atomic():
@@ -230,6 +249,18 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
             )
         if not current:
             return False
+        wait, spent_note = None, ""
+        if end.status == AttemptStatus.RATE_LIMITED:
+            waits, waited = _rate_limit_history(run, before=attempt.number)
+            wait = ratelimit.rate_limit_wait(
+                advised=None if end.retry_after is None else min(end.retry_after, rate_limits.max_one_wait),
+                waits_so_far=waits,
+                waited_so_far=waited,
+                max_waits=rate_limits.max_waits,
+                max_total=rate_limits.max_total_seconds,
+            )
+            if wait is None:
+                spent_note = f"; rate-limit waits spent ({waits} waits, {waited:.0f} s in all)"
         delay = rules.retry_delay(
             attempt_status=end.status,
             attempt_number=attempt.number,
@@ -239,26 +270,53 @@ def attempt_end(attempt: RunAttempt, end: AttemptEnd, *, backoff_cap: float) -> 
             backoff_base=batch.backoff_seconds,
             backoff_cap=backoff_cap,
             handed_back=_handed_back(run) if end.status in RETRY_COUNTED else 0,
+            rate_limit_wait=wait,
         )
         if delay is not None:
-            handed_back = end.status == AttemptStatus.HANDED_BACK
-            reason = EventKind.RUN_HANDED_BACK if handed_back else EventKind.RUN_RETRYING
-            attempt_queue(run, not_before=now + timedelta(seconds=delay), reason=reason)
+            reason = {
+                AttemptStatus.HANDED_BACK: EventKind.RUN_HANDED_BACK,
+                AttemptStatus.RATE_LIMITED: EventKind.RUN_RATE_LIMITED,
+            }.get(end.status, EventKind.RUN_RETRYING)
+            not_before = now + timedelta(seconds=delay)
+            if attempt_queue(run, not_before=not_before, reason=reason) and reason == EventKind.RUN_RATE_LIMITED:
+                # Not a status: what the pages show as "waiting: rate limited" until the next attempt starts.
+                AgentRun.objects.filter(id=run.id, attempt=run.attempt).update(rate_limited_until=not_before)
         else:
             final = rules.run_status_after(end.status)
+            error = end.error + spent_note
             if final == RunStatus.CANCELLED:
-                _run_close("run_cancelled", run, final, error=end.error, actor=None)
-            elif run_end(run, final, exit_code=end.exit_code, error=end.error, now=now) and end.escalation:
+                _run_close("run_cancelled", run, final, error=error, actor=None)
+            elif run_end(run, final, exit_code=end.exit_code, error=error, now=now) and end.escalation:
                 escalation_open(batch=batch, run=run, kind=end.escalation[0], reason=end.escalation[1])
     return True
 
 
-# Outcomes whose retry budget depends on how many earlier attempts were handed back.
-RETRY_COUNTED = ATTEMPT_RETRYABLE | {AttemptStatus.HANDED_BACK}
+# Outcomes whose retry budget depends on how many earlier attempts spent no retry.
+FREE_ATTEMPTS = frozenset({AttemptStatus.HANDED_BACK, AttemptStatus.RATE_LIMITED})
+RETRY_COUNTED = ATTEMPT_RETRYABLE | FREE_ATTEMPTS
 
 
 def _handed_back(run: AgentRun) -> int:
-    return RunAttempt.objects.filter(run_id=run.id, status=AttemptStatus.HANDED_BACK).count()
+    """The run's attempts that spent no retry: handed back by a stopping cluster, or rate limited."""
+    return RunAttempt.objects.filter(run_id=run.id, status__in=FREE_ATTEMPTS).count()
+
+
+def _rate_limit_history(run: AgentRun, *, before: int) -> tuple[int, float]:
+    """(waits, seconds waited) for the run's rate-limited attempts numbered below `before`."""
+    rows = {
+        n: (status, finished, not_before)
+        for n, status, finished, not_before in RunAttempt.objects.filter(run_id=run.id).values_list(
+            "number", "status", "finished_at", "not_before"
+        )
+    }
+    waits, waited = 0, 0.0
+    for n, (status, finished, _) in rows.items():
+        if n < before and status == AttemptStatus.RATE_LIMITED:
+            waits += 1
+            following = rows.get(n + 1)
+            if finished and following:
+                waited += max(0.0, (following[2] - finished).total_seconds())
+    return waits, waited
 
 
 def run_end(run: AgentRun, status: str, *, exit_code: int | None, error: str, now: datetime) -> bool:

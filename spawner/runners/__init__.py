@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from spawner.runners.base import Invocation, Runner, RunnerError, Started
+from spawner.runners.base import Invocation, ModelCall, Runner, RunnerError, Started
 from spawner.runners.command import CommandRunner
+from spawner.runners.model import ModelRunner
+from spawner.states import AgentKind
 
 
 def runner_for(agent_type) -> Runner:
-    """Every agent type is a command today; a model-endpoint runner will sit beside it."""
+    """A process for a command agent type, a streamed API call for a model agent type."""
+    if getattr(agent_type, "kind", AgentKind.COMMAND) == AgentKind.MODEL:
+        return ModelRunner()
     return CommandRunner()
 
 
-__all__ = ["CommandRunner", "Invocation", "Runner", "RunnerError", "Started", "runner_for"]
+__all__ = ["CommandRunner", "Invocation", "ModelCall", "ModelRunner", "Runner", "RunnerError", "Started", "runner_for"]

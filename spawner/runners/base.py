@@ -12,6 +12,21 @@ class RunnerError(Exception):
 
 
 @dataclass(frozen=True)
+class ModelCall:
+    """What a model agent's call needs (spawner.runners.model); the key is read at spawn time, never stored."""
+
+    base_url: str
+    model: str
+    api_key: str = ""
+    system_prompt: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    response_schema: dict | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
 class Invocation:
     """Everything one attempt needs, with no database in sight."""
 
@@ -24,11 +39,12 @@ class Invocation:
     result_path: Path
     prompt_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    model: ModelCall | None = None  # a model agent: the call to make instead of a process
 
 
 class Started(Protocol):
-    pid: int
-    pgid: int
+    pid: int | None
+    pgid: int | None  # None: no process group (a model agent is a thread of its worker)
 
     def poll(self) -> int | None: ...
 
