@@ -11,7 +11,14 @@ It speaks, on 127.0.0.1 and a random port:
   (``model_providers.NAME.base_url = <url>/v1``, ``wire_api = "responses"``):
   ``POST /v1/responses`` streamed as ``response.created``, ``response.output_item.added``,
   ``response.output_text.delta``, ``response.output_item.done`` (messages and
-  ``function_call`` items), ``response.completed`` with usage; ``GET /v1/models``.
+  ``function_call`` items), ``response.completed`` with usage; ``GET /v1/models``;
+- the OpenAI chat-completions API as Spawner's model agents (and vLLM, Ollama, llama.cpp
+  clients) call it: ``POST /v1/chat/completions``, ``stream: true`` as ``chat.completion.chunk``
+  events then ``data: [DONE]`` (a last chunk with usage when ``stream_options.include_usage``),
+  else one ``chat.completion``. What it answers is scripted with ``server.chat(...)``: an answer
+  streamed token by token (``server.token_delay`` seconds apart), an HTTP error, a 429 with
+  Retry-After, or a stream cut after some tokens; ``server.chat_disconnects`` counts the streams
+  whose client went away before the end (a cancel).
 
 Anything else the CLIs ask for at start-up gets a small, harmless JSON answer (and is
 recorded, so a test can see it).
@@ -35,6 +42,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -98,6 +106,25 @@ def codex_patch(patch: str) -> Call:
     return Call("$apply_patch", {"input": patch})
 
 
+@dataclass
+class ChatReply:
+    """What `POST /v1/chat/completions` answers, for requests whose user message contains `when`."""
+
+    answer: str = "ok"
+    when: str = ""
+    status: int = 200  # an error status answers {"error": {...}} instead
+    retry_after: str | None = None  # the Retry-After header (with status 429)
+    cut_after: int | None = None  # close the connection after this many tokens, without [DONE]
+    times: int | None = None  # answer this many requests, then give way to the next match
+    usage: tuple[int, int] | None = None  # (prompt, completion) tokens; default: counted
+    cached_tokens: int = 0
+
+
+def chat_tokens(answer: str) -> list[str]:
+    """The answer as the stream sends it: a word (with its leading space) per chunk."""
+    return re.findall(r"\s*\S+|\s+", answer) or [""]
+
+
 # --- the server ---------------------------------------------------------------------------
 
 
@@ -114,6 +141,8 @@ class Request:
             return "anthropic"
         if self.path.endswith("/responses"):
             return "openai"
+        if self.path.endswith("/chat/completions"):
+            return "chat"
         return "other"
 
     def prompt_text(self) -> str:
@@ -168,6 +197,10 @@ class ModelServer:
         self.requests: list[Request] = []
         self.scripts: list[tuple[str, list[Turn]]] = []
         self.side_answer = "ok"
+        self.chat_replies: list[ChatReply] = []
+        self.token_delay = 0.0  # seconds between two streamed chat tokens
+        self.chat_disconnects = 0  # chat streams whose client left before the end
+        self.chat_streams_open = 0
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -200,6 +233,27 @@ class ModelServer:
         Later scripts are matched first."""
         with self.lock:
             self.scripts.insert(0, (when, list(turns)))
+
+    def chat(self, answer: str = "ok", when: str = "", **options) -> ChatReply:
+        """Script `POST /v1/chat/completions` (see ChatReply); later replies are matched first."""
+        reply = ChatReply(answer=answer, when=when, **options)
+        with self.lock:
+            self.chat_replies.insert(0, reply)
+        return reply
+
+    def chat_reply_for(self, request: Request) -> ChatReply:
+        messages = (request.body or {}).get("messages") or [] if isinstance(request.body, dict) else []
+        user = " ".join(str(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user")
+        with self.lock:
+            for reply in self.chat_replies:
+                if reply.when in user and (reply.times is None or reply.times > 0):
+                    if reply.times is not None:
+                        reply.times -= 1
+                    return reply
+        return ChatReply(answer="(no script for this conversation)")
+
+    def chat_requests(self) -> list[Request]:
+        return [r for r in self.requests if r.api == "chat"]
 
     def agent_requests(self, api: str | None = None) -> list[Request]:
         """The requests of agent loops (tools offered), in order received."""
@@ -297,12 +351,80 @@ def _handler(server: ModelServer):
                     self._json(200, _anthropic_message(server, request, turn))
             elif request.path.endswith("/responses"):
                 self._sse(_responses_events(server, request, server.turn_for(request)), named=True)
+            elif request.path.endswith("/chat/completions"):
+                self._chat(request, body)
             else:
                 self._json(200, {})
 
-        def _json(self, status: int, payload) -> None:
+        def _chat(self, request: Request, body: dict) -> None:
+            reply = server.chat_reply_for(request)
+            if reply.status >= 400:
+                kind = "rate_limit_exceeded" if reply.status == 429 else "server_error"
+                extra = {"Retry-After": reply.retry_after} if reply.retry_after is not None else {}
+                self._json(reply.status, {"error": {"message": f"scripted {reply.status}", "type": kind}}, extra)
+                return
+            tokens = chat_tokens(reply.answer)
+            model = body.get("model") or "scripted"
+            prompt = reply.usage[0] if reply.usage else max(1, len(json.dumps(body.get("messages"))) // 4)
+            completion = reply.usage[1] if reply.usage else len(tokens)
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+            }
+            if not body.get("stream"):
+                self._json(200, _chat_completion(server, model, reply.answer, usage))
+                return
+            chunk_id = server.next_id("chatcmpl")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+
+            def send(payload) -> None:
+                data = payload if isinstance(payload, str) else json.dumps(payload)
+                self.wfile.write(f"data: {data}\n\n".encode())
+                self.wfile.flush()
+
+            def chunk(delta: dict, finish=None, **more) -> dict:
+                return {
+                    "id": chunk_id,
+                    "object": "chat.completion.chunk",
+                    "created": 1_700_000_000,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    **more,
+                }
+
+            with server.lock:
+                server.chat_streams_open += 1
+            try:
+                send(chunk({"role": "assistant", "content": ""}))
+                for i, token in enumerate(tokens):
+                    if reply.cut_after is not None and i >= reply.cut_after:
+                        return  # the connection closes: no finish, no [DONE]
+                    if server.token_delay:
+                        time.sleep(server.token_delay)
+                    send(chunk({"content": token}))
+                send(chunk({}, "stop"))
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    send({**chunk({}), "choices": [], "usage": usage})
+                send("[DONE]")
+            except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                with server.lock:
+                    server.chat_disconnects += 1
+            finally:
+                with server.lock:
+                    server.chat_streams_open -= 1
+
+        def _json(self, status: int, payload, headers: dict | None = None) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.send_header("request-id", server.next_id("req"))
@@ -329,6 +451,17 @@ def _models_list(request: Request) -> dict:
     if request.path.startswith("/v1/models") and "anthropic-version" in request.headers:
         return {"data": [{"type": "model", "id": MODEL, "display_name": "Scripted"}], "has_more": False}
     return {"object": "list", "data": [{"id": CODEX_MODEL, "object": "model", "owned_by": "scripted"}], "models": []}
+
+
+def _chat_completion(server: ModelServer, model: str, answer: str, usage: dict) -> dict:
+    return {
+        "id": server.next_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
 
 
 def _usage_numbers(request: Request, turn: Turn) -> tuple[int, int]:
