@@ -8,6 +8,7 @@ Pure functions: the clock, the history and the settings are arguments, never rea
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from email.utils import parsedate_to_datetime
@@ -31,10 +32,18 @@ def next_request_at(starts: Iterable[float], rpm: int | None, now: float, window
         return all(sum(1 for s in recent if u - window < s <= u) < rpm for u in ends)
 
     # Room appears only at `now` or as a start leaves the window (at s + window).
-    for t in sorted({now} | {s + window for s in recent if s + window > now}):
+    for t in sorted({now} | {_after(s, window) for s in recent if s + window > now}):
         if fits(t):
             return t
-    return max(recent) + window  # unreachable: after the last start leaves, there is room
+    return _after(max(recent), window)  # unreachable: after the last start leaves, there is room
+
+
+def _after(s: float, window: float) -> float:
+    """The first time at which `s` is out of the window (s + window, nudged past float rounding)."""
+    t = s + window
+    while t - window < s:
+        t = math.nextafter(t, math.inf)
+    return t
 
 
 def tokens_wait_until(used: Iterable[tuple[float, int]], tpm: int | None, now: float, window: float = WINDOW) -> float:
