@@ -10,6 +10,7 @@ class AgentTypeAdmin(admin.ModelAdmin):
     list_display = [
         "name",
         "description",
+        "kind",
         "available",
         "prompt_kind",
         "output_format",
@@ -17,7 +18,52 @@ class AgentTypeAdmin(admin.ModelAdmin):
         "max_concurrency",
         "enabled",
     ]
-    list_filter = ["enabled", "admin_only"]
+    list_filter = ["enabled", "admin_only", "kind"]
+    # Every field shows, grouped by kind; AgentType.clean refuses what a kind lacks (a model type
+    # without a base URL or a model, a command type without argv) and adds the API key's secret name.
+    fieldsets = [
+        (None, {"fields": ["name", "description", "kind", "enabled", "admin_only"]}),
+        (
+            "Command agents",
+            {
+                "fields": ["argv", "prompt_via", "prompt_kind", "output_format", "success_exit_codes", "env"],
+                "description": "For kind = command: the process to run.",
+            },
+        ),
+        (
+            "Model agents",
+            {
+                "fields": [
+                    "base_url",
+                    "model",
+                    "api_key_secret",
+                    "system_prompt",
+                    "temperature",
+                    "max_tokens",
+                    "response_schema",
+                ],
+                "description": "For kind = model: one streamed call to an OpenAI-compatible chat-completions "
+                "endpoint (vLLM, Ollama, llama.cpp's server, hosted APIs). Base URL and model are required.",
+            },
+        ),
+        ("Secrets", {"fields": ["secret_names"]}),
+        (
+            "Limits",
+            {
+                "fields": [
+                    "default_timeout",
+                    "max_concurrency",
+                    "spawn_stagger_seconds",
+                    "requests_per_minute",
+                    "tokens_per_minute",
+                    "rate_limit_pattern",
+                    "rate_limit_exit_codes",
+                ],
+                "description": "A run that hits a rate limit (HTTP 429 for a model; the pattern or an exit code "
+                "for a command) waits the advised delay and runs again without spending a retry.",
+            },
+        ),
+    ]
 
     @admin.display(boolean=True)
     def available(self, obj: AgentType) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 from django.conf import settings
+from django.core.validators import URLValidator
 from django.db import models
 
 from spawner.states import (
@@ -74,9 +75,10 @@ class AgentType(models.Model):
     admin_only = models.BooleanField(default=False, help_text="Only staff may launch it.")
     enabled = models.BooleanField(default=True)
     # A model agent (kind "model"): one streamed chat-completions call (spawner.runners.model).
-    base_url = models.URLField(
+    base_url = models.CharField(
         max_length=500,
         blank=True,
+        validators=[URLValidator(schemes=["http", "https"])],
         help_text="Model: the API's base URL, up to /v1, e.g. http://127.0.0.1:8000/v1 (vLLM), "
         "http://127.0.0.1:11434/v1 (Ollama), http://127.0.0.1:8080/v1 (llama.cpp), https://api.openai.com/v1.",
     )

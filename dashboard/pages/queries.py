@@ -147,6 +147,7 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
             "batch_id",
             "key",
             "status",
+            "rate_limited_until",  # "waiting: rate limited"
             "attempt",
             "retries",
             "priority",
