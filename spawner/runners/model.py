@@ -209,7 +209,7 @@ class StartedCall:
         usage = None
         finish = None
         done = False
-        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+        with httpx.Client(timeout=timeout, follow_redirects=False, verify=_tls(url)) as client:
             try:
                 with client.stream("POST", url, json=request_body(call, self.invocation.prompt), headers=headers) as r:
                     with self._lock:
@@ -287,6 +287,22 @@ class StartedCall:
                 + (f": {detail}" if detail else "")
             )
         return EXIT_FAILED, f"the model API answered HTTP {r.status_code}" + (f": {detail}" if detail else "")
+
+
+_ssl_context = None
+_ssl_lock = threading.Lock()
+
+
+def _tls(url: str):
+    """Plain HTTP has nothing to verify (and loading the CA bundle costs ~50 ms a call); HTTPS shares
+    one verifying context per worker process."""
+    global _ssl_context
+    if not url.startswith("https:"):
+        return False
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = httpx.create_ssl_context()
+        return _ssl_context
 
 
 def _message(payload) -> str:

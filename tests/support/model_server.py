@@ -41,6 +41,7 @@ import gzip
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -377,6 +378,9 @@ def _handler(server: ModelServer):
                 self._json(200, _chat_completion(server, model, reply.answer, usage))
                 return
             chunk_id = server.next_id("chatcmpl")
+            # Each token goes out at once, as real servers send them (no Nagle wait for the client's ACK).
+            with contextlib.suppress(OSError):
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Cache-Control", "no-cache")
