@@ -104,7 +104,7 @@ def measure_running(cluster: bc.Cluster, agent: str, n: int, idle_by_pid: dict) 
     worker_pids = set(RunAttempt.objects.filter(run__batch=batch).values_list("worker_pid", flat=True))
     busy = bc.memory([p for p in procs if p.pid in worker_pids])
     idle = bc.memory([idle_by_pid[pid] for pid in worker_pids if pid in idle_by_pid])
-    own = bc.memory(agents)
+    own = bc.memory(agents) if agents else {"rss": 0.0, "pss": 0.0, "uss": 0.0, "n": 0}
     bc.wait(batch)
     keys = ("rss", "pss", "uss")
     worker_delta = {k: (busy[k] - idle[k]) / max(running, 1) for k in keys}
@@ -128,12 +128,47 @@ def bench_memory(cluster: bc.Cluster, n: int) -> dict:
         rows.append(("  its own processes", *(f"{m['own'][k]:.2f}" for k in ("rss", "pss", "uss"))))
         rows.append(("  in all, per concurrent agent", *(f"{m['total'][k]:.2f}" for k in ("rss", "pss", "uss"))))
     print("   " + bc.table(rows, ("MiB per agent", "RSS", "PSS", "USS")).replace("\n", "\n   "))
-    ratio = {k: cli["total"][k] / model["total"][k] if model["total"][k] > 0 else float("inf") for k in ("pss", "uss")}
+    calls = in_process_calls(n)
     print(
-        f"   running: {model['running']} model, {cli['running']} CLI agents; CLI / model, per agent: "
-        f"PSS {ratio['pss']:.1f}x, USS {ratio['uss']:.1f}x (both also hold one pre-forked worker each)"
+        f"   running: {model['running']} model, {cli['running']} CLI agents (each also holds one pre-forked worker); "
+        f"a warm worker's RSS does not move for a model call"
     )
-    return {"model": model, "cli": cli, "ratio": ratio}
+    print(
+        f"   {n} model calls streaming in one process (this one): USS {calls['uss'] * 1024:+.0f} KiB, "
+        f"RSS {calls['rss'] * 1024:+.0f} KiB per call; a CLI agent's own process: PSS {cli['own']['pss']:.1f} MiB "
+        f"= {cli['own']['pss'] / max(calls['uss'], 1e-3):.0f}x a model call"
+    )
+    return {"model": model, "cli": cli, "calls": calls}
+
+
+def in_process_calls(n: int) -> dict:
+    """What one more streaming model call costs a process that already made one: threads, buffers, sockets."""
+    import tempfile
+
+    import psutil
+
+    from spawner.runners import Invocation, ModelCall, ModelRunner
+
+    url = bc.STATE["server"].url + "/v1"
+    folder = Path(tempfile.mkdtemp(dir=bc.STATE["tmp"]))
+
+    def start(i: int):
+        stem = folder / f"c{i}.1"
+        inv = Invocation(
+            (), f"memory {i}", "arg", f"c{i}", folder, Path(f"{stem}.log"), Path(f"{stem}.result.json"),
+            Path(f"{stem}.prompt.txt"), model=ModelCall(base_url=url, model="scripted"),
+        )  # fmt: skip
+        return ModelRunner().start(inv)
+
+    start(-1).stop(5)  # warm: imports, first connection
+    me = psutil.Process()
+    before = me.memory_full_info()
+    calls = [start(i) for i in range(n)]
+    time.sleep(1.0)
+    during = me.memory_full_info()
+    for c in calls:
+        c.stop(5)
+    return {"uss": (during.uss - before.uss) / 2**20 / n, "rss": (during.rss - before.rss) / 2**20 / n}
 
 
 def main() -> None:
@@ -151,6 +186,7 @@ def main() -> None:
     from tests.support.model_server import ModelServer
 
     server = ModelServer().start()
+    bc.STATE["server"] = server
     server.chat(" ".join(f"w{i}" for i in range(args.tokens)))
     server.chat(" ".join(f"m{i}" for i in range(int(10 / args.delay))), when="memory")
     server.token_delay = args.delay
@@ -190,22 +226,16 @@ def main() -> None:
         rows.append(("  overhead per agent (p50)", bc.ms(w["overhead_p50"]), "", ""))
         rows.append(("  (wall - ideal) / agents", bc.ms(w["amortised"]), "", ""))
     if m := results.get("memory"):
+        call, cli = m["calls"]["uss"], m["cli"]["total"]
         rows.append(
             (
-                "memory per concurrent agent, PSS",
-                f"model {m['model']['total']['pss']:.2f} MiB",
-                f"CLI {m['cli']['total']['pss']:.2f} MiB",
-                f"{m['ratio']['pss']:.1f}x less",
+                "memory per concurrent agent (USS)",
+                f"model {call * 1024:.0f} KiB",
+                f"CLI {cli['uss']:.1f} MiB",
+                f"{cli['uss'] / max(call, 1e-3):.0f}x less",
             )
         )
-        rows.append(
-            (
-                "memory per concurrent agent, USS",
-                f"model {m['model']['total']['uss']:.2f} MiB",
-                f"CLI {m['cli']['total']['uss']:.2f} MiB",
-                f"{m['ratio']['uss']:.1f}x less",
-            )
-        )
+        rows.append(("  worker's RSS while a model agent runs", f"{m['model']['worker']['rss']:+.2f} MiB", "", ""))
     print("\n== summary")
     print(f"machine: {machine}")
     print(f"command: {command}  ({time.monotonic() - started:.0f} s)")
