@@ -9,7 +9,8 @@ word at a time, `--delay` seconds apart. It prints figures and ratios; it assert
 
   1. N model agents at once (max_parallel N): wall vs the ideal (one answer's streaming time,
      tokens x delay), the overhead per agent (its attempt's duration minus the streaming time),
-     and the dispatch spread (launch -> each attempt started).
+     and the dispatch spread (launch -> each attempt started); then the same with N CLI agents
+     making the same call (below), as the baseline on the same machine and server.
   2. memory per concurrent agent: the same N as model agents (a thread in the worker that
      supervises it) and as CLI agents doing the same call (a `python3` process streaming the same
      answer with the standard library, a small stand-in for a real CLI: Node-based CLIs weigh more).
@@ -57,11 +58,11 @@ def header(title: str) -> None:
     print(f"\n== {title}", flush=True)
 
 
-def bench_wall(n: int, ideal: float) -> dict:
+def bench_wall(n: int, ideal: float, agent: str = "model") -> dict:
     from spawner.models import RunAttempt
 
-    header(f"1. {n} model agents at once, each streaming {ideal:.2f} s")
-    batch, t0 = bc.launch(spec(f"models{n}", "model", n))
+    header(f"1{'' if agent == 'model' else 'b'}. {n} {agent} agents at once, each streaming {ideal:.2f} s")
+    batch, t0 = bc.launch(spec(f"{agent}{n}", agent, n))
     batch = bc.wait(batch)
     wall = batch.ended_at - t0
     attempts = list(RunAttempt.objects.filter(run__batch=batch).values_list("started_at", "finished_at", "status"))
@@ -207,6 +208,7 @@ def main() -> None:
         print(f"warm-up: {args.workers} model agents in {wall:.2f} s ({batch.status})")
         if "1" in args.only:
             results["wall"] = bench_wall(args.agents, ideal)
+            results["cli_wall"] = bench_wall(args.agents, ideal, "cli")
         if "2" in args.only:
             results["memory"] = bench_memory(cluster, args.agents)
     finally:
@@ -225,6 +227,10 @@ def main() -> None:
         )
         rows.append(("  overhead per agent (p50)", bc.ms(w["overhead_p50"]), "", ""))
         rows.append(("  (wall - ideal) / agents", bc.ms(w["amortised"]), "", ""))
+    if c := results.get("cli_wall"):
+        label = f"{args.agents} CLI agents, the same call, wall"
+        rows.append((label, f"{c['wall']:.2f} s", f"ideal {c['ideal']:.2f} s", f"{c['ratio']:.2f}x"))
+        rows.append(("  overhead per agent (p50)", bc.ms(c["overhead_p50"]), "", ""))
     if m := results.get("memory"):
         call, cli = m["calls"]["uss"], m["cli"]["total"]
         rows.append(
