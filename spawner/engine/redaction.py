@@ -22,7 +22,8 @@ CHUNK_BYTES = 65_536
 
 def secret_values(agent_type) -> list[str]:
     """The values to mask for runs of this agent type (its secrets, as the server has them now)."""
-    return masking.usable(os.environ.get(name, "") for name in agent_type.secret_names or [])
+    names = [*(agent_type.secret_names or []), getattr(agent_type, "api_key_secret", "")]  # a model's key too
+    return masking.usable(os.environ.get(name, "") for name in names if name)
 
 
 def mask_json(value, secrets: Sequence[str]):

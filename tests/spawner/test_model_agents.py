@@ -290,3 +290,14 @@ def test_rate_limit_waits_are_bounded(cluster, tmp_path, settings):
     assert run.status == RunStatus.FAILED
     assert "rate-limit waits spent (20 waits" in run.error
     assert RunAttempt.objects.filter(run=run, status=AttemptStatus.RATE_LIMITED).count() == 21
+
+
+def test_a_models_key_is_masked_and_its_missing_pgid_is_skipped_by_the_reaper(monkeypatch):
+    from spawner.engine import reaper, redaction
+
+    monkeypatch.setenv("SCRIPTED_MODEL_KEY", "sk-very-secret-value")
+    t = AgentType(
+        name="m", kind=AgentKind.MODEL, base_url="http://x/v1", model="m", api_key_secret="SCRIPTED_MODEL_KEY"
+    )
+    assert "sk-very-secret-value" in redaction.secret_values(t)
+    reaper._kill_orphan(RunAttempt(host=execution.HOST, pgid=None))  # nothing to kill, nothing raised
