@@ -56,6 +56,7 @@ bench: setup
 	$(PY) bench/bench_events.py
 	$(PY) bench/bench_pages.py
 	$(PY) bench/bench_worktrees.py
+	$(PY) bench/bench_models.py
 
 clean:
 	rm -rf var .pytest_cache
