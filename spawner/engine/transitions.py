@@ -135,6 +135,7 @@ def attempt_queue(
         finished_at=None,
         error="",
         output_tail="",
+        rate_limited_until=None,
     )
     if not queued:
         return None
