@@ -393,7 +393,8 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
                 attempt,
                 status=AttemptStatus.TIMED_OUT,
                 exit_code=code,
-                error=f"timed out after {run.timeout} s; process group stopped",
+                error=f"timed out after {run.timeout} s; "
+                + ("process group stopped" if process.pgid else "stream closed"),
             )
             return "timed out"
         if not _still(attempt.id, AttemptStatus.RUNNING):

@@ -301,3 +301,15 @@ def test_a_models_key_is_masked_and_its_missing_pgid_is_skipped_by_the_reaper(mo
     )
     assert "sk-very-secret-value" in redaction.secret_values(t)
     reaper._kill_orphan(RunAttempt(host=execution.HOST, pgid=None))  # nothing to kill, nothing raised
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_model_run_past_its_timeout_is_stopped_and_its_stream_closed(cluster, tmp_path, server):
+    model_type(server)
+    server.chat("word " * 400)
+    server.token_delay = 0.05
+    batch = wait_batch(launch(spec("reviewer", {"a": "hi"}).replace("prompt:", "timeout: 1, prompt:"), tmp_path))
+    run = batch.runs.get()
+    assert run.status == RunStatus.TIMED_OUT and run.error == "timed out after 1 s; stream closed"
+    wait_for(lambda: server.chat_disconnects == 1, 10, "the server to see the connection closed")
