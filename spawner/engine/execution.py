@@ -20,7 +20,17 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, final_message, lifecycle, prompts, redaction, transitions, workspaces
+from spawner.engine import (
+    dispatch,
+    events,
+    final_message,
+    lifecycle,
+    prompts,
+    redaction,
+    transitions,
+    usage,
+    workspaces,
+)
 from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
@@ -164,6 +174,7 @@ def attempt_finish(
     if status == AttemptStatus.SUCCEEDED and result is None and not result_error:
         result = final_message.result_from_log(run.agent_type.output_format, log_path)
     result, result_error, error = redaction.mask_json([result, result_error, error], secrets)
+    usage.record_attempt_end(attempt, log_path=log_path, result=result, secrets=secrets)  # tokens and cost
     end = transitions.AttemptEnd(
         status=status,
         exit_code=exit_code,
