@@ -12,10 +12,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from spawner import permissions, spec
+from spawner.core import budget as budget_rules
 from spawner.core import changes as changes_rules
 from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
-from spawner.engine import dispatch, events, git, merging, prompts, transitions, workspaces
+from spawner.engine import budgets, dispatch, events, git, merging, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
 from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
@@ -139,6 +140,7 @@ def batch_launch(
     `batch_check` returned for this spec and base_dir, when the caller checked already.
     """
     batch_cwd, task_cwds = checked or batch_check(batch_spec, base_dir, confine=confine)
+    launch_budget_check(batch_spec, owner)
     if spec_data is None:
         spec_data = batch_spec.data
     if spec_text is None:
@@ -164,6 +166,8 @@ def batch_launch(
             webhook_url=batch_spec.webhook,
             cwd=str(batch_cwd),
             sequential_of=sequential_of,
+            budget_usd=batch_spec.budget_usd,
+            on_budget=batch_spec.on_budget,
         )
         AgentRun.objects.bulk_create(
             AgentRun(
@@ -180,6 +184,8 @@ def batch_launch(
                 cwd=str(task_cwds[t.key]),
                 order=order[t.key],
                 wave=wave_of[t.key],
+                budget_usd=t.budget_usd,
+                estimate_usd=t.estimate_usd,
             )
             for t in batch_spec.tasks
         )
@@ -194,6 +200,20 @@ def batch_launch(
         )
         dispatch.batch_advance(batch.id)
     return batch
+
+
+# --- cost: budgets at launch ------------------------------------------------------------
+
+
+def launch_budget_check(batch_spec: spec.BatchSpec, owner) -> None:
+    """Refuse a launch that would take its owner past their daily budget (set by an admin)."""
+    daily = budgets.daily_budget(owner)
+    if daily is None:
+        return
+    estimate = budgets.plan_cost(batch_spec.tasks)["estimate_usd"]
+    spent = budgets.spent_today(owner)
+    if refusal := budget_rules.daily_refusal(daily_usd=daily, spent_today=spent, estimate=estimate):
+        raise spec.SpecInvalid([spec.FieldError("batch", "budget", f"launch refused: {refusal}")])
 
 
 def _refuse_admin_only(runs, actor) -> None:
