@@ -344,6 +344,9 @@ def example_spec(name: str) -> dict | None:
 # --- cost: usage, estimates and budgets (issue 10; written by spawner.engine.usage) ---------------
 
 
+usd = budget_rules.usd  # $0.0123 below a dollar, $12.34 above
+
+
 def usage_view(usage: dict | None, cost_usd: float | None) -> dict | None:
     """A run's or attempt's usage as people read it; None when nothing was reported (a plain tool)."""
     if not usage:
