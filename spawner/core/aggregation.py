@@ -39,7 +39,7 @@ TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_wri
 
 
 def _cost_words(agent: dict) -> str:
-    """", 12345 tokens, $0.0420" (or "cost unknown: why") for the Markdown export."""
+    """ ", 12345 tokens, $0.0420" (or "cost unknown: why") for the Markdown export."""
     words = ""
     if isinstance(agent.get("tokens"), int) and not isinstance(agent.get("tokens"), bool):
         words += f", {agent['tokens']} tokens"

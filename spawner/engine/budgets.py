@@ -109,4 +109,3 @@ def plan_cost(tasks, *, budget_usd: float | None = None) -> dict:
         "budget_usd": budget_usd,
         "over_budget": budget_usd is not None and total > budget_usd + budget.EPSILON,
     }
-

@@ -157,7 +157,7 @@ def test_the_daily_budget_refuses_a_launch_naming_the_budget_and_the_figures(db,
 
 
 def costing(cost: float, then: str = "") -> str:
-    return f"echo '{{\"summary\": \"done\", \"cost\": {cost}}}' > $SPAWNER_RESULT_FILE{then}"
+    return f'echo \'{{"summary": "done", "cost": {cost}}}\' > $SPAWNER_RESULT_FILE{then}'
 
 
 @pytest.mark.integration
@@ -209,3 +209,50 @@ def test_on_budget_cancel_running_stops_the_running_runs_too(cluster, tmp_path):
     assert runs["slow"].status == "cancelled" and runs["slow"].error.startswith("budget")
     assert runs["later"].status == "skipped" and runs["later"].error.startswith("budget")
     assert Escalation.objects.get(batch=batch).kind == "budget"
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def test_the_cli_prints_spent_over_budget_live_and_cost_in_its_summary(agent_types, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from spawner.management.commands import spawn
+
+    text = json.dumps(
+        {"name": "cli", "agent": "sh", "budget_usd": 1.0, "tasks": [{"key": "a", "prompt": "x"}, {"key": "b"}]}
+    )
+    batch = launch(text, tmp_path)
+    AgentRun.objects.filter(batch=batch, key="a").update(
+        cost_usd=0.4, usage={"cost_usd": 0.4, "input_tokens": 90, "output_tokens": 10}
+    )
+    AgentRun.objects.filter(batch=batch, key="b").update(
+        usage={"cost_usd": None, "input_tokens": 5, "cost_note": "no price for model 'x' in the price table"}
+    )
+    command = spawn.Command()
+    out = io.StringIO()
+    command.console = Console(file=out, width=120, force_terminal=False)
+    command.console.print(command._progress(batch))
+    live = out.getvalue()
+    assert "spent $0.4000 / budget $1.00 (1 run(s) with cost unknown) · 105 tokens" in live
+    assert "$0.4000" in live.split("\n", 2)[2] and "unknown" in live
+
+    out.truncate(0)
+    summary = selectors.batch_summary(batch)
+    command._print_summary(summary)
+    printed = out.getvalue()
+    assert "tokens" in printed and "cost" in printed and "spent $0.4000 / budget $1.00" in printed
+    assert summary["runs"][0]["tokens"] == 100 and summary["runs"][0]["cost_usd"] == 0.4
+    assert json.loads(json.dumps(summary, default=str))["cost"]["spent_usd"] == 0.4
+
+
+def test_the_cli_plan_prints_the_estimated_cost(agent_types, tmp_path, capsys):
+    from django.core.management import call_command
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\nagent: sh\nbudget_usd: 0.5\ntasks:\n  - {key: a, prompt: x, estimate_usd: 0.75}\n")
+    call_command("spawn", str(path), "--plan")
+    out = capsys.readouterr().out
+    assert "estimated cost: $0.7500 · budget $0.5000" in out and "over the batch's budget" in out

@@ -22,9 +22,7 @@ def test_exact_name_beats_a_pattern_and_the_longest_pattern_wins():
 
 
 def test_cost_from_the_price_table_counts_each_kind_of_token():
-    usage = pricing.record(
-        input_tokens=1_000_000, output_tokens=100_000, cache_read_tokens=2_000_000, models=["gpt-5"]
-    )
+    usage = pricing.record(input_tokens=1_000_000, output_tokens=100_000, cache_read_tokens=2_000_000, models=["gpt-5"])
     cost, note = pricing.cost_of(usage, PRICES)
     assert cost == pytest.approx(1.25 + 1.0 + 0.25)
     assert "gpt-5" in note and "2026-11-26" in note
@@ -36,7 +34,9 @@ def test_unknown_model_or_no_model_or_missing_cache_price_is_unknown_with_the_re
         "no price for model 'llama-3' in the price table",
     )
     assert pricing.cost_of(pricing.record(input_tokens=5), PRICES)[0] is None
-    cost, note = pricing.cost_of(pricing.record(input_tokens=5, cache_write_tokens=5, models=["gemini-2.5-pro"]), PRICES)
+    cost, note = pricing.cost_of(
+        pricing.record(input_tokens=5, cache_write_tokens=5, models=["gemini-2.5-pro"]), PRICES
+    )
     assert cost is None and "cache write" in note
     cost, note = pricing.cost_of(pricing.record(input_tokens=5, models=["gpt-5", "llama-3"]), PRICES)
     assert cost is None and "several models" in note
