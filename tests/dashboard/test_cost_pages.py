@@ -129,3 +129,23 @@ def test_the_daily_budget_refusal_shows_on_the_page(signed_in, member, agent_typ
     html = response.content.decode()
     assert response.status_code == 400 and not Batch.objects.exists()
     assert "launch refused: daily budget of $1.00 would be exceeded" in html and "$1.50" in html
+
+
+def test_the_live_run_row_carries_the_cost(member, make_batch):
+    from django.template.loader import render_to_string
+
+    from dashboard.pages import queries
+
+    batch = make_batch(member, BUDGETED)
+    with_usage(batch)
+    rows = {r.key: render_to_string("dashboard/batch.html#run-row", {"run": r}) for r in queries.grid_runs(batch.id)}
+    assert "$0.5000" in rows["build"] and "cost unknown" in rows["lint"] and "no usage reported" in rows["test"]
+
+
+def test_the_price_table_is_in_the_admin_seeded_and_dated(client, db):
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("ada", password="pw-ada-12345"))
+    html = client.get("/admin/spawner/modelprice/").content.decode()
+    assert "claude-sonnet-4*" in html and "gpt-5" in html and "Nov. 26, 2026" in html
+    assert client.get("/admin/spawner/userbudget/add/").status_code == 200
