@@ -17,7 +17,7 @@ from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
 from spawner.engine import dispatch, events, git, merging, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
-from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt
+from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
@@ -197,9 +197,16 @@ def batch_launch(
 
 
 def _refuse_admin_only(runs, actor) -> None:
-    """Running an admin-only agent type again needs an admin, as launching it did."""
+    """Running an admin-only agent type again needs an admin, as launching it did; so does running
+    a workspace's setup or gate command again (a command the server runs)."""
+    runs = list(runs)
     if why := permissions.admin_only_refusal(actor, runs):
         raise NotAllowed(why)
+    if actor is None or permissions.may_run_admin_only(actor):
+        return
+    commands = Workspace.objects.filter(batch_id__in={r.batch_id for r in runs}).exclude(setup="", gate="")
+    if commands.exists():
+        raise NotAllowed("only an admin may run again a batch whose workspace has setup or gate commands")
 
 
 def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
@@ -580,7 +587,7 @@ def merge_step_revert(*, step: MergeStep, actor=None) -> str:
     _refuse_state(step, "revert")
     try:
         commit = merging.revert(ws, step)
-    except (merging.MergeError, merging.Busy) as exc:
+    except (merging.MergeError, merging.Busy, git.GitError) as exc:
         raise ActionRefused(str(exc)) from None
     with transaction.atomic():
         _step_move(
@@ -603,7 +610,7 @@ def merge_reset(*, batch: Batch, actor=None) -> None:
         raise ActionRefused(f"batch #{batch.id} has no merge queue")
     try:
         head = merging.reset(ws)
-    except merging.Busy as exc:
+    except (merging.Busy, git.GitError) as exc:
         raise ActionRefused(str(exc)) from None
     with transaction.atomic():
         steps = MergeStep.objects.filter(batch_id=batch.id, state__in=list(merge_rules.AFTER_RESET)).select_related(
