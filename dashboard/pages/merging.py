@@ -171,10 +171,13 @@ def merge_context(batch: Batch) -> dict:
             if a in BUTTONS
         ]
         step["keep_sides"] = "keep_sides" in step["actions"] and bool(step["conflict_files"])
+        open_conflict = step["state"] in ("conflict", "resolving")
         step["conflicts"] = [
             {"path": path, "kind": step["conflict_kinds"].get(path, "content"), "hunks": step["hunks"].get(path, [])}
-            for path in step["conflict_files"]
+            for path in (step["conflict_files"] if open_conflict else [])
         ]
+        sides = (step["resolution"] or {}).get("sides") or {}
+        step["resolved_as"] = ", ".join(f"{path}: {side}" for path, side in sorted(sides.items()))
     diff = selectors.integration_diff(batch)
     files, cut = diff_files(diff["text"]) if diff and diff["text"] else ([], False)
     summary = (diff or {}).get("summary") or {}
