@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser.conftest import PASSWORD, expect_no_reload, sign_in, still_same_document
+from tests.browser.conftest import ARTIFACTS, PASSWORD, expect_no_reload, sign_in, still_same_document
 from tests.spawner.test_workspaces import make_repo
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -78,12 +78,13 @@ def test_launch_parallel_coding_resolve_the_conflict_in_the_page(
     expect(matrix.locator("tr:has(th:text-is('gamma')) td.clash")).to_have_count(0)
 
     # The hunks, ours and theirs, with the agent's <script> shown as text (no dialog opened).
-    conflict = section.locator(".conflict")
+    conflict = section.locator(".conflict-box")
     expect(conflict.locator(".side.ours pre")).to_contain_text("from alpha")
     expect(conflict.locator(".side.theirs pre")).to_contain_text("from beta <script>alert(1)</script>")
     shots(page, "conflict-desktop")
     page.set_viewport_size({"width": 390, "height": 844})
     shots(page, "conflict-phone")
+    section.screenshot(path=str(ARTIFACTS / "test_parallel_coding-merge-section-phone.png"))
     page.set_viewport_size({"width": 1280, "height": 900})
 
     # Keep beta's side: the step merges, live.
@@ -91,7 +92,7 @@ def test_launch_parallel_coding_resolve_the_conflict_in_the_page(
     conflict.locator("button:has-text('Keep these sides and merge')").click()
     expect(page.locator("#notice")).to_contain_text("Keeping README.md: theirs for 'beta'")
     expect(section.locator("tr[data-state='merged']")).to_have_count(3, timeout=30_000)
-    expect(section.locator(".conflict")).to_have_count(0)
+    expect(section.locator(".conflict-box")).to_have_count(0)
     beta = section.locator("tr[data-state='merged']:has-text('beta')")
     expect(beta).to_contain_text("by alice")
     expect(beta.locator("code")).to_have_text(re.compile(r"^[0-9a-f]{10}$"))

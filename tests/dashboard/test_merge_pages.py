@@ -12,6 +12,7 @@ from dashboard.live.topics import BatchTopic, Event
 from spawner.engine import merging
 from spawner.models import AgentRun, MergeStep, RunAttempt, RunEvent, Workspace
 from tests.dashboard.conftest import finish, move
+from tests.spawner.test_merging import sh1  # noqa: F401 (a fixture)
 
 STATES = ["queued", "waiting", "merged", "conflict", "resolving", "rerunning", "gate_failed", "skipped", "reverted"]
 NINE = "name: nine\nagent: sh\ntasks:\n" + "".join(f"  - {{key: {s}, prompt: 'echo {s}'}}\n" for s in STATES)
@@ -124,13 +125,13 @@ def test_conflict_hunks_and_diffs_are_escaped_and_highlighted(nine, member):
     html = client_for(member).get(f"/batches/{nine.id}/").content.decode()
     assert EVIL not in html and "<b>odd</b>" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
-    conflict = html.split('class="conflict"', 1)[1]
+    conflict = html.split('class="conflict-box"', 1)[1]
     assert "from a" in conflict and "from b" in conflict and "ours" in conflict and "theirs" in conflict
     assert 'type="radio" name="side:README.md" value="theirs"' in conflict
     assert "&lt;b&gt;odd&lt;/b&gt;" in conflict
     # The integration diff: lines classed add/del, code tokens from Pygments, escaped.
     diff = html.split('class="integration-diff"', 1)[1]
-    assert '<span class="dl add">' in diff and '<span class="dl del">' in diff
+    assert '<span class="dl d-add">' in diff and '<span class="dl d-del">' in diff
     assert 'class="mi"' in diff or 'class="m"' in diff  # the number 2 in app.py
 
 
@@ -261,3 +262,26 @@ def test_picking_a_winner_skips_the_others(race, member, viewer):
 def test_a_batch_without_worktrees_has_no_candidates(make_batch, member):
     batch = make_batch(member)
     assert client_for(member).get(f"/batches/{batch.id}/candidates/").status_code == 404
+
+
+# --- against real git and a real cluster -----------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("sh1")
+def test_the_keep_sides_form_resolves_a_real_conflict(cluster, tmp_path, member, viewer):
+    from tests.spawner.test_merging import conflicting_batch, integration, new_repo, show, wait_steps
+
+    repo = new_repo(tmp_path)
+    batch, found = conflicting_batch(repo, tmp_path)
+    page = client_for(member).get(f"/batches/{batch.id}/").content.decode()
+    assert "from a" in page.split('class="conflict-box"', 1)[1] and 'name="side:README.md"' in page
+    url = f"/merge-steps/{found['b'].id}/sides/"
+    assert client_for(viewer).post(url, {"side:README.md": "ours"}).status_code == 403
+    response = client_for(member).post(url, {"side:README.md": "theirs"}, headers={"HX-Request": "true"})
+    assert response.status_code == 200, response.content
+    wait_steps(batch, {"a": "merged", "b": "merged", "c": "merged"})
+    assert show(repo, integration(batch), "README.md") == "one\nfrom b\nthree\n"
+    page = client_for(member).get(f"/batches/{batch.id}/").content.decode()
+    assert "kept README.md: theirs" in page and 'class="conflict-box"' not in page
+    assert "+from b" in page.split('class="integration-diff"', 1)[1]
