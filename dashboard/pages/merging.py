@@ -31,14 +31,14 @@ from spawner.models import AgentRun, Batch, MergeStep
 
 # What each state looks like: an icon and words, never colour alone.
 STATE_LOOK = {
-    "queued": ("⏳", "queued"),
-    "waiting": ("⏸", "waiting for a person"),
+    "queued": ("◷", "queued"),
+    "waiting": ("☐", "waiting for a person"),
     "merged": ("✔", "merged"),
     "conflict": ("⚠", "conflict"),
     "resolving": ("✎", "resolving by hand"),
     "rerunning": ("↻", "re-running on top"),
     "gate_failed": ("✘", "gate failed"),
-    "skipped": ("⤼", "skipped"),
+    "skipped": ("↷", "skipped"),
     "reverted": ("↶", "reverted"),
 }
 # The buttons of a step: action -> (label, what the reader needs, a question to confirm, style).

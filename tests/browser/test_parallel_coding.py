@@ -112,3 +112,63 @@ def test_launch_parallel_coding_resolve_the_conflict_in_the_page(
     assert not alerts, alerts
     assert not errors, errors
     context.close()
+
+
+BEST_OF = """\
+name: best-of-3
+agent: sh
+aggregation: vote
+workspace:
+  repo: repo
+  isolation: worktree
+  merge: manual
+tasks:
+  - {key: terse, prompt: 'printf "def add(a, b):\\n    return a + b\\n" > calc.py'}
+  - {key: verbose, prompt: 'printf "def add(a, b):\\n    total = a + b  # the sum\\n    return total\\n" > calc.py'}
+  - {key: broken, prompt: 'echo oops > calc.py; exit 1'}
+"""
+
+
+def test_best_of_n_compare_the_candidates_and_pick_one(web, admin_alice, agent_types, workdir, shots, browser):
+    from playwright.sync_api import expect
+
+    make_repo(workdir / "repo", {"calc.py": "def add(a, b):\n    pass\n"})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    sign_in(page, web.url)
+    page.goto(web.url + "/batches/new/")
+    page.click("summary:has-text('Paste or upload')")
+    page.fill("#id_spec_text", BEST_OF)
+    page.locator("#paste button[value='launch']").click()
+    expect(page).to_have_url(re.compile(r"/batches/\d+/$"), timeout=20_000)
+    batch_url = page.url
+    section = page.locator("#merge-section")
+    expect(section.locator("tr[data-state='waiting']")).to_have_count(2, timeout=30_000)
+
+    page.click("#merge-section a:has-text('compare the candidates')")
+    expect(page.get_by_role("heading", name="Best of 3: best-of-3")).to_be_visible()
+    terse = page.locator(".candidate:has(h2 a:text-is('terse'))")
+    verbose = page.locator(".candidate:has(h2 a:text-is('verbose'))")
+    broken = page.locator(".candidate:has(h2 a:text-is('broken'))")
+    expect(terse.locator(".candidate-diff")).to_contain_text("return a + b")
+    expect(verbose.locator(".candidate-diff")).to_contain_text("total = a + b  # the sum")
+    expect(verbose.locator(".candidate-diff .c1").first).to_contain_text("# the sum")  # highlighted
+    expect(broken).to_contain_text("failed")
+    expect(broken.locator("button")).to_have_count(0)
+    shots(page, "candidates-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
+    shots(page, "candidates-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    terse.locator("button:has-text('Pick terse')").click()
+    expect(page.locator("#notice")).to_contain_text("Picked 'terse'")
+    page.goto(batch_url)
+    expect(section.locator("tr[data-state='merged']")).to_contain_text("terse", timeout=30_000)
+    expect(section.locator("tr[data-state='skipped']")).to_contain_text("verbose")
+    expect(section.locator(".integration-diff")).to_contain_text("return a + b")
+    shots(page, "picked-desktop")
+    assert not errors, errors
+    context.close()
