@@ -285,3 +285,19 @@ def test_the_keep_sides_form_resolves_a_real_conflict(cluster, tmp_path, member,
     page = client_for(member).get(f"/batches/{batch.id}/").content.decode()
     assert "kept README.md: theirs" in page and 'class="conflict-box"' not in page
     assert "+from b" in page.split('class="integration-diff"', 1)[1]
+
+
+@pytest.mark.integration
+@pytest.mark.usefixtures("sh1")
+def test_picking_a_candidate_when_another_is_merged_resets_then_merges_it(cluster, tmp_path, member):
+    from tests.spawner.test_merging import conflicting_batch, integration, new_repo, show, wait_steps
+
+    repo = new_repo(tmp_path)
+    batch, found = conflicting_batch(repo, tmp_path)  # a merged, b in conflict with it, c merged
+    url = f"/batches/{batch.id}/candidates/{found['b'].run_id}/pick/"
+    response = client_for(member).post(url, headers={"HX-Request": "true"})
+    text = response.content.decode()
+    assert response.status_code == 200 and "reset the integration branch" in text, text
+    wait_steps(batch, {"a": "skipped", "b": "merged", "c": "skipped"})
+    assert show(repo, integration(batch), "README.md") == "one\nfrom b\nthree\n"
+    assert show(repo, integration(batch), "c.txt") is None
