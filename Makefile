@@ -3,8 +3,11 @@ PY      := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PG_URL  ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_URL_TEST ?= redis://127.0.0.1:6379/5
+# The real coding-agent CLIs the real_cli tests drive, installed inside the clone (.cache/agents).
+CLAUDE_CODE_VERSION ?= 2.1.332
+CODEX_VERSION ?= 0.169.0
 
-.PHONY: setup run test test-sqlite test-postgres test-redis lint bench clean
+.PHONY: setup agents run test test-sqlite test-postgres test-redis lint bench clean
 
 setup: .venv/.installed
 
@@ -14,19 +17,31 @@ setup: .venv/.installed
 	$(PY) -m pip install -q -e '.[test,postgres,redis]'
 	touch $@
 
+# Claude Code and Codex from npm, pinned, into .cache/agents (never outside the clone).
+agents: .cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)
+
+.cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION):
+	mkdir -p .cache/agents
+	npm install --prefix .cache/agents --no-audit --no-fund \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
+	.cache/agents/node_modules/.bin/claude --version
+	.cache/agents/node_modules/.bin/codex --version
+	touch $@
+
 run: setup
 	$(PY) manage.py migrate --noinput
+	-$(PY) manage.py spawner_demo   # the parallel-coding example's repository; needs git, optional
 	$(PY) manage.py serve
 
 test: test-sqlite test-postgres test-redis
 
-test-sqlite: setup
+test-sqlite: setup agents
 	$(PY) -m pytest
 
 # The engine's integration suite again, on PostgreSQL (skips when the server is
 # unreachable, fails instead when CI=true).
 test-postgres: setup
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m integration tests/spawner
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli" tests/spawner
 
 # The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite.
 test-redis: setup
@@ -40,6 +55,7 @@ bench: setup
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_events.py
 	$(PY) bench/bench_pages.py
+	$(PY) bench/bench_worktrees.py
 
 clean:
 	rm -rf var .pytest_cache

@@ -36,4 +36,6 @@ urlpatterns = [
     path("runs/<id:run_id>/retry/", actions.run_retry, name="run-retry"),
     path("runs/<id:run_id>/attempts/<id:number>/log/", views.run_log, name="run-log"),
     path("runs/<id:run_id>/attempts/<id:number>/log/download/", views.run_log_download, name="run-log-download"),
+    path("runs/<id:run_id>/attempts/<id:number>/diff/", views.run_diff, name="run-diff"),
+    path("runs/<id:run_id>/attempts/<id:number>/diff/download/", views.run_diff_download, name="run-diff-download"),
 ]

@@ -7,7 +7,16 @@ from spawner.models import AgentRun, AgentType, Batch, Role, RunAttempt, RunEven
 
 @admin.register(AgentType)
 class AgentTypeAdmin(admin.ModelAdmin):
-    list_display = ["name", "description", "available", "prompt_kind", "admin_only", "max_concurrency", "enabled"]
+    list_display = [
+        "name",
+        "description",
+        "available",
+        "prompt_kind",
+        "output_format",
+        "admin_only",
+        "max_concurrency",
+        "enabled",
+    ]
     list_filter = ["enabled", "admin_only"]
 
     @admin.display(boolean=True)

@@ -7,7 +7,7 @@ import shutil
 from django.conf import settings
 from django.db import models
 
-from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, Priority, PromptVia, RunStatus
+from spawner.states import AttemptStatus, BatchStatus, FailurePolicy, Mode, OutputFormat, Priority, PromptVia, RunStatus
 
 
 class AgentType(models.Model):
@@ -30,6 +30,14 @@ class AgentType(models.Model):
         default=PromptKind.TEXT,
         help_text="What the prompt is. Tools that load the files they are given (pytest) take a path, "
         "confined to the run's working directory.",
+    )
+    output_format = models.CharField(
+        max_length=16,
+        choices=OutputFormat.choices,
+        default=OutputFormat.NONE,
+        blank=True,
+        help_text="How to read the agent's output: with a JSON output mode, its final message becomes the run's "
+        "result when it wrote no SPAWNER_RESULT_FILE (a fenced ```json block in it, or the text as the summary).",
     )
     env = models.JSONField(default=dict, blank=True, help_text="Extra environment variables.")
     secret_names = models.JSONField(
@@ -241,6 +249,13 @@ class AgentRun(models.Model):
     changes = models.JSONField(
         null=True, blank=True, help_text="Diff summary of its worktree's commit: files, +/-, outside its scope."
     )
+    usage = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Tokens and cost over all its attempts: input_tokens, output_tokens, cache_read_tokens, "
+        "cache_write_tokens, cost_usd (null: unknown), models, turns, source, cost_note.",
+    )
+    cost_usd = models.FloatField(null=True, blank=True, help_text="Total cost of its attempts; null: unknown.")
 
     class Meta:
         ordering = ["batch", "order"]
@@ -274,6 +289,7 @@ class RunAttempt(models.Model):
     base_commit = models.CharField(max_length=64, blank=True, help_text="What its worktree started from.")
     head_commit = models.CharField(max_length=64, blank=True, help_text="Its branch after its changes were committed.")
     changes = models.JSONField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True, help_text="Tokens and cost of this attempt (see AgentRun.usage).")
     # A re-run on top of the integration branch (a merge conflict's resolution): where its worktree
     # starts instead of the checkpoint, and what is added to its prompt.
     start_commit = models.CharField(max_length=64, blank=True)

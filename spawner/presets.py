@@ -2,35 +2,101 @@
 
 from __future__ import annotations
 
+# Coding agents: the prompt goes on standard input, so it can never be read as an option
+# (`claude -p "--version"` printed the version); the JSON output mode is on, so the final
+# message can become the run's result (`output_format`); the permission mode lets a headless
+# agent edit files in its working directory and nothing outside it. Verified against the
+# real CLIs (tests/spawner/test_real_clis.py): claude-code and codex; gemini's argv only.
+CLAUDE_RESULT_HINT = (
+    "Spawner runs you headless. Your result file (SPAWNER_RESULT_FILE) is {result_file}: "
+    "you may write your result there as JSON with the Write tool."
+)
+CODING_AGENTS = {
+    "claude-code": {
+        # acceptEdits: edits inside the working directory are accepted; anything that would ask
+        # (a write outside it, most shell commands) is denied, as nobody answers with -p.
+        # The one exception: the run's own result file.
+        "argv": [
+            "claude",
+            "-p",
+            "--output-format",
+            "json",
+            "--permission-mode",
+            "acceptEdits",
+            "--allowedTools=Edit(/{result_file})",
+            "--append-system-prompt",
+            CLAUDE_RESULT_HINT,
+        ],
+        "output_format": "claude-json",
+    },
+    "codex": {
+        # The sandbox lets commands write in the working directory only (not /tmp, not $TMPDIR);
+        # exec never asks for approval. `-` reads the prompt from stdin.
+        "argv": [
+            "codex",
+            "exec",
+            "--json",
+            "--sandbox",
+            "workspace-write",
+            "--skip-git-repo-check",
+            "-c",
+            'approval_policy="never"',
+            "-c",
+            "sandbox_workspace_write.exclude_slash_tmp=true",
+            "-c",
+            "sandbox_workspace_write.exclude_tmpdir_env_var=true",
+            "-",
+        ],
+        "output_format": "codex-jsonl",
+    },
+    "gemini": {
+        # With stdin not a terminal and no -p, gemini runs headless on what stdin holds.
+        "argv": ["gemini", "--output-format", "json", "--approval-mode", "auto_edit", "--skip-trust"],
+        "output_format": "gemini-json",
+    },
+    "aider": {
+        # Not run here: from aider's documented options. The prompt is a file, never an option.
+        "argv": ["aider", "--yes-always", "--no-pretty", "--no-check-update", "--message-file", "{prompt_file}"],
+        "prompt_via": "file",
+        "output_format": "",
+    },
+}
+# What these presets were before (a data migration moves rows that still hold them).
+OLD_CODING_ARGV = {
+    "claude-code": ["claude", "-p", "{prompt}"],
+    "codex": ["codex", "exec", "{prompt}"],
+    "gemini": ["gemini", "-p", "{prompt}"],
+    "aider": ["aider", "--yes-always", "--no-pretty", "--message", "{prompt}"],
+}
+
 AGENT_TYPES = [
     {
         "name": "claude-code",
-        "description": "Claude Code, headless (claude -p)",
-        "argv": ["claude", "-p", "{prompt}"],
-        "prompt_via": "arg",
+        "description": "Claude Code, headless (claude -p), prompt on stdin",
+        "prompt_via": "stdin",
         "secret_names": [],
         "default_timeout": 1800,
+        **CODING_AGENTS["claude-code"],
     },
     {
         "name": "codex",
-        "description": "OpenAI Codex CLI (codex exec)",
-        "argv": ["codex", "exec", "{prompt}"],
-        "prompt_via": "arg",
+        "description": "OpenAI Codex CLI (codex exec), prompt on stdin",
+        "prompt_via": "stdin",
         "default_timeout": 1800,
+        **CODING_AGENTS["codex"],
     },
     {
         "name": "gemini",
-        "description": "Gemini CLI (gemini -p)",
-        "argv": ["gemini", "-p", "{prompt}"],
-        "prompt_via": "arg",
+        "description": "Gemini CLI, headless, prompt on stdin",
+        "prompt_via": "stdin",
         "default_timeout": 1800,
+        **CODING_AGENTS["gemini"],
     },
     {
         "name": "aider",
-        "description": "aider, one message, no questions",
-        "argv": ["aider", "--yes-always", "--no-pretty", "--message", "{prompt}"],
-        "prompt_via": "arg",
+        "description": "aider, one message from a file, no questions",
         "default_timeout": 1800,
+        **CODING_AGENTS["aider"],
     },
     {
         "name": "pytest",
@@ -60,23 +126,34 @@ AGENT_TYPES = [
 # Presets whose prompt is a path (a data migration sets it on rows installed before the field).
 PATH_PROMPT_TYPES = [t["name"] for t in AGENT_TYPES if t.get("prompt_kind") == "path"]
 
-_ROLE_TAIL = "\n\nTask ({{ key }}):\n{{ task }}\n"
-ROLES = {
+# How any agent hands back what it found (README: Structured results and fan-in).
+RESULT_INSTRUCTIONS = (
+    "\n\nWhen you are done, hand back your result as JSON in this format: "
+    '{"summary": "one paragraph", "verdict": "pass | warn | fail", "findings": '
+    '[{"severity": "critical | high | medium | low | info", "title": "...", "file": "path", '
+    '"line": 1, "detail": "..."}]}. '
+    "Write it to the file named by the SPAWNER_RESULT_FILE environment variable; if you cannot "
+    "write that file, end your final message with the same JSON in a fenced ```json block."
+)
+_ROLE_TAIL = RESULT_INSTRUCTIONS + "\n\nTask ({{ key }}):\n{{ task }}\n"
+ROLE_TEXT = {
     "explorer": "You are an explorer. Map the relevant code: files, entry points, data flow. "
-    "Report what you found; change nothing." + _ROLE_TAIL,
+    "Report what you found; change nothing.",
     "implementer": "You are an implementer. Make the change described below, touching only the "
-    "files in your scope, and keep the tests passing." + _ROLE_TAIL,
+    "files in your scope, and keep the tests passing.",
     "tester": "You are a tester. Write or run the tests that show whether the behaviour below "
-    "holds; report each failure with its file and line." + _ROLE_TAIL,
+    "holds; report each failure with its file and line.",
     "reviewer": "You are a reviewer. Review the change below for bugs, security and clarity. "
-    "Report findings with severity, file and line." + _ROLE_TAIL,
-    "documenter": "You are a documenter. Update the documentation for the change below so a "
-    "newcomer can use it." + _ROLE_TAIL,
+    "Report findings with severity, file and line.",
+    "documenter": "You are a documenter. Update the documentation for the change below so a newcomer can use it.",
     "debugger": "You are a debugger. Find the root cause of the failure below, explain it, and "
-    "propose the smallest fix." + _ROLE_TAIL,
+    "propose the smallest fix.",
     "researcher": "You are a researcher. Answer the question below from the code and its history; "
-    "cite the files you used." + _ROLE_TAIL,
+    "cite the files you used.",
 }
+ROLES = {name: text + _ROLE_TAIL for name, text in ROLE_TEXT.items()}
+# The templates before they said how to hand back a result (a data migration updates unchanged rows).
+OLD_ROLES = {name: text + "\n\nTask ({{ key }}):\n{{ task }}\n" for name, text in ROLE_TEXT.items()}
 
 
 def install(agent_type_model, role_model) -> tuple[int, int]:

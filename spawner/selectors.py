@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import cache
+
 from spawner import spec
 from spawner.core import aggregation, changes, masking, planning
 from spawner.core import merge_queue as merge_rules
-from spawner.engine import merging, redaction
-from spawner.models import Batch, Escalation, MergeStep, Review
+from spawner.engine import housekeeping, merging, redaction
+from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RunStatus
 
 
@@ -316,3 +323,85 @@ def merge_candidates(batch: Batch, *, max_bytes: int = CANDIDATE_DIFF_MAX_BYTES)
         "verdict": agg.get("verdict"),
         "candidates": out,
     }
+
+
+# === diffs and workspaces, for the run and batch pages (diff UI) ==================================
+# Kept in one block: the merge queue's reads go in a block of their own.
+
+
+def workspace_of(batch_id: int):
+    """The batch's git workspace (repository, checkpoint, merge mode, scope policy, gate), or None."""
+    from spawner.models import Workspace
+
+    return Workspace.objects.filter(batch_id=batch_id).first()
+
+
+def attempt_diff_path(attempt):
+    """Where the engine wrote the attempt's unified diff (beside its log), or None without a log."""
+    from pathlib import Path
+
+    from spawner.engine.workspaces import diff_path
+
+    return diff_path(Path(attempt.log_path)) if attempt.log_path else None
+
+
+def attempt_gate(attempt) -> dict | None:
+    """What the gate said of this attempt (`{"exit_code": n}`), or None if it did not run."""
+    from spawner.models import RunEvent
+    from spawner.states import EventKind
+
+    event = (
+        RunEvent.objects.filter(run_id=attempt.run_id, attempt=attempt.number, kind=EventKind.RUN_GATE)
+        .order_by("-id")
+        .first()
+    )
+    return event.data if event else None
+
+
+# === end of diffs and workspaces ==================================================================
+
+
+WORKSPACE_DISK_CACHE_SECONDS = 30
+
+
+def workspace_disk(batch: Batch) -> int:
+    """Bytes on disk the batch's worktrees (its runs' and the merge queue's) use now: their files
+    plus each one's private git data (its index); the repository's object store is shared and not
+    counted. 0 when none is left.
+    Measured with `du` (about 10 ms per 10,000 files) and remembered for 30 s, so a live page may
+    ask on every redraw."""
+    paths = sorted(
+        RunAttempt.objects.filter(run__batch_id=batch.id).exclude(worktree="").values_list("worktree", flat=True)
+    )
+    ws = Workspace.objects.filter(batch_id=batch.id).first()
+    if ws is not None and merging.integration_path(ws).is_dir():
+        paths.append(str(merging.integration_path(ws)))
+    if not paths:
+        return 0
+    key = f"spawner:workspace-disk:{batch.id}:{hashlib.sha1('|'.join(paths).encode()).hexdigest()[:12]}"
+    found = cache.get(key)
+    if found is None:
+        found = housekeeping.worktrees_disk(paths)
+        cache.set(key, found, WORKSPACE_DISK_CACHE_SECONDS)
+    return found
+
+
+def example_spec(name: str) -> dict | None:
+    """An example batch from `examples/<name>.yaml`, its `cwd` made relative to the browser's base
+    directory (SPAWNER_WORKDIR) instead of the examples directory, for a starting point on the
+    new-batch page. None when there is no such example or it would leave the base directory."""
+    import yaml
+
+    examples = settings.BASE_DIR / "examples"
+    path = examples / f"{name}.yaml"
+    if "/" in name or not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        return None
+    where = (examples / str(data.get("cwd") or ".")).resolve()
+    base = Path(settings.SPAWNER_WORKDIR).resolve()
+    if not where.is_relative_to(base):
+        return None
+    data["cwd"] = os.path.relpath(where, base)
+    return data

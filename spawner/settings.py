@@ -144,6 +144,11 @@ SPAWNER = {
     "KILL_GRACE_SECONDS": _env_float("SPAWNER_KILL_GRACE_SECONDS", 5),
     # A stopping cluster lets running agents finish this long, then hands the rest back (no retry spent).
     "DRAIN_SECONDS": _env_float("SPAWNER_DRAIN_SECONDS", 300),
+    # Housekeeping (`manage.py spawner_gc`, and each cluster every GC_SECONDS, 0 = never): a worktree
+    # of an ended batch goes once merged or discarded, or this long after its batch ended.
+    "WORKTREE_RETENTION_HOURS": _env_float("SPAWNER_WORKTREE_RETENTION_HOURS", 72),
+    "GC_SECONDS": _env_float("SPAWNER_GC_SECONDS", 600),
+    "GC_LIMIT": _env_int("SPAWNER_GC_LIMIT", 50),  # worktrees removed per scheduled round at most
     # Cluster processes keep database connections this long (the web server does not).
     "WORKER_CONN_MAX_AGE": _env_int("SPAWNER_WORKER_CONN_MAX_AGE", 300),
     "MAX_TASKS": _env_int("SPAWNER_MAX_TASKS", 1000),

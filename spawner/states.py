@@ -89,6 +89,15 @@ class PromptVia(models.TextChoices):
     FILE = "file", "file ({prompt_file} in argv, SPAWNER_PROMPT_FILE in env)"
 
 
+class OutputFormat(models.TextChoices):
+    """How to read a coding agent's output for its final message (spawner.core.agent_output)."""
+
+    NONE = "", "plain text (no final message is read)"
+    CLAUDE_JSON = "claude-json", "Claude Code --output-format json"
+    CODEX_JSONL = "codex-jsonl", "codex exec --json"
+    GEMINI_JSON = "gemini-json", "Gemini CLI --output-format json"
+
+
 class EventKind(models.TextChoices):
     """Every kind of entry in the event log, one definition each."""
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from dashboard.pages import fanin_queries, merging, queries
+from dashboard.pages import diffs, fanin_queries, merging, queries
 from spawner.models import AgentRun, Batch
 from spawner.states import ESCALATION_EVENTS, FANIN_EVENTS, MERGE_EVENTS, EventKind
 
@@ -30,6 +30,8 @@ from spawner.states import ESCALATION_EVENTS, FANIN_EVENTS, MERGE_EVENTS, EventK
 PROCESS = f"{os.getpid()}-{secrets.token_hex(3)}"
 # Events that change nothing a list, a header or a timeline shows.
 OUTPUT_KINDS = {EventKind.RUN_OUTPUT}
+# Events that change what a run page's changes section shows (besides a new attempt).
+DIFF_KINDS = {EventKind.RUN_CHANGES, EventKind.RUN_GATE}
 # Coalescing: a few changed rows go out at the next poll; a flood of them (a big batch
 # where hundreds of runs move at once) goes out at most every BURST_SECONDS, so the
 # browser swaps each row once per window instead of once per change.
@@ -170,6 +172,7 @@ class RunTopic(Topic):
         self.batch_id = run.batch_id
         self.state = False
         self.output = False
+        self.diff = False
         self.attempt_shown: int | None = run.attempt
 
     def wants(self, event: Event) -> bool:
@@ -183,6 +186,8 @@ class RunTopic(Topic):
             self.output = True
         else:
             self.state = True
+        if event.kind in DIFF_KINDS:
+            self.diff = True
 
     def update(self) -> list[str]:
         run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
@@ -194,7 +199,10 @@ class RunTopic(Topic):
             parts.append(_render("dashboard/run.html#output", context))
         elif self.state or self.output:
             parts.append(_render("dashboard/run.html#tail", context))
-        self.state = self.output = False
+        if self.diff or run.attempt != self.attempt_shown:
+            # The current attempt's changes, unified: what a reload shows.
+            parts.append(_render("dashboard/run.html#diff", diffs.diff_context(run)))
+        self.state = self.output = self.diff = False
         self.attempt_shown = run.attempt
         return ["".join(parts)] if parts else []
 
@@ -202,7 +210,8 @@ class RunTopic(Topic):
         run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
         context = queries.run_context(run)
         names = ("run-header", "attempts", "output")
-        return ["".join(_render(f"dashboard/run.html#{name}", context) for name in names)]
+        html = "".join(_render(f"dashboard/run.html#{name}", context) for name in names)
+        return [html + _render("dashboard/run.html#diff", diffs.diff_context(run))]
 
 
 class CompareTopic(Topic):

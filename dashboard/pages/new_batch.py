@@ -48,6 +48,13 @@ def _catalog(request) -> dict:
 
 
 def _initial_page(request, catalog: dict) -> Page:
+    if (text := starters.build_text(request.GET.get("start", ""))) is not None:
+        return Page(
+            batch_form=BatchForm(),
+            task_forms=[TaskForm(**catalog) for _ in range(BLANK_ROWS)],
+            text_form=SpecTextForm(initial={"spec_text": text}),
+            source="yaml",
+        )
     start = starters.build(
         request.GET.get("start", ""), catalog["agents"], catalog["roles"], is_admin=catalog["is_admin"]
     )
@@ -139,7 +146,9 @@ def batch_new(request: HtmxHttpRequest):
                 return redirect("batch", batch_id=batch.id)
     context = {
         "page": page,
-        "starters": [(key, title, about) for key, (title, about, _) in starters.STARTERS.items()],
+        "starters": [
+            (key, title, about) for key, (title, about, _) in {**starters.STARTERS, **starters.YAML_STARTERS}.items()
+        ],
         "agents": sorted(catalog["agents"].values(), key=lambda a: a.name),
         "can_launch": permissions.may_launch(request.user),
         "marked": _has_errors(page),

@@ -7,6 +7,7 @@ Nothing here depends on who is looking: fragments are rendered once for everyone
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
+from django.db.models.fields.json import KT
 from django.db.models.functions import Right
 from django.utils import timezone
 
@@ -156,7 +158,14 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
             "agent_type__name",
             "role",
         )
-        .annotate(tail_end=Right("output_tail", 600))
+        .annotate(
+            tail_end=Right("output_tail", 600),
+            # The diff size only, not the list of files (a run may change a thousand).
+            diff_added=KT("changes__added"),
+            diff_removed=KT("changes__removed"),
+            diff_changed=KT("changes__changed"),
+            diff_outside=KT("changes__outside_scope"),
+        )
         .order_by("order")
     )
     if run_ids is not None:
@@ -165,7 +174,24 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
     url = run_url_template()
     for run in runs:
         run.url = url.format(run.id)
+        run.diff = diff_size(run)
     return runs
+
+
+def diff_size(run: AgentRun) -> dict | None:
+    """+added -removed in n files, and the paths outside its scope; None before its changes are known."""
+    if run.diff_changed is None:
+        return None
+    try:
+        outside = json.loads(run.diff_outside) if isinstance(run.diff_outside, str) else run.diff_outside
+    except ValueError:
+        outside = []
+    return {
+        "added": int(run.diff_added or 0),
+        "removed": int(run.diff_removed or 0),
+        "changed": int(run.diff_changed),
+        "outside": list(outside or []),
+    }
 
 
 def batch_header_context(batch: Batch) -> dict:
@@ -185,6 +211,7 @@ def batch_header_context(batch: Batch) -> dict:
 def batch_context(batch: Batch) -> dict:
     return {
         **batch_header_context(batch),
+        "workspace": selectors.workspace_of(batch.id),
         "runs": grid_runs(batch.id),
         "timeline": timeline(batch),
     }

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import yaml
+
+from spawner import selectors
 from spawner.selectors import AgentInfo
 
 CODING_AGENTS = ("claude-code", "codex", "gemini", "aider")
@@ -128,6 +131,27 @@ def demo(agent: str, roles, agents) -> dict:
     return {"name": "Demo: waves with no AI tool", "max_parallel": 3, "aggregation": "all", "tasks": tasks}
 
 
+def coding_example() -> str | None:
+    """examples/parallel-coding.yaml as the YAML to paste: its repository paths made relative to
+    this server's base directory. Its repository and agent type come from `manage.py spawner_demo`
+    (`make run` runs it)."""
+    data = selectors.example_spec("parallel-coding")
+    if data is None:
+        return None
+    head = "# Needs var/demo-repo and the coding-demo agent type: `python manage.py spawner_demo` (make run does it).\n"
+    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+
+# Starting points given as YAML (they use fields the form has not, such as `workspace`).
+YAML_STARTERS = {
+    "coding": (
+        "Parallel coding (no AI tool)",
+        "Scripted agents edit a demo repository, each in its own worktree: diffs, a scope warning, "
+        "a conflict, the merge queue.",
+        coding_example,
+    ),
+}
+
 STARTERS = {
     "review": ("Fan-out / fan-in review", "Three reviewers in parallel, one summary after them.", review),
     "pipeline": ("Parallel pipeline", "Two build → test chains side by side.", pipeline),
@@ -135,6 +159,11 @@ STARTERS = {
     "race": ("Race", "The same problem to several agents; the first success wins.", race),
     "demo": ("Demo (no AI tool)", "Waves of shell steps that sleep: try Spawner on any server (admins).", demo),
 }
+
+
+def build_text(name: str) -> str | None:
+    """The YAML of a starting point given as YAML, else None."""
+    return YAML_STARTERS[name][2]() if name in YAML_STARTERS else None
 
 
 def build(name: str, agents: Mapping[str, AgentInfo], roles, *, is_admin: bool) -> dict | None:

@@ -11,7 +11,8 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 from django_htmx.middleware import HtmxDetails
 
-from dashboard.pages import queries
+from dashboard.ids import parse_id
+from dashboard.pages import diffs, queries
 from dashboard.pages.downloads import file_download
 from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
@@ -63,7 +64,33 @@ def compare(request: HtmxHttpRequest, batch_id: int):
 @login_required
 def run_detail(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
-    return render(request, "dashboard/run.html", queries.run_context(run))
+    number = parse_id(request.GET.get("attempt", ""))
+    shown = diffs.diff_context(run, number=number, view=request.GET.get("view", "unified"))
+    return render(request, "dashboard/run.html", {**queries.run_context(run), **shown})
+
+
+@require_GET
+@login_required
+def run_diff(request: HtmxHttpRequest, run_id: int, number: int):
+    """The changes section for one attempt, unified or split (the page swaps it in)."""
+    run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
+    get_object_or_404(RunAttempt, run_id=run_id, number=number)
+    context = diffs.diff_context(run, number=number, view=request.GET.get("view", "unified"))
+    return render(request, "dashboard/run.html#diff", context)
+
+
+@require_GET
+@login_required
+def run_diff_download(request: HtmxHttpRequest, run_id: int, number: int):
+    """The attempt's whole unified diff, streamed and masked like its log."""
+    attempt = get_object_or_404(RunAttempt.objects.select_related("run__agent_type"), run_id=run_id, number=number)
+    path = selectors.attempt_diff_path(attempt)
+    if path is None or not path.is_file():
+        raise Http404(f"the diff of attempt {number} is not on this server")
+    name = f"batch-{attempt.run.batch_id}-{attempt.run.key}-attempt-{number}.diff"
+    secrets = selectors.log_secrets(attempt)
+    masker = selectors.log_masker(secrets) if secrets else None
+    return file_download(path, filename=name, content_type="text/x-diff; charset=utf-8", masker=masker)
 
 
 def _log_file(attempt: RunAttempt) -> Path:

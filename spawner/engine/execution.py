@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.engine import dispatch, events, lifecycle, prompts, redaction, transitions, workspaces
+from spawner.engine import dispatch, events, final_message, lifecycle, prompts, redaction, transitions, workspaces
 from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.spec import templating
@@ -161,6 +161,8 @@ def attempt_finish(
     redaction.rewrite_file(result_path, secrets)
     if status == AttemptStatus.SUCCEEDED or result_path.exists():
         result, result_error = read_result(result_path)
+    if status == AttemptStatus.SUCCEEDED and result is None and not result_error:
+        result = final_message.result_from_log(run.agent_type.output_format, log_path)
     result, result_error, error = redaction.mask_json([result, result_error, error], secrets)
     end = transitions.AttemptEnd(
         status=status,

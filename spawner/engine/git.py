@@ -1,7 +1,8 @@
 """Run git: always an argv (never a shell), bounded in time, errors that say what git said.
 
 Git takes its own locks when several processes change one repository at once; a command that
-meets another's lock is tried again after a short pause rather than failing the run.
+meets another's lock, or another's half-made worktree, is tried again after a short pause rather
+than failing the run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,25 @@ class GitError(RuntimeError):
 
 
 def _locked(stderr: str) -> bool:
-    return ".lock" in stderr and ("File exists" in stderr or "Unable to create" in stderr)
+    """Another git process holds a lock, or is half-way through adding a worktree: git reads every
+    worktree's admin directory (`.git/worktrees/<name>/`) and dies on one another `worktree add`
+    has made but not yet filled ("failed to read .../commondir"). Both pass in milliseconds."""
+    if ".lock" in stderr and ("File exists" in stderr or "Unable to create" in stderr):
+        return True
+    return "worktrees/" in stderr and ("failed to read" in stderr or "unable to read" in stderr)
+
+
+def _command(args: tuple[str, ...]) -> str:
+    """The git command's name among its arguments (`-c key=value` options come first)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-c", "-C"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
 
 
 def run(
@@ -47,17 +66,22 @@ def run(
     argv = ["git", *_OPTIONS, *args]
     full_env = {**os.environ, **_ENV, **(env or {})}
     for attempt in range(LOCK_RETRIES + 1):
-        done = subprocess.run(
-            argv,
-            cwd=repo,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
+        try:
+            done = subprocess.run(
+                argv,
+                cwd=repo,
+                env=full_env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            # Said like any failure of git (a run's error, a False for check=False), never a traceback.
+            done = subprocess.CompletedProcess(argv, -9, "", f"git {_command(args)} timed out after {timeout:g} s")
+            break
         if done.returncode == 0 or not _locked(done.stderr) or attempt == LOCK_RETRIES:
             break
         time.sleep(0.05 * (2**attempt) * (0.5 + random.random()))

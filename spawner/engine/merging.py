@@ -16,6 +16,7 @@ import fcntl
 import logging
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -130,6 +131,33 @@ def send(batch_id: int) -> None:
 
 def send_on_commit(batch_id: int) -> None:
     transaction.on_commit(lambda: send(batch_id))
+
+
+def resend_stalled(now=None) -> int:
+    """Queued steps nobody is merging: the queue task was lost with its worker, or arrived while the
+    queue was busy and that run ended just before they were queued. Their batch's queue is sent again,
+    once per lease (the steps' `updated_at` is pushed forward), and only when no one holds its lock."""
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
+    stalled = MergeStep.objects.filter(state=STEP.QUEUED, updated_at__lt=now - lease)
+    sent = 0
+    for batch_id in set(stalled.values_list("batch_id", flat=True)):
+        ws = of(batch_id)
+        if ws is None or held(ws):
+            continue
+        MergeStep.objects.filter(batch_id=batch_id, state=STEP.QUEUED).update(updated_at=now)
+        send(batch_id)
+        sent += 1
+    return sent
+
+
+def held(ws: Workspace) -> bool:
+    """Is someone merging in this batch's integration branch now (on this machine)?"""
+    try:
+        with locked(ws, wait=0):
+            return False
+    except Busy:
+        return True
 
 
 # --- the lock ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from spawner.engine import dispatch, execution, queue, recovery
+from spawner.engine import dispatch, execution, merging, queue, recovery
 from spawner.models import RunAttempt, WorkerHeartbeat
 from spawner.states import AttemptStatus
 
@@ -84,7 +84,7 @@ def _kill_orphan(attempt: RunAttempt) -> None:
 
 def tick() -> int:
     try:
-        found = reap_lost() + resend_abandoned() + recovery.resend_stranded()
+        found = reap_lost() + resend_abandoned() + recovery.resend_stranded() + merging.resend_stalled()
     finally:
         dispatch.advance_all_running()
     return found

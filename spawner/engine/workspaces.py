@@ -205,9 +205,8 @@ def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> P
     except git.GitError as exc:
         raise WorkspaceError(f"could not create its worktree: {exc.stderr[-300:]}") from None
     RunAttempt.objects.filter(id=attempt.id).update(worktree=str(path), branch=branch)
-    if not attempt.start_commit:
-        _take_dependencies(run, path)
-    base = git.out(path, "rev-parse", "HEAD")
+    taken = 0 if attempt.start_commit else _take_dependencies(run, path)
+    base = git.out(path, "rev-parse", "HEAD") if taken or not _is_sha(start) else start
     RunAttempt.objects.filter(id=attempt.id).update(base_commit=base)
     if ws.setup:
         code, tail = run_step("setup", ws.setup, path, log_path, timeout=run.timeout, tick=tick)
@@ -225,10 +224,15 @@ def _agent_dir(run: AgentRun, ws: Workspace, worktree: Path) -> Path:
     return worktree
 
 
-def _take_dependencies(run: AgentRun, path: Path) -> None:
-    """Merge what each succeeded dependency committed, so a later wave builds on the earlier ones."""
+def _is_sha(rev: str) -> bool:
+    return len(rev) == 40 and all(c in "0123456789abcdef" for c in rev)
+
+
+def _take_dependencies(run: AgentRun, path: Path) -> int:
+    """Merge what each succeeded dependency committed, so a later wave builds on the earlier ones.
+    Returns how many were merged."""
     if not run.depends_on:
-        return
+        return 0
     heads = (
         RunAttempt.objects.filter(
             run__batch_id=run.batch_id, run__key__in=run.depends_on, run__status=RunStatus.SUCCEEDED
@@ -253,6 +257,7 @@ def _take_dependencies(run: AgentRun, path: Path) -> None:
                 f"the work of its dependency {key!r} does not merge onto the others'"
                 + (f" (conflicting files: {', '.join(files.splitlines()[:5])})" if files else "")
             )
+    return len(taken)
 
 
 # --- after the agent -----------------------------------------------------------------------
@@ -276,14 +281,20 @@ def conclude(attempt: RunAttempt, ws: Workspace, log_path: Path, *, agent_ok: bo
         return Outcome(ok=False, error="its worktree is gone")
     env = _author(run.key, run.batch_id)
     git.run(path, "add", "-A", env=env)
-    if git.run(path, "diff", "--cached", "--quiet", check=False).returncode != 0:
-        title = (run.prompt.strip().splitlines() or [""])[0][:72]
-        message = f"{run.key}: {title}\n\nSpawner batch {run.batch_id}, run {run.key}, attempt {attempt.number}."
-        git.run(path, "commit", "--no-verify", "-q", "-m", message, env=env)
+    title = (run.prompt.strip().splitlines() or [""])[0][:72]
+    message = f"{run.key}: {title}\n\nSpawner batch {run.batch_id}, run {run.key}, attempt {attempt.number}."
+    # Exit 1 with nothing staged: the agent changed nothing (the head stays where it started).
+    committed = git.run(path, "commit", "--no-verify", "-q", "-m", message, env=env, check=False)
+    if committed.returncode not in (0, 1):
+        raise git.GitError(["commit"], committed.returncode, committed.stderr)
     head = git.out(path, "rev-parse", "HEAD")
-    numstat = git.out(path, "diff", "--numstat", "-z", "--no-renames", base, head)
-    summary = changes_rules.summarise(changes_rules.parse_numstat(numstat), run.files, base=base, head=head)
-    write_diff(path, base, head, diff_path(log_path))
+    if head == base:
+        summary = changes_rules.summarise([], run.files, base=base, head=head)
+        diff_path(log_path).write_bytes(b"")
+    else:
+        numstat = git.out(path, "diff", "--numstat", "-z", "--no-renames", base, head)
+        summary = changes_rules.summarise(changes_rules.parse_numstat(numstat), run.files, base=base, head=head)
+        write_diff(path, base, head, diff_path(log_path))
     data = summary.as_data()
     RunAttempt.objects.filter(id=attempt.id).update(head_commit=head, changes=data)
     AgentRun.objects.filter(id=run.id, attempt=attempt.number).update(changes=data)

@@ -41,6 +41,8 @@ READS = {
     "run-log",
     "run-log-download",
     "merge-candidates",
+    "run-diff",
+    "run-diff-download",
 }
 # Writes (POST only): what each needs, and a body that would succeed.
 WRITES = {
@@ -123,6 +125,7 @@ def objects(reviewed, tmp_path, settings):
     run = reviewed.runs.get(key="critical")
     log = tmp_path / "critical.log"
     log.write_bytes(b"the log\n")
+    log.with_name("critical.diff").write_bytes(b"diff --git a/x b/x\n")  # the diff beside it (worktree runs)
     RunAttempt.objects.filter(run=run).update(log_path=str(log))
     settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": tmp_path / "logs", "WORKSPACE_DIR": tmp_path / "ws"}
     repo = make_repo(tmp_path / "repo")

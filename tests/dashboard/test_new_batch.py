@@ -276,3 +276,26 @@ def test_a_row_with_thousands_of_patterns_is_refused_before_a_spec_is_written(si
     response = signed_in.post("/batches/new/", data)
     assert response.status_code == 400
     assert "32001 patterns; the maximum is 100" in errors_of(response.content.decode(), "t0", "files")
+
+
+def test_the_parallel_coding_starting_point_is_the_example_as_yaml(signed_in, agent_types):
+    import html as html_lib
+
+    import yaml
+
+    from spawner import services
+
+    page = signed_in.get("/batches/new/?start=coding").content.decode()
+    assert "Parallel coding (no AI tool)" in page
+    assert re.search(r'<details class="card" id="paste"[^>]* open', page), "the YAML card is the one open"
+    text = html_lib.unescape(page.split('name="spec_text"', 1)[1].split(">", 1)[1].split("</textarea>", 1)[0])
+    data = yaml.safe_load(text)
+    assert data["workspace"] == {
+        "repo": "var/demo-repo",
+        "isolation": "worktree",
+        "merge": "sequential",
+        "scope": "warn",
+    }
+    assert data["cwd"] == "." and [t["key"] for t in data["tasks"]] == ["title", "greeting", "config", "usage"]
+    AgentType.objects.get_or_create(name="coding-demo", defaults={"argv": ["python3", "x"]})
+    assert services.spec_load(text, is_admin=False).workspace.isolated

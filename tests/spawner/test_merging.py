@@ -231,6 +231,20 @@ def test_manual_mode_merges_only_what_a_person_picks(cluster, sh1, tmp_path):
     assert show(repo, integration(batch), "b.txt") == "b\n" and show(repo, integration(batch), "a.txt") is None
 
 
+def test_a_queue_whose_task_was_lost_is_sent_again_by_the_reaper(cluster, sh1, tmp_path, monkeypatch):
+    from spawner.engine import merging
+
+    repo = new_repo(tmp_path)
+    tasks = "".join(f"  - {{key: {k}, prompt: 'echo {k} > {k}.txt'}}\n" for k in "ab")
+    batch = wait_batch(launch(spec_text(repo, tasks, merge="manual"), tmp_path), timeout=60)
+    found = wait_steps(batch, {"a": "waiting", "b": "waiting"})
+    monkeypatch.setattr(merging, "send", lambda batch_id: None)  # the message is lost on its way
+    services.merge_step_merge(step=found["a"], actor=None)
+    assert steps(batch)["a"].state == "queued"
+    # The cluster's reaper sees a queued step nobody merges for a lease (3 s here) and sends it again.
+    wait_steps(batch, {"a": "merged", "b": "waiting"}, timeout=30)
+
+
 def test_a_race_merges_only_its_winner(cluster, sh1, tmp_path):
     repo = new_repo(tmp_path)
     tasks = (

@@ -240,3 +240,49 @@ def test_a_worker_killed_during_the_gate_is_not_harvested_as_done(cluster, agent
     assert first.status == "lost" and "were not committed and checked" in first.error
     assert second.status == "succeeded" and batch.status == "succeeded"
     assert not pid_alive(int(gate_pid.read_text())), "the gate was stopped with its worker's attempt"
+
+
+def test_git_waits_out_another_worktree_add_half_way():
+    from spawner.engine import git as engine_git
+
+    # What `git worktree add` says when it reads a worktree another `worktree add` has not filled yet.
+    assert engine_git._locked("fatal: failed to read .git/worktrees/b1-t11-1/commondir: Success")
+    assert engine_git._locked("fatal: Unable to create '/r/.git/refs/heads/x.lock': File exists.")
+    assert not engine_git._locked("fatal: invalid reference: nope")
+
+
+def test_sixteen_worktree_adds_released_together(tmp_path):
+    """The engine's own call, from 16 threads let go at the same instant (the bench's shape)."""
+    import threading
+
+    from spawner.engine import git as engine_git
+
+    repo = make_repo(tmp_path / "repo", {f"d{i // 50}/f{i}.txt": f"{i}\n" for i in range(300)})
+    head = git(repo, "rev-parse", "HEAD").strip()
+    barrier = threading.Barrier(16)
+    errors = []
+
+    def add(i: int) -> None:
+        barrier.wait()
+        try:
+            engine_git.run(repo, "worktree", "add", "--force", "-B", f"spawner/1/t{i}", str(tmp_path / f"w{i}"), head)
+        except engine_git.GitError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert len(git(repo, "worktree", "list").splitlines()) == 17
+
+
+def test_a_git_command_that_outlives_its_bound_is_a_git_error(tmp_path):
+    from spawner.engine import git as engine_git
+
+    repo = make_repo(tmp_path / "repo")
+    slow = ("-c", "alias.slow=!sleep 2", "slow")
+    with pytest.raises(engine_git.GitError, match="git slow timed out after 0.5 s"):
+        engine_git.run(repo, *slow, timeout=0.5)
+    assert engine_git.run(repo, *slow, timeout=0.5, check=False).returncode == -9

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connections
 
-from spawner.engine import execution, lifecycle, reaper, recovery, webhooks
+from spawner.engine import execution, housekeeping, lifecycle, reaper, recovery, webhooks
 from spawner.models import RunAttempt
 from spawner.states import AttemptStatus
 
@@ -60,6 +60,8 @@ class Command(BaseCommand):
         cluster.start()
         # Started after the fork above: webhooks go out from this process, never from a worker.
         hooks, hooks_stop = webhooks.start_delivery_thread()
+        # Worktrees nobody needs any more, a bounded number every SPAWNER_GC_SECONDS (spawner_gc by hand).
+        _, gc_stop = housekeeping.start_gc_thread()
         # The first beat says "ready" (what `ensure_cluster` waits for). A peer's reaper that ticks in
         # the few ms between our pusher's first take and this beat resends that attempt once: a no-op.
         self.step(pid, Conf.WORKERS)
@@ -80,6 +82,7 @@ class Command(BaseCommand):
                 self.pause(0.2 if drain_until else settings.SPAWNER["REAPER_SECONDS"], signals)
         finally:
             hooks_stop.set()
+            gc_stop.set()
             self.shutdown(cluster, pid, workers | q2_children(cluster))
             hooks.join(timeout=settings.SPAWNER["WEBHOOK_TIMEOUT_SECONDS"] * 3)
 

@@ -1,0 +1,224 @@
+"""Pure: read what a coding-agent CLI printed in its JSON output mode.
+
+An agent's log holds its stdout and stderr interleaved, so every reader here skips what
+is not its JSON (warnings, progress lines, a half line) instead of failing on it.
+
+- ``claude-json``: Claude Code's ``--output-format json``: one JSON object
+  ``{"type": "result", "result": <final message>, "usage": {...}, "total_cost_usd": ...,
+  "num_turns": ..., "modelUsage": {<model>: {...}}, "is_error": ...}``.
+- ``codex-jsonl``: ``codex exec --json``: one event per line; the final message is the
+  last ``item.completed`` whose item is an ``agent_message``; usage is in ``turn.completed``.
+- ``gemini-json``: Gemini CLI's ``--output-format json``: one JSON object
+  ``{"response": <final message>, "stats": {"models": {<model>: {"tokens": {...}}}}}``.
+
+``result_from_message`` turns a final message into a run result: its last fenced ```json
+block when that is a result (an object with ``summary``, ``verdict`` or ``findings``),
+else ``{"summary": <the message, bounded>}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+
+FORMATS = ("claude-json", "codex-jsonl", "gemini-json")
+SUMMARY_MAX_CHARS = 4000
+RESULT_KEYS = ("summary", "verdict", "findings")
+_FENCE = re.compile(r"```[ \t]*json[ \t]*\r?\n(.*?)\r?\n[ \t]*```", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    models: list[str] = field(default_factory=list)
+    turns: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AgentOutput:
+    final_message: str | None = None
+    is_error: bool = False
+    usage: Usage | None = None
+    session_id: str = ""
+
+
+def json_objects(text: str):
+    """Every JSON object that stands on a line of its own, in order; other lines are skipped."""
+    decoder = json.JSONDecoder()
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            value, end = decoder.raw_decode(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
+def _int(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _float(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def parse_claude(text: str) -> AgentOutput | None:
+    found = None
+    for obj in json_objects(text):
+        if obj.get("type") == "result":
+            found = obj
+    if found is None:
+        return None
+    usage = found.get("usage") if isinstance(found.get("usage"), dict) else {}
+    models = found.get("modelUsage") if isinstance(found.get("modelUsage"), dict) else {}
+    message = found.get("result")
+    return AgentOutput(
+        final_message=message if isinstance(message, str) else None,
+        is_error=bool(found.get("is_error")) or found.get("subtype") not in (None, "success"),
+        usage=Usage(
+            input_tokens=_int(usage.get("input_tokens")),
+            output_tokens=_int(usage.get("output_tokens")),
+            cache_read_tokens=_int(usage.get("cache_read_input_tokens")),
+            cache_write_tokens=_int(usage.get("cache_creation_input_tokens")),
+            cost_usd=_float(found.get("total_cost_usd")),
+            models=[str(m) for m in models],
+            turns=_int(found.get("num_turns")) if "num_turns" in found else None,
+        ),
+        session_id=str(found.get("session_id") or ""),
+    )
+
+
+def parse_codex(text: str) -> AgentOutput | None:
+    message = None
+    usage = Usage(turns=0)
+    seen = failed = False
+    session = ""
+    for obj in json_objects(text):
+        kind = obj.get("type")
+        if kind == "thread.started":
+            seen, session = True, str(obj.get("thread_id") or "")
+        elif kind == "item.completed" and isinstance(obj.get("item"), dict):
+            seen = True
+            item = obj["item"]
+            if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
+                message = item["text"]
+        elif kind == "turn.completed":
+            seen = True
+            usage.turns += 1
+            u = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+            cached = _int(u.get("cached_input_tokens"))
+            # Codex counts cached tokens inside input_tokens; keep them apart, as Claude does.
+            usage.input_tokens += max(0, _int(u.get("input_tokens")) - cached)
+            usage.cache_read_tokens += cached
+            usage.cache_write_tokens += _int(u.get("cache_write_input_tokens"))
+            usage.output_tokens += _int(u.get("output_tokens"))
+        elif kind in ("turn.failed", "error"):
+            seen = failed = True
+    if not seen:
+        return None
+    return AgentOutput(final_message=message, is_error=failed, usage=usage, session_id=session)
+
+
+def parse_gemini(text: str) -> AgentOutput | None:
+    found = None
+    decoder = json.JSONDecoder()
+    # Gemini prints one object, pretty-printed over many lines: try each line that opens one.
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip() != "{" and not line.lstrip().startswith('{"'):
+            continue
+        try:
+            value, _ = decoder.raw_decode("".join(lines[i:]).lstrip())
+        except ValueError:
+            continue
+        if isinstance(value, dict) and ("response" in value or "error" in value):
+            found = value
+    if found is None:
+        return None
+    usage = Usage()
+    stats = found.get("stats") if isinstance(found.get("stats"), dict) else {}
+    models = stats.get("models") if isinstance(stats.get("models"), dict) else {}
+    for name, m in models.items():
+        tokens = m.get("tokens") if isinstance(m, dict) and isinstance(m.get("tokens"), dict) else {}
+        cached = _int(tokens.get("cached"))
+        usage.input_tokens += max(0, _int(tokens.get("prompt")) - cached)
+        usage.cache_read_tokens += cached
+        usage.output_tokens += _int(tokens.get("candidates"))
+        usage.models.append(str(name))
+    message = found.get("response")
+    return AgentOutput(
+        final_message=message if isinstance(message, str) else None,
+        is_error=bool(found.get("error")),
+        usage=usage,
+        session_id=str(found.get("session_id") or ""),
+    )
+
+
+PARSERS = {"claude-json": parse_claude, "codex-jsonl": parse_codex, "gemini-json": parse_gemini}
+
+
+def parse(output_format: str, text: str) -> AgentOutput | None:
+    """What the agent said in its JSON output mode; None when the format is unknown or absent."""
+    parser = PARSERS.get(output_format)
+    return parser(text) if parser else None
+
+
+def is_result(value) -> bool:
+    return (
+        isinstance(value, dict)
+        and any(k in value for k in RESULT_KEYS)
+        and ("findings" not in value or isinstance(value["findings"], list))
+    )
+
+
+def fenced_result(message: str) -> dict | None:
+    """The last fenced ```json block of a message that is a result, if any."""
+    for block in reversed(_FENCE.findall(message)):
+        try:
+            value = json.loads(block)
+        except (ValueError, RecursionError):
+            continue
+        if is_result(value):
+            return value
+    return None
+
+
+def bounded(text: str, limit: int = SUMMARY_MAX_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def result_from_message(message: str, usage: Usage | None = None) -> dict:
+    """A run result from an agent's final message (see the module's docstring).
+
+    The usage the CLI reported becomes the documented ``tokens`` and ``cost`` fields, unless
+    the agent's own result has them.
+    """
+    result = fenced_result(message)
+    if result is None:
+        result = {"summary": bounded(message)}
+    elif "summary" not in result:
+        before = _FENCE.split(message)[0]
+        if before.strip():
+            result = {"summary": bounded(before), **result}
+    if usage is not None:
+        if "tokens" not in result and usage.tokens:
+            result["tokens"] = usage.tokens
+        if "cost" not in result and usage.cost_usd is not None:
+            result["cost"] = usage.cost_usd
+    return result

@@ -1,0 +1,104 @@
+"""The pure reader of coding-agent CLI output, on real recorded output (tests/fixtures/cli)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spawner.core import agent_output
+from spawner.core.agent_output import parse, result_from_message
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cli"
+
+
+def fixture(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def test_claude_json_final_message_and_usage():
+    out = parse("claude-json", fixture("claude-code.text.log"))
+
+    assert out.final_message == "Greeted the world in hello.txt."
+    assert not out.is_error
+    u = out.usage
+    assert u.input_tokens > 0 and u.output_tokens > 0
+    assert u.cache_read_tokens > 0 and u.cache_write_tokens > 0
+    assert u.cost_usd > 0
+    assert u.models and u.turns == 5
+    assert out.session_id
+
+
+def test_claude_json_fenced_result():
+    out = parse("claude-json", fixture("claude-code.fenced.log"))
+    result = result_from_message(out.final_message, out.usage)
+
+    assert result["summary"] == "one race" and result["verdict"] == "warn"
+    assert result["findings"][0]["title"] == "double dispatch"
+    assert result["tokens"] == out.usage.tokens and result["cost"] == out.usage.cost_usd
+
+
+def test_codex_jsonl_final_message_and_usage_among_stderr_lines():
+    text = fixture("codex.fenced.log")
+    assert text.startswith("WARNING"), "stderr is interleaved with the events"
+    out = parse("codex-jsonl", text)
+
+    assert out.final_message.startswith("Greeted the world.")
+    assert out.usage.turns == 1
+    assert out.usage.input_tokens > 0 and out.usage.cache_read_tokens > 0 and out.usage.output_tokens > 0
+    assert out.usage.cost_usd is None, "codex reports no cost"
+    assert result_from_message(out.final_message)["summary"] == "greeted"
+
+
+def test_gemini_json_pretty_printed_after_other_output():
+    doc = {
+        "session_id": "s",
+        "response": "All done.",
+        "stats": {"models": {"gemini-x": {"tokens": {"prompt": 100, "candidates": 7, "cached": 40}}}},
+    }
+    out = parse("gemini-json", "Loaded cached credentials.\n" + json.dumps(doc, indent=2) + "\n")
+
+    assert out.final_message == "All done."
+    assert (out.usage.input_tokens, out.usage.cache_read_tokens, out.usage.output_tokens) == (60, 40, 7)
+
+
+@pytest.mark.parametrize("fmt", ["", "unknown", "claude-json", "codex-jsonl", "gemini-json"])
+def test_nothing_to_read_is_none_not_an_error(fmt):
+    assert parse(fmt, "plain text\n{not json\n\x00\n") is None
+
+
+def test_a_truncated_last_line_is_skipped():
+    text = fixture("claude-code.text.log")
+    assert parse("claude-json", text[: len(text) // 2]) is None
+
+
+def test_result_from_message_plain_text_is_a_bounded_summary():
+    assert result_from_message("  Done.  ") == {"summary": "Done."}
+    long = result_from_message("x" * 10_000)["summary"]
+    assert len(long) == agent_output.SUMMARY_MAX_CHARS and long.endswith("…")
+
+
+def test_result_from_message_takes_the_last_fenced_result():
+    message = (
+        'First draft:\n```json\n{"summary": "old"}\n```\n'
+        'Final:\n```json\n{"verdict": "pass", "findings": [{"title": "t"}]}\n```'
+    )
+    result = result_from_message(message)
+    assert result["verdict"] == "pass" and result["findings"] == [{"title": "t"}]
+    assert result["summary"].startswith("First draft:"), "the text before the blocks, when the block has none"
+
+
+@pytest.mark.parametrize(
+    "block",
+    ['{"summary": ', "[1, 2]", '{"other": 1}', '{"findings": "not a list"}', "NaN"],
+)
+def test_a_fenced_block_that_is_not_a_result_leaves_the_message_as_summary(block):
+    message = f"Here:\n```json\n{block}\n```"
+    assert result_from_message(message) == {"summary": message}
+
+
+def test_the_agents_own_tokens_and_cost_are_kept():
+    usage = agent_output.Usage(input_tokens=5, output_tokens=5, cost_usd=1.0)
+    message = '```json\n{"summary": "s", "tokens": 3, "cost": 0.5}\n```'
+    assert result_from_message(message, usage) == {"summary": "s", "tokens": 3, "cost": 0.5}

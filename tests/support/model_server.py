@@ -1,0 +1,544 @@
+"""A scripted model server for the real coding-agent CLIs (standard library only).
+
+It speaks, on 127.0.0.1 and a random port:
+
+- the Anthropic Messages API as Claude Code calls it through ``ANTHROPIC_BASE_URL``:
+  ``POST /v1/messages`` streamed as server-sent events (``message_start``,
+  ``content_block_start`` / ``_delta`` / ``_stop``, ``message_delta`` with usage,
+  ``message_stop``) exactly in the shape the real API streams, ``stream: false`` as one
+  JSON message, and ``POST /v1/messages/count_tokens``;
+- the OpenAI Responses API as Codex calls it with a custom provider
+  (``model_providers.NAME.base_url = <url>/v1``, ``wire_api = "responses"``):
+  ``POST /v1/responses`` streamed as ``response.created``, ``response.output_item.added``,
+  ``response.output_text.delta``, ``response.output_item.done`` (messages and
+  ``function_call`` items), ``response.completed`` with usage; ``GET /v1/models``.
+
+Anything else the CLIs ask for at start-up gets a small, harmless JSON answer (and is
+recorded, so a test can see it).
+
+A test scripts what the model answers: ``server.script(turns, when="text in the prompt")``.
+Each turn is ``text("...")``, ``tools(call, ...)`` (``claude_write``, ``claude_edit``,
+``claude_bash``, ``codex_shell``, ``codex_patch``, or any ``call(name, input)``), or a
+function of the request that returns a turn. The turn a
+request gets is the number of assistant turns already in its conversation, so several agents
+can talk to one server at once and each follows its own script; once a script is used up, the
+last turn repeats (a text answer ends the agent's loop). Requests the CLI makes on the side
+(titles, topic checks: no tools offered) get ``side_answer`` instead, so they never consume
+the script. Every request is kept in ``server.requests``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import itertools
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+MODEL = "claude-sonnet-4-5"
+CODEX_MODEL = "gpt-5-codex"
+DUMMY_KEY = "sk-test-not-a-real-key"
+
+
+# --- what a test scripts ------------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    name: str
+    input: dict[str, Any]
+    kind: str = "function"  # function | custom (a freeform tool: input is one string in `input["input"]`)
+
+
+@dataclass
+class Turn:
+    text: str = ""
+    calls: list[Call] = field(default_factory=list)
+
+
+def text(answer: str) -> Turn:
+    return Turn(text=answer)
+
+
+def tools(*calls: Call, say: str = "") -> Turn:
+    return Turn(text=say, calls=list(calls))
+
+
+def call(name: str, input: dict[str, Any]) -> Call:  # noqa: A002 - the API's own word
+    return Call(name, input)
+
+
+def claude_write(path: str, content: str) -> Call:
+    return Call("Write", {"file_path": path, "content": content})
+
+
+def claude_edit(path: str, old: str, new: str) -> Call:
+    return Call("Edit", {"file_path": path, "old_string": old, "new_string": new, "replace_all": False})
+
+
+def claude_bash(command: str) -> Call:
+    return Call("Bash", {"command": command, "description": "scripted"})
+
+
+def codex_shell(command: str, workdir: str | None = None) -> Call:
+    """Codex's shell tool, in whichever form this Codex offers (resolved against the request)."""
+    args: dict[str, Any] = {"command": command}
+    if workdir:
+        args["workdir"] = workdir
+    return Call("$shell", args)
+
+
+def codex_patch(patch: str) -> Call:
+    """Codex's apply_patch tool (freeform or JSON, resolved against the request)."""
+    return Call("$apply_patch", {"input": patch})
+
+
+# --- the server ---------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def api(self) -> str:
+        if self.path.startswith("/v1/messages"):
+            return "anthropic"
+        if self.path.endswith("/responses"):
+            return "openai"
+        return "other"
+
+    def prompt_text(self) -> str:
+        """All user-side text of the conversation (prompts, tool results), to assert on."""
+        return "\n".join(_texts(self.body))
+
+    def system_text(self) -> str:
+        body = self.body if isinstance(self.body, dict) else {}
+        return "\n".join(_texts(body.get("system"))) + "\n".join(_texts(body.get("instructions")))
+
+    def result_file(self) -> str:
+        """The result file the Claude Code preset names in the system prompt (what a model would read)."""
+        found = re.search(r"result file \(SPAWNER_RESULT_FILE\) is (\S+?):? ", self.system_text())
+        if not found:
+            raise AssertionError("the system prompt names no result file")
+        return found.group(1)
+
+    def first_user_text(self) -> str:
+        body = self.body if isinstance(self.body, dict) else {}
+        if self.api == "anthropic":
+            for m in body.get("messages") or []:
+                if m.get("role") == "user":
+                    return "\n".join(_texts(m.get("content")))
+        if self.api == "openai":
+            items = body.get("input")
+            if isinstance(items, str):
+                return items
+            return "\n".join(
+                "\n".join(_texts(i.get("content")))
+                for i in items or []
+                if isinstance(i, dict) and i.get("role") == "user"
+            )
+        return ""
+
+
+def _texts(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [t for n in node for t in _texts(n)]
+    if isinstance(node, dict):
+        out = []
+        for key in ("text", "content", "input", "output", "messages"):
+            if key in node and not (key == "input" and node.get("type") == "tool_use"):
+                out += _texts(node[key])
+        return out
+    return []
+
+
+class ModelServer:
+    def __init__(self):
+        self.requests: list[Request] = []
+        self.scripts: list[tuple[str, list[Turn]]] = []
+        self.side_answer = "ok"
+        self.lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="model-server", daemon=True)
+
+    # lifecycle
+    def start(self) -> ModelServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # scripting
+    def script(self, turns: list[Turn], when: str = "") -> None:
+        """The answers for conversations whose first user message contains `when` (all, if empty).
+        Later scripts are matched first."""
+        with self.lock:
+            self.scripts.insert(0, (when, list(turns)))
+
+    def agent_requests(self, api: str | None = None) -> list[Request]:
+        """The requests of agent loops (tools offered), in order received."""
+        return [r for r in self.requests if _offers_tools(r) and (api is None or r.api == api)]
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids):06d}"
+
+    def turn_for(self, request: Request) -> Turn:
+        if not _offers_tools(request):
+            return text(self.side_answer)
+        first = request.first_user_text()
+        with self.lock:
+            turns = next((t for when, t in self.scripts if when in first), None)
+        if not turns:
+            return text("(no script for this conversation)")
+        done = _assistant_turns(request)
+        turn = turns[min(done, len(turns) - 1)]
+        return turn(request) if callable(turn) else turn
+
+
+def _offers_tools(request: Request) -> bool:
+    return isinstance(request.body, dict) and bool(request.body.get("tools"))
+
+
+def _assistant_turns(request: Request) -> int:
+    body = request.body
+    if request.api == "anthropic":
+        return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
+    items = body.get("input") or []
+    if isinstance(items, str):
+        return 0
+    # A turn of the model is a run of items it produced (messages, calls, reasoning) between inputs.
+    turns, in_model = 0, False
+    for item in items:
+        produced = isinstance(item, dict) and (
+            item.get("role") == "assistant"
+            or item.get("type") in ("function_call", "custom_tool_call", "reasoning", "local_shell_call")
+        )
+        if produced and not in_model:
+            turns += 1
+        in_model = produced
+    return turns
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+
+def _handler(server: ModelServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _read(self) -> Request:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if self.headers.get("Content-Encoding") == "gzip":
+                with contextlib.suppress(OSError):
+                    raw = gzip.decompress(raw)
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode("utf-8", "replace")
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            request = Request(self.command, urlsplit(self.path).path, headers, body)
+            with server.lock:
+                server.requests.append(request)
+            return request
+
+        def do_GET(self):
+            request = self._read()
+            if request.path.endswith("/models"):
+                self._json(200, _models_list(request))
+            else:
+                self._json(200, {})
+
+        def do_HEAD(self):
+            self._read()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            request = self._read()
+            body = request.body if isinstance(request.body, dict) else {}
+            if request.path.startswith("/v1/messages/count_tokens"):
+                self._json(200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
+            elif request.path.startswith("/v1/messages"):
+                turn = server.turn_for(request)
+                if body.get("stream"):
+                    self._sse(_anthropic_events(server, request, turn))
+                else:
+                    self._json(200, _anthropic_message(server, request, turn))
+            elif request.path.endswith("/responses"):
+                self._sse(_responses_events(server, request, server.turn_for(request)), named=True)
+            else:
+                self._json(200, {})
+
+        def _json(self, status: int, payload) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("request-id", server.next_id("req"))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _sse(self, events, named: bool = True) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.send_header("request-id", server.next_id("req"))
+            self.end_headers()
+            self.close_connection = True
+            for name, payload in events:
+                chunk = (f"event: {name}\n" if named else "") + f"data: {json.dumps(payload)}\n\n"
+                self.wfile.write(chunk.encode())
+                self.wfile.flush()
+
+    return Handler
+
+
+def _models_list(request: Request) -> dict:
+    if request.path.startswith("/v1/models") and "anthropic-version" in request.headers:
+        return {"data": [{"type": "model", "id": MODEL, "display_name": "Scripted"}], "has_more": False}
+    return {"object": "list", "data": [{"id": CODEX_MODEL, "object": "model", "owned_by": "scripted"}], "models": []}
+
+
+def _usage_numbers(request: Request, turn: Turn) -> tuple[int, int]:
+    said = len(turn.text) + len(json.dumps([c.input for c in turn.calls]))
+    return max(1, len(json.dumps(request.body)) // 4), max(1, said // 4)
+
+
+def ev(name: str, fields: dict | None = None) -> tuple[str, dict]:
+    """A server-sent event: its name, and its data (which repeats the name as `type`)."""
+    return name, {"type": name, **(fields or {})}
+
+
+# --- Anthropic Messages ---------------------------------------------------------------------
+
+
+def _chunks(s: str, n: int = 12) -> list[str]:
+    return [s[i : i + n] for i in range(0, len(s), n)] or [""]
+
+
+def _anthropic_blocks(server: ModelServer, turn: Turn) -> list[dict]:
+    blocks = []
+    if turn.text:
+        blocks.append({"type": "text", "text": turn.text})
+    for c in turn.calls:
+        blocks.append({"type": "tool_use", "id": server.next_id("toolu"), "name": c.name, "input": c.input})
+    return blocks
+
+
+def _anthropic_message(server: ModelServer, request: Request, turn: Turn) -> dict:
+    tokens_in, tokens_out = _usage_numbers(request, turn)
+    return {
+        "id": server.next_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "model": (request.body or {}).get("model") or MODEL,
+        "content": _anthropic_blocks(server, turn),
+        "stop_reason": "tool_use" if turn.calls else "end_turn",
+        "stop_sequence": None,
+        # As if the start of the conversation were cached: half read from the cache, a tenth written.
+        "usage": {
+            "input_tokens": tokens_in - tokens_in // 2 - tokens_in // 10,
+            "cache_creation_input_tokens": tokens_in // 10,
+            "cache_read_input_tokens": tokens_in // 2,
+            "output_tokens": tokens_out,
+        },
+    }
+
+
+def _anthropic_events(server: ModelServer, request: Request, turn: Turn):
+    message = _anthropic_message(server, request, turn)
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield ev("message_start", {"message": start})
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            yield ev("content_block_start", {"index": index, "content_block": {"type": "text", "text": ""}})
+            if index == 0:
+                yield ev("ping")
+            for piece in _chunks(block["text"]):
+                yield ev("content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": piece}})
+        else:
+            yield (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                },
+            )
+            for piece in _chunks(json.dumps(block["input"]), 40):
+                yield ev(
+                    "content_block_delta",
+                    {"index": index, "delta": {"type": "input_json_delta", "partial_json": piece}},
+                )
+        yield ev("content_block_stop", {"index": index})
+    yield (
+        "message_delta",
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "usage": {"output_tokens": usage["output_tokens"]},
+        },
+    )
+    yield ev("message_stop")
+
+
+# --- OpenAI Responses -------------------------------------------------------------------------
+
+
+def _codex_tool(request: Request, c: Call) -> Call:
+    """Map the placeholders `$shell` and `$apply_patch` onto the tools this Codex offers."""
+    offered = {}
+    for t in (request.body or {}).get("tools") or []:
+        name = t.get("name") or (t.get("function") or {}).get("name") or t.get("type")
+        offered[name] = t
+    if c.name == "$shell":
+        for name in ("shell_command", "shell", "exec_command", "local_shell"):
+            if name in offered:
+                command = c.input["command"]
+                args: dict[str, Any]
+                if name == "shell":
+                    args = {"command": ["bash", "-lc", command]}
+                elif name == "exec_command":
+                    args = {"cmd": command}
+                else:
+                    args = {"command": command}
+                if "workdir" in c.input:
+                    args["workdir"] = c.input["workdir"]
+                return Call(name, args)
+        raise AssertionError(f"this codex offers no shell tool: {sorted(offered)}")
+    if c.name == "$apply_patch":
+        tool = offered.get("apply_patch")
+        if tool is None:  # as models do then: through the shell, which Codex intercepts
+            heredoc = f"apply_patch <<'PATCH'\n{c.input['input'].rstrip()}\nPATCH\n"
+            return _codex_tool(request, Call("$shell", {"command": heredoc}))
+        if tool.get("type") == "custom":
+            return Call("apply_patch", {"input": c.input["input"]}, kind="custom")
+        return Call("apply_patch", {"input": c.input["input"]})
+    return c
+
+
+def _responses_events(server: ModelServer, request: Request, turn: Turn):
+    body = request.body if isinstance(request.body, dict) else {}
+    response_id = server.next_id("resp")
+    model = body.get("model") or CODEX_MODEL
+    base = {
+        "id": response_id,
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "model": model,
+        "status": "in_progress",
+        "output": [],
+    }
+    yield ev("response.created", {"response": base})
+    yield ev("response.in_progress", {"response": base})
+    items = []
+    index = 0
+    if turn.text:
+        item_id = server.next_id("msg")
+        item = {"type": "message", "id": item_id, "role": "assistant", "status": "in_progress", "content": []}
+        yield ev("response.output_item.added", {"output_index": index, "item": item})
+        part = {"type": "output_text", "text": "", "annotations": []}
+        yield ev(
+            "response.content_part.added", {"item_id": item_id, "output_index": index, "content_index": 0, "part": part}
+        )
+        for piece in _chunks(turn.text):
+            yield ev(
+                "response.output_text.delta",
+                {"item_id": item_id, "output_index": index, "content_index": 0, "delta": piece},
+            )
+        yield ev(
+            "response.output_text.done",
+            {"item_id": item_id, "output_index": index, "content_index": 0, "text": turn.text},
+        )
+        done_part = {**part, "text": turn.text}
+        yield ev(
+            "response.content_part.done",
+            {"item_id": item_id, "output_index": index, "content_index": 0, "part": done_part},
+        )
+        item = {**item, "status": "completed", "content": [done_part]}
+        yield ev("response.output_item.done", {"output_index": index, "item": item})
+        items.append(item)
+        index += 1
+    for c in turn.calls:
+        c = _codex_tool(request, c)
+        call_id = server.next_id("call")
+        if c.kind == "custom":
+            item = {
+                "type": "custom_tool_call",
+                "id": server.next_id("ctc"),
+                "call_id": call_id,
+                "name": c.name,
+                "input": "",
+                "status": "in_progress",
+            }
+            yield ev("response.output_item.added", {"output_index": index, "item": item})
+            yield ev(
+                "response.custom_tool_call_input.delta",
+                {"item_id": item["id"], "output_index": index, "delta": c.input["input"]},
+            )
+            item = {**item, "input": c.input["input"], "status": "completed"}
+        else:
+            arguments = json.dumps(c.input)
+            item = {
+                "type": "function_call",
+                "id": server.next_id("fc"),
+                "call_id": call_id,
+                "name": c.name,
+                "arguments": "",
+                "status": "in_progress",
+            }
+            yield ev("response.output_item.added", {"output_index": index, "item": item})
+            yield ev(
+                "response.function_call_arguments.delta",
+                {"item_id": item["id"], "output_index": index, "delta": arguments},
+            )
+            yield ev(
+                "response.function_call_arguments.done",
+                {"item_id": item["id"], "output_index": index, "arguments": arguments},
+            )
+            item = {**item, "arguments": arguments, "status": "completed"}
+        yield ev("response.output_item.done", {"output_index": index, "item": item})
+        items.append(item)
+        index += 1
+    tokens_in, tokens_out = _usage_numbers(request, turn)
+    usage = {
+        "input_tokens": tokens_in,
+        "input_tokens_details": {"cached_tokens": tokens_in // 2},
+        "output_tokens": tokens_out,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": tokens_in + tokens_out,
+    }
+    yield ev("response.completed", {"response": {**base, "status": "completed", "output": items, "usage": usage}})
