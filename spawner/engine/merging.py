@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -190,9 +191,13 @@ def locked(ws: Workspace, wait: float = LOCK_SECONDS) -> Iterator[None]:
 def integration_worktree(ws: Workspace) -> Path:
     """The integration branch's worktree, made from the checkpoint the first time."""
     path = integration_path(ws)
-    if (path / ".git").exists():
-        return path
     repo = Path(ws.repo)
+    if (path / ".git").exists():
+        try:
+            workspaces.verify_link(repo, path)
+            return path
+        except workspaces.WorkspaceError:  # not this repository's (a database started over): made anew
+            shutil.rmtree(path, ignore_errors=True)
     branch = changes_rules.integration_branch(ws.batch_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with workspaces.repo_lock(repo):
