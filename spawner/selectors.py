@@ -259,6 +259,78 @@ def integration_take_commands(batch: Batch) -> list[str]:
     return merge_rules.take_commands(ws.repo, changes.integration_branch(batch.id))
 
 
+# --- best of N: the candidates of a race or a vote side by side (mergeui) -------------------------
+
+CANDIDATE_DIFF_MAX_BYTES = 200_000
+
+
+def _read_bounded(path, max_bytes: int) -> tuple[str, bool]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except (FileNotFoundError, IsADirectoryError, TypeError):
+        return "", False
+    return raw[:max_bytes].decode("utf-8", "replace"), len(raw) > max_bytes
+
+
+def merge_candidates(batch: Batch, *, max_bytes: int = CANDIDATE_DIFF_MAX_BYTES) -> dict | None:
+    """Every run of a batch whose coding agents ran in worktrees, side by side: status, whether its gate
+    passed (None without a gate), duration, diff size and diff text, its place in the merge queue, and
+    which one the aggregation picked. None without worktrees."""
+    from pathlib import Path
+
+    from spawner.engine import workspaces
+    from spawner.models import AgentRun, RunAttempt, RunEvent, Workspace
+
+    ws = Workspace.objects.filter(batch_id=batch.id, isolation=Workspace.Isolation.WORKTREE).first()
+    if ws is None:
+        return None
+    runs = list(AgentRun.objects.filter(batch=batch).select_related("agent_type").order_by("order"))
+    rows = RunAttempt.objects.filter(run__batch=batch).only("run_id", "number", "log_path")
+    attempts = {(a.run_id, a.number): a for a in rows}
+    gates: dict[tuple[int, int], int] = {}
+    for run_id, attempt, data in RunEvent.objects.filter(batch=batch, kind="run.gate").values_list(
+        "run_id", "attempt", "data"
+    ):
+        gates[(run_id, attempt)] = (data or {}).get("exit_code")
+    steps = {s.run_id: s for s in MergeStep.objects.filter(batch=batch)}
+    agg = _aggregation_data(batch) or {}
+    out = []
+    for run in runs:
+        attempt = attempts.get((run.id, run.attempt))
+        text, truncated = "", False
+        if attempt and attempt.log_path:
+            text, truncated = _read_bounded(workspaces.diff_path(Path(attempt.log_path)), max_bytes)
+        code = gates.get((run.id, run.attempt), "none")
+        step = steps.get(run.id)
+        out.append(
+            {
+                "id": run.id,
+                "key": run.key,
+                "agent_type": run.agent_type.name,
+                "status": run.status,
+                "error": run.error,
+                "duration_seconds": run.duration_seconds,
+                "gate": None if code == "none" or not ws.gate else code == 0,
+                "gate_exit": None if code == "none" else code,
+                "changes": run.changes or {},
+                "diff": text,
+                "truncated": truncated,
+                "step": {"id": step.id, "state": step.state} if step else None,
+                "winner": agg.get("winner") == run.key,
+            }
+        )
+    return {
+        "batch": batch.id,
+        "aggregation": batch.aggregation,
+        "gate": bool(ws.gate),
+        "merge_mode": ws.merge_mode,
+        "winner": agg.get("winner"),
+        "verdict": agg.get("verdict"),
+        "candidates": out,
+    }
+
+
 # === diffs and workspaces, for the run and batch pages (diff UI) ==================================
 # Kept in one block: the merge queue's reads go in a block of their own.
 

@@ -18,7 +18,7 @@ from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
 from spawner.engine import budgets, dispatch, events, git, merging, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
-from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt
+from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
@@ -217,9 +217,16 @@ def launch_budget_check(batch_spec: spec.BatchSpec, owner) -> None:
 
 
 def _refuse_admin_only(runs, actor) -> None:
-    """Running an admin-only agent type again needs an admin, as launching it did."""
+    """Running an admin-only agent type again needs an admin, as launching it did; so does running
+    a workspace's setup or gate command again (a command the server runs)."""
+    runs = list(runs)
     if why := permissions.admin_only_refusal(actor, runs):
         raise NotAllowed(why)
+    if actor is None or permissions.may_run_admin_only(actor):
+        return
+    commands = Workspace.objects.filter(batch_id__in={r.batch_id for r in runs}).exclude(setup="", gate="")
+    if commands.exists():
+        raise NotAllowed("only an admin may run again a batch whose workspace has setup or gate commands")
 
 
 def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
@@ -600,7 +607,7 @@ def merge_step_revert(*, step: MergeStep, actor=None) -> str:
     _refuse_state(step, "revert")
     try:
         commit = merging.revert(ws, step)
-    except (merging.MergeError, merging.Busy) as exc:
+    except (merging.MergeError, merging.Busy, git.GitError) as exc:
         raise ActionRefused(str(exc)) from None
     with transaction.atomic():
         _step_move(
@@ -623,7 +630,7 @@ def merge_reset(*, batch: Batch, actor=None) -> None:
         raise ActionRefused(f"batch #{batch.id} has no merge queue")
     try:
         head = merging.reset(ws)
-    except merging.Busy as exc:
+    except (merging.Busy, git.GitError) as exc:
         raise ActionRefused(str(exc)) from None
     with transaction.atomic():
         steps = MergeStep.objects.filter(batch_id=batch.id, state__in=list(merge_rules.AFTER_RESET)).select_related(
@@ -641,3 +648,47 @@ def merge_reset(*, batch: Batch, actor=None) -> None:
                 actor=actor,
             )
         events.record(batch_id=batch.id, kind=EventKind.MERGE_RESET, data={"head": head}, actor=actor)
+
+
+def merge_pick_winner(*, batch: Batch, run: AgentRun, actor=None) -> list[str]:
+    """Best of N: a person picks the candidate to keep. Its step is merged (a succeeded run with no step
+    yet, say a race's loser that also finished, enters the queue); every other step that may be skipped
+    is skipped. When another candidate is already on the integration branch, the branch is reset to
+    the checkpoint first. Returns what was done, one line each."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    if merging.of(batch.id) is None:
+        raise ActionRefused(f"batch #{batch.id} has no merge queue")
+    run = AgentRun.objects.get(id=run.id)
+    if run.batch_id != batch.id:
+        raise ActionRefused(f"run '{run.key}' is not in batch #{batch.id}")
+    if run.status != RunStatus.SUCCEEDED:
+        raise ActionRefused(f"run '{run.key}' is {run.status}; only a succeeded run can be picked")
+    steps = list(MergeStep.objects.filter(batch_id=batch.id).select_related("run"))
+    mine = next((s for s in steps if s.run_id == run.id), None)
+    if mine is not None and mine.state in (MergeStep.State.RESOLVING, MergeStep.State.RERUNNING):
+        raise ActionRefused(f"run '{run.key}' is {mine.state} in the merge queue; wait for it or skip it first")
+    done: list[str] = []
+    others_in = [s for s in steps if s.run_id != run.id and s.state in merge_rules.AFTER_RESET]
+    if others_in:
+        merge_reset(batch=batch, actor=actor)
+        done.append("reset the integration branch to the checkpoint")
+    with transaction.atomic():
+        if mine is None:
+            position = max((s.position for s in steps), default=-1) + 1
+            mine = transitions.merge_step_create(batch=batch, run=run, position=position, state=MergeStep.State.WAITING)
+            if mine is None:
+                raise ActionRefused(f"run '{run.key}' changed in the merge queue meanwhile; look again")
+            done.append(f"put '{run.key}' in the merge queue")
+        for step in MergeStep.objects.filter(batch_id=batch.id).exclude(run_id=run.id).select_related("run"):
+            if "skip" in merge_rules.actions_for(step.state):
+                merge_step_skip(step=step, note=f"'{run.key}' was picked instead", actor=actor)
+                done.append(f"skipped '{step.run.key}'")
+        mine = _fresh_step(mine)
+        if "merge" in merge_rules.actions_for(mine.state):
+            merge_step_merge(step=mine, actor=actor)
+            done.append(f"queued '{run.key}' to merge")
+        elif mine.state in (MergeStep.State.QUEUED, MergeStep.State.MERGED):
+            done.append(f"'{run.key}' is {mine.state}")
+        else:
+            raise ActionRefused(f"run '{run.key}' is {mine.state} in the merge queue; resolve it there")
+    return done
