@@ -149,3 +149,12 @@ def test_the_price_table_is_in_the_admin_seeded_and_dated(client, db):
     html = client.get("/admin/spawner/modelprice/").content.decode()
     assert "claude-sonnet-4*" in html and "gpt-5" in html and "Nov. 26, 2026" in html
     assert client.get("/admin/spawner/userbudget/add/").status_code == 200
+
+
+def test_the_form_builder_sets_a_budget_and_shows_its_error_on_the_field(signed_in, agent_types):
+    from tests.dashboard.test_new_batch import form_data
+
+    html = signed_in.post("/batches/new/", form_data({"key": "a", "prompt": "echo a"}, budget_usd="2.5")).content
+    assert b"budget_usd: 2.5" in html and b'id="plan-cost"' in html
+    response = signed_in.post("/batches/new/", form_data({"key": "a", "prompt": "echo a"}, budget_usd="-1"))
+    assert response.status_code == 400 and "must be between 0 and 1000000" in response.content.decode()

@@ -136,3 +136,21 @@ def claimed_number(batch, key, number):
     )
     assert execution.attempt_claim(attempt) == (True, 0.0)
     return attempt
+
+
+def test_gemini_documented_json_priced_from_the_seeded_table(db, logs, tmp_path):
+    # No recorded Gemini output yet: the documented shape (see test_agent_output.py).
+    AgentType.objects.create(name="gemini-like", argv=["true"], output_format="gemini-json")
+    ModelPrice.objects.update_or_create(
+        model="gemini-2.5-pro",
+        defaults=dict(
+            input_per_mtok=1.25, output_per_mtok=10, cache_read_per_mtok=0.31, entered_on=datetime.date(2026, 11, 26)
+        ),
+    )
+    doc = {
+        "response": "Done.",
+        "stats": {"models": {"gemini-2.5-pro": {"tokens": {"prompt": 1_000_000, "candidates": 100_000, "cached": 0}}}},
+    }
+    batch, attempt = one_run(tmp_path, "gemini-like")
+    run = finish(attempt, log="Loaded cached credentials.\n" + json.dumps(doc, indent=2) + "\n")
+    assert run.usage["models"] == ["gemini-2.5-pro"] and run.cost_usd == pytest.approx(1.25 + 1.0)
