@@ -377,6 +377,7 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
             secrets = redaction.secret_values(run.agent_type)
             for path in attempt_paths(attempt)[:2]:
                 redaction.rewrite_file(path, secrets)
+            usage.record_attempt_end(attempt, log_path=log_path, secrets=secrets, stopped=True)  # spent anyway
             return "stopped: attempt no longer current"
         if now - last_beat >= conf("HEARTBEAT_SECONDS"):
             _beat(attempt.id, AttemptStatus.RUNNING)

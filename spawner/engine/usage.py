@@ -95,19 +95,21 @@ def attempt_usage(attempt: RunAttempt, *, log_path: Path, result=None, prices=No
     return usage
 
 
-def record_attempt_end(attempt: RunAttempt, *, log_path: Path, result=None, secrets=()) -> dict | None:
+def record_attempt_end(
+    attempt: RunAttempt, *, log_path: Path, result=None, secrets=(), stopped: bool = False
+) -> dict | None:
     """Store the attempt's usage and add it into its run's. Called by ``execution.attempt_finish``
     before the attempt's end is recorded, so the end's event shows the figures (and the batch's
-    budget, checked when it advances, counts them)."""
+    budget, checked when it advances, counts them); with ``stopped``, by the worker that stopped
+    an attempt cancelled or reaped under it (what it used before is spent too)."""
     usage = attempt_usage(attempt, log_path=log_path, result=result)
     if usage is None:
         return None
     usage = redaction.mask_json(usage, list(secrets)) if secrets else usage
     with transaction.atomic():
         AgentRun.objects.select_for_update().filter(id=attempt.run_id).first()
-        stored = RunAttempt.objects.filter(id=attempt.id, status=AttemptStatus.RUNNING, usage__isnull=True).update(
-            usage=usage
-        )
+        statuses = [AttemptStatus.CANCELLED, AttemptStatus.LOST] if stopped else [AttemptStatus.RUNNING]
+        stored = RunAttempt.objects.filter(id=attempt.id, status__in=statuses, usage__isnull=True).update(usage=usage)
         if not stored:
             return None
         run_recompute(attempt.run_id)

@@ -154,3 +154,16 @@ def test_gemini_documented_json_priced_from_the_seeded_table(db, logs, tmp_path)
     batch, attempt = one_run(tmp_path, "gemini-like")
     run = finish(attempt, log="Loaded cached credentials.\n" + json.dumps(doc, indent=2) + "\n")
     assert run.usage["models"] == ["gemini-2.5-pro"] and run.cost_usd == pytest.approx(1.25 + 1.0)
+
+
+def test_a_cancelled_attempts_usage_is_recorded_by_the_worker_that_stopped_it(db, logs, tmp_path, agent_types):
+    from spawner.engine import transitions
+
+    batch, attempt = one_run(tmp_path, "sh")
+    log_path = execution.attempt_paths(attempt)[0]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    usage.usage_path(log_path, "a", 1).write_text(json.dumps({"input_tokens": 7, "cost_usd": 0.01}))
+    assert usage.record_attempt_end(attempt, log_path=log_path, stopped=True) is None, "still running: not yet"
+    transitions.run_cancel(AgentRun.objects.get(id=attempt.run_id), error="cancelled")
+    assert usage.record_attempt_end(attempt, log_path=log_path, stopped=True)["cost_usd"] == 0.01
+    assert AgentRun.objects.get(id=attempt.run_id).cost_usd == 0.01
