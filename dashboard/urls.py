@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import ids  # noqa: F401  (registers <id:...>)
-from dashboard.pages import actions, escalations, new_batch, results, views
+from dashboard.pages import actions, escalations, merging, new_batch, results, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -22,6 +22,12 @@ urlpatterns = [
     path("batches/<id:batch_id>/result.md", results.batch_result_markdown, name="batch-result-md"),
     path("batches/<id:batch_id>/result.json", results.batch_result_json, name="batch-result-json"),
     path("batches/<id:batch_id>/reviews/", results.batch_review, name="batch-review"),
+    # The merge queue and best of N (dashboard/pages/merging.py).
+    path("merge-steps/<id:step_id>/", merging.merge_step_action, name="merge-step"),
+    path("merge-steps/<id:step_id>/sides/", merging.merge_step_sides, name="merge-step-sides"),
+    path("batches/<id:batch_id>/merge/reset/", merging.merge_reset, name="merge-reset"),
+    path("batches/<id:batch_id>/candidates/", merging.candidates, name="merge-candidates"),
+    path("batches/<id:batch_id>/candidates/<id:run_id>/pick/", merging.pick_winner, name="merge-pick"),
     path("escalations/", escalations.escalation_list, name="escalations"),
     path("escalations/<id:escalation_id>/assign/", escalations.escalation_assign, name="escalation-assign"),
     path("escalations/<id:escalation_id>/resolve/", escalations.escalation_resolve, name="escalation-resolve"),

@@ -2,7 +2,17 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from spawner.models import AgentRun, AgentType, Batch, Role, RunAttempt, RunEvent, WebhookDelivery
+from spawner.models import (
+    AgentRun,
+    AgentType,
+    Batch,
+    ModelPrice,
+    Role,
+    RunAttempt,
+    RunEvent,
+    UserBudget,
+    WebhookDelivery,
+)
 
 
 @admin.register(AgentType)
@@ -102,7 +112,7 @@ class RunAttemptInline(admin.TabularInline):
 
 @admin.register(AgentRun)
 class AgentRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "batch", "key", "agent_type", "priority", "status", "attempt"]
+    list_display = ["id", "batch", "key", "agent_type", "priority", "status", "attempt", "cost_usd"]
     list_filter = ["status", "agent_type"]
     inlines = [RunAttemptInline]
     readonly_fields = [f.name for f in AgentRun._meta.fields]
@@ -128,3 +138,25 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    """The price table: USD per million tokens. Prices change: check them against the provider's page."""
+
+    list_display = [
+        "model",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cache_read_per_mtok",
+        "cache_write_per_mtok",
+        "entered_on",
+        "note",
+    ]
+    search_fields = ["model"]
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    list_display = ["user", "daily_usd", "note"]
+    autocomplete_fields = ["user"]

@@ -223,6 +223,11 @@ class Batch(models.Model):
     critical_path_seconds = models.FloatField(null=True, blank=True)
     speedup = models.FloatField(null=True, blank=True)
     efficiency = models.FloatField(null=True, blank=True)
+    # Budgets (spawner.core.budget): no new run starts once spent + running estimates would pass it.
+    budget_usd = models.FloatField(null=True, blank=True, help_text="The batch's budget in USD; null: none.")
+    on_budget = models.CharField(
+        max_length=16, blank=True, help_text="skip_pending (default) or cancel_running when the budget is reached."
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -357,6 +362,8 @@ class AgentRun(models.Model):
     rate_limited_until = models.DateTimeField(
         null=True, blank=True, help_text="Queued after a rate limit: its next attempt waits until then."
     )
+    budget_usd = models.FloatField(null=True, blank=True, help_text="The task's own budget in USD (spec).")
+    estimate_usd = models.FloatField(null=True, blank=True, help_text="The task's declared cost estimate (spec).")
 
     class Meta:
         ordering = ["batch", "order"]
@@ -473,6 +480,7 @@ class Escalation(models.Model):
         SCOPE = "scope", "changed files outside its scope"
         CONFLICT = "conflict", "merge conflict"
         MERGE_GATE = "merge_gate", "gate failed on the integration branch"
+        BUDGET = "budget", "budget reached"
 
     class State(models.TextChoices):
         OPEN = "open"
@@ -558,3 +566,37 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"webhook #{self.pk} {self.event} ({self.state})"
+
+
+# --- cost: the price table and the daily budgets (spawner.core.pricing, spawner.core.budget) ---
+
+
+class ModelPrice(models.Model):
+    """What a model's tokens cost, in USD per million tokens, as an admin entered it."""
+
+    model = models.CharField(
+        max_length=200, unique=True, help_text="A model name, or a pattern such as claude-sonnet-4* (fnmatch)."
+    )
+    input_per_mtok = models.FloatField(help_text="USD per million input tokens (not read from the cache).")
+    output_per_mtok = models.FloatField(help_text="USD per million output tokens.")
+    cache_read_per_mtok = models.FloatField(null=True, blank=True, help_text="USD per million cache-read tokens.")
+    cache_write_per_mtok = models.FloatField(null=True, blank=True, help_text="USD per million cache-write tokens.")
+    entered_on = models.DateField(help_text="When these prices were entered: prices change, check them.")
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.input_per_mtok}/{self.output_per_mtok} USD per Mtok, {self.entered_on})"
+
+
+class UserBudget(models.Model):
+    """A person's daily budget, set by an admin: a launch that would pass it is refused."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget")
+    daily_usd = models.FloatField(help_text="USD a day (the server's day, midnight to midnight).")
+    note = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.daily_usd} USD/day"

@@ -10,9 +10,10 @@ from django.conf import settings
 from django.core.cache import cache
 
 from spawner import spec
-from spawner.core import aggregation, changes, masking, planning
+from spawner.core import aggregation, changes, masking, planning, pricing
+from spawner.core import budget as budget_rules
 from spawner.core import merge_queue as merge_rules
-from spawner.engine import housekeeping, merging, redaction
+from spawner.engine import budgets, housekeeping, merging, redaction
 from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RunStatus
 
@@ -47,6 +48,7 @@ def batch_summary(batch: Batch) -> dict:
         },
         "aggregation": _aggregation_data(batch),
         "open_escalations": batch.escalations.filter(state=Escalation.State.OPEN).count(),
+        "cost": batch_cost(batch),
         "succeeded": [r.key for r in runs if r.status == RunStatus.SUCCEEDED],
         "failed": [r.key for r in runs if r.status in RUN_FAILED],
         "runs": [
@@ -63,6 +65,10 @@ def batch_summary(batch: Batch) -> dict:
                 "result": r.result,
                 "result_error": r.result_error,
                 "output_tail": r.output_tail[-2000:],
+                "tokens": pricing.tokens_of(r.usage) if r.usage else None,
+                "cost_usd": r.cost_usd,
+                "cost_note": (r.usage or {}).get("cost_note", "") if r.cost_usd is None else "",
+                "usage": r.usage,
             }
             for r in runs
         ],
@@ -253,6 +259,78 @@ def integration_take_commands(batch: Batch) -> list[str]:
     return merge_rules.take_commands(ws.repo, changes.integration_branch(batch.id))
 
 
+# --- best of N: the candidates of a race or a vote side by side (mergeui) -------------------------
+
+CANDIDATE_DIFF_MAX_BYTES = 200_000
+
+
+def _read_bounded(path, max_bytes: int) -> tuple[str, bool]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except (FileNotFoundError, IsADirectoryError, TypeError):
+        return "", False
+    return raw[:max_bytes].decode("utf-8", "replace"), len(raw) > max_bytes
+
+
+def merge_candidates(batch: Batch, *, max_bytes: int = CANDIDATE_DIFF_MAX_BYTES) -> dict | None:
+    """Every run of a batch whose coding agents ran in worktrees, side by side: status, whether its gate
+    passed (None without a gate), duration, diff size and diff text, its place in the merge queue, and
+    which one the aggregation picked. None without worktrees."""
+    from pathlib import Path
+
+    from spawner.engine import workspaces
+    from spawner.models import AgentRun, RunAttempt, RunEvent, Workspace
+
+    ws = Workspace.objects.filter(batch_id=batch.id, isolation=Workspace.Isolation.WORKTREE).first()
+    if ws is None:
+        return None
+    runs = list(AgentRun.objects.filter(batch=batch).select_related("agent_type").order_by("order"))
+    rows = RunAttempt.objects.filter(run__batch=batch).only("run_id", "number", "log_path")
+    attempts = {(a.run_id, a.number): a for a in rows}
+    gates: dict[tuple[int, int], int] = {}
+    for run_id, attempt, data in RunEvent.objects.filter(batch=batch, kind="run.gate").values_list(
+        "run_id", "attempt", "data"
+    ):
+        gates[(run_id, attempt)] = (data or {}).get("exit_code")
+    steps = {s.run_id: s for s in MergeStep.objects.filter(batch=batch)}
+    agg = _aggregation_data(batch) or {}
+    out = []
+    for run in runs:
+        attempt = attempts.get((run.id, run.attempt))
+        text, truncated = "", False
+        if attempt and attempt.log_path:
+            text, truncated = _read_bounded(workspaces.diff_path(Path(attempt.log_path)), max_bytes)
+        code = gates.get((run.id, run.attempt), "none")
+        step = steps.get(run.id)
+        out.append(
+            {
+                "id": run.id,
+                "key": run.key,
+                "agent_type": run.agent_type.name,
+                "status": run.status,
+                "error": run.error,
+                "duration_seconds": run.duration_seconds,
+                "gate": None if code == "none" or not ws.gate else code == 0,
+                "gate_exit": None if code == "none" else code,
+                "changes": run.changes or {},
+                "diff": text,
+                "truncated": truncated,
+                "step": {"id": step.id, "state": step.state} if step else None,
+                "winner": agg.get("winner") == run.key,
+            }
+        )
+    return {
+        "batch": batch.id,
+        "aggregation": batch.aggregation,
+        "gate": bool(ws.gate),
+        "merge_mode": ws.merge_mode,
+        "winner": agg.get("winner"),
+        "verdict": agg.get("verdict"),
+        "candidates": out,
+    }
+
+
 # === diffs and workspaces, for the run and batch pages (diff UI) ==================================
 # Kept in one block: the merge queue's reads go in a block of their own.
 
@@ -333,3 +411,64 @@ def example_spec(name: str) -> dict | None:
         return None
     data["cwd"] = os.path.relpath(where, base)
     return data
+
+
+# --- cost: usage, estimates and budgets (issue 10; written by spawner.engine.usage) ---------------
+
+
+usd = budget_rules.usd  # $0.0123 below a dollar, $12.34 above
+
+
+def usage_view(usage: dict | None, cost_usd: float | None) -> dict | None:
+    """A run's or attempt's usage as people read it; None when nothing was reported (a plain tool)."""
+    if not usage:
+        return None
+    known = cost_usd if cost_usd is not None else usage.get("cost_usd")
+    return {
+        "tokens": pricing.tokens_of(usage),
+        "input_tokens": usage.get("input_tokens") or 0,
+        "output_tokens": usage.get("output_tokens") or 0,
+        "cache_read_tokens": usage.get("cache_read_tokens") or 0,
+        "cache_write_tokens": usage.get("cache_write_tokens") or 0,
+        "cost_usd": known,
+        "cost_label": budget_rules.usd(known) if known is not None else "cost unknown",
+        "cost_note": "" if known is not None else usage.get("cost_note") or "the agent reported no cost",
+        "models": list(usage.get("models") or []),
+        "turns": usage.get("turns"),
+        "source": usage.get("source") or "",
+    }
+
+
+def batch_cost(batch: Batch) -> dict:
+    """Spent so far (known costs), runs whose cost is unknown, tokens, and the budget's bar."""
+    rows = list(batch.runs.exclude(usage__isnull=True).values_list("usage", "cost_usd"))
+    spent = sum(c for _, c in rows if c is not None)
+    unknown = sum(1 for _, c in rows if c is None)
+    budget = batch.budget_usd
+    return {
+        "spent_usd": spent,
+        "spent_label": budget_rules.usd(spent),
+        "tokens": sum(pricing.tokens_of(u) for u, _ in rows),
+        "runs_with_usage": len(rows),
+        "unknown_runs": unknown,
+        "budget_usd": budget,
+        "budget_label": budget_rules.usd(budget) if budget is not None else "",
+        "on_budget": batch.on_budget or "skip_pending",
+        "percent": min(100.0, 100.0 * spent / budget) if budget else None,
+        "over": budget is not None and spent > budget + budget_rules.EPSILON,
+    }
+
+
+def confirm_cost_usd() -> float | None:
+    """Above this estimated cost the new-batch page asks for a confirmation (SPAWNER_CONFIRM_COST_USD)."""
+    return settings.SPAWNER.get("CONFIRM_COST_USD")
+
+
+def plan_cost(batch_spec: spec.BatchSpec) -> dict:
+    """The spec's estimated cost for the plan, and whether launching it needs a confirmation."""
+    found = budgets.plan_cost(batch_spec.tasks, budget_usd=batch_spec.budget_usd)
+    threshold = confirm_cost_usd()
+    found["label"] = budget_rules.usd(found["estimate_usd"])
+    found["confirm_above_usd"] = threshold
+    found["needs_confirm"] = threshold is not None and found["estimate_usd"] > threshold
+    return found

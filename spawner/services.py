@@ -12,12 +12,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from spawner import permissions, spec
+from spawner.core import budget as budget_rules
 from spawner.core import changes as changes_rules
 from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
-from spawner.engine import dispatch, events, git, merging, prompts, transitions, workspaces
+from spawner.engine import budgets, dispatch, events, git, merging, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
-from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt
+from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
@@ -139,6 +140,7 @@ def batch_launch(
     `batch_check` returned for this spec and base_dir, when the caller checked already.
     """
     batch_cwd, task_cwds = checked or batch_check(batch_spec, base_dir, confine=confine)
+    launch_budget_check(batch_spec, owner)
     if spec_data is None:
         spec_data = batch_spec.data
     if spec_text is None:
@@ -164,6 +166,8 @@ def batch_launch(
             webhook_url=batch_spec.webhook,
             cwd=str(batch_cwd),
             sequential_of=sequential_of,
+            budget_usd=batch_spec.budget_usd,
+            on_budget=batch_spec.on_budget,
         )
         AgentRun.objects.bulk_create(
             AgentRun(
@@ -180,6 +184,8 @@ def batch_launch(
                 cwd=str(task_cwds[t.key]),
                 order=order[t.key],
                 wave=wave_of[t.key],
+                budget_usd=t.budget_usd,
+                estimate_usd=t.estimate_usd,
             )
             for t in batch_spec.tasks
         )
@@ -196,10 +202,31 @@ def batch_launch(
     return batch
 
 
+# --- cost: budgets at launch ------------------------------------------------------------
+
+
+def launch_budget_check(batch_spec: spec.BatchSpec, owner) -> None:
+    """Refuse a launch that would take its owner past their daily budget (set by an admin)."""
+    daily = budgets.daily_budget(owner)
+    if daily is None:
+        return
+    estimate = budgets.plan_cost(batch_spec.tasks)["estimate_usd"]
+    spent = budgets.spent_today(owner)
+    if refusal := budget_rules.daily_refusal(daily_usd=daily, spent_today=spent, estimate=estimate):
+        raise spec.SpecInvalid([spec.FieldError("batch", "budget", f"launch refused: {refusal}")])
+
+
 def _refuse_admin_only(runs, actor) -> None:
-    """Running an admin-only agent type again needs an admin, as launching it did."""
+    """Running an admin-only agent type again needs an admin, as launching it did; so does running
+    a workspace's setup or gate command again (a command the server runs)."""
+    runs = list(runs)
     if why := permissions.admin_only_refusal(actor, runs):
         raise NotAllowed(why)
+    if actor is None or permissions.may_run_admin_only(actor):
+        return
+    commands = Workspace.objects.filter(batch_id__in={r.batch_id for r in runs}).exclude(setup="", gate="")
+    if commands.exists():
+        raise NotAllowed("only an admin may run again a batch whose workspace has setup or gate commands")
 
 
 def _reopen_skipped_dependents(run: AgentRun, *, actor) -> None:
@@ -580,7 +607,7 @@ def merge_step_revert(*, step: MergeStep, actor=None) -> str:
     _refuse_state(step, "revert")
     try:
         commit = merging.revert(ws, step)
-    except (merging.MergeError, merging.Busy) as exc:
+    except (merging.MergeError, merging.Busy, git.GitError) as exc:
         raise ActionRefused(str(exc)) from None
     with transaction.atomic():
         _step_move(
@@ -603,7 +630,7 @@ def merge_reset(*, batch: Batch, actor=None) -> None:
         raise ActionRefused(f"batch #{batch.id} has no merge queue")
     try:
         head = merging.reset(ws)
-    except merging.Busy as exc:
+    except (merging.Busy, git.GitError) as exc:
         raise ActionRefused(str(exc)) from None
     with transaction.atomic():
         steps = MergeStep.objects.filter(batch_id=batch.id, state__in=list(merge_rules.AFTER_RESET)).select_related(
@@ -621,3 +648,47 @@ def merge_reset(*, batch: Batch, actor=None) -> None:
                 actor=actor,
             )
         events.record(batch_id=batch.id, kind=EventKind.MERGE_RESET, data={"head": head}, actor=actor)
+
+
+def merge_pick_winner(*, batch: Batch, run: AgentRun, actor=None) -> list[str]:
+    """Best of N: a person picks the candidate to keep. Its step is merged (a succeeded run with no step
+    yet, say a race's loser that also finished, enters the queue); every other step that may be skipped
+    is skipped. When another candidate is already on the integration branch, the branch is reset to
+    the checkpoint first. Returns what was done, one line each."""
+    permissions.require(actor, permissions.may_resolve_escalations)
+    if merging.of(batch.id) is None:
+        raise ActionRefused(f"batch #{batch.id} has no merge queue")
+    run = AgentRun.objects.get(id=run.id)
+    if run.batch_id != batch.id:
+        raise ActionRefused(f"run '{run.key}' is not in batch #{batch.id}")
+    if run.status != RunStatus.SUCCEEDED:
+        raise ActionRefused(f"run '{run.key}' is {run.status}; only a succeeded run can be picked")
+    steps = list(MergeStep.objects.filter(batch_id=batch.id).select_related("run"))
+    mine = next((s for s in steps if s.run_id == run.id), None)
+    if mine is not None and mine.state in (MergeStep.State.RESOLVING, MergeStep.State.RERUNNING):
+        raise ActionRefused(f"run '{run.key}' is {mine.state} in the merge queue; wait for it or skip it first")
+    done: list[str] = []
+    others_in = [s for s in steps if s.run_id != run.id and s.state in merge_rules.AFTER_RESET]
+    if others_in:
+        merge_reset(batch=batch, actor=actor)
+        done.append("reset the integration branch to the checkpoint")
+    with transaction.atomic():
+        if mine is None:
+            position = max((s.position for s in steps), default=-1) + 1
+            mine = transitions.merge_step_create(batch=batch, run=run, position=position, state=MergeStep.State.WAITING)
+            if mine is None:
+                raise ActionRefused(f"run '{run.key}' changed in the merge queue meanwhile; look again")
+            done.append(f"put '{run.key}' in the merge queue")
+        for step in MergeStep.objects.filter(batch_id=batch.id).exclude(run_id=run.id).select_related("run"):
+            if "skip" in merge_rules.actions_for(step.state):
+                merge_step_skip(step=step, note=f"'{run.key}' was picked instead", actor=actor)
+                done.append(f"skipped '{step.run.key}'")
+        mine = _fresh_step(mine)
+        if "merge" in merge_rules.actions_for(mine.state):
+            merge_step_merge(step=mine, actor=actor)
+            done.append(f"queued '{run.key}' to merge")
+        elif mine.state in (MergeStep.State.QUEUED, MergeStep.State.MERGED):
+            done.append(f"'{run.key}' is {mine.state}")
+        else:
+            raise ActionRefused(f"run '{run.key}' is {mine.state} in the merge queue; resolve it there")
+    return done

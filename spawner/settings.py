@@ -172,6 +172,8 @@ SPAWNER = {
     "WEBHOOK_BACKOFF_SECONDS": _env_float("SPAWNER_WEBHOOK_BACKOFF_SECONDS", 5),
     "WEBHOOK_BACKOFF_MAX_SECONDS": _env_float("SPAWNER_WEBHOOK_BACKOFF_MAX_SECONDS", 600),
     "WEBHOOK_POLL_SECONDS": _env_float("SPAWNER_WEBHOOK_POLL_SECONDS", 0.5),
+    # Cost (issue 10): the new-batch page asks for a confirmation above this estimated cost (USD).
+    "CONFIRM_COST_USD": _env_float("SPAWNER_CONFIRM_COST_USD", 5.0),
     # Environment variables passed from the server to every agent process.
     "ENV_ALLOWLIST": os.environ.get("SPAWNER_ENV_ALLOWLIST", "PATH,HOME,LANG,LC_ALL,TERM,TMPDIR,USER,SHELL,TZ").split(
         ","

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from dashboard.pages import diffs, fanin_queries, queries
+from dashboard.pages import diffs, fanin_queries, merging, queries
 from spawner.models import AgentRun, Batch
-from spawner.states import ESCALATION_EVENTS, FANIN_EVENTS, EventKind
+from spawner.states import ESCALATION_EVENTS, FANIN_EVENTS, MERGE_EVENTS, EventKind
 
 # Group names carry this process's token: each web process renders for its own clients,
 # even when the channel layer (Redis) is shared by several processes.
@@ -115,6 +115,7 @@ class BatchTopic(Topic):
         self.timeline_sent = 0.0
         size = AgentRun.objects.filter(batch_id=batch_id).count()
         self.timeline_interval = 5.0 if size > BIG_BATCH_RUNS else 1.0
+        self.merge = False  # the merge section (merge.* events)
 
     def wants(self, event: Event) -> bool:
         return event.batch_id == self.batch_id
@@ -125,6 +126,8 @@ class BatchTopic(Topic):
             self.runs.add(event.run_id)
         if event.kind not in OUTPUT_KINDS:
             self.header = self.timeline_pending = True
+        if event.kind in MERGE_EVENTS:
+            self.merge = True
 
     def due(self, now: float) -> bool:
         window = BURST_SECONDS if len(self.runs) > BURST_ROWS else 0.0
@@ -141,6 +144,9 @@ class BatchTopic(Topic):
             rows = "".join(
                 _render("dashboard/batch.html#run-row", {"run": run}) for run in queries.grid_runs(batch.id, self.runs)
             )
+            if self.merge:
+                blocks.append(merging.render_section(batch))
+                self.merge = False
             self.runs, self.header = set(), False
             self.last_sent = now
         timeline_due = now - self.timeline_sent >= self.timeline_interval or batch.status != "running"
@@ -154,7 +160,7 @@ class BatchTopic(Topic):
         batch = Batch.objects.get(id=self.batch_id)
         context = queries.batch_context(batch)
         blocks = "".join(_render(f"dashboard/batch.html#{name}", context) for name in ("header", "timeline"))
-        return [blocks, _render("dashboard/batch.html#runs", context)]
+        return [blocks + merging.render_section(batch), _render("dashboard/batch.html#runs", context)]
 
 
 class RunTopic(Topic):

@@ -36,6 +36,11 @@ class BatchForm(forms.Form):
     timeout = forms.IntegerField(min_value=1, required=False, help_text="Seconds per task.")
     failure_policy = forms.ChoiceField(choices=_choices(FailurePolicy.values), initial=FailurePolicy.CONTINUE)
     aggregation = forms.ChoiceField(choices=[("", "none")] + _choices(Strategy.values), required=False)
+    budget_usd = forms.FloatField(
+        required=False,
+        label="Budget (USD)",
+        help_text="Optional: no new run starts once spending would pass it; the rest are skipped.",
+    )
 
 
 def agent_choices(agents: Mapping[str, selectors.AgentInfo], *, is_admin: bool) -> list[tuple[str, str]]:
@@ -149,6 +154,8 @@ def spec_text_from_forms(batch_form: BatchForm, task_forms: list[TaskForm]) -> s
     out["failure_policy"] = data["failure_policy"]
     if data["aggregation"]:
         out["aggregation"] = data["aggregation"]
+    if data.get("budget_usd") is not None:
+        out["budget_usd"] = data["budget_usd"]  # checked by the spec, errors shown on the field
     out["tasks"] = [f.as_task() for f in task_forms]
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=100)
 

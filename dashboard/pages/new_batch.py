@@ -37,6 +37,8 @@ class Page:
     plan: selectors.Plan | None = None
     batch_spec: selectors.BatchSpec | None = None
     spec_text: str = ""
+    cost: dict | None = None  # the estimated cost (selectors.plan_cost)
+    cost_unconfirmed: bool = False  # a launch above SPAWNER_CONFIRM_COST_USD without the box ticked
 
 
 def _catalog(request) -> dict:
@@ -107,6 +109,7 @@ def _check(page: Page, *, is_admin: bool) -> None:
         page.errors += _place(page, exc.errors)
         return
     page.plan = services.batch_plan(page.batch_spec)
+    page.cost = selectors.plan_cost(page.batch_spec)
     if page.batch_spec.unavailable:
         if page.source == "form":
             page.errors += place_warnings(page.batch_spec.unavailable, page.task_forms)
@@ -132,7 +135,9 @@ def batch_new(request: HtmxHttpRequest):
     else:
         page = _bound_page(request, catalog)
         _check(page, is_admin=permissions.may_run_admin_only(request.user))
-        if launching and page.batch_spec and not page.errors:
+        if launching and page.cost and page.cost["needs_confirm"] and not request.POST.get("confirm_cost"):
+            page.cost_unconfirmed = True  # the browser asks before a batch spends much
+        elif launching and page.batch_spec and not page.errors:
             try:
                 batch = services.batch_launch(
                     batch_spec=page.batch_spec,
@@ -153,7 +158,8 @@ def batch_new(request: HtmxHttpRequest):
         "can_launch": permissions.may_launch(request.user),
         "marked": _has_errors(page),
     }
-    status = 400 if request.method == "POST" and (page.errors or not page.spec_text or context["marked"]) else 200
+    refused = page.errors or not page.spec_text or context["marked"] or page.cost_unconfirmed
+    status = 400 if request.method == "POST" and refused else 200
     return render(request, "dashboard/batch_new.html", context, status=status)
 
 

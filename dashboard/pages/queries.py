@@ -158,6 +158,8 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
             "error",
             "agent_type__name",
             "role",
+            "usage",
+            "cost_usd",
         )
         .annotate(
             tail_end=Right("output_tail", 600),
@@ -201,6 +203,7 @@ def batch_header_context(batch: Batch) -> dict:
         **batch_fanin(batch),
         "batch": batch,
         "progress": progress,
+        "cost": selectors.batch_cost(batch),
         "wall": elapsed(batch),
         "rerun": batch.sequential_reruns.order_by("-id").first(),
         "can_cancel": batch.status == BatchStatus.RUNNING and not batch.cancel_requested,

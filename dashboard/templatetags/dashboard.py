@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from django import template
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from dashboard.pages import ansi
@@ -92,3 +92,35 @@ def usd(value) -> str:
         return "–"
     value = float(value)
     return f"${value:.2f}" if value == 0 or value >= 0.01 else f"${value:.4f}"
+
+
+# --- cost (issue 10): tokens and cost, or "cost unknown" with the reason on hover -----------------
+
+
+def short_count(n: int) -> str:
+    """12345 -> 12.3k, 1234567 -> 1.23M."""
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.3g}M"
+    if n >= 1000:
+        return f"{n / 1000:.3g}k"
+    return str(n)
+
+
+@register.simple_tag
+def usage_cell(usage, cost_usd):
+    """A run's or attempt's tokens and cost for a table cell; recorded when each attempt ends."""
+    view = selectors.usage_view(usage, cost_usd)
+    if view is None:
+        return format_html('<span class="muted" title="{}">–</span>', "no usage reported (yet)")
+    detail = (
+        f"input {view['input_tokens']} · output {view['output_tokens']} · cache read {view['cache_read_tokens']}"
+        f" · cache write {view['cache_write_tokens']}"
+        + (f" · {', '.join(view['models'])}" if view["models"] else "")
+        + f" · from {view['source']}"
+    )
+    tokens = format_html('<span class="tokens" title="{}">{} tok</span>', detail, short_count(view["tokens"]))
+    if view["cost_usd"] is not None:
+        cost = format_html('<span class="cost">{}</span>', view["cost_label"])
+    else:
+        cost = format_html('<span class="cost unknown" title="{}">cost unknown</span>', view["cost_note"])
+    return format_html("{}<br>{}", cost, tokens) if view["tokens"] else cost

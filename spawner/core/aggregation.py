@@ -31,6 +31,24 @@ class RunResult:
     result_error: str = ""
     output_tail: str = ""
     error: str = ""
+    usage: Any = None  # the run's recorded usage (spawner.core.pricing): tokens and cost, or None
+    cost_usd: float | None = None
+
+
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _cost_words(agent: dict) -> str:
+    """ ", 12345 tokens, $0.0420" (or "cost unknown: why") for the Markdown export."""
+    words = ""
+    if isinstance(agent.get("tokens"), int) and not isinstance(agent.get("tokens"), bool):
+        words += f", {agent['tokens']} tokens"
+    cost = agent.get("cost")
+    if isinstance(cost, int | float) and not isinstance(cost, bool):
+        words += f", ${cost:.4f}"
+    elif agent.get("cost_note"):
+        words += f", cost unknown: {agent['cost_note']}"
+    return words
 
 
 @dataclass
@@ -122,9 +140,18 @@ def _agent_entry(run: RunResult) -> dict[str, Any]:
         "result": run.result,
         "result_error": run.result_error,
         "suggestions": (run.result.get("suggestions") or []) if isinstance(run.result, dict) else [],
-        "tokens": run.result.get("tokens") if isinstance(run.result, dict) else None,
-        "cost": run.result.get("cost") if isinstance(run.result, dict) else None,
+        **_usage_of(run),
     }
+
+
+def _usage_of(run: RunResult) -> dict[str, Any]:
+    """Tokens and cost: what was recorded for the run, else what its result says."""
+    usage = run.usage if isinstance(run.usage, dict) else None
+    if usage:
+        tokens = sum(int(usage.get(f) or 0) for f in TOKEN_FIELDS) or usage.get("tokens_total")
+        return {"tokens": tokens or None, "cost": run.cost_usd, "cost_note": usage.get("cost_note") or ""}
+    result = run.result if isinstance(run.result, dict) else {}
+    return {"tokens": result.get("tokens"), "cost": result.get("cost"), "cost_note": ""}
 
 
 def failure_notes(runs: Sequence[RunResult]) -> list[dict[str, str]]:
@@ -307,7 +334,7 @@ def to_markdown(agg: dict[str, Any], *, title: str) -> str:
         lines.append("")
     lines += ["## Agents", ""]
     for a in agg.get("agents", []):
-        lines.append(f"- **{a['key']}** ({a['priority']}, {a['status']}): {a['summary'] or '—'}")
+        lines.append(f"- **{a['key']}** ({a['priority']}, {a['status']}{_cost_words(a)}): {a['summary'] or '—'}")
     if agg.get("unused"):
         lines += ["", "## Gaps", ""]
         lines += [f"- {key}: {why}" for key, why in agg["unused"].items()]

@@ -52,18 +52,25 @@ class Changes:
     base: str = ""
     head: str = ""
     truncated: bool = False  # more files changed than are listed
+    outside: tuple[str, ...] = ()  # every changed file outside the task's files, listed or not
+    # Totals over every changed file (the list may be cut); None: count the listed files.
+    total: tuple[int, int, int] | None = None  # (files, lines added, lines removed)
 
     @property
     def added(self) -> int:
-        return sum(f.added or 0 for f in self.files)
+        return self.total[1] if self.total else sum(f.added or 0 for f in self.files)
 
     @property
     def removed(self) -> int:
-        return sum(f.removed or 0 for f in self.files)
+        return self.total[2] if self.total else sum(f.removed or 0 for f in self.files)
+
+    @property
+    def changed(self) -> int:
+        return self.total[0] if self.total else len(self.files)
 
     @property
     def outside_scope(self) -> list[str]:
-        return [f.path for f in self.files if f.outside_scope]
+        return list(self.outside)
 
     def as_data(self) -> dict:
         return {
@@ -72,7 +79,7 @@ class Changes:
             "files": [asdict(f) for f in self.files],
             "added": self.added,
             "removed": self.removed,
-            "changed": len(self.files),
+            "changed": self.changed,
             "outside_scope": self.outside_scope,
             "truncated": self.truncated,
         }
@@ -118,11 +125,14 @@ def summarise(
     most: int = 1000,
 ) -> Changes:
     rows = list(numstat)
+    # The scope is checked on every changed file: listing fewer must not let one slip through.
+    outside = tuple(path for path, _, _ in rows if not in_scope(path, patterns))
+    outside_set = set(outside)
     files = tuple(
-        FileChange(path, added, removed, outside_scope=not in_scope(path, patterns))
-        for path, added, removed in rows[:most]
+        FileChange(path, added, removed, outside_scope=path in outside_set) for path, added, removed in rows[:most]
     )
-    return Changes(files=files, base=base, head=head, truncated=len(rows) > most)
+    total = (len(rows), sum(a or 0 for _, a, _ in rows), sum(r or 0 for _, _, r in rows))
+    return Changes(files=files, base=base, head=head, truncated=len(rows) > most, outside=outside, total=total)
 
 
 @dataclass(frozen=True)

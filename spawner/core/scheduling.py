@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from spawner.core import budget as budgets
 from spawner.core import ratelimit
 from spawner.core.rules import batch_outcome
 from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, RunStatus
@@ -47,6 +48,7 @@ class Limits:
     type_starts: Mapping[str, Sequence[float]] = field(default_factory=dict)
     type_tpm: Mapping[str, int] = field(default_factory=dict)
     type_tokens: Mapping[str, Sequence[tuple[float, int]]] = field(default_factory=dict)
+    budget: budgets.BudgetView | None = None  # the batch's and its tasks' budgets (spawner.core.budget)
 
 
 @dataclass
@@ -57,6 +59,10 @@ class Decision:
     finished: bool = False
     outcome: str | None = None
     type_next_start: dict[str, float] = field(default_factory=dict)
+    # Budgets: pending runs skipped and running ones cancelled for "budget"; escalate when reached.
+    budget_skip: list[str] = field(default_factory=list)
+    budget_cancel: list[str] = field(default_factory=list)
+    budget_reached: bool = False
 
 
 def skipped_by_failed_dependencies(runs: Sequence[RunView]) -> list[str]:
@@ -92,6 +98,8 @@ def decide(runs: Sequence[RunView], limits: Limits, now: float) -> Decision:
         for key in decision.skip:
             status[key] = RunStatus.SKIPPED
         _start_ready(runs, status, limits, now, decision)
+        if limits.budget is not None:
+            _within_budget(status, limits.budget, decision)
 
     if all(s in RUN_TERMINAL for s in status.values()):
         decision.finished = True
@@ -102,6 +110,23 @@ def decide(runs: Sequence[RunView], limits: Limits, now: float) -> Decision:
             race=limits.race,
         )
     return decision
+
+
+def _within_budget(status: dict[str, str], view: budgets.BudgetView, decision: Decision) -> None:
+    """The budgets trim what was about to start (see spawner.core.budget)."""
+    started = {key for key, _ in decision.start}
+    before = {k: RunStatus.PENDING if k in started else s for k, s in status.items()}
+    kept = budgets.apply(before, decision.start, view)
+    for key in started:
+        status[key] = RunStatus.PENDING
+    decision.start = kept.start
+    for key, _ in kept.start:
+        status[key] = RunStatus.QUEUED
+    decision.budget_skip, decision.budget_cancel, decision.budget_reached = kept.skip, kept.cancel, kept.reached
+    for key in kept.skip:
+        status[key] = RunStatus.SKIPPED
+    for key in kept.cancel:
+        status[key] = RunStatus.CANCELLED
 
 
 def _start_ready(

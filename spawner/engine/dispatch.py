@@ -13,7 +13,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from spawner.core import scheduling, timings
-from spawner.engine import fanin, merging, transitions, webhooks
+from spawner.engine import budgets, fanin, merging, transitions, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
@@ -87,6 +87,7 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
             cancel_requested=batch.cancel_requested,
             race=batch.aggregation == Strategy.FIRST_SUCCESS,
             **_type_limits(runs),
+            budget=(budget := budgets.budget_view(batch, runs)),
         )
         views = [
             scheduling.RunView(
@@ -106,6 +107,8 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
             transitions.run_skip(run, error=f"dependency did not succeed: {', '.join(failed)}")
         for key in decision.cancel:
             transitions.run_cancel(by_key[key], error=_stop_reason(batch))
+        if budget is not None:
+            _apply_budget(batch, by_key, budget, decision)
         for key, not_before in decision.start:
             transitions.attempt_queue(
                 by_key[key],
@@ -115,6 +118,22 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
         if decision.finished:
             batch_finish(batch, decision.outcome)
         return decision
+
+
+def _apply_budget(batch: Batch, by_key: dict, budget, decision: scheduling.Decision) -> None:
+    """Budgets (spawner.core.budget): skip and cancel what the budget stopped, escalate once."""
+    for key in decision.budget_skip:
+        transitions.run_skip(by_key[key], error=budgets.skip_reason(batch, by_key[key], budget))
+    for key in decision.budget_cancel:
+        transitions.run_cancel(by_key[key], error="budget: the batch's budget is reached (on_budget: cancel_running)")
+    if decision.budget_reached:
+        budgets.escalate(
+            batch,
+            budget,
+            skipped=len(decision.budget_skip),
+            cancelled=len(decision.budget_cancel),
+            open_fn=transitions.escalation_open,
+        )
 
 
 def _stop_reason(batch: Batch) -> str:

@@ -21,7 +21,17 @@ from django.db.models import Max
 from django.utils import timezone
 
 from spawner.core import ratelimit
-from spawner.engine import dispatch, events, final_message, lifecycle, prompts, redaction, transitions, workspaces
+from spawner.engine import (
+    dispatch,
+    events,
+    final_message,
+    lifecycle,
+    prompts,
+    redaction,
+    transitions,
+    usage,
+    workspaces,
+)
 from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
 from spawner.runners.model import model_call_for
@@ -181,6 +191,7 @@ def attempt_finish(
     if status == AttemptStatus.SUCCEEDED and result is None and not result_error:
         result = final_message.result_from_log(run.agent_type.output_format, log_path)
     result, result_error, error = redaction.mask_json([result, result_error, error], secrets)
+    usage.record_attempt_end(attempt, log_path=log_path, result=result, secrets=secrets)  # tokens and cost
     end = transitions.AttemptEnd(
         status=status,
         exit_code=exit_code,
@@ -403,6 +414,7 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
             secrets = redaction.secret_values(run.agent_type)
             for path in attempt_paths(attempt)[:2]:
                 redaction.rewrite_file(path, secrets)
+            usage.record_attempt_end(attempt, log_path=log_path, secrets=secrets, stopped=True)  # spent anyway
             return "stopped: attempt no longer current"
         if now - last_beat >= conf("HEARTBEAT_SECONDS"):
             _beat(attempt.id, AttemptStatus.RUNNING)

@@ -20,6 +20,8 @@ def run_results(batch: Batch) -> list[aggregation.RunResult]:
             result_error=r.result_error,
             output_tail=r.output_tail[-4000:],
             error=r.error,
+            usage=r.usage,
+            cost_usd=r.cost_usd,
         )
         for r in batch.runs.order_by("order")
     ]

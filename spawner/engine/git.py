@@ -22,8 +22,20 @@ _ENV = {
     "GIT_PAGER": "cat",
     "GIT_CONFIG_NOSYSTEM": "1",
     "LC_ALL": "C",
+    # Reading commands (status, diff) must not refresh and rewrite the user's index, nor take its lock.
+    "GIT_OPTIONAL_LOCKS": "0",
 }
-_OPTIONS = ["-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "-c", "core.quotePath=false"]
+# No hooks, no signing, no file-system monitor (a command named in config): git runs nothing but git.
+_OPTIONS = [
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "core.quotePath=false",
+    "-c",
+    "core.fsmonitor=false",
+]
 
 
 class GitError(RuntimeError):

@@ -282,6 +282,12 @@ def conf_retention() -> float:
 # --- removing ------------------------------------------------------------------------------------
 
 
+def _unless_merging(removal: Removal):
+    """The integration worktree is removed holding its merge lock (Busy if someone works in it)."""
+    ws = merging.of(removal.batch_id) if removal.attempt is None and removal.key == "(integration)" else None
+    return merging.locked(ws, wait=0) if ws is not None else contextlib.nullcontext()
+
+
 def collect(
     *, older_than: timedelta | None = None, dry_run: bool = False, limit: int | None = None, now=None
 ) -> Report:
@@ -296,10 +302,14 @@ def collect(
         if removal.reason != "orphan" and not _still_ended(removal):
             continue  # reopened meanwhile (a retry): its next attempt makes its own worktree
         path = Path(removal.path)
-        if removal.repo and Path(removal.repo).is_dir():
-            workspaces.remove_worktree(removal.repo, path)  # removes the worktree and prunes git's record
-        elif path.exists():
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            with _unless_merging(removal):
+                if removal.repo and Path(removal.repo).is_dir():
+                    workspaces.remove_worktree(removal.repo, path)  # the worktree, and git's record pruned
+                elif path.exists():
+                    shutil.rmtree(path, ignore_errors=True)
+        except merging.Busy:
+            continue  # a person's revert or reset, or the queue, works in it right now
         if removal.attempt is not None:
             RunAttempt.objects.filter(
                 run__batch_id=removal.batch_id, run__key=removal.key, number=removal.attempt, worktree=removal.path

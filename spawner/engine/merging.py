@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -190,9 +191,13 @@ def locked(ws: Workspace, wait: float = LOCK_SECONDS) -> Iterator[None]:
 def integration_worktree(ws: Workspace) -> Path:
     """The integration branch's worktree, made from the checkpoint the first time."""
     path = integration_path(ws)
-    if (path / ".git").exists():
-        return path
     repo = Path(ws.repo)
+    if (path / ".git").exists():
+        try:
+            workspaces.verify_link(repo, path)
+            return path
+        except workspaces.WorkspaceError:  # not this repository's (a database started over): made anew
+            shutil.rmtree(path, ignore_errors=True)
     branch = changes_rules.integration_branch(ws.batch_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     with workspaces.repo_lock(repo):
@@ -305,6 +310,7 @@ def process(batch_id: int) -> str:
     try:
         with locked(ws):
             path = integration_worktree(ws)
+            _restore(ws, path)
             head = save_integration(ws, path)
             precheck(ws, head)
             done = []
@@ -314,6 +320,18 @@ def process(batch_id: int) -> str:
     except Busy as exc:
         return str(exc)
     return "; ".join(done) or "nothing queued"
+
+
+def _restore(ws: Workspace, path: Path) -> None:
+    """Back to the head last recorded: a queue task killed mid-merge or mid-gate leaves an unfinished
+    merge, an ungated merge commit or the gate's leftovers, none of which may count as merged."""
+    if not ws.integration_head:
+        return
+    git.run(path, "merge", "--abort", check=False)
+    git.run(path, "revert", "--abort", check=False)
+    if _head(path) != ws.integration_head or git.out(path, "status", "--porcelain"):
+        git.run(path, "reset", "--hard", "-q", ws.integration_head)
+        git.run(path, "clean", "-fdq")
 
 
 def _next(ws: Workspace) -> MergeStep | None:
@@ -354,7 +372,22 @@ def _merge(ws: Workspace, path: Path, step: MergeStep) -> str:
         with transaction.atomic():
             _conflicted(ws, step, {}, error=f"its branch {changes_rules.run_branch(ws.batch_id, key)} is gone")
         return "branch gone"
-    if _is_ancestor(path, theirs, before):
+    again = bool(step.revert_commit) and _is_ancestor(path, step.revert_commit, before)
+    if again:
+        # Merged, then reverted: its commits are already on the branch, so a merge would add nothing.
+        # Reverting the revert brings its work back, as a commit of its own.
+        done = git.run(path, "revert", "--no-edit", step.revert_commit, env=_SPAWNER, check=False)
+        if done.returncode != 0:
+            files = git.out(path, "diff", "--name-only", "--diff-filter=U")
+            git.run(path, "revert", "--abort", check=False)
+            conflict = {"files": files.splitlines(), "kinds": {}, "hunks": {}}
+            conflict.update(integration_head=before, run_head=theirs)
+            with transaction.atomic():
+                _conflicted(
+                    ws, step, conflict, error="taking its reverted merge again conflicts with what was merged since"
+                )
+            return "conflict re-applying"
+    elif _is_ancestor(path, theirs, before):
         with transaction.atomic():
             transitions.merge_step_move(
                 step,
@@ -367,14 +400,16 @@ def _merge(ws: Workspace, path: Path, step: MergeStep) -> str:
                 data={"commit": "", "note": "nothing new to merge"},
             )
         return "nothing new"
-    result = merge_tree(path, before, theirs)
+    result = merge_tree(path, before, theirs) if not again else rules.parse_merge_tree("")
     sides = (step.resolution or {}).get("sides") or {}
-    if not result.clean and set(result.files) - set(sides):
+    if not again and not result.clean and set(result.files) - set(sides):
         conflict = conflict_data(path, result, ours=before, theirs=theirs)
         with transaction.atomic():
             _conflicted(ws, step, conflict)
         return f"conflict on {', '.join(result.files)}"
-    if result.clean:
+    if again:
+        pass
+    elif result.clean:
         git.run(path, "merge", "--no-ff", "--no-edit", "-m", _message(step), theirs, env=_SPAWNER)
     else:
         _merge_keeping_sides(path, step, theirs, sides)
@@ -402,16 +437,21 @@ def _merge(ws: Workspace, path: Path, step: MergeStep) -> str:
             return f"gate failed ({code})"
     save_integration(ws, path)  # before the step says merged: a reader of both sees them agree
     with transaction.atomic():
-        transitions.merge_step_move(
+        moved = transitions.merge_step_move(
             step,
             "merge_step_merged",
             STEP.MERGED,
             merge_commit=commit,
             merged_head=theirs,
             merged_at=timezone.now(),
+            revert_commit="",
             error="",
             data={"commit": commit},
         )
+    if not moved:  # a person skipped it while it was being merged: their decision stands
+        git.run(path, "reset", "--hard", "-q", before)
+        save_integration(ws, path)
+        return "left out: skipped while it was being merged"
     return f"merged {commit[:10]}"
 
 
@@ -474,6 +514,10 @@ def run_worktree(ws: Workspace, run: AgentRun) -> Path:
     """The worktree of the run's current attempt, made again on its branch if it is gone."""
     attempt = RunAttempt.objects.filter(run=run, number=run.attempt).first()
     if attempt and attempt.worktree and (Path(attempt.worktree) / ".git").exists():
+        try:
+            workspaces.verify_link(ws.repo, Path(attempt.worktree))
+        except workspaces.WorkspaceError as exc:
+            raise MergeError(f"run '{run.key}': {exc}") from None
         return Path(attempt.worktree)
     path = Path(ws.root) / changes_rules.worktree_name(ws.batch_id, run.key, run.attempt)
     path.parent.mkdir(parents=True, exist_ok=True)

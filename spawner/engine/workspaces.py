@@ -75,14 +75,25 @@ def checkpoint(
     Without `snapshot` (a check before launch) nothing is written."""
     where = (batch_cwd / ws.repo).resolve()
     name = ws.repo
-    if confine_to is not None and not where.is_relative_to(confine_to.resolve()):
+    base = confine_to.resolve() if confine_to is not None else None
+    if base is not None and not where.is_relative_to(base):
         raise _field("repo", f"{name!r} must stay inside the server's base directory")
     if not where.is_dir():
         raise _field("repo", f"{name!r} is not a directory")
-    found = git.run(where, "rev-parse", "--show-toplevel", check=False)
+    found = git.run(where, "rev-parse", "--is-bare-repository", "--show-toplevel", check=False)
+    if found.returncode != 0 and "must be run in a work tree" in found.stderr:
+        raise _field("repo", f"{name!r} is a bare repository: name a checkout (a repository with a work tree)")
     if found.returncode != 0:
         raise _field("repo", f"{name!r} is not inside a git repository")
-    repo = Path(found.stdout.strip())
+    lines = found.stdout.split("\n")
+    if lines[0].strip() == "true" or len(lines) < 2 or not lines[1].strip():
+        raise _field("repo", f"{name!r} is a bare repository: name a checkout (a repository with a work tree)")
+    repo = Path(lines[1].strip())
+    if base is not None and not repo.resolve().is_relative_to(base):
+        # The directory is inside the base, but the repository it belongs to is not.
+        raise _field("repo", f"{name!r} belongs to a repository outside the server's base directory")
+    if git.run(repo, "rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode != 0 and ws.base == "HEAD":
+        raise _field("repo", f"{name!r} has no commits yet: commit something first")
     resolved = git.run(
         repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ws.base}^{{commit}}", check=False
     )
@@ -101,7 +112,12 @@ def checkpoint(
         )
     if ws.base != "HEAD":
         raise _field("allow_dirty", "a snapshot of uncommitted changes starts from HEAD: leave base out")
-    return Checkpoint(repo, _snapshot(repo, commit) if snapshot else commit, snapshot=True)
+    if not snapshot:
+        return Checkpoint(repo, commit, snapshot=True)
+    try:
+        return Checkpoint(repo, _snapshot(repo, commit), snapshot=True)
+    except git.GitError as exc:
+        raise _field("allow_dirty", f"could not snapshot the uncommitted changes: {exc.stderr[-300:]}") from None
 
 
 def _snapshot(repo: Path, head: str) -> str:
@@ -116,7 +132,10 @@ def _snapshot(repo: Path, head: str) -> str:
 
 def record(batch: Batch, ws: spec.WorkspaceSpec, cp: Checkpoint) -> Workspace:
     """Store the batch's workspace (inside the launch transaction) and pin its checkpoint."""
-    git.run(cp.repo, "update-ref", changes_rules.checkpoint_ref(batch.id), cp.commit)
+    try:
+        git.run(cp.repo, "update-ref", changes_rules.checkpoint_ref(batch.id), cp.commit)
+    except git.GitError as exc:
+        raise _field("repo", f"could not record the checkpoint in the repository: {exc.stderr[-300:]}") from None
     return Workspace.objects.create(
         batch=batch,
         repo=str(cp.repo),
@@ -182,8 +201,34 @@ def add_worktree(repo: str | Path, path: Path, branch: str, start: str) -> None:
     """`git worktree add -B branch path start`: the record under the repository's lock, the
     checkout of its files after it, side by side with other workers' checkouts."""
     with repo_lock(repo):
+        git.run(repo, "worktree", "prune", check=False)  # a stale record would change the new one's name
         git.run(repo, "worktree", "add", "--force", "--no-checkout", "-B", branch, str(path), start)
+    verify_link(repo, path)
     git.run(path, "reset", "--hard", "-q", "HEAD")
+
+
+def _common_dir(repo: str | Path) -> Path:
+    dot_git = Path(repo) / ".git"
+    if dot_git.is_dir():
+        return dot_git.resolve()
+    return Path(git.out(repo, "rev-parse", "--path-format=absolute", "--git-common-dir")).resolve()
+
+
+def verify_link(repo: str | Path, path: Path) -> None:
+    """A worktree's `.git` file says which repository git works on. The agent can edit it (it is
+    in its directory): pointed elsewhere, Spawner's own `git add`/`commit` there would run that
+    repository's configured commands or commit onto the user's branch. So before git touches a
+    run's worktree, the link must be exactly the one `git worktree add` wrote."""
+    link = Path(path) / ".git"
+    expected = f"gitdir: {_common_dir(repo) / 'worktrees' / Path(path).name}"
+    try:
+        if link.is_symlink() or not link.is_file():
+            raise WorkspaceError("its worktree's .git file was replaced: Spawner will not run git there")
+        content = link.read_text(errors="replace").strip()
+    except OSError:
+        raise WorkspaceError("its worktree's .git file cannot be read: Spawner will not run git there") from None
+    if content != expected:
+        raise WorkspaceError("its worktree's .git file was changed: Spawner will not run git there")
 
 
 def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> Path:
@@ -200,11 +245,12 @@ def prepare(attempt: RunAttempt, ws: Workspace, log_path: Path, tick: Tick) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     branch = changes_rules.run_branch(run.batch_id, run.key)
     start = attempt.start_commit or ws.checkpoint  # a re-run on top starts from the integration branch
+    # Recorded first: if this worker dies while git works, the next attempt finds it and removes it.
+    RunAttempt.objects.filter(id=attempt.id).update(worktree=str(path), branch=branch)
     try:
         add_worktree(repo, path, branch, start)
     except git.GitError as exc:
         raise WorkspaceError(f"could not create its worktree: {exc.stderr[-300:]}") from None
-    RunAttempt.objects.filter(id=attempt.id).update(worktree=str(path), branch=branch)
     taken = 0 if attempt.start_commit else _take_dependencies(run, path)
     base = git.out(path, "rev-parse", "HEAD") if taken or not _is_sha(start) else start
     RunAttempt.objects.filter(id=attempt.id).update(base_commit=base)
@@ -279,6 +325,10 @@ def conclude(attempt: RunAttempt, ws: Workspace, log_path: Path, *, agent_ok: bo
     path, base = Path(row["worktree"]), row["base_commit"]
     if not row["worktree"] or not path.is_dir():
         return Outcome(ok=False, error="its worktree is gone")
+    try:
+        verify_link(ws.repo, path)
+    except WorkspaceError as exc:
+        return Outcome(ok=False, error=str(exc))
     env = _author(run.key, run.batch_id)
     git.run(path, "add", "-A", env=env)
     title = (run.prompt.strip().splitlines() or [""])[0][:72]

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('spawner', '0012_usage'),
+        ('spawner', '0013_cost_budgets'),
     ]
 
     operations = [

@@ -62,6 +62,8 @@ BATCH_FIELDS = {
     "vars",
     "webhook",
     "workspace",
+    "budget_usd",
+    "on_budget",
 }
 TASK_FIELDS = {
     "key",
@@ -76,7 +78,12 @@ TASK_FIELDS = {
     "retries",
     "cwd",
     "estimate",
+    "budget_usd",
+    "estimate_usd",
 }
+# Budgets (USD): a batch's and a task's, and a task's declared cost estimate.
+MAX_BUDGET_USD = 1_000_000.0
+ON_BUDGET = ("skip_pending", "cancel_running")
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class TaskSpec:
     retries: int = 0
     cwd: str = ""
     estimate: float | None = None
+    budget_usd: float | None = None
+    estimate_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,8 @@ class BatchSpec:
     webhook: str = ""
     cwd: str = ""
     workspace: WorkspaceSpec | None = None
+    budget_usd: float | None = None
+    on_budget: str = "skip_pending"
     # (task key, why) for tasks whose agent type this server cannot run now.
     unavailable: tuple[tuple[str, str], ...] = field(default=(), compare=False)
     # The spec as parsed and as written, stored with the batch: read once, never parsed again.
@@ -274,6 +285,8 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
         "webhook": webhook,
         "cwd": cwd,
         "workspace": read_workspace(c, data.get("workspace"), is_admin=is_admin, max_path_chars=MAX_CWD_CHARS),
+        "budget_usd": _usd(c, "batch", "budget_usd", data.get("budget_usd")),
+        "on_budget": as_choice(c, "batch", "on_budget", data.get("on_budget", ON_BUDGET[0]), ON_BUDGET) or ON_BUDGET[0],
     }
     defaults = _Defaults(
         agent=data.get("agent"),
@@ -282,6 +295,17 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
         retries=retries or 0,
     )
     return settings, defaults
+
+
+def _usd(c: Collector, where, name: str, value: Any, task: str | None = None, allow_zero=False) -> float | None:
+    """A budget or estimate in USD: a number above 0 (an estimate may be 0), at most MAX_BUDGET_USD."""
+    if value is None:
+        return None
+    number = as_number(c, where, name, value, 0, MAX_BUDGET_USD, task)
+    if number == 0 and not allow_zero:
+        c.add(where, name, "must be more than 0 (leave it out for no budget)", task)
+        return None
+    return number
 
 
 def _path(c: Collector, where: str | Where, name: str, value: Any, task: str | None = None) -> str:
@@ -357,6 +381,8 @@ def _task(c: Collector, i: int, raw: Any, where_of: dict[str, Where], ctx: _Task
     if estimate is not None:
         estimate = as_number(c, where, "estimate", estimate, 0, 10 * limits.max_timeout, key)
     cwd = _path(c, where, "cwd", raw.get("cwd"), key)
+    budget_usd = _usd(c, where, "budget_usd", raw.get("budget_usd"), key)
+    estimate_usd = _usd(c, where, "estimate_usd", raw.get("estimate_usd"), key, allow_zero=True)
     depends_on = as_str_list(c, where, "depends_on", raw.get("depends_on"), key)
     files = _globs(c, where, key, raw.get("files"))
     if duplicate or unnamed:
@@ -373,6 +399,8 @@ def _task(c: Collector, i: int, raw: Any, where_of: dict[str, Where], ctx: _Task
         retries=retries or 0,
         cwd=cwd,
         estimate=estimate,
+        budget_usd=budget_usd,
+        estimate_usd=estimate_usd,
     )
 
 

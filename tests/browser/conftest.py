@@ -89,6 +89,9 @@ def web(cluster, workdir, tmp_path):
         "DATABASE_URL": database_url_for_subprocess(),
         "SPAWNER_WORKDIR": str(workdir),
         "SPAWNER_LOG_DIR": cluster.env["SPAWNER_LOG_DIR"],
+        # Worktrees of batches launched from the browser live in this test's directory too (a batch
+        # id reused by the next test database must not find the last one's worktrees).
+        "SPAWNER_WORKSPACE_DIR": cluster.env["SPAWNER_WORKSPACE_DIR"],
     }
     server = WebServer(env, tmp_path / "daphne.log")
     try:

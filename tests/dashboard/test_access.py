@@ -19,8 +19,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from dashboard.live import relay
 from dashboard.live.routing import websocket_urlpatterns
 from spawner.asgi import application
-from spawner.models import Escalation, RunAttempt
+from spawner.models import Escalation, MergeStep, RunAttempt, Workspace
 from tests.dashboard.conftest import grant
+from tests.spawner.test_workspaces import git, make_repo
 
 PEOPLE = ["stranger", "viewer", "launcher", "reviewer", "admin"]
 
@@ -39,6 +40,7 @@ READS = {
     "run",
     "run-log",
     "run-log-download",
+    "merge-candidates",
     "run-diff",
     "run-diff-download",
 }
@@ -56,6 +58,10 @@ WRITES = {
     "batch-review": ("review", {"decision": "approve"}),
     "escalation-assign": ("resolve", {"assignee": ""}),
     "escalation-resolve": ("resolve", {"action": "accept"}),
+    "merge-step": ("resolve", {"action": "skip"}),
+    "merge-step-sides": ("resolve", {"side:README.md": "ours"}),
+    "merge-reset": ("resolve", {}),
+    "merge-pick": ("resolve", {}),
 }
 # What each person was granted; the admin may do everything.
 GRANTED = {
@@ -113,18 +119,25 @@ def people(db, viewer, reviewer):
 
 
 @pytest.fixture
-def objects(reviewed, tmp_path):
-    """A finished batch with a failed P0 run (escalated), owned by someone none of the five is."""
+def objects(reviewed, tmp_path, settings):
+    """A finished batch with a failed P0 run (escalated), owned by someone none of the five is; its
+    agents ran in worktrees of a real repository, and one run waits in the merge queue."""
     run = reviewed.runs.get(key="critical")
     log = tmp_path / "critical.log"
     log.write_bytes(b"the log\n")
     log.with_name("critical.diff").write_bytes(b"diff --git a/x b/x\n")  # the diff beside it (worktree runs)
     RunAttempt.objects.filter(run=run).update(log_path=str(log))
+    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": tmp_path / "logs", "WORKSPACE_DIR": tmp_path / "ws"}
+    repo = make_repo(tmp_path / "repo")
+    checkpoint = git(repo, "rev-parse", "HEAD").strip()
+    Workspace.objects.create(batch=reviewed, repo=str(repo), checkpoint=checkpoint, root=str(tmp_path / "ws" / "b"))
+    step = MergeStep.objects.create(batch=reviewed, run=reviewed.runs.get(key="security"), position=0, state="queued")
     return {
         "batch_id": reviewed.id,
         "run_id": run.id,
         "number": run.attempt,
         "escalation_id": Escalation.objects.get(batch=reviewed).id,
+        "step_id": step.id,
     }
 
 

@@ -74,6 +74,11 @@ def test_summary_and_scope_verdicts():
     assert changes.scope_verdict(changes.summarise([("a.txt", 1, 0)], ["a.txt"]), "fail") == changes.ScopeVerdict()
 
 
-def test_a_huge_change_list_is_cut_and_says_so():
-    summary = changes.summarise([(f"f{i}", 1, 0) for i in range(1500)], [], most=1000)
+def test_a_huge_change_list_is_cut_and_says_so_but_counts_and_checks_every_file():
+    rows = [(f"src/f{i}", 1, 0) for i in range(1500)] + [("zzz/secret.py", 2, 1)]
+    summary = changes.summarise(rows, ["src/**"], most=1000)
     assert len(summary.files) == 1000 and summary.truncated
+    data = summary.as_data()
+    assert (data["changed"], data["added"], data["removed"]) == (1501, 1502, 1)
+    assert data["outside_scope"] == ["zzz/secret.py"], "a file past the listed ones is still checked"
+    assert changes.scope_verdict(summary, "fail").fail

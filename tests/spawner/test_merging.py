@@ -193,6 +193,11 @@ def test_revert_one_merge_then_reset_the_integration_branch(cluster, sh1, tmp_pa
     assert steps(batch)["b"].state == "reverted"
     with pytest.raises(ActionRefused, match="is reverted in the merge queue"):
         services.merge_step_revert(step=found["b"], actor=None)
+    # Taken again: its work comes back (a merge would add nothing: its commits are on the branch).
+    services.merge_step_merge(step=found["b"], actor=None)
+    again = wait_steps(batch, {"a": "merged", "b": "merged", "c": "merged"})["b"]
+    assert show(repo, integration(batch), "b.txt") == "b\n" and again.merge_commit
+    assert git(repo, "rev-parse", integration(batch)).strip() == again.merge_commit
     services.merge_reset(batch=batch, actor=None)
     ws = Workspace.objects.get(batch=batch)
     assert git(repo, "rev-parse", integration(batch)).strip() == ws.checkpoint == ws.integration_head

@@ -196,6 +196,8 @@ def test_model_agents_stream_live_and_their_schema_results_are_the_runs_results(
         assert json.loads(log.read_text()) == run.result, "the answer streamed into the log"
         assert run.output_tail.strip() == log.read_text().strip()
         assert json.loads(usage_path(log).read_text())["models"] == ["scripted-7b"]
+        assert attempt.usage["models"] == ["scripted-7b"], "the usage file is what the attempt records"
+        assert attempt.usage["output_tokens"] > 0
 
 
 @pytest.mark.integration

@@ -466,7 +466,7 @@ def test_a_bad_batch_setting_names_the_field(line, field, says):
         ("files: ['']", "files", "list of non-empty strings"),
         ("depends_on: {a: b}", "depends_on", "list of non-empty strings"),
         ("prompt2: oops", "prompt2", "unknown field"),
-        ("depend_on: [x]", "depend_on", "unknown field (known: agent, cwd, depends_on"),
+        ("depend_on: [x]", "depend_on", "unknown field (known: agent, budget_usd, cwd, depends_on"),
         ("estimate: -1", "estimate", "between 0"),
         ("cwd: 3", "cwd", "must be a path"),
         ("vars: 3", "vars", "mapping"),

@@ -286,3 +286,65 @@ def test_a_git_command_that_outlives_its_bound_is_a_git_error(tmp_path):
     with pytest.raises(engine_git.GitError, match="git slow timed out after 0.5 s"):
         engine_git.run(repo, *slow, timeout=0.5)
     assert engine_git.run(repo, *slow, timeout=0.5, check=False).returncode == -9
+
+
+def test_an_agent_that_repoints_its_worktrees_git_file_gets_no_git_run_there(cluster, agent_types, tmp_path):
+    """The worktree's .git file is in the agent's directory: pointed at the user's repository, a
+    `git add`/`commit` there would commit onto the user's branch. Spawner refuses to run git there."""
+    repo = make_repo(tmp_path / "repo")
+    before = checkout_state(repo)
+    prompt = f"echo x > x.txt; printf 'gitdir: {repo}/.git\\\\n' > .git"
+    batch = wait_batch(launch(spec_text(repo, f'  - {{key: a, prompt: "{prompt}"}}\n'), tmp_path), timeout=60)
+    run = AgentRun.objects.get(batch=batch, key="a")
+    assert run.status == "failed" and ".git file was changed" in run.error, run.error
+    assert checkout_state(repo) == before, "nothing was committed onto the user's branch, the index is as it was"
+
+
+def test_a_repository_above_the_base_directory_is_refused_to_browser_users(agent_types, tmp_path):
+    from spawner import services
+
+    outer = make_repo(tmp_path / "outer")
+    (outer / "base" / "proj").mkdir(parents=True)
+    text = "name: x\nagent: sh\nworkspace: {repo: proj}\ntasks: [{key: a, prompt: 'true'}]\n"
+    batch_spec = services.spec_load(text, is_admin=False)
+    with pytest.raises(spec.SpecInvalid) as caught:
+        services.batch_check(batch_spec, outer / "base", confine=True)
+    assert "belongs to a repository outside the server's base directory" in str(caught.value.errors[0])
+
+
+@pytest.mark.parametrize("kind", ["bare", "empty"])
+def test_a_bare_or_empty_repository_is_named_as_such(agent_types, tmp_path, kind):
+    path = tmp_path / "r"
+    subprocess.run(["git", "init", "-q", *(["--bare"] if kind == "bare" else []), str(path)], check=True)
+    text = f"name: x\nagent: sh\nworkspace: {{repo: {path}}}\ntasks: [{{key: a, prompt: 'true'}}]\n"
+    with pytest.raises(spec.SpecInvalid) as caught:
+        launch(text, tmp_path)
+    says = "is a bare repository" if kind == "bare" else "has no commits yet"
+    assert says in str(caught.value.errors[0])
+
+
+def test_the_checkpoint_leaves_the_users_index_alone(agent_types, tmp_path, settings):
+    """`git status` would refresh (rewrite) the index of a checkout whose files were touched."""
+    import os
+
+    settings.SPAWNER = {**settings.SPAWNER, "WORKSPACE_DIR": tmp_path / "ws"}
+    repo = make_repo(tmp_path / "repo")
+    os.utime(repo / "README.md", (1, 1))  # same content, new times: a stat-dirty entry
+    index = (repo / ".git" / "index").read_bytes()
+    launch(spec_text(repo, "  - {key: a, prompt: 'true'}\n"), tmp_path)
+    assert (repo / ".git" / "index").read_bytes() == index
+
+
+def test_running_a_batch_with_setup_or_gate_again_needs_an_admin(agent_types, tmp_path, settings, django_user_model):
+    from spawner import services
+    from spawner.errors import NotAllowed
+
+    settings.SPAWNER = {**settings.SPAWNER, "WORKSPACE_DIR": tmp_path / "ws"}
+    repo = make_repo(tmp_path / "repo")
+    batch = launch(spec_text(repo, "  - {key: a, prompt: 'true'}\n", "  gate: 'true'\n"), tmp_path)
+    teammate = django_user_model.objects.create_user("teammate")
+    admin = django_user_model.objects.create_superuser("boss")
+    runs = list(batch.runs.select_related("agent_type"))
+    with pytest.raises(NotAllowed, match="setup or gate commands"):
+        services._refuse_admin_only(runs, teammate)
+    services._refuse_admin_only(runs, admin)  # an admin may

@@ -121,18 +121,21 @@ class Command(BaseCommand):
         return batch
 
     def _progress(self, batch: Batch) -> Group:
-        runs = list(batch.runs.order_by("order").values_list("key", "status", "attempt", "wave"))
+        runs = list(batch.runs.order_by("order").values_list("key", "status", "attempt", "wave", "usage", "cost_usd"))
         done = sum(1 for r in runs if r[1] in RUN_TERMINAL)
         table = Table(box=None, pad_edge=False)
         table.add_column("task")
         table.add_column("wave", justify="right")
         table.add_column("status")
         table.add_column("try", justify="right")
-        for key, status, attempt, wave in runs[:60]:
-            table.add_row(key, str(wave), f"[{STATUS_STYLE.get(status, '')}]{status}[/]", str(attempt or ""))
+        table.add_column("cost", justify="right")
+        for key, status, attempt, wave, usage, cost in runs[:60]:
+            style = STATUS_STYLE.get(status, "")
+            table.add_row(key, str(wave), f"[{style}]{status}[/]", str(attempt or ""), cost_cell(usage, cost))
         if len(runs) > 60:
-            table.add_row(f"… {len(runs) - 60} more", "", "", "")
-        return Group(progress_title(batch.id, batch.name, done, len(runs), self.console.width), table)
+            table.add_row(f"… {len(runs) - 60} more", "", "", "", "")
+        title = progress_title(batch.id, batch.name, done, len(runs), self.console.width)
+        return Group(title, spent_line(selectors.batch_cost(batch)), table)
 
     # --- printing ---------------------------------------------------------------------
 
@@ -152,6 +155,12 @@ class Command(BaseCommand):
             f"  estimated: sum {plan.sum_seconds:g}, wall {plan.estimated_wall_seconds:g}, "
             f"speedup {plan.estimated_speedup:.2f}x"
         )
+        cost = selectors.plan_cost(batch_spec)
+        unknown = f" ({len(cost['unknown'])} task(s) with no estimate)" if cost["unknown"] else ""
+        budget = f" · budget {_usd(cost['budget_usd'])}" if cost["budget_usd"] is not None else ""
+        c.print(f"  estimated cost: {cost['label']}{unknown}{budget}")
+        if cost["over_budget"]:
+            c.print("  [yellow]warn[/yellow] the estimate is over the batch's budget: some runs will be skipped")
         for name, ok, detail in plan.checks:
             mark = "[green]ok[/green]  " if ok else "[yellow]warn[/yellow]"
             c.print(f"  {mark} {name}: {escape(detail)}", soft_wrap=True)
@@ -166,7 +175,7 @@ class Command(BaseCommand):
 
     def _print_summary(self, s: dict) -> None:
         table = Table(title=Text(f"batch #{s['batch']} {s['name']}: {s['status']}"), title_justify="left")
-        for col in ("task", "agent", "prio", "wave", "status", "tries", "exit", "seconds", "error"):
+        for col in ("task", "agent", "prio", "wave", "status", "tries", "exit", "seconds", "tokens", "cost", "error"):
             table.add_column(col)
         for r in s["runs"]:
             secs = f"{r['duration_seconds']:.2f}" if r["duration_seconds"] is not None else ""
@@ -179,9 +188,13 @@ class Command(BaseCommand):
                 str(r["attempts"]),
                 "" if r["exit_code"] is None else str(r["exit_code"]),
                 secs,
+                "" if r["tokens"] is None else str(r["tokens"]),
+                cost_cell(r["usage"], r["cost_usd"]),
                 Text(r["error"][:60]),
             )
         self.console.print(table)
+        if s["cost"]["runs_with_usage"] or s["cost"]["budget_usd"] is not None:
+            self.console.print(spent_line(s["cost"]))
         t = s["timings"]
         if agg := s.get("aggregation"):
             verdict = f" · verdict {agg['verdict']}" if agg.get("verdict") else ""
@@ -234,6 +247,29 @@ def progress_title(batch_id: int, name: str, done: int, total: int, width: int) 
     filled = int(bar_width * done / total) if total else bar_width
     line = f"{head}{name} [{'█' * filled}{'░' * (bar_width - filled)}]{count}"
     return Text(line if len(line) <= width else line[: max(0, width - 1)] + "…", no_wrap=True)
+
+
+def cost_cell(usage: dict | None, cost: float | None) -> str:
+    """A run's cost for the tables: $0.0400, "unknown" (the reason is in the JSON), or blank."""
+    if not usage:
+        return ""
+    return _usd(cost) if cost is not None else "unknown"
+
+
+def spent_line(cost: dict) -> Text:
+    """`spent $0.80 / budget $1.00 (2 runs' cost unknown)`, printed live while the batch runs."""
+    line = f"spent {_usd(cost['spent_usd'])}"
+    if cost["budget_usd"] is not None:
+        line += f" / budget {_usd(cost['budget_usd'])}"
+    if cost["unknown_runs"]:
+        line += f" ({cost['unknown_runs']} run(s) with cost unknown)"
+    if cost["tokens"]:
+        line += f" · {cost['tokens']} tokens"
+    return Text(line, style="red" if cost["over"] else "")
+
+
+def _usd(value) -> str:
+    return selectors.usd(value)
 
 
 def _f(value) -> str:
