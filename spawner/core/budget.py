@@ -104,3 +104,18 @@ def usd(value: float | None) -> str:
     if value is None:
         return "unknown"
     return f"${value:.4f}" if abs(value) < 1 else f"${value:,.2f}"
+
+
+def retry_fits(
+    *,
+    budget_usd: float | None,
+    spent_usd: float,
+    run_budget_usd: float | None,
+    run_spent_usd: float,
+    next_cost_usd: float,
+) -> bool:
+    """May a failed run try again? Only if another attempt costing what the last one did (or its
+    estimate) keeps the batch and the task within their budgets. No budget: yes."""
+    if budget_usd is not None and spent_usd + next_cost_usd > budget_usd + EPSILON:
+        return False
+    return run_budget_usd is None or run_spent_usd + next_cost_usd <= run_budget_usd + EPSILON

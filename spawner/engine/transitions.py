@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import models, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
-from spawner.core import ratelimit, rules
+from spawner.core import budget, ratelimit, rules
 from spawner.engine import events, queue, webhooks
 from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt
 from spawner.states import (
@@ -273,6 +274,8 @@ def attempt_end(
             handed_back=_handed_back(run) if end.status in RETRY_COUNTED else 0,
             rate_limit_wait=wait,
         )
+        if delay is not None and end.status in ATTEMPT_RETRYABLE and not _retry_fits_budget(batch, run, attempt):
+            delay, spent_note = None, f"{spent_note}; not retried: the budget does not cover another attempt"
         if delay is not None:
             reason = {
                 AttemptStatus.HANDED_BACK: EventKind.RUN_HANDED_BACK,
@@ -290,6 +293,23 @@ def attempt_end(
             elif run_end(run, final, exit_code=end.exit_code, error=error, now=now) and end.escalation:
                 escalation_open(batch=batch, run=run, kind=end.escalation[0], reason=end.escalation[1])
     return True
+
+
+def _retry_fits_budget(batch: Batch, run: AgentRun, attempt: RunAttempt) -> bool:
+    """A retry is a new start: the batch's and the task's budgets hold it back as they hold starts."""
+    run_budget = AgentRun.objects.values_list("budget_usd", flat=True).get(id=run.id)
+    if batch.budget_usd is None and run_budget is None:
+        return True
+    spent = AgentRun.objects.filter(batch_id=batch.id).aggregate(total=Sum("cost_usd"))["total"] or 0.0
+    row = AgentRun.objects.values("cost_usd", "estimate_usd").get(id=run.id)
+    last = (RunAttempt.objects.values_list("usage", flat=True).get(id=attempt.id) or {}).get("cost_usd")
+    return budget.retry_fits(
+        budget_usd=batch.budget_usd,
+        spent_usd=spent,
+        run_budget_usd=run_budget,
+        run_spent_usd=row["cost_usd"] or 0.0,
+        next_cost_usd=last if isinstance(last, int | float) else (row["estimate_usd"] or 0.0),
+    )
 
 
 # Outcomes whose retry budget depends on how many earlier attempts spent no retry.

@@ -211,6 +211,25 @@ def test_on_budget_cancel_running_stops_the_running_runs_too(cluster, tmp_path):
     assert Escalation.objects.get(batch=batch).kind == "budget"
 
 
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_retry_the_budget_cannot_cover_is_not_started(cluster, tmp_path):
+    AgentType.objects.get_or_create(name="sh", defaults={"argv": ["sh", "-c", "{prompt}"]})
+    spec_data = {
+        "name": "retry within budget",
+        "agent": "sh",
+        "budget_usd": 1.0,
+        "retries": 3,
+        "backoff": 0.1,
+        "tasks": [{"key": "dear", "prompt": costing(0.6, "; exit 1")}],
+    }
+    batch = wait_batch(launch(json.dumps(spec_data), tmp_path), timeout=60)
+    run = AgentRun.objects.get(batch=batch)
+    assert run.status == "failed" and run.attempts.count() == 1, "a second $0.60 attempt would pass $1.00"
+    assert "not retried: the budget does not cover another attempt" in run.error
+    assert run.cost_usd == pytest.approx(0.6)
+
+
 # --- the CLI ------------------------------------------------------------------------------
 
 
