@@ -154,6 +154,24 @@ def test_the_comparison_puts_both_timelines_on_one_axis(signed_in, member, make_
     assert "3.00×" in html and "faster" in html
 
 
+def test_the_comparison_shows_cost_beside_time(signed_in, member, make_batch):
+    from spawner.models import AgentRun
+
+    parallel = finish(make_batch(member), wall=2.0)
+    sequential = make_batch(member)
+    Batch.objects.filter(id=sequential.id).update(sequential_of=parallel, mode="sequential")
+    sequential = finish(Batch.objects.get(id=sequential.id), wall=6.0)
+    usage = {"input_tokens": 100, "output_tokens": 20, "cost_usd": 0.25, "source": "cli"}
+    for batch in (parallel, sequential):
+        first, *rest = AgentRun.objects.filter(batch=batch)
+        AgentRun.objects.filter(id=first.id).update(usage=usage, cost_usd=0.25)
+        AgentRun.objects.filter(id__in=[r.id for r in rest]).update(usage={**usage, "cost_usd": None}, cost_usd=None)
+    html = signed_in.get(f"/batches/{parallel.id}/compare/").content.decode()
+    row = html.split("<th>Cost</th>", 1)[1].split("</tr>", 1)[0]
+    assert row.count("$0.25") == 2 and "unknown" in row
+    assert "<th>Tokens</th>" in html
+
+
 def test_compare_without_a_rerun_offers_one(signed_in, member, make_batch):
     batch = finish(make_batch(member))
     html = signed_in.get(f"/batches/{batch.id}/compare/").content.decode()
