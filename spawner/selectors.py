@@ -69,6 +69,7 @@ def batch_summary(batch: Batch) -> dict:
                 "cost_usd": r.cost_usd,
                 "cost_note": (r.usage or {}).get("cost_note", "") if r.cost_usd is None else "",
                 "usage": r.usage,
+                "changes": r.changes,
             }
             for r in runs
         ],

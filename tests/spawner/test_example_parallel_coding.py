@@ -131,6 +131,7 @@ def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path):
         return
     # With the merge queue (merge: sequential): three merged in plan order, usage's conflict escalated.
     step = apps.get_model("spawner", "MergeStep")
+    assert not step.objects.filter(batch=batch, state="queued").exists(), "spawn --wait waited for the queue"
     wait_for(lambda: step.objects.filter(batch=batch, state="conflict").exists(), 30, "the conflict")
     states = dict(step.objects.filter(batch=batch).values_list("run__key", "state"))
     assert states == {"title": "merged", "greeting": "merged", "config": "merged", "usage": "conflict"}

@@ -34,6 +34,9 @@ STATUS_STYLE = {
 }
 
 
+MERGE_WAIT_SECONDS = 300  # how long `--wait` waits for the merge queue after the batch ends
+
+
 class Command(BaseCommand):
     help = "Launch a batch from a YAML/JSON spec and follow it live."
 
@@ -82,6 +85,7 @@ class Command(BaseCommand):
                 self.console.print(f"launched batch #{batch.id}: {batch.name}")
                 return
             batch = self._follow(batch)
+            self._settle_merge_queue(batch)
             summaries = [selectors.batch_summary(batch)]
             if opts["compare"]:
                 self.console.print("\n[bold]Same batch, sequentially:[/bold]")
@@ -89,6 +93,8 @@ class Command(BaseCommand):
                 summaries.append(selectors.batch_summary(self._follow(rerun)))
         finally:
             cluster.stop(started)
+        for summary in summaries:
+            summary["merge_queue"] = selectors.merge_queue(Batch.objects.get(id=summary["batch"]))
         if opts["json"]:
             out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
             self.stdout.write(json.dumps(out, indent=2, default=str))
@@ -120,22 +126,41 @@ class Command(BaseCommand):
             self.console.line()
         return batch
 
+    def _settle_merge_queue(self, batch: Batch, timeout: float = MERGE_WAIT_SECONDS) -> None:
+        """A batch with a merge queue: wait (bounded) until no step is queued, so the summary
+        shows what was merged and what conflicts, and the cluster started here is not stopped mid-merge."""
+        deadline = time.monotonic() + timeout
+        said = False
+        while time.monotonic() < deadline:
+            queue = selectors.merge_queue(batch)
+            if queue is None or not any(step["state"] == "queued" for step in queue["steps"]):
+                return
+            if not said:
+                self.console.print("[dim]merging the succeeded runs onto the integration branch…[/dim]")
+                said = True
+            time.sleep(0.2)
+        self.console.print(f"[yellow]the merge queue still works after {timeout:.0f} s: see the dashboard[/yellow]")
+
     def _progress(self, batch: Batch) -> Group:
         runs = list(batch.runs.order_by("order").values_list("key", "status", "attempt", "wave", "usage", "cost_usd"))
         done = sum(1 for r in runs if r[1] in RUN_TERMINAL)
+        cost = selectors.batch_cost(batch)
+        costs = bool(cost["runs_with_usage"] or cost["budget_usd"] is not None)
         table = Table(box=None, pad_edge=False)
         table.add_column("task")
         table.add_column("wave", justify="right")
         table.add_column("status")
         table.add_column("try", justify="right")
-        table.add_column("cost", justify="right")
-        for key, status, attempt, wave, usage, cost in runs[:60]:
+        if costs:
+            table.add_column("cost", justify="right")
+        for key, status, attempt, wave, usage, run_cost in runs[:60]:
             style = STATUS_STYLE.get(status, "")
-            table.add_row(key, str(wave), f"[{style}]{status}[/]", str(attempt or ""), cost_cell(usage, cost))
+            cells = [key, str(wave), f"[{style}]{status}[/]", str(attempt or "")]
+            table.add_row(*cells, *([cost_cell(usage, run_cost)] if costs else []))
         if len(runs) > 60:
-            table.add_row(f"… {len(runs) - 60} more", "", "", "", "")
+            table.add_row(f"… {len(runs) - 60} more", "", "", "", *([""] if costs else []))
         title = progress_title(batch.id, batch.name, done, len(runs), self.console.width)
-        return Group(title, spent_line(selectors.batch_cost(batch)), table)
+        return Group(title, spent_line(cost), table) if costs else Group(title, table)
 
     # --- printing ---------------------------------------------------------------------
 
@@ -175,11 +200,17 @@ class Command(BaseCommand):
 
     def _print_summary(self, s: dict) -> None:
         table = Table(title=Text(f"batch #{s['batch']} {s['name']}: {s['status']}"), title_justify="left")
-        for col in ("task", "agent", "prio", "wave", "status", "tries", "exit", "seconds", "tokens", "cost", "error"):
-            table.add_column(col)
+        # Only the columns that say something for this batch: a narrow terminal keeps them readable.
+        costs = any(r["usage"] for r in s["runs"])
+        changes = any(r["changes"] for r in s["runs"])
+        columns = ["task", "agent", "prio", "wave", "status", "tries", "exit", "seconds"]
+        columns += ["tokens", "cost"] if costs else []
+        columns += ["changes"] if changes else []
+        for col in [*columns, "error"]:
+            table.add_column(col, overflow="fold")
         for r in s["runs"]:
             secs = f"{r['duration_seconds']:.2f}" if r["duration_seconds"] is not None else ""
-            table.add_row(
+            cells = [
                 r["key"],
                 r["agent_type"],
                 r["priority"],
@@ -188,11 +219,15 @@ class Command(BaseCommand):
                 str(r["attempts"]),
                 "" if r["exit_code"] is None else str(r["exit_code"]),
                 secs,
-                "" if r["tokens"] is None else str(r["tokens"]),
-                cost_cell(r["usage"], r["cost_usd"]),
-                Text(r["error"][:60]),
-            )
+            ]
+            if costs:
+                cells += ["" if r["tokens"] is None else str(r["tokens"]), cost_cell(r["usage"], r["cost_usd"])]
+            if changes:
+                cells.append(changes_cell(r["changes"]))
+            table.add_row(*cells, Text(r["error"][:60]))
         self.console.print(table)
+        if queue := s.get("merge_queue"):
+            self._print_merge_queue(queue)
         if s["cost"]["runs_with_usage"] or s["cost"]["budget_usd"] is not None:
             self.console.print(spent_line(s["cost"]))
         t = s["timings"]
@@ -208,6 +243,22 @@ class Command(BaseCommand):
             f"wall {_f(t['wall_seconds'])} s · sum of runs {_f(t['sum_seconds'])} s · critical path "
             f"{_f(t['critical_path_seconds'])} s · speedup {_f(t['speedup'])}x · efficiency {_pct(t['efficiency'])}"
         )
+
+    def _print_merge_queue(self, queue: dict) -> None:
+        self.console.print(Text(f"merge queue ({queue['mode']}) onto {queue['integration_branch']}:", style="bold"))
+        for step in queue["steps"]:
+            line = f"  {step['position'] + 1}. {step['key']}: {step['state']}"
+            if step["merge_commit"]:
+                line += f" ({step['merge_commit'][:10]})"
+            if step["conflict_files"]:
+                line += f", conflicting files: {', '.join(step['conflict_files'][:5])}"
+            if step["error"] and step["state"] != "merged":
+                line += f" ({step['error'][:100]})"
+            self.console.print(Text(line), soft_wrap=True)
+        if any(step["state"] == "merged" for step in queue["steps"]):
+            self.console.print(Text("take it (nothing was pushed, none of your branches changed):"))
+            for command in selectors.integration_take_commands(Batch.objects.get(id=queue["batch"])):
+                self.console.print(Text(f"  {command}"), soft_wrap=True)
 
     def _print_comparison(self, par: dict, seq: dict) -> None:
         table = Table(title="parallel vs sequential", title_justify="left")
@@ -254,6 +305,18 @@ def cost_cell(usage: dict | None, cost: float | None) -> str:
     if not usage:
         return ""
     return _usd(cost) if cost is not None else "unknown"
+
+
+def changes_cell(changes: dict | None) -> Text:
+    """`+3 -1 in 2 files`, and the files outside the task's scope, for a run in a worktree."""
+    if not changes:
+        return Text("")
+    if not changes["changed"]:
+        return Text("no changes", style="dim")
+    cell = Text(f"+{changes['added']} -{changes['removed']} in {changes['changed']} file(s)")
+    if changes["outside_scope"]:
+        cell.append(f"; outside its files: {', '.join(changes['outside_scope'][:3])}", style="yellow")
+    return cell
 
 
 def spent_line(cost: dict) -> Text:
