@@ -547,12 +547,7 @@ def merge_step_by_hand(*, step: MergeStep, actor=None) -> dict:
     step = _fresh_step(step)
     ws = _merge_workspace(step)
     _refuse_state(step, "by_hand")
-    try:
-        path, files = merging.by_hand(ws, step)
-    except (merging.MergeError, merging.Busy) as exc:
-        raise ActionRefused(str(exc)) from None
-    except git.GitError as exc:
-        raise ActionRefused(f"git: {exc}") from None
+    path, files = _git_action(merging.by_hand, ws, step)
     with transaction.atomic():
         _step_move(
             step,
@@ -573,12 +568,7 @@ def merge_step_resolved(*, step: MergeStep, note: str = "", actor=None) -> str:
     ws = _merge_workspace(step)
     _refuse_state(step, "resolved")
     who = actor.get_username() if actor is not None and actor.is_authenticated else "the command line"
-    try:
-        commit = merging.mark_resolved(ws, step, who=who)
-    except (merging.MergeError, merging.Busy) as exc:
-        raise ActionRefused(str(exc)) from None
-    except git.GitError as exc:
-        raise ActionRefused(f"git: {exc}") from None
+    commit = _git_action(merging.mark_resolved, ws, step, who=who)
     with transaction.atomic():
         _step_move(
             step,
@@ -599,16 +589,23 @@ def merge_step_resolved(*, step: MergeStep, note: str = "", actor=None) -> str:
     return commit
 
 
+def _git_action(action, *args, **kwargs):
+    """A person's action on the repository: what git or the queue refuses comes back as a refusal."""
+    try:
+        return action(*args, **kwargs)
+    except (merging.MergeError, merging.Busy) as exc:
+        raise ActionRefused(str(exc)) from None
+    except git.GitError as exc:
+        raise ActionRefused(f"git: {exc}") from None
+
+
 def merge_step_revert(*, step: MergeStep, actor=None) -> str:
     """Revert one run's merge on the integration branch (`git revert -m 1`). Returns the revert commit."""
     permissions.require(actor, permissions.may_resolve_escalations)
     step = _fresh_step(step)
     ws = _merge_workspace(step)
     _refuse_state(step, "revert")
-    try:
-        commit = merging.revert(ws, step)
-    except (merging.MergeError, merging.Busy, git.GitError) as exc:
-        raise ActionRefused(str(exc)) from None
+    commit = _git_action(merging.revert, ws, step)
     with transaction.atomic():
         _step_move(
             step,
@@ -628,10 +625,7 @@ def merge_reset(*, batch: Batch, actor=None) -> None:
     ws = merging.of(batch.id)
     if ws is None:
         raise ActionRefused(f"batch #{batch.id} has no merge queue")
-    try:
-        head = merging.reset(ws)
-    except (merging.Busy, git.GitError) as exc:
-        raise ActionRefused(str(exc)) from None
+    head = _git_action(merging.reset, ws)
     with transaction.atomic():
         steps = MergeStep.objects.filter(batch_id=batch.id, state__in=list(merge_rules.AFTER_RESET)).select_related(
             "run"

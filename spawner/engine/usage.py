@@ -17,13 +17,12 @@ from pathlib import Path
 
 from django.db import transaction
 
-from spawner.core import agent_output, pricing
-from spawner.engine import redaction
+from spawner.core import pricing
+from spawner.engine import final_message, redaction
 from spawner.models import AgentRun, ModelPrice, RunAttempt
 from spawner.states import AttemptStatus
 
 USAGE_FILE_MAX_BYTES = 100_000
-LOG_READ_MAX_BYTES = 8_000_000  # the end of the log: the CLI prints its usage last
 
 
 def usage_path(log_path: Path, key: str, number: int) -> Path:
@@ -55,16 +54,7 @@ def _read_usage_file(path: Path) -> dict | None:
 
 
 def _read_cli(output_format: str, log_path: Path) -> dict | None:
-    if not output_format:
-        return None
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - LOG_READ_MAX_BYTES))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    output = agent_output.parse(output_format, text)
+    output = final_message.parsed_log(output_format, log_path)
     if output is None or output.usage is None:
         return None
     u = output.usage
