@@ -57,7 +57,7 @@ def _fmt(value, how: str) -> str:
     return str(value)
 
 
-def sparkline(points: list[dict], field: str, *, label: str, width: int = 96, height: int = 28, top=None) -> str:
+def sparkline(points: list[dict], field: str, *, label: str, width: int = 96, height: int = 22, top=None) -> str:
     """A small inline SVG line of one field per day (None: a gap), its label escaped."""
     n = len(points)
     values = [p[field] for p in points]
