@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import ids  # noqa: F401  (registers <id:...>)
-from dashboard.pages import actions, escalations, merging, new_batch, results, views
+from dashboard.pages import actions, escalations, merging, new_batch, results, stats, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -28,6 +28,8 @@ urlpatterns = [
     path("batches/<id:batch_id>/merge/reset/", merging.merge_reset, name="merge-reset"),
     path("batches/<id:batch_id>/candidates/", merging.candidates, name="merge-candidates"),
     path("batches/<id:batch_id>/candidates/<id:run_id>/pick/", merging.pick_winner, name="merge-pick"),
+    path("stats/", stats.stats_page, name="stats"),
+    path("stats.json", stats.stats_json, name="stats-json"),
     path("escalations/", escalations.escalation_list, name="escalations"),
     path("escalations/<id:escalation_id>/assign/", escalations.escalation_assign, name="escalation-assign"),
     path("escalations/<id:escalation_id>/resolve/", escalations.escalation_resolve, name="escalation-resolve"),

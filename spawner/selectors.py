@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from datetime import date, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -473,3 +474,118 @@ def plan_cost(batch_spec: spec.BatchSpec) -> dict:
     found["confirm_above_usd"] = threshold
     found["needs_confirm"] = threshold is not None and found["estimate_usd"] > threshold
     return found
+
+
+# --- Stats: which agent is best (the /stats/ page and /stats.json) --------------------------------
+# Bounded: at most STATS_ROW_CAP finished runs (the most recent) in the period; gate results and
+# rate-limit waits come from two grouped queries over those runs. The math is spawner.core.stats.
+
+STATS_ROW_CAP = 50_000
+
+
+def _stats_group(row: dict, group_by: str) -> str:
+    if group_by == "role":
+        return row["role"] or "(no role)"
+    if group_by == "model":
+        models = (row["usage"] or {}).get("models") if isinstance(row["usage"], dict) else None
+        if isinstance(models, list) and models:
+            return ", ".join(sorted(str(m) for m in models))
+        return row["agent_type__model"] or f"({row['agent_type__name']}: no model)"
+    return row["agent_type__name"]
+
+
+def agent_stats(*, group_by: str = "agent_type", period: str | None = "30", sort: str = "-runs", now=None) -> dict:
+    """Figures per agent type, model or role over the last 7/30/90 days or all time; the same dict
+    feeds the page and the JSON."""
+    from django.db.models import Count
+    from django.utils import timezone
+
+    from spawner.core import stats as stats_rules
+    from spawner.models import AgentRun, RunEvent
+    from spawner.states import AttemptStatus, EventKind
+
+    now = now or timezone.now()
+    group_by = group_by if group_by in stats_rules.GROUPS else "agent_type"
+    period, days = stats_rules.period_days(period)
+    runs = AgentRun.objects.filter(finished_at__isnull=False)
+    if days is not None:
+        runs = runs.filter(finished_at__gte=now - timedelta(days=days))
+    fields = (
+        "id",
+        "agent_type__name",
+        "agent_type__model",
+        "role",
+        "status",
+        "duration_seconds",
+        "attempt",
+        "finished_at",
+        "cost_usd",
+        "usage",
+        "result",
+    )
+    raw = list(runs.order_by("-finished_at").values(*fields)[: STATS_ROW_CAP + 1])
+    capped = len(raw) > STATS_ROW_CAP
+    raw = raw[:STATS_ROW_CAP]
+    ids = [r["id"] for r in raw]
+    gates: dict[int, int] = {}
+    waits: dict[int, int] = {}
+    if ids:
+        oldest = raw[-1]["finished_at"]
+        scope = {"run__finished_at__gte": oldest, "run__finished_at__isnull": False}
+        # The last gate of each run decides (a retry may pass what the first attempt failed).
+        for event in (
+            RunEvent.objects.filter(kind=EventKind.RUN_GATE, **scope).order_by("id").values("run_id", "data")
+        ).iterator():
+            code = (event["data"] or {}).get("exit_code")
+            gates[event["run_id"]] = code if isinstance(code, int) else 1
+
+        for item in (
+            RunAttempt.objects.filter(status=AttemptStatus.RATE_LIMITED, **scope)
+            .values("run_id")
+            .annotate(n=Count("id"))
+        ):
+            waits[item["run_id"]] = item["n"]
+    rows = []
+    for r in raw:
+        local = timezone.localtime(r["finished_at"])
+        rows.append(
+            {
+                "group": _stats_group(r, group_by),
+                "status": r["status"],
+                "duration": r["duration_seconds"],
+                "cost": r["cost_usd"],
+                "tokens": pricing.tokens_of(r["usage"]) if isinstance(r["usage"], dict) else 0,
+                "findings": stats_rules.findings_of(r["result"]),
+                "attempts": r["attempt"],
+                "rate_limited": waits.get(r["id"], 0),
+                "gate": gates.get(r["id"]),
+                "day": local.date().isoformat(),
+            }
+        )
+    grouped = stats_rules.group_rows(rows)
+    groups = stats_rules.sort_groups([stats_rules.summarize(name, items) for name, items in grouped.items()], sort)
+    last = timezone.localtime(now).date()
+    if days is not None:
+        first = last - timedelta(days=days - 1)
+    elif rows:
+        first = min(date.fromisoformat(r["day"]) for r in rows)
+    else:
+        first = last
+    first = max(first, last - timedelta(days=365))  # a trend of at most a year of days
+    for g in groups:
+        g["trend"] = stats_rules.trend(grouped[g["group"]], first, last)
+    column, desc = stats_rules.sort_key(sort)
+    return {
+        "group_by": group_by,
+        "period": period,
+        "sort": f"-{column}" if desc else column,
+        "since": (now - timedelta(days=days)).isoformat() if days is not None else None,
+        "runs": len(rows),
+        "capped": capped,
+        "cap": STATS_ROW_CAP,
+        "overall": stats_rules.summarize("all", rows) if rows else None,
+        "groups": groups,
+    }
+
+
+# --- end of stats ----------------------------------------------------------------------------------

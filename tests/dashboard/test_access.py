@@ -43,6 +43,8 @@ READS = {
     "merge-candidates",
     "run-diff",
     "run-diff-download",
+    "stats",
+    "stats-json",
 }
 # Writes (POST only): what each needs, and a body that would succeed.
 WRITES = {
