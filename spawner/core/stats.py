@@ -82,7 +82,8 @@ def summarize(group: str, rows: Sequence[Mapping]) -> dict:
         # Over the runs whose cost is known: their cost / their findings.
         "findings": sum(r.get("findings") or 0 for r in rows),
         "cost_per_finding": known_cost / findings if findings else None,
-        "retries": sum(max((r.get("attempts") or 0) - 1, 0) for r in rows),
+        # Attempts beyond the first that were retries: a rate-limit wait is counted on its own.
+        "retries": sum(max((r.get("attempts") or 0) - 1 - (r.get("rate_limited") or 0), 0) for r in rows),
         "rate_limit_waits": sum(r.get("rate_limited") or 0 for r in rows),
     }
 
