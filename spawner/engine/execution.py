@@ -128,6 +128,10 @@ def _stagger_wait(attempt: RunAttempt, now) -> float:
     rpm = attempt.run.agent_type.requests_per_minute
     if not gap and not rpm:
         return 0.0
+    # The lock order every writer follows: the batch row, then the agent type's. A claim that
+    # took the type first would deadlock with a batch advancing (batch, then type) as soon as
+    # the claim's event row waits for the batch it refers to.
+    Batch.objects.select_for_update().filter(id=attempt.run.batch_id).first()
     AgentType.objects.select_for_update().filter(id=attempt.run.agent_type_id).first()
     wait = 0.0
     if gap:
@@ -152,8 +156,8 @@ def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
     """(claimed, 0) or (False, seconds to wait before trying again); (False, 0) means stale."""
     now = timezone.now()
     with transaction.atomic():
-        # No batch lock: a claim touches only its attempt, then its run (the order
-        # finish and cancel also follow), so it cannot deadlock with them.
+        # A claim touches its attempt, then its run (the order finish and cancel also follow);
+        # only a staggered or rate-limited type needs the batch and type locks first.
         if wait := _stagger_wait(attempt, now):
             return False, wait
         claimed = transitions.attempt_start(
