@@ -13,7 +13,7 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from spawner.core import scheduling, timings
-from spawner.engine import budgets, fanin, merging, transitions, webhooks
+from spawner.engine import budgets, contention, fanin, merging, transitions, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt
 from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
@@ -73,6 +73,11 @@ def _rate_limits(types: dict) -> dict:
 
 
 def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
+    """Apply what the scheduler decides for the batch now (again if the database broke a deadlock)."""
+    return contention.again_on_conflict(lambda: _advance(batch_id), what=f"advancing batch {batch_id}")
+
+
+def _advance(batch_id: int) -> scheduling.Decision | None:
     with transaction.atomic():
         batch = Batch.objects.select_for_update().filter(id=batch_id).first()
         if batch is None or batch.status != BatchStatus.RUNNING:

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from spawner.core import ratelimit
 from spawner.engine import (
+    contention,
     dispatch,
     events,
     final_message,
@@ -154,6 +155,10 @@ def _rpm_wait(attempt: RunAttempt, rpm: int, now) -> float:
 
 def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
     """(claimed, 0) or (False, seconds to wait before trying again); (False, 0) means stale."""
+    return contention.again_on_conflict(lambda: _claim(attempt), what=f"claiming attempt {attempt.id}")
+
+
+def _claim(attempt: RunAttempt) -> tuple[bool, float]:
     now = timezone.now()
     with transaction.atomic():
         # A claim touches its attempt, then its run (the order finish and cancel also follow);
