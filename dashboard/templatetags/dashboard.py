@@ -124,3 +124,63 @@ def usage_cell(usage, cost_usd):
     else:
         cost = format_html('<span class="cost unknown" title="{}">cost unknown</span>', view["cost_note"])
     return format_html("{}<br>{}", cost, tokens) if view["tokens"] else cost
+
+
+# --- timings and states you can read ---------------------------------------------------------
+
+
+@register.simple_tag
+def clock(value, running=False):
+    """A duration; while it grows (`running`) the browser ticks it every second (static/clock.js),
+    from the figure the server last sent. `running`: True, or a status ("running")."""
+    running = running is True or running == "running"
+    if value is None:
+        return format_html('<span class="clock">{}</span>', "–")
+    if running:
+        return format_html('<span class="clock" data-clock="{}" data-running>{}</span>', f"{value:.3f}", seconds(value))
+    return format_html('<span class="clock">{}</span>', seconds(value))
+
+
+GLYPHS = {
+    "succeeded": "✓",
+    "failed": "✕",
+    "partial": "◐",
+    "cancelled": "⊘",
+    "running": "▶",
+    "attention": "⚠",
+}
+
+
+@register.simple_tag
+def batch_badge(batch, open_escalations=0, big=False):
+    """A batch's status as text and a glyph, never by colour alone; with open escalations it needs
+    attention (a failed P0 run or a lost run waits for a person), whatever its outcome says."""
+    label = batch.get_status_display()
+    size = " big" if big else ""
+    if open_escalations:
+        title = (
+            f"{open_escalations} open escalation{'s' if open_escalations != 1 else ''}: "
+            "a person must decide (a failed P0 run, a lost run, a vote, a conflict, a budget)"
+        )
+        return format_html(
+            '<span class="badge attention{}" title="{}"><span class="glyph" aria-hidden="true">{}</span>'
+            "{} · needs attention</span>",
+            size,
+            title,
+            GLYPHS["attention"],
+            label,
+        )
+    return format_html(
+        '<span class="badge {}{}"><span class="glyph" aria-hidden="true">{}</span>{}</span>',
+        batch.status,
+        size,
+        GLYPHS.get(batch.status, ""),
+        label,
+    )
+
+
+@register.filter
+def segment_title(segment) -> str:
+    """A progress bar segment (name, count, width) as words: "3 succeeded"."""
+    name, n, _ = segment
+    return f"{n} {name.replace('_', ' ')}"

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from spawner.core import scheduling, timings
 from spawner.engine import budgets, fanin, merging, transitions, webhooks
-from spawner.models import AgentRun, AgentType, Batch, RunAttempt
+from spawner.models import AgentRun, AgentType, Batch, RunAttempt, RunEvent
 from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 
@@ -169,21 +169,34 @@ def advance_all_running() -> int:
 
 
 def _batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
-    durations: dict[str, float] = {}
-    busy: list[tuple[float, float]] = []
-    rows = RunAttempt.objects.filter(run__batch=batch).values_list("run__key", "queued_at", "started_at", "finished_at")
-    for key, queued, started, finished in rows:
-        end = (finished or finished_at).timestamp()
-        busy.append((queued.timestamp() if queued else end, end))
-        if started and finished:
-            durations[key] = durations.get(key, 0.0) + (finished - started).total_seconds()
+    return batch_measure(batch, end=finished_at).stored()
+
+
+def batch_measure(batch, *, end: datetime, own_pass: bool = False) -> timings.Measure:
+    """The batch's figures at `end` under the definitions of spawner.core.timings (all its
+    attempts, or its own pass: without the attempts a person asked for)."""
+    by_person = set(
+        RunEvent.objects.filter(batch_id=batch.id, kind=EventKind.RUN_RETRIED).values_list("run__key", "attempt")
+    )
+    rows = RunAttempt.objects.filter(run__batch=batch).values_list(
+        "run__key", "number", "queued_at", "started_at", "finished_at"
+    )
+    attempts = [
+        timings.Attempt(
+            key=key,
+            queued=queued.timestamp() if queued else None,
+            started=started.timestamp() if started else None,
+            finished=finished.timestamp() if finished else None,
+            by_person=(key, number) in by_person,
+        )
+        for key, number, queued, started, finished in rows
+    ]
     deps = {key: tuple(d) for key, d in batch.runs.values_list("key", "depends_on")}
-    capacity = 1 if batch.mode == Mode.SEQUENTIAL else batch.max_parallel
-    if busy:  # the wall starts at the launch, not at the first attempt's row
-        busy.append((batch.launched_at.timestamp(), min(start for start, _ in busy)))
-    return timings.figures(
-        wall=timings.busy_seconds(busy) if busy else (finished_at - batch.launched_at).total_seconds(),
-        durations={k: durations.get(k, 0.0) for k in deps},
+    return timings.measure(
+        launched=batch.launched_at.timestamp(),
+        end=end.timestamp(),
+        attempts=attempts,
         deps=deps,
-        capacity=capacity,
+        capacity=1 if batch.mode == Mode.SEQUENTIAL else batch.max_parallel,
+        own_pass=own_pass,
     )
