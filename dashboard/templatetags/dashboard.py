@@ -141,21 +141,14 @@ def clock(value, running=False):
     return format_html('<span class="clock">{}</span>', seconds(value))
 
 
-GLYPHS = {
-    "succeeded": "✓",
-    "failed": "✕",
-    "partial": "◐",
-    "cancelled": "⊘",
-    "running": "▶",
-    "attention": "⚠",
-}
-
-
 @register.simple_tag
 def batch_badge(batch, open_escalations=0, big=False):
-    """A batch's status as text and a glyph, never by colour alone; with open escalations it needs
-    attention (a failed P0 run or a lost run waits for a person), whatever its outcome says."""
+    """A batch's status as text, with a glyph (static/timings.css), never by colour alone; with open
+    escalations it needs attention (a failed P0 run or a lost run waits for a person), whatever its
+    outcome says."""
     label = batch.get_status_display()
+    if batch.cancel_requested and batch.status == "running":
+        label = f"{label} · cancelling"
     size = " big" if big else ""
     if open_escalations:
         title = (
@@ -163,20 +156,13 @@ def batch_badge(batch, open_escalations=0, big=False):
             "a person must decide (a failed P0 run, a lost run, a vote, a conflict, a budget)"
         )
         return format_html(
-            '<span class="badge attention{}" title="{}"><span class="glyph" aria-hidden="true">{}</span>'
-            "{} · needs attention</span>",
+            '<span class="badge batch-state attention {}{}" title="{}">{} · needs attention</span>',
+            batch.status,
             size,
             title,
-            GLYPHS["attention"],
             label,
         )
-    return format_html(
-        '<span class="badge {}{}"><span class="glyph" aria-hidden="true">{}</span>{}</span>',
-        batch.status,
-        size,
-        GLYPHS.get(batch.status, ""),
-        label,
-    )
+    return format_html('<span class="badge batch-state {}{}">{}</span>', batch.status, size, label)
 
 
 @register.filter
