@@ -6,7 +6,8 @@ page and the figures stored when a batch ends:
 - since launch: from the batch's launch to its end (or now, while it runs), idle gaps included;
 - wall (busy): the time something of the batch was queued or running, from its launch; a batch
   that ended and was reopened by a person's retry an hour later does not count that hour;
-- idle: since launch minus wall, the time nothing was queued or running (waiting for a person);
+- idle: since launch minus wall, the gaps when nothing was queued or running (the batch had ended
+  and waited for a person's retry);
 - work: the summed running time of the attempts counted;
 - parallelism: work / wall, how many attempts ran at once on average (stored as `speedup`);
 - efficiency: parallelism over the parallelism the batch could have used at best;
@@ -126,6 +127,8 @@ def measure(
     if busy:  # the wall starts at the launch, not at the first attempt's row
         busy.append((launched, max(launched, min(start for start, _ in busy))))
         last = max(stop for _, stop in busy)
+        if not own_pass:  # closing the batch after its last attempt is busy too: idle is only a gap
+            busy.append((last, max(last, end)))
     else:
         last = end
     since = max(0.0, (last if own_pass else end) - launched)

@@ -116,3 +116,9 @@ def test_a_running_run_counts_its_ended_attempts_and_the_current_one_so_far():
     assert run_elapsed(recorded=None, started=100.0, now=101.0, running=True) == 1.0
     assert run_elapsed(recorded=2.0, started=100.0, now=200.0, running=False) == 2.0
     assert run_elapsed(recorded=None, started=None, now=1.0, running=False) is None
+
+
+def test_closing_the_batch_after_its_last_attempt_is_busy_not_idle():
+    attempts = [Attempt("a", queued=0, started=0.1, finished=4)]
+    m = measure(launched=0, end=4.2, attempts=attempts, deps={"a": ()}, capacity=1)
+    assert m.wall == 4.2 and m.since_launch == 4.2 and m.idle == 0
