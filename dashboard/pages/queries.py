@@ -345,7 +345,8 @@ def compare_context(parallel: Batch, sequential: Batch | None) -> dict:
     ]
     gain = None
     both_ended = sequential is not None and not any(col["t"]["running"] for col in columns)
-    if both_ended:
+    # A cancelled batch did not do the same work: nothing to measure against.
+    if both_ended and BatchStatus.CANCELLED not in (parallel.status, sequential.status):
         gain = selectors.measured_speedup(
             sequential_wall=columns[1]["own"]["wall"], parallel_wall=columns[0]["own"]["wall"]
         )
