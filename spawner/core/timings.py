@@ -4,16 +4,16 @@ One set of definitions, used by the batch page, its timeline, the batches list, 
 page and the figures stored when a batch ends:
 
 - since launch: from the batch's launch to its end (or now, while it runs), idle gaps included;
-- wall (busy): the time something of the batch was queued or running, from its launch; a batch
-  that ended and was reopened by a person's retry an hour later does not count that hour;
-- idle: since launch minus wall, the gaps when nothing was queued or running (the batch had ended
-  and waited for a person's retry);
+- idle: the time the batch spent ended before a person's retry reopened it;
+- wall (busy): since launch minus idle; a batch that ended and was reopened by a person's retry an
+  hour later does not count that hour (the engine's own pauses between runs are busy time);
 - work: the summed running time of the attempts counted;
 - parallelism: work / wall, how many attempts ran at once on average (stored as `speedup`);
 - efficiency: parallelism over the parallelism the batch could have used at best;
 - speedup (measured): the sequential re-run's wall over the parallel batch's wall, both counting
-  the batch's own pass: every attempt the batch made itself (first attempts, automatic retries,
-  hand-backs, rate-limit waits), not the attempts a person asked for afterwards.
+  the batch's own pass: from its launch to the last attempt it queued itself before it first
+  ended (first attempts, automatic retries, hand-backs, rate-limit waits), without the attempts
+  a person asked for.
 """
 
 from __future__ import annotations
@@ -109,30 +109,31 @@ def measure(
     deps: Mapping[str, Sequence[str]],
     capacity: int,
     own_pass: bool = False,
+    closed: Sequence[tuple[float, float]] = (),
 ) -> Measure:
     """The batch's figures at `end` (its end, or now while it runs).
 
-    `own_pass`: count only what the batch did itself (leave out a person's retries), the
-    like-for-like basis of the parallel/sequential comparison; since launch then ends with
-    the last attempt counted.
+    `closed`: the intervals the batch spent ended before a person reopened it (its end, then the
+    reopening): idle. `own_pass`: count only what the batch did itself, the like-for-like basis of
+    the parallel/sequential comparison: the attempts it queued itself until it first ended, a
+    person's retries left out; its wall then runs from the launch to the last of those.
     """
+    first_end = min((start for start, _ in closed), default=None)
     counted, left_out, left_out_work = [], 0, 0.0
     for a in attempts:
-        if own_pass and a.by_person:
+        own = not a.by_person and (first_end is None or a.queued is None or a.queued <= first_end)
+        if own_pass and not own:
             left_out += 1
             left_out_work += _ran(a, end)
         else:
             counted.append(a)
-    busy = [(a.queued if a.queued is not None else _stop(a, end), _stop(a, end)) for a in counted]
-    if busy:  # the wall starts at the launch, not at the first attempt's row
-        busy.append((launched, max(launched, min(start for start, _ in busy))))
-        last = max(stop for _, stop in busy)
-        if not own_pass:  # closing the batch after its last attempt is busy too: idle is only a gap
-            busy.append((last, max(last, end)))
+    if own_pass:
+        last = max((_stop(a, end) for a in counted), default=end)
+        since, idle = max(0.0, last - launched), 0.0
     else:
-        last = end
-    since = max(0.0, (last if own_pass else end) - launched)
-    wall = min(busy_seconds(busy), since) if busy else since
+        since = max(0.0, end - launched)
+        idle = min(since, sum(max(0.0, min(stop, end) - max(start, launched)) for start, stop in closed))
+    wall = since - idle
     durations: dict[str, float] = dict.fromkeys(deps, 0.0)
     for a in counted:
         durations[a.key] = durations.get(a.key, 0.0) + _ran(a, end)
@@ -140,7 +141,7 @@ def measure(
     return Measure(
         wall=wall,
         since_launch=since,
-        idle=max(0.0, since - wall),
+        idle=idle,
         work=sum(durations.values()),
         critical_path=base["critical_path_seconds"] or 0.0,
         parallelism=base["speedup"],

@@ -15,7 +15,7 @@ from django.utils import timezone
 from spawner.core import scheduling, timings
 from spawner.engine import budgets, fanin, merging, transitions, webhooks
 from spawner.models import AgentRun, AgentType, Batch, RunAttempt, RunEvent
-from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
+from spawner.states import BATCH_TERMINAL, RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 
 def _type_limits(runs: list[AgentRun]) -> dict:
@@ -178,6 +178,16 @@ def batch_measure(batch, *, end: datetime, own_pass: bool = False) -> timings.Me
     by_person = set(
         RunEvent.objects.filter(batch_id=batch.id, kind=EventKind.RUN_RETRIED).values_list("run__key", "attempt")
     )
+    ends = {EventKind.of("batch", status) for status in BATCH_TERMINAL}
+    closed, ended_at = [], None
+    for kind, at in RunEvent.objects.filter(batch_id=batch.id, kind__in=[*ends, EventKind.BATCH_REOPENED]).values_list(
+        "kind", "created_at"
+    ):
+        if kind == EventKind.BATCH_REOPENED and ended_at is not None:
+            closed.append((ended_at.timestamp(), at.timestamp()))
+            ended_at = None
+        elif kind != EventKind.BATCH_REOPENED:
+            ended_at = at
     rows = RunAttempt.objects.filter(run__batch=batch).values_list(
         "run__key", "number", "queued_at", "started_at", "finished_at"
     )
@@ -199,4 +209,5 @@ def batch_measure(batch, *, end: datetime, own_pass: bool = False) -> timings.Me
         deps=deps,
         capacity=1 if batch.mode == Mode.SEQUENTIAL else batch.max_parallel,
         own_pass=own_pass,
+        closed=closed,
     )

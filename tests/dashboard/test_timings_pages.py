@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from spawner import services
 from spawner.engine import dispatch, transitions
-from spawner.models import AgentRun, Batch, RunAttempt
+from spawner.models import AgentRun, Batch, RunAttempt, RunEvent
 from tests.dashboard.conftest import move
 
 pytestmark = pytest.mark.django_db
@@ -43,6 +43,7 @@ def end(batch: Batch, status: str, when: float) -> Batch:
             transitions.batch_reopen(batch)
         figures = dispatch.batch_measure(batch, end=at(when)).stored()
         transitions.batch_end(batch, status, figures=figures, now=at(when))
+    RunEvent.objects.filter(id=RunEvent.objects.filter(batch=batch).latest("id").id).update(created_at=at(when))
     batch.refresh_from_db()
     return batch
 
@@ -64,6 +65,7 @@ def retried_pair(member, make_batch):
     place(parallel, "test", 1, 2, 2, 4)
     parallel = end(parallel, "partial", 4)
     services.run_retry(run=run(parallel, "lint"), actor=member)
+    RunEvent.objects.filter(batch=parallel, kind="batch.reopened").update(created_at=at(20))
     move(move(run(parallel, "lint"), "running"), "succeeded")
     place(parallel, "lint", 2, 20, 20, 23)
     parallel = end(parallel, "succeeded", 23)

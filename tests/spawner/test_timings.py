@@ -50,7 +50,7 @@ def test_a_retry_after_an_idle_gap_counts_in_wall_and_work_but_the_gap_is_idle()
         Attempt("b", queued=0, started=0, finished=2),
         Attempt("b", queued=30, started=30, finished=34, by_person=True),
     ]
-    m = measure(launched=0, end=34, attempts=attempts, deps=DEPS, capacity=2)
+    m = measure(launched=0, end=34, attempts=attempts, deps=DEPS, capacity=2, closed=[(4, 30)])
     assert m.since_launch == 34
     assert m.wall == 8  # 0-4 and 30-34
     assert m.idle == 26
@@ -65,7 +65,7 @@ def test_the_own_pass_leaves_out_a_persons_retry_and_its_idle_gap():
         Attempt("b", queued=0, started=0, finished=2),
         Attempt("b", queued=30, started=30, finished=34, by_person=True),
     ]
-    m = measure(launched=0, end=34, attempts=attempts, deps=DEPS, capacity=2, own_pass=True)
+    m = measure(launched=0, end=34, attempts=attempts, deps=DEPS, capacity=2, own_pass=True, closed=[(4, 30)])
     assert m.wall == 4 and m.since_launch == 4 and m.idle == 0
     assert m.work == 6
     assert (m.left_out, m.left_out_work) == (1, 4)
@@ -118,7 +118,25 @@ def test_a_running_run_counts_its_ended_attempts_and_the_current_one_so_far():
     assert run_elapsed(recorded=None, started=None, now=1.0, running=False) is None
 
 
-def test_closing_the_batch_after_its_last_attempt_is_busy_not_idle():
-    attempts = [Attempt("a", queued=0, started=0.1, finished=4)]
-    m = measure(launched=0, end=4.2, attempts=attempts, deps={"a": ()}, capacity=1)
+def test_the_engines_own_pauses_are_busy_only_an_ended_batch_is_idle():
+    # Sequential: a ends at 2, the engine queues b at 2.1; the batch closes at 4.2.
+    attempts = [Attempt("a", queued=0, started=0.1, finished=2), Attempt("b", queued=2.1, started=2.1, finished=4)]
+    m = measure(launched=0, end=4.2, attempts=attempts, deps=DEPS, capacity=1)
     assert m.wall == 4.2 and m.since_launch == 4.2 and m.idle == 0
+
+
+def test_a_person_retrying_while_the_batch_still_runs_is_left_out_of_its_own_pass():
+    attempts = [
+        Attempt("a", queued=0, started=0, finished=6),
+        Attempt("b", queued=0, started=0, finished=1),
+        Attempt("b", queued=2, started=2, finished=9, by_person=True),  # the batch had not ended yet
+    ]
+    own = measure(launched=0, end=9, attempts=attempts, deps=DEPS, capacity=2, own_pass=True)
+    assert own.wall == 6 and own.left_out == 1 and own.left_out_work == 7
+    everything = measure(launched=0, end=9, attempts=attempts, deps=DEPS, capacity=2)
+    assert everything.wall == 9 and everything.idle == 0 and everything.work == 14
+
+
+def test_idle_only_counts_inside_the_batchs_life():
+    m = measure(launched=10, end=20, attempts=[], deps={}, capacity=1, closed=[(5, 12), (18, 30)])
+    assert m.idle == 4 and m.wall == 6
