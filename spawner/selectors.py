@@ -624,16 +624,17 @@ def batch_timings(batch: Batch, *, now=None, own_pass: bool = False) -> dict:
             "left_out": 0,
             "left_out_work": 0.0,
         }
-    m = m or dispatch.batch_measure(batch, end=end)
+    # While it runs the pages show its clock only: the ratios wait for its end.
+    m = m or dispatch.batch_measure(batch, end=end, work=not running)
     return {
         "running": running,
         "wall": m.wall,
         "since_launch": m.since_launch,
         "idle": m.idle,
-        "work": m.work,
-        "critical_path": m.critical_path,
-        "parallelism": m.parallelism,
-        "efficiency": m.efficiency,
+        "work": m.work if not running or own_pass else None,
+        "critical_path": m.critical_path if not running or own_pass else None,
+        "parallelism": m.parallelism if not running or own_pass else None,
+        "efficiency": m.efficiency if not running or own_pass else None,
         "left_out": m.left_out,
         "left_out_work": m.left_out_work,
     }

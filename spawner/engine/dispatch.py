@@ -172,12 +172,10 @@ def _batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
     return batch_measure(batch, end=finished_at).stored()
 
 
-def batch_measure(batch, *, end: datetime, own_pass: bool = False) -> timings.Measure:
+def batch_measure(batch, *, end: datetime, own_pass: bool = False, work: bool = True) -> timings.Measure:
     """The batch's figures at `end` under the definitions of spawner.core.timings (all its
-    attempts, or its own pass: without the attempts a person asked for)."""
-    by_person = set(
-        RunEvent.objects.filter(batch_id=batch.id, kind=EventKind.RUN_RETRIED).values_list("run__key", "attempt")
-    )
+    attempts, or its own pass: without the attempts a person asked for). `work=False`: the clock
+    only (wall, since launch, idle), without reading the attempts (a running batch's header)."""
     ends = {EventKind.of("batch", status) for status in BATCH_TERMINAL}
     closed, ended_at = [], None
     for kind, at in RunEvent.objects.filter(batch_id=batch.id, kind__in=[*ends, EventKind.BATCH_REOPENED]).values_list(
@@ -188,6 +186,13 @@ def batch_measure(batch, *, end: datetime, own_pass: bool = False) -> timings.Me
             ended_at = None
         elif kind != EventKind.BATCH_REOPENED:
             ended_at = at
+    capacity = 1 if batch.mode == Mode.SEQUENTIAL else batch.max_parallel
+    if not work and not own_pass:
+        clock = dict(launched=batch.launched_at.timestamp(), end=end.timestamp(), closed=closed)
+        return timings.measure(attempts=[], deps={}, capacity=capacity, **clock)
+    by_person = set(
+        RunEvent.objects.filter(batch_id=batch.id, kind=EventKind.RUN_RETRIED).values_list("run__key", "attempt")
+    )
     rows = RunAttempt.objects.filter(run__batch=batch).values_list(
         "run__key", "number", "queued_at", "started_at", "finished_at"
     )
@@ -207,7 +212,7 @@ def batch_measure(batch, *, end: datetime, own_pass: bool = False) -> timings.Me
         end=end.timestamp(),
         attempts=attempts,
         deps=deps,
-        capacity=1 if batch.mode == Mode.SEQUENTIAL else batch.max_parallel,
+        capacity=capacity,
         own_pass=own_pass,
         closed=closed,
     )
