@@ -589,3 +589,74 @@ def agent_stats(*, group_by: str = "agent_type", period: str | None = "30", sort
 
 
 # --- end of stats ----------------------------------------------------------------------------------
+
+
+# === timings: one set of definitions (spawner.core.timings) for every page and the CLI ============
+
+
+def batch_timings(batch: Batch, *, now=None, own_pass: bool = False) -> dict:
+    """A batch's wall (busy), since launch, idle, work, critical path, parallelism and efficiency, as
+    seconds and ratios, with `running` (the figures grow) and what its own pass leaves out.
+
+    An ended batch's figures are those stored at its end (no query), unless `own_pass` asks for the
+    like-for-like basis of a comparison (a person's retries left out)."""
+    from django.utils import timezone
+
+    from spawner.engine import dispatch
+    from spawner.states import BatchStatus
+
+    running = batch.status == BatchStatus.RUNNING
+    end = batch.finished_at if not running and batch.finished_at else (now or timezone.now())
+    m = dispatch.batch_measure(batch, end=end, own_pass=True) if own_pass else None
+    if not running and (m is None or not m.left_out) and batch.wall_seconds is not None:
+        # What the batch stored at its end: the same definitions, and what its own page shows.
+        since = max(0.0, (end - batch.launched_at).total_seconds())
+        wall = batch.wall_seconds
+        return {
+            "running": False,
+            "wall": wall,
+            "since_launch": since,
+            "idle": max(0.0, since - wall),
+            "work": batch.sum_seconds,
+            "critical_path": batch.critical_path_seconds,
+            "parallelism": batch.speedup,
+            "efficiency": batch.efficiency,
+            "left_out": 0,
+            "left_out_work": 0.0,
+        }
+    # While it runs the pages show its clock only: the ratios wait for its end.
+    m = m or dispatch.batch_measure(batch, end=end, work=not running)
+    return {
+        "running": running,
+        "wall": m.wall,
+        "since_launch": m.since_launch,
+        "idle": m.idle,
+        "work": m.work if not running or own_pass else None,
+        "critical_path": m.critical_path if not running or own_pass else None,
+        "parallelism": m.parallelism if not running or own_pass else None,
+        "efficiency": m.efficiency if not running or own_pass else None,
+        "left_out": m.left_out,
+        "left_out_work": m.left_out_work,
+    }
+
+
+def measured_speedup(*, sequential_wall: float | None, parallel_wall: float | None) -> float | None:
+    """The sequential re-run's wall over the parallel batch's wall (spawner.core.timings.speedup)."""
+    from spawner.core import timings
+
+    return timings.speedup(sequential_wall=sequential_wall, parallel_wall=parallel_wall)
+
+
+def run_elapsed(run, *, now=None) -> float | None:
+    """A run's duration so far: its ended attempts, plus the running one up to now."""
+    from django.utils import timezone
+
+    from spawner.core import timings
+
+    now = now or timezone.now()
+    return timings.run_elapsed(
+        recorded=run.duration_seconds,
+        started=run.started_at.timestamp() if run.started_at else None,
+        now=now.timestamp(),
+        running=run.status == RunStatus.RUNNING,
+    )

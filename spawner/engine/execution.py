@@ -89,7 +89,8 @@ def agent_env(agent_type) -> dict[str, str]:
     env.update({str(k): str(v) for k, v in (agent_type.env or {}).items()})
     missing = [name for name in agent_type.secret_names or [] if name not in os.environ]
     if missing:
-        raise RunnerError(f"secret(s) not set in the server's environment: {', '.join(missing)}")
+        noun = "secret" if len(missing) == 1 else "secrets"
+        raise RunnerError(f"{noun} not set in the server's environment: {', '.join(missing)}")
     env.update({name: os.environ[name] for name in agent_type.secret_names or []})
     return env
 

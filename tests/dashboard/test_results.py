@@ -22,7 +22,7 @@ def test_the_result_page_shows_the_merged_findings_and_each_agent(signed_in, rev
     html = signed_in.get(f"/batches/{reviewed.id}/result/").content.decode()
     assert 'id="result-header"' in html and f'ws-connect="/ws/batches/{reviewed.id}/result/"' in html
     assert "strategy <strong>merge</strong>" in html and 'class="verdict fail"' in html
-    assert "3 finding(s) from 2 agent(s)" in html
+    assert "3 findings from 2 agents" in html
     # The injection both reviewers reported is one row crediting both.
     injection = html.split("Shell injection", 1)[1].split("</tr>", 1)[0]
     assert 'href="#agent-security">security' in injection and 'href="#agent-style">style' in injection

@@ -57,7 +57,7 @@ def test_the_coding_agent_edits_as_its_prompt_says(tmp_path):
     [
         ("append x to ../outside.txt", "outside the working directory"),
         ("create .git/config with x", "outside the working directory"),
-        ("replace line 9 of a.txt with x", "a.txt has 1 line(s): there is no line 9"),
+        ("replace line 9 of a.txt with x", "a.txt has 1 line: there is no line 9"),
         ("append x to missing.txt", "missing.txt does not exist"),
         ("replace the bug", "cannot read the instruction"),
         ("just prose", "holds no instruction"),

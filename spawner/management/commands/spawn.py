@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spawner import selectors, services, spec
+from spawner.core.words import plural
 from spawner.engine import cluster, reaper
 from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL, RUN_TERMINAL, BatchStatus
@@ -52,7 +53,8 @@ class Command(BaseCommand):
         self.console = Console(stderr=opts["json"], highlight=False)
         if pending := unapplied_migrations():
             raise CommandError(
-                f"the database is not set up ({pending} migration(s) to apply): run `python manage.py migrate` first"
+                f"the database is not set up ({plural(pending, 'migration')} to apply): "
+                "run `python manage.py migrate` first"
             )
         path = opts["file"]
         text = sys.stdin.read() if path == "-" else self._read(path)
@@ -64,7 +66,7 @@ class Command(BaseCommand):
             for error in exc.errors:
                 # The error quotes the spec, which may hold anything, brackets included: no markup.
                 self.console.print(Text.assemble(("error", "red"), " ", str(error)), soft_wrap=True)
-            raise CommandError(f"{path}: {len(exc.errors)} error(s); nothing was launched") from None
+            raise CommandError(f"{path}: {plural(len(exc.errors), 'error')}; nothing was launched") from None
         if opts["plan"]:
             self._print_plan(batch_spec, sequential=opts["sequential"])
             return
@@ -181,7 +183,7 @@ class Command(BaseCommand):
             f"speedup {plan.estimated_speedup:.2f}x"
         )
         cost = selectors.plan_cost(batch_spec)
-        unknown = f" ({len(cost['unknown'])} task(s) with no estimate)" if cost["unknown"] else ""
+        unknown = f" ({plural(len(cost['unknown']), 'task')} with no estimate)" if cost["unknown"] else ""
         budget = f" · budget {_usd(cost['budget_usd'])}" if cost["budget_usd"] is not None else ""
         c.print(f"  estimated cost: {cost['label']}{unknown}{budget}")
         if cost["over_budget"]:
@@ -238,7 +240,7 @@ class Command(BaseCommand):
             for note in agg.get("notes", []):
                 self.console.print(Text(f"  {note['level']}: {note['message']}"), soft_wrap=True)
         if s.get("open_escalations"):
-            self.console.print(f"[red]{s['open_escalations']} open escalation(s)[/red]: see the dashboard")
+            self.console.print(f"[red]{plural(s['open_escalations'], 'open escalation')}[/red]: see the dashboard")
         self.console.print(
             f"wall {_f(t['wall_seconds'])} s · sum of runs {_f(t['sum_seconds'])} s · critical path "
             f"{_f(t['critical_path_seconds'])} s · speedup {_f(t['speedup'])}x · efficiency {_pct(t['efficiency'])}"
@@ -313,7 +315,7 @@ def changes_cell(changes: dict | None) -> Text:
         return Text("")
     if not changes["changed"]:
         return Text("no changes", style="dim")
-    cell = Text(f"+{changes['added']} -{changes['removed']} in {changes['changed']} file(s)")
+    cell = Text(f"+{changes['added']} -{changes['removed']} in {plural(changes['changed'], 'file')}")
     if changes["outside_scope"]:
         cell.append(f"; outside its files: {', '.join(changes['outside_scope'][:3])}", style="yellow")
     return cell
@@ -325,7 +327,7 @@ def spent_line(cost: dict) -> Text:
     if cost["budget_usd"] is not None:
         line += f" / budget {_usd(cost['budget_usd'])}"
     if cost["unknown_runs"]:
-        line += f" ({cost['unknown_runs']} run(s) with cost unknown)"
+        line += f" ({plural(cost['unknown_runs'], 'run')} with cost unknown)"
     if cost["tokens"]:
         line += f" · {cost['tokens']} tokens"
     return Text(line, style="red" if cost["over"] else "")
