@@ -12,10 +12,12 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 STRIDE = 1000  # one remembered offset every STRIDE lines: 100 numbers for 100,000 lines
 PAGE_LINES = 1000
 MAX_LINE_BYTES = 4096  # longer lines are cut for display (the download keeps them whole)
+KEEP_BYTES = MAX_LINE_BYTES + 1024  # kept of a long line: a secret across the cut is still masked whole
 PAGE_MAX_BYTES = 2 * 1024 * 1024  # what one page may read at most, however long its lines
 SEARCH_MAX_CHARS = 200
 SEARCH_MAX_RESULTS = 200
@@ -154,11 +156,17 @@ class Line:
 
 
 def read_lines(
-    read: Callable[[int, int], bytes], index: LineIndex, first: int, last: int, *, max_bytes: int = PAGE_MAX_BYTES
+    read: Callable[[int, int], bytes],
+    index: LineIndex,
+    first: int,
+    last: int,
+    *,
+    max_bytes: int = PAGE_MAX_BYTES,
+    mask: Callable[[bytes], bytes] | None = None,
 ) -> list[Line]:
     """Lines first..last, reading on from the index's nearest mark; each cut at MAX_LINE_BYTES,
     and no more than about `max_bytes` read past the mark. `read(offset, size)` gives the file's
-    bytes (masked)."""
+    bytes as they are (offsets stay true); `mask` hides secrets in a line before it is cut."""
     if last < first or first > index.lines:
         return []
     offset, number = index.seek(first)
@@ -176,25 +184,35 @@ def read_lines(
             if nl == -1:
                 break
             if number >= first:
-                out.append(_line(number, line_start, offset + nl + 1, pending + data[pos : nl + 1]))
+                raw = (pending + data[pos : nl + 1])[:KEEP_BYTES]
+                out.append(_line(number, line_start, offset + nl + 1, mask(raw) if mask else raw))
             number += 1
             line_start, pending, pos = offset + nl + 1, b"", nl + 1
         if number >= first and number <= last:
-            pending = (pending + data[pos:])[: MAX_LINE_BYTES + 1]
+            pending = (pending + data[pos:])[:KEEP_BYTES]
         offset += len(data)
         budget -= len(data)
     if number <= last and number >= first and line_start < offset and offset >= limit:
-        out.append(_line(number, line_start, offset, pending))
+        out.append(_line(number, line_start, offset, mask(pending) if mask else pending))
     return out
 
 
 def _line(number: int, start: int, end: int, raw: bytes) -> Line:
-    cut = len(raw.rstrip(b"\n")) > MAX_LINE_BYTES
+    cut = end - start - (1 if raw.endswith(b"\n") else 0) > MAX_LINE_BYTES
     text = raw[:MAX_LINE_BYTES].decode("utf-8", "replace").rstrip("\n").rstrip("\r")
     return Line(number=number, start=start, end=end, text=text.replace("\x00", "\ufffd"), cut=cut)
 
 
 # --- stderr -------------------------------------------------------------------------------------
+# The command runner sends the agent's stderr through a small relay that appends it to the log and
+# notes each piece's byte range ("start end" per line) in a sidecar file beside the log.
+
+STDERR_INDEX_MAX_BYTES = 8 * 1024 * 1024
+
+
+def stderr_path(log_path: Path) -> Path:
+    """The sidecar beside `<key>.<n>.log`: `<key>.<n>.stderr`."""
+    return log_path.with_name(log_path.name.removesuffix(".log") + ".stderr")
 
 
 def parse_ranges(text: str) -> list[tuple[int, int]]:
@@ -257,9 +275,11 @@ def clean_query(value: str | None) -> str:
     return text
 
 
-def line_chunks(read: Callable[[int, int], bytes], size: int, chunk: int = SEARCH_CHUNK_BYTES) -> Iterator[bytes]:
-    """The file in pieces that end at a newline (but one piece never grows past 4 chunks)."""
-    offset = 0
+def line_chunks(
+    read: Callable[[int, int], bytes], size: int, chunk: int = SEARCH_CHUNK_BYTES, *, start: int = 0
+) -> Iterator[bytes]:
+    """The file from `start` in pieces that end at a newline (one piece never grows past 4 chunks)."""
+    offset = start
     carry = b""
     while offset < size:
         data = read(offset, min(chunk, size - offset))
