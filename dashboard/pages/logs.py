@@ -52,7 +52,7 @@ def render_lines(lines, sections, prefix: str, highlight: int | None = None) -> 
         cut = '<span class="cut" title="A long line: the download has it whole">…</span>' if line.cut else ""
         out.append(
             f'<div class="{classes}" id="{prefix}{line.number}"><a class="n" href="#{prefix}{line.number}">'
-            f"{line.number}</a><span class=\"t\">{text}{cut}</span></div>"
+            f'{line.number}</a><span class="t">{text}{cut}</span></div>'
         )
     if open_until is not None:
         out.append("</div></details>")
@@ -151,7 +151,8 @@ def _bad(message: str) -> HttpResponse:
 
 
 def _attempt(run_id: int, number: int) -> RunAttempt:
-    return get_object_or_404(RunAttempt.objects.select_related("run__agent_type", "run__batch"), run_id=run_id, number=number)
+    rows = RunAttempt.objects.select_related("run__agent_type", "run__batch")
+    return get_object_or_404(rows, run_id=run_id, number=number)
 
 
 @require_GET

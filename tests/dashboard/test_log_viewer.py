@@ -94,7 +94,10 @@ def test_stderr_lines_are_marked(signed_in, run, tmp_path):
 
 
 def test_setup_and_gate_sections_are_folded(signed_in, run, tmp_path):
-    log = "── spawner setup: make deps ──\nfetching\n── spawner setup: exit 0 ──\nagent\n── spawner gate: pytest ──\n1 failed\n── spawner gate: exit 1 ──\n"
+    log = (
+        "── spawner setup: make deps ──\nfetching\n── spawner setup: exit 0 ──\nagent\n"
+        "── spawner gate: pytest ──\n1 failed\n── spawner gate: exit 1 ──\n"
+    )
     with_log(run, tmp_path, log.encode())
     html = signed_in.get(f"/runs/{run.id}/attempts/1/lines/?page=1", headers=HX).content.decode()
     assert html.count('<details class="log-section') == 2
@@ -170,7 +173,8 @@ def test_the_tail_follows_a_growing_log(signed_in, run, tmp_path):
 
 def test_page_and_search_times_on_a_100000_line_log(signed_in, run, tmp_path, capsys):
     """Figures for the report; the bound is loose (two shared cores), the point is no full render."""
-    with_log(run, tmp_path, b"".join(b"%06d some ordinary output of a build step, fairly long\n" % i for i in range(1, 100_001)))
+    line = b"%06d some ordinary output of a build step, fairly long\n"
+    with_log(run, tmp_path, b"".join(line % i for i in range(1, 100_001)))
     selectors._LOG_INDEXES.clear()
     started = time.perf_counter()
     first = signed_in.get(f"/runs/{run.id}/attempts/1/lines/?page=57", headers=HX)
@@ -184,5 +188,8 @@ def test_page_and_search_times_on_a_100000_line_log(signed_in, run, tmp_path, ca
     assert 'id="L57000"' in first.content.decode() and 'id="L58000"' in warm.content.decode()
     assert 'href="#L99999"' in found.content.decode()
     with capsys.disabled():
-        print(f"\n100,000-line log: page (index cold) {cold * 1000:.0f} ms, page (warm) {warm_time * 1000:.0f} ms, search {search_time * 1000:.0f} ms")
+        print(
+            f"\n100,000-line log: page (index cold) {cold * 1000:.0f} ms, "
+            f"page (warm) {warm_time * 1000:.0f} ms, search {search_time * 1000:.0f} ms"
+        )
     assert cold < 10 and warm_time < 5 and search_time < 10
