@@ -43,15 +43,15 @@ def render_lines(lines, sections, prefix: str, highlight: int | None = None) -> 
                     out.append(_section_head(section, line.number))
                     open_until = end
                     break
-        classes = "l"
+        classes, title = "l", ""
         if line.stderr:
-            classes += " err"
+            classes, title = "l err", ' title="stderr"'
         if line.number == highlight:
             classes += " hl"
         text = ansi.to_html(line.text) if "\x1b" in line.text or "\r" in line.text else escape(line.text)
         cut = '<span class="cut" title="A long line: the download has it whole">…</span>' if line.cut else ""
         out.append(
-            f'<div class="{classes}" id="{prefix}{line.number}"><a class="n" href="#{prefix}{line.number}">'
+            f'<div class="{classes}" id="{prefix}{line.number}"{title}><a class="n" href="#{prefix}{line.number}">'
             f'{line.number}</a><span class="t">{text}{cut}</span></div>'
         )
     if open_until is not None:
@@ -130,6 +130,7 @@ def section_context(run: AgentRun, attempt: RunAttempt | None, *, page: int | No
         log_html=render_lines(lines, sections, anchor_prefix(attempt, run), highlight=line),
         log_sections=len(index.sections),
         log_short=bool(lines) and lines[-1].number < last,
+        log_has_stderr=any(line.stderr for line in lines),
     )
     return context
 

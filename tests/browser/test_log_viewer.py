@@ -1,0 +1,124 @@
+"""A real agent writes 100,000 lines (its first attempt fails, its second works); the run page stays
+short, searches the whole log, opens a linked line on its page, marks stderr, and shows the first
+attempt's log from the attempt selector."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import sign_in
+from tests.spawner.helpers import launch, wait_batch
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
+SHOTS = Path("/work/helper/shots")
+
+# Attempt 1: a line to find, a line on stderr, then it fails. Attempt 2: three warnings on stderr
+# (paced, so that they keep their place), then 100,000 numbered lines on stdout.
+SCRIPT = (
+    'm="$(dirname "$SPAWNER_RESULT_FILE")/big.tried"; '
+    'if [ ! -e "$m" ]; then : > "$m"; echo "first try output"; echo "first try failed on stderr" >&2; exit 3; fi; '
+    'echo "second try starts"; for i in 1 2 3; do echo "warning $i on stderr" >&2; sleep 0.1; done; '
+    "seq 1 100000"
+)
+SPEC = f"""
+name: big log
+agent: sh
+retries: 1
+tasks:
+  - key: big
+    prompt: '{SCRIPT}'
+"""
+# Line numbers of attempt 2's log: 1 "second try starts", 2-4 warnings, then n is line n + 4.
+
+
+def in_thread(fn):
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result(timeout=120)
+
+
+def shot(page, shots, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"logs-{name}.png"), full_page=True)
+    shots(page, name)
+
+
+def test_a_100000_line_log(web, alice, agent_types, browser, shots, tmp_path):
+    from playwright.sync_api import expect
+
+    batch = in_thread(lambda: wait_batch(launch(SPEC, tmp_path), timeout=90))
+    run = in_thread(lambda: batch.runs.get(key="big"))
+    assert run.status == "succeeded" and run.attempt == 2
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, web.url)
+    page.goto(f"{web.url}/runs/{run.id}/")
+    tail = page.locator("#run-tail")
+    expect(tail.locator("#L100004")).to_contain_text("100000")
+    # The tail starts at a whole line, numbered.
+    first = tail.locator(".l").first
+    assert re.fullmatch(r"\d+\s*\d+", first.inner_text().strip())
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < 5000, f"the page is {height} px tall"
+    # Following: the log box is scrolled to its end.
+    box_gap = page.evaluate("(b => b.scrollHeight - b.scrollTop - b.clientHeight)(document.getElementById('log-scroll'))")
+    assert box_gap < 30
+    shot(page, shots, "tail")
+
+    # Search the whole log; the result links to its line, which opens on its page, marked.
+    page.fill(".log-search input[name=q]", "77777")
+    page.click(".log-search button")
+    hit = page.locator("#log-results a.hit")
+    expect(hit).to_have_count(1)
+    expect(hit).to_contain_text("77781")
+    shot(page, shots, "search")
+    hit.click()
+    line = page.locator("#L77781")
+    expect(line).to_have_class(re.compile(r"\bhl\b"))
+    expect(line).to_be_in_viewport()
+    expect(page.locator("#output")).to_have_attribute("data-mode", "page")
+    expect(page.locator(".log-pager")).to_contain_text("Lines 77001–78000")
+    assert page.url.endswith("#L77781")
+    assert page.evaluate("document.documentElement.scrollHeight") < 5000
+    shot(page, shots, "search-hit")
+
+    # A link to a line opened directly.
+    page.goto(f"{web.url}/runs/{run.id}/#L1234")
+    line = page.locator("#L1234")
+    expect(line).to_have_class(re.compile(r"\bhl\b"))
+    expect(line).to_be_in_viewport()
+    expect(line).to_contain_text("1230")
+    shot(page, shots, "line-link")
+
+    # stderr lines look different from stdout lines.
+    page.goto(f"{web.url}/runs/{run.id}/#L3")
+    warning, plain = page.locator("#L3"), page.locator("#L1")
+    expect(warning).to_contain_text("warning 2 on stderr")
+    expect(warning).to_have_class(re.compile(r"\berr\b"))
+    expect(plain).not_to_have_class(re.compile(r"\berr\b"))
+    colour = "el => getComputedStyle(el.querySelector('.t')).color"
+    assert warning.evaluate(colour) != plain.evaluate(colour)
+    shot(page, shots, "stderr")
+
+    # The first attempt's log, from the attempt selector.
+    page.click(".attempt-picker a:text-is('1')")
+    expect(page.locator("#output h2")).to_have_text("Output of attempt 1")
+    expect(page.locator("#a1-L1")).to_contain_text("first try output")
+    expect(page.locator("#a1-L2")).to_contain_text("first try failed on stderr")
+    expect(page.locator("#a1-L2")).to_have_class(re.compile(r"\berr\b"))
+    shot(page, shots, "attempt-1")
+
+    # Server time of a page and of a search on the 100,000-line log (figures for people; loose bound).
+    base = f"{web.url}/runs/{run.id}/attempts/2"
+    timings = {}
+    for name, url in [("page", f"{base}/lines/?page=50"), ("search", f"{base}/search/?q=99999")]:
+        started = time.perf_counter()
+        response = page.request.get(url)
+        timings[name] = time.perf_counter() - started
+        assert response.status == 200
+    print(f"\n100,000-line log over HTTP: page {timings['page'] * 1000:.0f} ms, search {timings['search'] * 1000:.0f} ms")
+    assert timings["page"] < 5 and timings["search"] < 10
