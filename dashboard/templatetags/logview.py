@@ -23,4 +23,5 @@ def log_section(run):
 @register.simple_tag
 def log_tail(run):
     """Only the live tail (what the websocket swaps in as the output grows)."""
-    return render_to_string("dashboard/_log.html#tail", logs.section_context(run, _current(run)))
+    context = {**logs.section_context(run, _current(run)), "log_oob": True}  # the line count travels with it
+    return render_to_string("dashboard/_log.html#tail", context)

@@ -33,6 +33,7 @@ tasks:
   - key: big
     prompt: '{SCRIPT}'
 """
+GAP = "(b => b.scrollHeight - b.scrollTop - b.clientHeight)(document.getElementById('log-scroll'))"
 # Line numbers of attempt 2's log: 1 "second try starts", 2-4 warnings, then n is line n + 4.
 
 
@@ -65,8 +66,7 @@ def test_a_100000_line_log(web, alice, agent_types, browser, shots, tmp_path):
     height = page.evaluate("document.documentElement.scrollHeight")
     assert height < 5000, f"the page is {height} px tall"
     # Following: the log box is scrolled to its end.
-    box_gap = page.evaluate("(b => b.scrollHeight - b.scrollTop - b.clientHeight)(document.getElementById('log-scroll'))")
-    assert box_gap < 30
+    assert page.evaluate(GAP) < 30
     shot(page, shots, "tail")
 
     # Search the whole log; the result links to its line, which opens on its page, marked.
@@ -120,5 +120,45 @@ def test_a_100000_line_log(web, alice, agent_types, browser, shots, tmp_path):
         response = page.request.get(url)
         timings[name] = time.perf_counter() - started
         assert response.status == 200
-    print(f"\n100,000-line log over HTTP: page {timings['page'] * 1000:.0f} ms, search {timings['search'] * 1000:.0f} ms")
+    page_ms, search_ms = timings["page"] * 1000, timings["search"] * 1000
+    print(f"\n100,000-line log over HTTP: page {page_ms:.0f} ms, search {search_ms:.0f} ms")
     assert timings["page"] < 5 and timings["search"] < 10
+
+
+SLOW = """
+name: slow log
+agent: sh
+tasks:
+  - key: slow
+    prompt: 'for i in $(seq 1 400); do echo "tick $i"; sleep 0.03; done'
+"""
+
+
+def test_following_the_live_tail_and_staying_put(web, alice, agent_types, browser, shots, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, web.url)
+    batch = in_thread(lambda: launch(SLOW, tmp_path))
+    run = in_thread(lambda: batch.runs.get(key="slow"))
+    page.goto(f"{web.url}/runs/{run.id}/")
+    tail = page.locator("#run-tail")
+    expect(tail).to_contain_text("tick 60", timeout=20_000)
+    # Following: new lines arrive and the box stays at its end.
+    expect(tail).to_contain_text("tick 100", timeout=20_000)
+    assert page.evaluate(GAP) < 30
+    assert page.locator("#log-follow").is_checked()
+    # Not following: the view stays as it is while the agent goes on.
+    page.uncheck("#log-follow")
+    page.evaluate("document.getElementById('log-scroll').scrollTop = 0")
+    seen = tail.inner_text()
+    time.sleep(1.5)
+    assert tail.inner_text() == seen, "the tail changed while not following"
+    assert page.evaluate("document.getElementById('log-scroll').scrollTop") == 0
+    shot(page, shots, "not-following")
+    # Following again: the newest lines, at the end of the box.
+    page.check("#log-follow")
+    expect(tail).to_contain_text("tick 400", timeout=30_000)
+    expect(page.locator("#run-header .badge")).to_have_text("Succeeded", timeout=20_000)
+    assert page.evaluate(GAP) < 30
+    shot(page, shots, "followed-to-end")
