@@ -19,6 +19,7 @@ PAGE_LINES = 1000
 MAX_LINE_BYTES = 4096  # longer lines are cut for display (the download keeps them whole)
 KEEP_BYTES = MAX_LINE_BYTES + 1024  # kept of a long line: a secret across the cut is still masked whole
 PAGE_MAX_BYTES = 2 * 1024 * 1024  # what one page may read at most, however long its lines
+MAX_SECTIONS = 20  # a workspace writes two (setup, gate); an agent printing look-alikes gets no more
 SEARCH_MAX_CHARS = 200
 SEARCH_MAX_RESULTS = 200
 SEARCH_SECONDS = 3.0
@@ -99,7 +100,7 @@ class LineIndex:
                 open_section.end = number
                 open_section.exit_code = int(end.group(2)) if end.group(2) else None
                 return
-        if start := SECTION_START.search(text):
+        if (start := SECTION_START.search(text)) and len(self.sections) < MAX_SECTIONS:
             self.sections.append(Section(step=start.group(1), command=start.group(2), start=number))
 
     def seek(self, line: int) -> tuple[int, int]:

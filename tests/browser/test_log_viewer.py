@@ -162,3 +162,35 @@ def test_following_the_live_tail_and_staying_put(web, alice, agent_types, browse
     expect(page.locator("#run-header .badge")).to_have_text("Succeeded", timeout=20_000)
     assert page.evaluate(GAP) < 30
     shot(page, shots, "followed-to-end")
+
+
+def test_setup_and_gate_output_is_folded(web, alice, agent_types, browser, shots, tmp_path):
+    """A worktree run's log (as the workspace writes it): setup and gate sections start folded; a
+    link to a line inside one opens it."""
+    from playwright.sync_api import expect
+
+    batch = in_thread(lambda: wait_batch(launch(SLOW.replace("400", "3"), tmp_path), timeout=60))
+    run = in_thread(lambda: batch.runs.get(key="slow"))
+    attempt = in_thread(lambda: run.attempts.get(number=1))
+    setup = "".join(f"installing package {i}\n" for i in range(1, 41))
+    log = (
+        f"── spawner setup: pip install -r requirements.txt ──\n{setup}── spawner setup: exit 0 ──\n"
+        "\x1b[32magent\x1b[0m: did the work\n"
+        "── spawner gate: pytest -q ──\n\x1b[31mFAILED\x1b[0m test_x.py::test_y\n1 failed\n── spawner gate: exit 1 ──\n"
+    )
+    Path(attempt.log_path).write_text(log)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, web.url)
+    page.goto(f"{web.url}/runs/{run.id}/")
+    sections = page.locator("#run-tail details.log-section")
+    expect(sections).to_have_count(2)
+    assert not sections.nth(0).evaluate("d => d.open") and not sections.nth(1).evaluate("d => d.open")
+    expect(sections.nth(0).locator("summary")).to_contain_text("Setup")
+    expect(sections.nth(1).locator("summary")).to_contain_text("failed, exit 1")
+    expect(page.locator("#L43")).to_be_visible()  # the agent's own output stays open
+    expect(page.locator("#L43 .ansi-green")).to_have_text("agent")  # colours kept
+    shot(page, shots, "sections-folded")
+    page.goto(f"{web.url}/runs/{run.id}/#L20")
+    expect(page.locator("#L20")).to_be_in_viewport()
+    assert sections.nth(0).evaluate("d => d.open")
+    shot(page, shots, "section-opened-by-link")

@@ -204,3 +204,8 @@ def test_line_chunks_end_at_newlines():
     assert all(p.endswith(b"\n") for p in pieces)
     giant = b"z" * 1000
     assert b"".join(logview.line_chunks(reader(giant), len(giant), chunk=10)) == giant
+
+
+def test_look_alike_markers_are_bounded():
+    data = "── spawner setup: x ──\n".encode() * 10_000
+    assert len(build(data).sections) == logview.MAX_SECTIONS
