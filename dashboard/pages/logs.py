@@ -10,7 +10,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET
@@ -169,6 +170,10 @@ def log_lines(request: HttpRequest, run_id: int, number: int):
         return _bad(str(exc))
     if request.GET.get("tail") and attempt.number == attempt.run.attempt:
         page = line = None
+    if (line or page) and not getattr(request, "htmx", False):
+        # A line's address opened on its own: the run page, at that line.
+        target = line or (page - 1) * PAGE_LINES + 1
+        return redirect(reverse("run", args=[attempt.run_id]) + f"#{anchor_prefix(attempt, attempt.run)}{target}")
     context = section_context(attempt.run, attempt, page=page, line=line)
     return render(request, "dashboard/_log.html#log-section", context)
 

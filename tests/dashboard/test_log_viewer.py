@@ -152,7 +152,7 @@ def test_a_missing_log_or_attempt(signed_in, run):
     assert lines.status_code == 200 and 'id="run-tail"' in lines.content.decode()
     search = signed_in.get(f"/runs/{run.id}/attempts/1/search/?q=x", headers=HX)
     assert search.status_code == 200 and "not on this server" in search.content.decode()
-    assert signed_in.get(f"/runs/{run.id}/attempts/9/lines/").status_code == 404
+    assert signed_in.get(f"/runs/{run.id}/attempts/9/lines/", headers=HX).status_code == 404
     assert signed_in.get(f"/runs/{run.id}/attempts/9/search/?q=x").status_code == 404
 
 
@@ -193,3 +193,11 @@ def test_page_and_search_times_on_a_100000_line_log(signed_in, run, tmp_path, ca
             f"page (warm) {warm_time * 1000:.0f} ms, search {search_time * 1000:.0f} ms"
         )
     assert cold < 10 and warm_time < 5 and search_time < 10
+
+
+def test_the_lines_address_opened_on_its_own_goes_to_the_run_page_at_that_line(signed_in, run, tmp_path):
+    with_log(run, tmp_path, numbered(3000))
+    response = signed_in.get(f"/runs/{run.id}/attempts/1/lines/?line=1234")
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.id}/#L1234"
+    response = signed_in.get(f"/runs/{run.id}/attempts/1/lines/?page=3")
+    assert response["Location"] == f"/runs/{run.id}/#L2001"
