@@ -7,6 +7,8 @@ the script (static/logview.js) opens the page holding a line that is not on scre
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -188,6 +190,16 @@ def log_search(request: HttpRequest, run_id: int, number: int):
     except ValueError as exc:
         return _bad(str(exc))
     result = selectors.log_search(attempt, query) if query else None
+    if result is not None:
+        # The text found, marked (the query as a literal: escaped, never a pattern of the user's).
+        found = re.compile(re.escape(query), re.IGNORECASE)
+        for hit in result.hits:
+            text = hit.text if len(hit.text) <= 300 else hit.text[:300] + "…"
+            pieces, pos = [], 0
+            for m in found.finditer(text):
+                pieces += [escape(text[pos : m.start()]), f"<mark>{escape(m.group())}</mark>"]
+                pos = m.end()
+            hit.html = mark_safe("".join([*pieces, escape(text[pos:])]))
     context = {
         "run": attempt.run,
         "log_attempt": attempt,

@@ -57,9 +57,9 @@ def test_a_page_and_a_line_open_with_the_line_marked(signed_in, run, tmp_path):
 def test_search_lists_lines_as_links(signed_in, run, tmp_path):
     with_log(run, tmp_path, numbered(3000) + b"\x1b[31mBoom\x1b[0m: <script>x</script>\n")
     html = signed_in.get(f"/runs/{run.id}/attempts/1/search/?q=line 2999", headers=HX).content.decode()
-    assert 'href="#L2999"' in html and "1</strong> line with" in html
+    assert 'href="#L2999"' in html and "1</strong> line with" in html and "<mark>line 2999</mark>" in html
     html = signed_in.get(f"/runs/{run.id}/attempts/1/search/?q=boom: <script>", headers=HX).content.decode()
-    assert 'href="#L3001"' in html and "<script>x" not in html and "&lt;script&gt;" in html
+    assert 'href="#L3001"' in html and "<script>x" not in html and "<mark>Boom: &lt;script&gt;</mark>x" in html
 
 
 def test_search_does_not_find_a_masked_secret(signed_in, run, tmp_path, monkeypatch):
