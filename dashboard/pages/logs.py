@@ -134,6 +134,7 @@ def section_context(run: AgentRun, attempt: RunAttempt | None, *, page: int | No
         log_sections=len(index.sections),
         log_short=bool(lines) and lines[-1].number < last,
         log_has_stderr=any(line.stderr for line in lines),
+        log_digits=max(4, len(str(last))),
     )
     return context
 
