@@ -72,14 +72,14 @@ class LineIndex:
             return
         pos = 0
         first_line = self.newlines + 1
+        left = data.count(b"\n")  # newlines after pos
         while True:
             wanted = len(self.marks) * self.stride - self.newlines  # newlines until the next mark
-            found = data.count(b"\n", pos)
-            if found < wanted:
-                self.newlines += found
+            if left < wanted:
+                self.newlines += left
                 break
-            for _ in range(wanted):
-                pos = data.index(b"\n", pos) + 1
+            pos = _after_newlines(data, pos, wanted)
+            left -= wanted
             self.newlines += wanted
             self.marks.append(self.size + pos)
         if _MARK_BYTES in data:
@@ -107,6 +107,24 @@ class LineIndex:
         """(offset of a remembered line at or before `line`, that line's number)."""
         k = min((max(line, 1) - 1) // self.stride, len(self.marks) - 1)
         return self.marks[k], k * self.stride + 1
+
+
+def _after_newlines(data: bytes, pos: int, n: int) -> int:
+    """The offset just after the n-th newline from `pos` (there are at least n): whole blocks are
+    counted in C, and only the last few newlines are stepped over one by one."""
+    block = 65536
+    while n > 8:
+        found = data.count(b"\n", pos, pos + block)
+        if found < n:
+            n -= found
+            pos += block
+        elif block > 64:
+            block //= 4
+        else:
+            break
+    for _ in range(n):
+        pos = data.index(b"\n", pos) + 1
+    return pos
 
 
 # --- paging -------------------------------------------------------------------------------------
