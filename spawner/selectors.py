@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from spawner import spec
-from spawner.core import aggregation, changes, masking, planning, pricing
+from spawner.core import aggregation, changes, logview, masking, planning, pricing
 from spawner.core import budget as budget_rules
 from spawner.core import merge_queue as merge_rules
 from spawner.engine import budgets, housekeeping, merging, redaction
@@ -129,6 +131,116 @@ def log_range(path, start: int, end: int, secrets: list[str]) -> bytes:
 def log_masker(secrets: list[str]) -> masking.StreamMasker:
     """A masker for a log streamed chunk by chunk: feed() each chunk, finish() at the end."""
     return masking.StreamMasker(secrets)
+
+
+# --- the log viewer: an attempt's log as numbered lines, paged, searched, stderr marked -----------
+# The line index of each log this process has looked at is kept (a few numbers per thousand lines)
+# and extended as the log grows; a log rewritten in place (masked at the end) is indexed again.
+
+_LOG_INDEXES: OrderedDict[str, tuple[int, logview.LineIndex]] = OrderedDict()
+_LOG_INDEXES_KEPT = 64
+_LOG_INDEX_LOCK = threading.Lock()
+
+
+log_page_count = logview.page_count
+log_page_of_line = logview.page_of_line
+log_page_span = logview.page_span
+log_tail_span = logview.tail_span
+LogQueryError = logview.BadQuery
+
+
+def log_parse_number(value: str | None, name: str) -> int | None:
+    """A page or line number from a query string (LogQueryError naming the field when it is not one)."""
+    return logview.parse_positive(value, name)
+
+
+def log_clean_query(value: str | None) -> str:
+    """The plain text to search a log for (LogQueryError when it is too long)."""
+    return logview.clean_query(value)
+
+
+def log_index(path: Path) -> logview.LineIndex | None:
+    """The log's line index, up to date with the file as it is now; None without a readable file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    key = str(path)
+    with _LOG_INDEX_LOCK:
+        kept = _LOG_INDEXES.get(key)
+        index = kept[1] if kept and kept[0] == stat.st_ino and kept[1].size <= stat.st_size else None
+        if index is None:
+            index = logview.LineIndex()
+        if index.size < stat.st_size:
+            with open(path, "rb") as f:
+                reader = _file_reader(f)
+                for piece in logview.line_chunks(reader, stat.st_size, start=index.size):
+                    if not piece.endswith(b"\n") and len(piece) < 4 * logview.SEARCH_CHUNK_BYTES:
+                        break  # the last line is still being written: index it once it ends
+                    index.feed(piece)
+        index.file_size = stat.st_size
+        _LOG_INDEXES[key] = (stat.st_ino, index)
+        _LOG_INDEXES.move_to_end(key)
+        while len(_LOG_INDEXES) > _LOG_INDEXES_KEPT:
+            _LOG_INDEXES.popitem(last=False)
+        return index
+
+
+def _file_reader(f):
+    def read(offset: int, size: int) -> bytes:
+        f.seek(offset)
+        return f.read(size)
+
+    return read
+
+
+def log_file(attempt) -> Path | None:
+    """The attempt's log if this server can read it (it may live on a worker's disk)."""
+    path = Path(attempt.log_path) if attempt is not None and attempt.log_path else None
+    return path if path is not None and path.is_file() else None
+
+
+def _line_masker(secrets: list[str]):
+    bsecrets = masking.as_bytes(secrets)
+    return (lambda raw: masking.mask(raw, bsecrets)) if bsecrets else None
+
+
+def log_lines(attempt, first: int, last: int) -> list[logview.Line]:
+    """Lines first..last of the attempt's log, masked, stderr marked (empty without the file)."""
+    path = log_file(attempt)
+    index = log_index(path) if path else None
+    if index is None:
+        return []
+    with open(path, "rb") as f:
+        lines = logview.read_lines(_file_reader(f), index, first, last, mask=_line_masker(log_secrets(attempt)))
+    logview.mark_stderr(lines, log_stderr_ranges(path))
+    return lines
+
+
+def log_stderr_ranges(path: Path) -> list[tuple[int, int]]:
+    """The byte ranges of the log that the agent wrote to stderr (the runner's sidecar)."""
+    try:
+        with open(logview.stderr_path(path), "rb") as f:
+            return logview.parse_ranges(f.read(logview.STDERR_INDEX_MAX_BYTES).decode("ascii", "replace"))
+    except OSError:
+        return []
+
+
+def log_search(attempt, query: str) -> logview.SearchResult | None:
+    """Lines of the attempt's log holding `query` (plain text, masked log); None without the file."""
+    path = log_file(attempt)
+    if path is None:
+        return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    mask = _line_masker(log_secrets(attempt))
+    with open(path, "rb") as f:
+        chunks = logview.line_chunks(_file_reader(f), size)
+        return logview.search((mask(c) for c in chunks) if mask else chunks, query)
 
 
 # --- what the pages need to know of specs, plans and results --------------------------------------

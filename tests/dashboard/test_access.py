@@ -40,6 +40,8 @@ READS = {
     "run",
     "run-log",
     "run-log-download",
+    "run-log-lines",
+    "run-log-search",
     "merge-candidates",
     "run-diff",
     "run-diff-download",
