@@ -3,6 +3,8 @@ sends the whole page to the sign-in page; the favicon exists."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
@@ -81,5 +83,5 @@ def test_the_favicon_is_linked_and_served(signed_in):
     html = signed_in.get("/").content.decode()
     assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in html
     found = finders.find("favicon.svg")
-    assert found and open(found).read().startswith("<svg")
+    assert found and Path(found).read_text().startswith("<svg")
     assert signed_in.get("/static/favicon.svg").status_code == 200
