@@ -31,6 +31,9 @@ def batch_result(request: HtmxHttpRequest, batch_id: int):
         if request.GET.get("reload"):
             # A page opened before the result existed: it has no findings section to update.
             return HttpResponse(status=204, headers={"HX-Refresh": "true"})
+        if request.GET.get("fresh"):
+            # The result was computed again: the findings as this reader filters them, gaps and agents.
+            return render(request, "dashboard/result.html#refreshed", fanin_queries.result_context(batch, filters))
         agg = Aggregation.objects.filter(batch=batch).first()
         context = fanin_queries.findings_context(batch, agg.data if agg else {}, filters)
         return render(request, "dashboard/result.html#findings", {**context, "aggregation": agg})
