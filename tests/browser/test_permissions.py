@@ -204,3 +204,33 @@ def test_the_owners_retry_updates_the_findings_without_a_reload(web, ended, work
     assert re.search(r"sort=file", page.url)
     shots(page, "findings-updated-live")
     assert errors == []
+
+
+def test_a_resolution_confirms_even_when_the_live_update_redraws_the_card_first(web, ended, shots, browser):
+    """The answer to "Dismiss" is held back until the live update has redrawn the card (without its
+    forms); the answer's card still lands, with its confirmation."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in_as(page, web.url, "olga", "olga-owns-the-batch")
+    page.goto(web.url + "/escalations/")
+    expect(page.locator("body[data-live='on']")).to_have_count(1)
+    page.evaluate("""document.body.addEventListener('htmx:oobErrorNoTarget', () => { window.__oobError = true; })""")
+    held = []
+    page.route("**/escalations/*/resolve/", lambda route: held.append((route, route.fetch())))
+    card = page.locator("article.escalation").filter(has_text="deploy-check")
+    card.locator("textarea[name='note']").fill("not needed for this release")
+    card.locator("button:has-text('Dismiss')").click()
+    # The live update arrives first: the card is redrawn as dismissed, its forms gone.
+    expect(card.locator(".resolution")).to_contain_text("Dismissed by olga", timeout=10_000)
+    expect(card.locator("form")).to_have_count(0)
+    assert len(held) == 1
+    route, response = held[0]
+    route.fulfill(response=response)
+    expect(card.locator(".card-notice")).to_have_text("Dismissed.")
+    assert page.evaluate("window.__oobError === true") is False
+    shots(page, "dismissed-confirmed")
+    assert errors == []

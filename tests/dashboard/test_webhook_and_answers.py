@@ -41,11 +41,14 @@ def test_a_batch_without_a_webhook_says_nothing_of_it(signed_in, member, make_ba
     assert "Webhook:" not in signed_in.get(f"/batches/{batch.id}/").content.decode()
 
 
-def test_escalation_answers_are_rooted_in_the_page_not_in_the_form(signed_in, reviewed):
-    """A live update may redraw the card and drop the form before the answer comes back; the answer's
-    out-of-band card is then looked for in the page (hx-target="body"), where the new card is."""
+def test_escalation_answers_land_even_when_their_form_is_gone(signed_in, reviewed):
+    """A live update may redraw the card (closed, without its forms) before the answer arrives; the
+    page's script swaps such an answer against the page, where the card's new copy is (the browser
+    journey in tests/browser/test_permissions.py holds an answer back to check it)."""
     escalation = Escalation.objects.get(batch=reviewed)
     html = signed_in.get("/escalations/").content.decode()
+    assert '<script src="/static/escalations.js" defer></script>' in html
     card = html.split(f'id="escalation-{escalation.id}"', 1)[1].split("</article>", 1)[0]
     forms = [f.split(">", 1)[0] for f in card.split("<form")[1:]]
-    assert len(forms) == 2 and all('hx-target="body" hx-swap="none"' in f for f in forms), forms
+    assert len(forms) == 2 and all('hx-swap="none"' in f for f in forms), forms
+    assert signed_in.get("/static/escalations.js").status_code == 200
