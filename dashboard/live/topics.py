@@ -225,8 +225,9 @@ class CompareTopic(Topic):
 
     interval = 1.0
 
-    def __init__(self, parallel_id: int, sequential_id: int | None):
-        super().__init__(f"compare.{parallel_id}.{sequential_id or 0}")
+    def __init__(self, parallel_id: int, sequential_id: int | None, may: permissions.May | None = None):
+        self.may = may if may is not None else permissions.page_may(None)
+        super().__init__(f"compare.{parallel_id}.{sequential_id or 0}.{self.may.key}")
         self.ids = {parallel_id, sequential_id} - {None}
         self.parallel_id = parallel_id
 
@@ -237,7 +238,8 @@ class CompareTopic(Topic):
     def snapshot(self) -> list[str]:
         parallel, sequential = queries.compare_pair(Batch.objects.get(id=self.parallel_id))
         self.ids = {parallel.id} | ({sequential.id} if sequential else set())
-        return [_render("dashboard/compare.html#comparison", queries.compare_context(parallel, sequential))]
+        context = {**queries.compare_context(parallel, sequential), "may": self.may}
+        return [_render("dashboard/compare.html#comparison", context)]
 
 
 class SiteTopic(Topic):
@@ -362,5 +364,5 @@ def topic_for(kind: str, kwargs: dict, query: dict, user=None) -> Topic | None:
         if batch is None:
             return None
         parallel, sequential = queries.compare_pair(batch)
-        return CompareTopic(parallel.id, sequential.id if sequential else None)
+        return CompareTopic(parallel.id, sequential.id if sequential else None, permissions.page_may(user, batch))
     return None

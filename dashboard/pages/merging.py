@@ -26,7 +26,7 @@ from pygments.util import ClassNotFound
 
 from dashboard.pages.actions import _answer, _attempt
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import selectors, services
+from spawner import permissions, selectors, services
 from spawner.models import AgentRun, Batch, MergeStep
 
 # What each state looks like: an icon and words, never colour alone.
@@ -279,7 +279,8 @@ def candidates(request: HtmxHttpRequest, batch_id: int):
         if step:
             step["icon"], step["label"] = STATE_LOOK.get(step["state"], ("•", step["state"]))
         candidate["pickable"] = candidate["status"] == "succeeded" and data["merge_mode"] != "none"
-    return render(request, "dashboard/compare_candidates.html", {**data, "batch": batch})
+    context = {**data, "batch": batch, "may": permissions.page_may(request.user, batch)}
+    return render(request, "dashboard/compare_candidates.html", context)
 
 
 @require_POST

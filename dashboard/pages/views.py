@@ -62,7 +62,8 @@ def batch_json(request: HtmxHttpRequest, batch_id: int):
 def compare(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     parallel, sequential = queries.compare_pair(batch)
-    return render(request, "dashboard/compare.html", queries.compare_context(parallel, sequential))
+    context = {**queries.compare_context(parallel, sequential), "may": permissions.page_may(request.user, batch)}
+    return render(request, "dashboard/compare.html", context)
 
 
 @require_GET

@@ -433,3 +433,12 @@ def test_live_fragments_carry_the_buttons_of_their_readers(matrix_people, object
     assert ">Retry</button>" not in "".join(run.snapshot())
     queue = topics.topic_for("escalations", {}, {}, matrix_people["viewer"])
     assert "<form" not in "".join(queue.snapshot())
+
+
+def test_the_compare_page_offers_the_rerun_to_who_may_launch(matrix_people, objects):
+    url = f"/batches/{objects['batch_id']}/compare/"
+    for who, person in matrix_people.items():
+        html = section(client_for(person).get(url).content.decode(), 'id="comparison"')
+        may = who in ("owner", "admin")
+        assert ("Re-run sequentially</button>" in html) is may, who
+        assert (f"Re-running: {LAUNCH_WHY}." in html) is not may, who
