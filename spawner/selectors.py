@@ -16,8 +16,9 @@ from spawner import spec
 from spawner.core import aggregation, changes, logview, masking, planning, pricing
 from spawner.core import budget as budget_rules
 from spawner.core import merge_queue as merge_rules
+from spawner.core import review as review_rules
 from spawner.engine import budgets, housekeeping, merging, redaction
-from spawner.models import Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
+from spawner.models import Batch, Escalation, MergeStep, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RunStatus
 
 
@@ -97,18 +98,20 @@ def batches_progress(batch_ids) -> dict[int, dict[str, int]]:
     return progress
 
 
+def review_summary(batch: Batch):
+    """Who approved, how many approvals count (SPAWNER REVIEW_APPROVALS, REVIEW_OWNER_COUNTS), the state."""
+    rows = batch.reviews.order_by("id").values_list("author_id", "author__username", "decision")
+    return review_rules.summarise(
+        list(rows),
+        owner_id=batch.owner_id,
+        needed=settings.SPAWNER.get("REVIEW_APPROVALS", 1),
+        owner_counts=settings.SPAWNER.get("REVIEW_OWNER_COUNTS", False),
+    )
+
+
 def review_state(batch: Batch) -> str:
     """approved, changes_requested or pending: each reviewer's latest decision counts."""
-    latest: dict[int, str] = {}
-    for author_id, decision in batch.reviews.exclude(decision=Review.Decision.COMMENT).values_list(
-        "author_id", "decision"
-    ):
-        latest[author_id] = decision
-    if Review.Decision.REQUEST_CHANGES in latest.values():
-        return "changes_requested"
-    if Review.Decision.APPROVE in latest.values():
-        return "approved"
-    return "pending"
+    return review_summary(batch).state
 
 
 def open_escalations_count() -> int:
