@@ -56,7 +56,8 @@ class Command(BaseCommand):
             )
         path = opts["file"]
         text = sys.stdin.read() if path == "-" else self._read(path)
-        base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
+        # Relative paths start from the base directory (the browser's, for a file inside it), else the file's.
+        base_dir = Path.cwd() if path == "-" else services.spec_base_dir(Path(path))
         try:
             batch_spec = services.spec_load(text, is_admin=True)
             checked = None if opts["plan"] else services.batch_check(batch_spec, base_dir)
