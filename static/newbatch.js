@@ -47,6 +47,19 @@
     }
   });
 
+  // A Launch button disabled because the previewed plan cannot launch comes back once the batch changes.
+  function changed(event) {
+    const form = event.target.form || event.target.closest("form");
+    if (!form) return;
+    form.querySelectorAll("button[data-refused]").forEach(function (button) {
+      button.disabled = false;
+      button.removeAttribute("data-refused");
+      button.removeAttribute("title");
+    });
+  }
+  document.addEventListener("input", changed);
+  document.addEventListener("change", changed);
+
   // A row added by "+ Add task": its first field takes the focus.
   document.addEventListener("htmx:afterSettle", function (event) {
     if (event.target.id !== "task-rows") return;

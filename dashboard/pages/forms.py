@@ -30,11 +30,11 @@ def _choices(values) -> list[tuple[str, str]]:
 
 
 AGGREGATION_LABELS = {
-    "merge": "merge (findings combined)",
-    "vote": "vote (the majority verdict)",
-    "priority": "priority (the highest-priority result)",
-    "first_success": "first success (a race)",
-    "all": "all (each result side by side)",
+    "merge": "merge findings",
+    "vote": "vote",
+    "priority": "by priority",
+    "first_success": "first success",
+    "all": "all, side by side",
 }
 
 

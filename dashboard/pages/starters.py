@@ -184,7 +184,7 @@ def offered(agents: Mapping[str, AgentInfo], *, is_admin: bool) -> list[dict]:
             note = "no coding agent can run on this server yet: the plan shows which is missing"
         found.append({"key": key, "title": title, "about": about, "disabled": disabled, "note": note})
     for key, (title, about, _) in YAML_STARTERS.items():
-        disabled = "" if "coding-demo" in agents else "needs `python manage.py spawner_demo` first"
+        disabled = "" if "coding-demo" in agents else "run python manage.py spawner_demo first"
         found.append({"key": key, "title": title, "about": about, "disabled": disabled, "note": ""})
     return found
 

@@ -65,6 +65,9 @@ def test_an_unavailable_agent_type_fails_its_check_and_disables_launch_with_the_
     assert "disabled" in plan_launch_button(html) and 'value="launch"' not in plan_launch_button(html)
     assert "Launch is disabled" in text_of(html.split('id="launch-refused"', 1)[1][:600])
     assert "not available on this server" in errors_of(html, "t0", "agent")
+    build = html.split('id="build-form"', 1)[1].split("</form>", 1)[0]
+    assert re.search(r'value="launch"[^>]* disabled data-refused', build), "the form's own Launch is disabled too"
+    assert summary(html) == []  # not a mistake in the spec: said by the plan's check
     # Clicking the form's own Launch button anyway: refused, nothing stored.
     assert signed_in.post("/batches/new/", {**data, "action": "launch"}).status_code == 400
     assert not Batch.objects.exists()
@@ -234,7 +237,7 @@ def test_no_aggregation_is_called_all_as_the_result_page_calls_it(signed_in, age
     html = signed_in.get("/batches/new/").content.decode()
     select = html.split('name="aggregation"', 1)[1].split("</select>", 1)[0]
     assert ">none<" not in select and 'value="all" selected' in select
-    assert "all (each result side by side)" in select
+    assert "all, side by side" in select
 
 
 def test_the_admin_only_demo_is_disabled_for_a_member_with_the_reason(signed_in, client, admin, agent_types):
