@@ -199,7 +199,10 @@ def launch_checks(
         )
     )
     if admin_only:
-        what = sorted({f"{e.task or e.field}: {e.message}" for e in admin_only})
+        concerns: dict[str, list[str]] = {}
+        for e in admin_only:
+            concerns.setdefault(e.message if e.task else f"{e.field}: {e.message}", []).append(e.task or "")
+        what = [f"{m} ({', '.join(k for k in keys if k)})" if any(keys) else m for m, keys in concerns.items()]
         checks.append(LaunchCheck("admins only", False, "; ".join(what), tuple(admin_only)))
     found: list[spec.FieldError] = []
     try:

@@ -89,6 +89,7 @@ def test_errors_at_once_linked_summary_and_focus(web, alice, agent_types, shots,
     expect(link).to_be_visible()
     link.click()
     expect(page.locator("#id_spec_text")).to_be_focused()
+    shots(page, "yaml-errors")
     selected = page.evaluate(
         "(() => { const t = document.getElementById('id_spec_text');"
         " return t.value.slice(t.selectionStart, t.selectionEnd); })()"
