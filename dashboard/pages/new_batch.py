@@ -170,7 +170,9 @@ def batch_new(request: HtmxHttpRequest):
     else:
         page = _bound_page(request, catalog)
         _check(page, user=request.user)
-        if launching and page.cost and page.cost["needs_confirm"] and not request.POST.get("confirm_cost"):
+        # Only a plan whose every check passed launches: a spec read as an admin would read it (to show
+        # a member its plan) never does, since its "admins only" check fails.
+        if launching and page.launchable and page.cost["needs_confirm"] and not request.POST.get("confirm_cost"):
             page.cost_unconfirmed = True  # the browser asks before a batch spends much
         elif launching and page.launchable:
             try:
