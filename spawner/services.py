@@ -229,7 +229,8 @@ def launch_checks(
             "directories",
             not places,
             "; ".join(f"{e.where}: {e.field}: {e.message}" if e.task else f"{e.field}: {e.message}" for e in places)
-            or "every working directory exists inside the base directory, and every path prompt stays in it",
+            or f"every working directory exists{' inside the base directory' if confine else ''}, "
+            "and every path prompt stays in it",
             tuple(places),
         )
     )

@@ -252,3 +252,15 @@ def test_the_page_includes_its_script_and_a_spot_for_the_plan_graph():
     template = (ROOT / "templates" / "dashboard" / "batch_new.html").read_text()
     assert "{% block plan_graph %}" in template and "newbatch.js" in template
     assert Path(ROOT / "static" / "newbatch.js").is_file()
+
+
+def test_the_terminals_plan_says_what_a_launch_would_refuse(agent_types, tmp_path, capsys):
+    from django.core.management import call_command
+
+    AgentType.objects.create(name="ghost", argv=["no-such-binary-here", "{prompt}"])
+    path = tmp_path / "ghost.yaml"
+    path.write_text("name: g\ncwd: nowhere\ntasks:\n  - {key: a, agent: ghost, prompt: hi}\n")
+    call_command("spawn", str(path), "--plan")
+    out = capsys.readouterr().out
+    assert "no   agents available: not available here: ghost for a" in out
+    assert "no   directories: cwd: directory" in out and "nowhere does not exist" in out
