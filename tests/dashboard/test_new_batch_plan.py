@@ -56,6 +56,16 @@ def admin_client(client, admin):
     return client
 
 
+@pytest.fixture
+def presets(agent_types):
+    """The preset agent types the examples name (a transactional test before may have emptied them)."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("spawner_presets", stdout=StringIO())
+
+
 def test_an_unavailable_agent_type_fails_its_check_and_disables_launch_with_the_reason(signed_in, agent_types):
     AgentType.objects.create(name="ghost", argv=["no-such-binary-here", "{prompt}"])
     data = form_data({"key": "a", "agent": "ghost", "prompt": "x"}, {"key": "b", "prompt": "y"})
@@ -134,7 +144,7 @@ def test_a_cwd_outside_the_base_directory_says_what_to_write_without_the_servers
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
-def test_every_example_plans_with_checks_that_say_whether_it_launches(admin_client, agent_types, settings, example):
+def test_every_example_plans_with_checks_that_say_whether_it_launches(admin_client, presets, settings, example):
     """From the repository root (the browser's default base directory), as an admin: every check
     passes, except where this server lacks what the example needs (then the check says which)."""
     settings.SPAWNER_WORKDIR = ROOT
@@ -155,7 +165,7 @@ def test_every_example_plans_with_checks_that_say_whether_it_launches(admin_clie
     assert ("disabled" in plan_launch_button(html)) == (not runnable)
 
 
-def test_claude_review_without_claude_says_so_in_the_plan(admin_client, agent_types, settings):
+def test_claude_review_without_claude_says_so_in_the_plan(admin_client, presets, settings):
     if shutil.which("claude"):
         pytest.skip("the claude CLI is installed here")
     settings.SPAWNER_WORKDIR = ROOT
@@ -169,7 +179,7 @@ def test_claude_review_without_claude_says_so_in_the_plan(admin_client, agent_ty
     )
 
 
-def test_a_spec_file_inside_the_base_directory_means_the_same_in_the_terminal(agent_types, settings, tmp_path):
+def test_a_spec_file_inside_the_base_directory_means_the_same_in_the_terminal(presets, settings, tmp_path):
     settings.SPAWNER_WORKDIR = ROOT
     assert services.spec_base_dir(ROOT / "examples" / "review.yaml") == ROOT
     assert services.spec_base_dir(tmp_path / "mine.yaml") == tmp_path
