@@ -304,7 +304,7 @@ def yaml_problems(errors: list[FieldError], general: list[str] = ()) -> list[Pro
         if error.field:
             parts.append(error.field)
         if not parts:
-            parts.append(error.where)
+            parts.append(error.where[:1].upper() + error.where[1:])
         found.append(Problem(", ".join(parts), yaml_message(error), "id_spec_text", line))
     return found + [Problem("Spec", message, "id_spec_text") for message in general]
 

@@ -189,6 +189,7 @@ def batch_new(request: HtmxHttpRequest):
     context = {
         "page": page,
         "starters": starters.offered(catalog["agents"], is_admin=catalog["is_admin"]),
+        "starters_note": starters.coding_note(catalog["agents"], is_admin=catalog["is_admin"]),
         "agents": sorted(catalog["agents"].values(), key=lambda a: a.name),
         "can_launch": permissions.may_launch(request.user),
     }

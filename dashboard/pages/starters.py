@@ -189,6 +189,18 @@ def offered(agents: Mapping[str, AgentInfo], *, is_admin: bool) -> list[dict]:
     return found
 
 
+def coding_note(agents: Mapping[str, AgentInfo], *, is_admin: bool) -> str:
+    """Said under the starting points when none of their coding agents can run here ('' otherwise)."""
+    usable = _usable(agents, is_admin)
+    if any(name in usable for name in CODING_AGENTS):
+        return ""
+    names = ", ".join(n for n in CODING_AGENTS if n in agents) or "none is defined"
+    return (
+        f"No coding agent can run on this server ({names}): the starting points that use one show "
+        "their plan, with the agent types missing, but cannot launch until an admin installs one."
+    )
+
+
 def build(name: str, agents: Mapping[str, AgentInfo], roles, *, is_admin: bool) -> dict | None:
     if name not in STARTERS or (name in ADMIN_ONLY and not is_admin):
         return None

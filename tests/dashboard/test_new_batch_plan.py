@@ -274,3 +274,25 @@ def test_the_terminals_plan_says_what_a_launch_would_refuse(agent_types, tmp_pat
     out = capsys.readouterr().out
     assert "no   agents available: not available here: ghost for a" in out
     assert "no   directories: cwd: directory" in out and "nowhere does not exist" in out
+
+
+def test_with_no_coding_agent_the_starting_points_say_they_cannot_launch(signed_in, presets):
+    from spawner.models import AgentType
+
+    coding = ("claude-code", "codex", "gemini", "aider")
+    if any(t.available for t in AgentType.objects.filter(name__in=coding)):
+        pytest.skip("a coding agent is installed here")
+    html = signed_in.get("/batches/new/").content.decode()
+    assert "No coding agent can run on this server (claude-code, codex, gemini, aider)" in html
+    page = signed_in.get("/batches/new/?start=review").content.decode()
+    data = {"source": "form", "action": "plan", "rows": re.findall(r'name="rows" value="(\w+)"', page)}
+    for name, value in re.findall(r'name="([\w-]+)" value="([^"]*)"', page):
+        data.setdefault(name, html_lib.unescape(value))
+    for name, value in re.findall(r'<textarea name="([\w-]+)"[^>]*>\s*(.*?)</textarea>', page, re.S):
+        data[name] = html_lib.unescape(value)
+    for name, value in re.findall(r'<select name="([\w-]+)"[^>]*>.*?<option value="([^"]*)" selected', page, re.S):
+        data[name] = value
+    response = signed_in.post("/batches/new/", data)
+    planned = response.content.decode()
+    assert launch_checks(planned)["Agents available"][0] is False
+    assert "disabled" in plan_launch_button(planned)
