@@ -510,9 +510,10 @@ def workspace_disk(batch: Batch) -> int:
 
 
 def example_spec(name: str) -> dict | None:
-    """An example batch from `examples/<name>.yaml`, its `cwd` made relative to the browser's base
-    directory (SPAWNER_WORKDIR) instead of the examples directory, for a starting point on the
-    new-batch page. None when there is no such example or it would leave the base directory."""
+    """An example batch from `examples/<name>.yaml`, for a starting point on the new-batch page. Its
+    relative paths start from the project root (see `services.spec_base_dir`); its `cwd` is made
+    relative to the browser's base directory (SPAWNER_WORKDIR). None when there is no such example
+    or it would leave the base directory."""
     import yaml
 
     examples = settings.BASE_DIR / "examples"
@@ -522,7 +523,7 @@ def example_spec(name: str) -> dict | None:
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         return None
-    where = (examples / str(data.get("cwd") or ".")).resolve()
+    where = (settings.BASE_DIR / str(data.get("cwd") or ".")).resolve()
     base = Path(settings.SPAWNER_WORKDIR).resolve()
     if not where.is_relative_to(base):
         return None

@@ -78,8 +78,10 @@ def merge_tree(repo, a: str, b: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.integration
-def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path):
-    # The layout the example expects, in a temp dir: <root>/examples/parallel-coding.yaml, <root>/var/demo-repo.
+def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, settings):
+    # The layout the example expects, in a temp dir: <root>/examples/parallel-coding.yaml, <root>/var/demo-repo;
+    # <root> is the base directory, where the relative paths of a spec file inside it start.
+    settings.SPAWNER_WORKDIR = tmp_path
     (tmp_path / "examples").mkdir()
     spec_file = tmp_path / "examples" / "parallel-coding.yaml"
     shutil.copy(EXAMPLE, spec_file)

@@ -58,7 +58,8 @@ class Command(BaseCommand):
             )
         path = opts["file"]
         text = sys.stdin.read() if path == "-" else self._read(path)
-        base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
+        # Relative paths start from the base directory (the browser's, for a file inside it), else the file's.
+        base_dir = Path.cwd() if path == "-" else services.spec_base_dir(Path(path))
         try:
             batch_spec = services.spec_load(text, is_admin=True)
             checked = None if opts["plan"] else services.batch_check(batch_spec, base_dir)
@@ -68,7 +69,7 @@ class Command(BaseCommand):
                 self.console.print(Text.assemble(("error", "red"), " ", str(error)), soft_wrap=True)
             raise CommandError(f"{path}: {plural(len(exc.errors), 'error')}; nothing was launched") from None
         if opts["plan"]:
-            self._print_plan(batch_spec, sequential=opts["sequential"])
+            self._print_plan(batch_spec, sequential=opts["sequential"], base_dir=base_dir)
             return
         if not reaper.live_clusters():
             self.console.print("[dim]no cluster is running: starting one for this batch[/dim]")
@@ -166,7 +167,7 @@ class Command(BaseCommand):
 
     # --- printing ---------------------------------------------------------------------
 
-    def _print_plan(self, batch_spec: spec.BatchSpec, *, sequential: bool) -> None:
+    def _print_plan(self, batch_spec: spec.BatchSpec, *, sequential: bool, base_dir: Path) -> None:
         plan = services.batch_plan(batch_spec, sequential=sequential or None)
         c = self.console
         mode = "sequential" if sequential else batch_spec.mode
@@ -191,8 +192,11 @@ class Command(BaseCommand):
         for name, ok, detail in plan.checks:
             mark = "[green]ok[/green]  " if ok else "[yellow]warn[/yellow]"
             c.print(f"  {mark} {name}: {escape(detail)}", soft_wrap=True)
-        for warning in batch_spec.warnings:
-            c.print(f"  [yellow]warn[/yellow] {escape(warning)}", soft_wrap=True)
+        # Before launch: what a launch would refuse (agent types this server cannot run, directories, workspace).
+        for check in services.launch_checks(batch_spec, actor=None, base_dir=base_dir, confine=False):
+            if check.name != "permission to launch":
+                mark = "[green]ok[/green]  " if check.ok else "[red]no[/red]  "
+                c.print(f"  {mark} {check.name}: {escape(check.detail)}", soft_wrap=True)
         workers = reaper.live_workers() or settings.SPAWNER_WORKERS
         if batch_spec.max_parallel > workers:
             c.print(
