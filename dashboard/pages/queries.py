@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from dashboard.ids import parse_id
 from dashboard.pages.fanin_queries import batch_fanin
+from dashboard.pages.graph import graph_context
 from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
 from spawner.models import AgentRun, Batch, RunAttempt
@@ -218,6 +219,7 @@ def batch_context(batch: Batch) -> dict:
         "workspace": selectors.workspace_of(batch.id),
         "runs": grid_runs(batch.id),
         "timeline": timeline(batch),
+        **graph_context(batch),  # the dependency graph (dashboard/pages/graph.py)
     }
 
 
@@ -231,6 +233,10 @@ class Bar:
     left: float
     width: float
     seconds: float
+    start: float = 0.0  # seconds after the batch's launch
+    started_at: datetime | None = None
+    exit_code: int | None = None
+    ongoing: bool = False
 
 
 @dataclass
@@ -240,6 +246,7 @@ class Lane:
     status: str
     url: str
     bars: list[Bar] = field(default_factory=list)
+    after: list[int] = field(default_factory=list)  # the lanes (by position) of its dependencies
 
 
 @dataclass
@@ -278,15 +285,16 @@ def timeline(batch: Batch, axis_seconds: float | None = None, now: datetime | No
     span = timeline_span(batch, now)
     axis = max(axis_seconds or span, 1.0)
     url = run_url_template()
-    lanes = {
-        run_id: Lane(run_id, key, status, url.format(run_id))
-        for run_id, key, status in batch.runs.order_by("order").values_list("id", "key", "status")
-    }
+    rows = batch.runs.order_by("order").values_list("id", "key", "status", "depends_on")
+    lanes = {run_id: Lane(run_id, key, status, url.format(run_id), after=deps) for run_id, key, status, deps in rows}
+    position = {lane.key: n for n, lane in enumerate(lanes.values())}
+    for lane in lanes.values():
+        lane.after = [position[d] for d in lane.after or () if d in position]
     attempts = RunAttempt.objects.filter(run__batch_id=batch.id, started_at__isnull=False).values_list(
-        "run_id", "number", "status", "started_at", "finished_at"
+        "run_id", "number", "status", "started_at", "finished_at", "exit_code"
     )
     origin = batch.launched_at
-    for run_id, number, status, started, finished in attempts.order_by("run_id", "number"):
+    for run_id, number, status, started, finished, exit_code in attempts.order_by("run_id", "number"):
         start = (started - origin).total_seconds()
         end = ((finished or now) - origin).total_seconds()
         lanes[run_id].bars.append(
@@ -296,6 +304,10 @@ def timeline(batch: Batch, axis_seconds: float | None = None, now: datetime | No
                 left=round(100 * max(start, 0) / axis, 3),
                 width=round(max(100 * (end - start) / axis, 0.4), 3),
                 seconds=max(end - start, 0.0),
+                start=start,
+                started_at=started,
+                exit_code=exit_code,
+                ongoing=finished is None,
             )
         )
     return Timeline(batch, list(lanes.values()), axis, span, _ticks(axis))

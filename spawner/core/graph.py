@@ -10,6 +10,7 @@ one node. Coordinates are in SVG user units; nothing here knows about HTML.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -109,27 +110,12 @@ def crossings(order: Sequence[Sequence[str]], deps: Graph) -> int:
 
 
 def _inversions(seq: list[int]) -> int:
-    """Pairs i < j with seq[i] > seq[j] (merge sort, n log n)."""
-    count = 0
-    width = 1
-    items = list(seq)
-    n = len(items)
-    while width < n:
-        merged = []
-        for lo in range(0, n, 2 * width):
-            left, right = items[lo : lo + width], items[lo + width : lo + 2 * width]
-            i = j = 0
-            while i < len(left) and j < len(right):
-                if right[j] < left[i]:
-                    merged.append(right[j])
-                    count += len(left) - i
-                    j += 1
-                else:
-                    merged.append(left[i])
-                    i += 1
-            merged += left[i:] + right[j:]
-        items = merged
-        width *= 2
+    """Pairs i < j with seq[i] > seq[j]."""
+    count, seen = 0, []
+    for value in seq:
+        at = bisect_right(seen, value)
+        count += len(seen) - at
+        seen.insert(at, value)
     return count
 
 

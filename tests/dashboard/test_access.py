@@ -32,6 +32,7 @@ READS = {
     "task-row",
     "batch",
     "batch-json",
+    "batch-history",
     "compare",
     "batch-result",
     "batch-result-md",
