@@ -17,7 +17,7 @@ from spawner.core import graph as graph_layout
 from spawner.core import merge_queue as merge_rules
 from spawner.engine import budgets, housekeeping, merging, redaction
 from spawner.models import AgentRun, Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
-from spawner.states import RUN_FAILED, RunStatus
+from spawner.states import RUN_FAILED, RUN_TERMINAL, RunStatus
 
 
 def _aggregation_data(batch: Batch) -> dict | None:
@@ -649,6 +649,8 @@ def batch_history(name: str, page: int = 1, per_page: int = HISTORY_PAGE_SIZE) -
         if key not in keys or place < keys[key]:
             keys[key] = place
     columns = sorted(keys, key=keys.__getitem__)
-    flaky = {key for key in columns if len({cells[i][key]["status"] for i in ids if key in cells[i]}) > 1}
+    # Flaky: a task that ended differently in these batches (a run still going counts for nothing yet).
+    ended = [[c["status"] for i in ids if (c := cells[i].get(key)) and c["status"] in RUN_TERMINAL] for key in columns]
+    flaky = {key for key, states in zip(columns, ended, strict=True) if len(set(states)) > 1}
     rows = [{"batch": b, "cells": [cells[b.id].get(key) for key in columns]} for b in shown.object_list]
     return {"name": name, "page": shown, "columns": columns, "flaky": flaky, "rows": rows}
