@@ -44,6 +44,7 @@ def _drawing(layout, run_ids: dict[str, int] | None, dom_id: str) -> dict:
     legend = [(glyphs.get(state, "·"), _words(state), state, count) for state, count in layout.counts]
     return {
         "dom_id": dom_id,
+        "live": run_ids is not None,  # a batch's graph: edges say whether each dependency is met
         "layout": layout,
         "nodes": nodes,
         "legend": legend,
