@@ -602,12 +602,21 @@ def _graph_deps(rows) -> dict[str, list[str]]:
     return {key: [] for key in deps} if planning.find_cycle(deps) else deps
 
 
+GRAPH_ORDER_CACHE_SECONDS = 3600
+
+
 def batch_graph(batch_id: int):
     """The batch's dependency graph laid out for drawing, and each key's run id (spawner.core.graph)."""
     runs = AgentRun.objects.filter(batch_id=batch_id).order_by("order")
     rows = list(runs.values_list("key", "depends_on", "status", "id"))
     deps = _graph_deps((key, ds) for key, ds, _, _ in rows)
-    layout = graph_layout.layout(deps, {key: status for key, _, status, _ in rows})
+    # A batch's dependencies never change once launched: its order is worked out once.
+    cache_key = f"spawner:graph-order:{batch_id}:{len(rows)}"
+    order = cache.get(cache_key)
+    if order is None or {key for wave in order for key in wave} != deps.keys():
+        order = graph_layout.order_waves(deps)
+        cache.set(cache_key, order, GRAPH_ORDER_CACHE_SECONDS)
+    layout = graph_layout.layout(deps, {key: status for key, _, status, _ in rows}, order=order)
     return layout, {key: run_id for key, _, _, run_id in rows}
 
 

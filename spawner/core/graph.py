@@ -184,14 +184,16 @@ def layout(
     max_waves: int = 16,
     max_nodes: int = 240,
     default_state: str = "pending",
+    order: Sequence[Sequence[str]] | None = None,
 ) -> Layout:
     """Place a dependency graph (no cycle, every dependency a key) for drawing.
 
     `states` maps keys to run states (missing: `default_state`). At most `max_waves` columns
-    and about `max_nodes` nodes are drawn, whatever the size of the graph.
+    and about `max_nodes` nodes are drawn, whatever the size of the graph. `order` is what
+    `order_waves(deps)` returned before (it depends on the dependencies only, not on the states).
     """
     states = states or {}
-    layers = order_waves(deps)
+    layers = [list(w) for w in order] if order is not None else order_waves(deps)
     n_waves = len(layers)
     # The window of waves drawn: the whole graph, or max_waves around the first unfinished wave.
     first, last = 0, n_waves

@@ -112,3 +112,10 @@ def test_long_keys_are_shortened_for_the_label_only():
 def test_an_empty_graph():
     lay = graph.layout({})
     assert lay.nodes == [] and lay.edges == [] and lay.waves == 0
+
+
+def test_a_given_order_is_used_as_is():
+    deps = {"a": [], "b": [], "c": ["a"], "d": ["b"]}
+    lay = graph.layout(deps, order=[["b", "a"], ["d", "c"]])
+    assert [n.key for n in lay.nodes] == ["b", "a", "d", "c"]
+    assert lay.nodes[0].y < lay.nodes[1].y
