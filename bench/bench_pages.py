@@ -95,13 +95,19 @@ def populate(batches: int, runs: int, big_tail: int) -> int:
     return last.id
 
 
+# CPU time of this process per request, beside the wall time: on a machine busy with other work
+# the wall time waits for the CPU, the CPU time does not.
+CPU: dict[str, list[float]] = {}
+
+
 def measure(client, url: str, repeats: int) -> list[float]:
     client.get(url)  # warm: templates compiled, connection open
-    times = []
+    times, cpu = [], CPU.setdefault(url, [])
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         response = client.get(url)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         assert response.status_code == 200, (url, response.status_code)
     return times
 
@@ -168,14 +174,17 @@ def main() -> None:
                 batch_page_times = times
                 assert b'class="graph-svg"' in client.get(url).content, "the batch page has no graph"
             size = len(client.get(url).content)
-            rows.append((name, bc.ms(bc.pct(times, 50)), bc.ms(bc.pct(times, 95)), f"{size / 1024:.0f} KiB"))
+            cpu = bc.ms(bc.pct(CPU[url], 95))
+            rows.append((name, bc.ms(bc.pct(times, 50)), bc.ms(bc.pct(times, 95)), f"{size / 1024:.0f} KiB", cpu))
         topic = BatchTopic(big_id)
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             topic.snapshot()
             times.append(time.perf_counter() - t0)
-        rows.append((f"websocket snapshot, {args.runs:,} runs", bc.ms(bc.pct(times, 50)), bc.ms(bc.pct(times, 95)), ""))
+        rows.append(
+            (f"websocket snapshot, {args.runs:,} runs", bc.ms(bc.pct(times, 50)), bc.ms(bc.pct(times, 95)), "", "")
+        )
         graph_times, graph_size = graph_time(big_id, args.repeats)
         rows.append(
             (
@@ -183,16 +192,18 @@ def main() -> None:
                 bc.ms(bc.pct(graph_times, 50)),
                 bc.ms(bc.pct(graph_times, 95)),
                 f"{graph_size / 1024:.0f} KiB",
+                "",
             )
         )
         print()
         print(f"server time over {args.repeats} requests each (goal: 300 ms)")
-        print(bc.table(rows, ("page", "p50", "p95", "size")))
+        print(bc.table(rows, ("page", "p50", "p95", "size", "CPU p95")))
         page_p95 = bc.pct(batch_page_times, 95)
         verdict = "within" if page_p95 <= 0.150 else "over"
+        cpu_p95 = bc.pct(CPU[f"/batches/{big_id}/"], 95)
         print(
             f"\nbatch page of {args.runs:,} runs, dependency graph included: p95 {bc.ms(page_p95)} "
-            f"({verdict} the 150 ms goal)"
+            f"({verdict} the 150 ms goal); CPU p95 {bc.ms(cpu_p95)}"
         )
         print("\ncommand: .venv/bin/python bench/bench_pages.py " + " ".join(sys.argv[1:]))
     finally:

@@ -160,6 +160,7 @@ class BatchTopic(Topic):
     def snapshot(self) -> list[str]:
         batch = Batch.objects.get(id=self.batch_id)
         context = queries.batch_context(batch)
+        context["timeline"] = queries.timeline(batch)  # whole: a big batch's page waits for it
         blocks = "".join(_render(f"dashboard/batch.html#{name}", context) for name in ("header", "timeline"))
         blocks += _render("dashboard/_graph.html", context)  # the dependency graph
         return [blocks + merging.render_section(batch), _render("dashboard/batch.html#runs", context)]

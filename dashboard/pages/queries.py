@@ -218,7 +218,7 @@ def batch_context(batch: Batch) -> dict:
         **batch_header_context(batch),
         "workspace": selectors.workspace_of(batch.id),
         "runs": grid_runs(batch.id),
-        "timeline": timeline(batch),
+        "timeline": timeline(batch, deferred=batch.runs.count() > TIMELINE_INLINE_LANES),
         **graph_context(batch),  # the dependency graph (dashboard/pages/graph.py)
     }
 
@@ -256,6 +256,12 @@ class Timeline:
     axis_seconds: float
     span_seconds: float
     ticks: list[tuple[float, str]]
+    deferred: bool = False  # lanes not read: the page fetches them when the timeline is scrolled to
+
+
+# A batch page draws at most this many lanes itself; past it the timeline (far below the runs)
+# comes when it is scrolled into view, or with the page's first live update.
+TIMELINE_INLINE_LANES = 200
 
 
 _STEPS = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400]
@@ -279,11 +285,15 @@ def timeline_span(batch: Batch, now: datetime | None = None) -> float:
     return max((now - batch.launched_at).total_seconds(), 0.001)
 
 
-def timeline(batch: Batch, axis_seconds: float | None = None, now: datetime | None = None) -> Timeline:
+def timeline(
+    batch: Batch, axis_seconds: float | None = None, now: datetime | None = None, *, deferred: bool = False
+) -> Timeline:
     """Every attempt of every run on one time axis starting at the batch's launch."""
     now = now or timezone.now()
     span = timeline_span(batch, now)
     axis = max(axis_seconds or span, 1.0)
+    if deferred:
+        return Timeline(batch, [], axis, span, _ticks(axis), deferred=True)
     url = run_url_template()
     rows = batch.runs.order_by("order").values_list("id", "key", "status", "depends_on")
     lanes = {run_id: Lane(run_id, key, status, url.format(run_id), after=deps) for run_id, key, status, deps in rows}

@@ -33,6 +33,7 @@ READS = {
     "batch",
     "batch-json",
     "batch-history",
+    "batch-timeline",
     "compare",
     "batch-result",
     "batch-result-md",

@@ -184,3 +184,15 @@ def test_history_pages_through_fifty_batches_at_a_time(signed_in, member, agent_
 def test_history_needs_a_sign_in(client, db):
     response = client.get("/batches/history/", {"name": "chain"})
     assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_big_batch_page_fetches_its_timeline_when_scrolled_to(signed_in, big_batch):
+    html = signed_in.get(f"/batches/{big_batch.id}/").content.decode()
+    timeline = html[html.index(f'id="timeline-{big_batch.id}"') :]
+    assert f'hx-get="/batches/{big_batch.id}/timeline/" hx-trigger="revealed"' in timeline
+    assert '<div class="lane"' not in html
+    fragment = signed_in.get(f"/batches/{big_batch.id}/timeline/").content.decode()
+    assert fragment.count('<div class="lane"') == 1000 and 'hx-trigger="revealed"' not in fragment
+    # The first live update brings the whole timeline too.
+    snapshot = "".join(BatchTopic(big_batch.id).snapshot())
+    assert snapshot.count('<div class="lane"') == 1000
