@@ -27,7 +27,7 @@ def _drawing(layout, run_ids: dict[str, int] | None, dom_id: str) -> dict:
             line2 = " · ".join(f"{count} {glyphs.get(state, '·')}" for state, count in n.counts)
             detail = ", ".join(f"{count} {_words(state)}" for state, count in n.counts)
             where = n.waves_label or f"wave {n.wave + 1}"
-            title = f"{n.label.lstrip('+')} task{'s' if n.hidden != 1 else ''} not drawn ({where}): {detail}"
+            title = f"{n.hidden} task{'s' if n.hidden != 1 else ''} not drawn one by one ({where}): {detail}"
         nodes.append(
             {
                 "x": f"{n.x:g}",

@@ -196,3 +196,28 @@ def test_a_big_batch_page_fetches_its_timeline_when_scrolled_to(signed_in, big_b
     # The first live update brings the whole timeline too.
     snapshot = "".join(BatchTopic(big_batch.id).snapshot())
     assert snapshot.count('<div class="lane"') == 1000
+
+
+def test_a_long_chain_folds_the_waves_far_from_the_work(signed_in, member, agent_types):
+    now = timezone.now()
+    batch = Batch.objects.create(name="chain", owner=member, spec={}, launched_at=now)
+    AgentRun.objects.bulk_create(
+        AgentRun(
+            batch=batch,
+            key=f"step-{i}",
+            agent_type=agent_types["sh"],
+            timeout=60,
+            order=i,
+            wave=i,
+            depends_on=[f"step-{i - 1}"] if i else [],
+            status="succeeded" if i < 100 else "running" if i == 100 else "pending",
+        )
+        for i in range(300)
+    )
+    html = signed_in.get(f"/batches/{batch.id}/").content.decode()
+    svg = html[html.index(f'id="graph-{batch.id}"') :]
+    svg = svg[: svg.index("</svg>")]
+    assert "<title>step-100: running (wave 101)</title>" in svg
+    assert re.search(r"<title>\d+ tasks not drawn one by one \(waves 1–\d+\): \d+ succeeded</title>", svg)
+    assert re.search(r"<title>\d+ tasks not drawn one by one \(waves \d+–300\): \d+ pending</title>", svg)
+    assert svg.count('<g class="node ') <= 16
