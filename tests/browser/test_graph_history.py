@@ -149,6 +149,14 @@ def test_graph_live_timeline_zoom_and_history(web, alice, agent_types, workdir, 
     expect(small.locator("table.history tbody tr")).to_have_count(2)
     assert small.evaluate("document.documentElement.scrollWidth") <= 390
     keep(shots(small, "history-phone"), "history-phone")
+    small.goto(web.url + "/batches/new/")
+    small.click("#paste summary")
+    small.fill("textarea[name=spec_text]", SPEC)
+    small.click("#paste-form button:has-text('Preview plan')")
+    expect(small.locator("#graph-plan g.node")).to_have_count(5)
+    assert small.evaluate("document.documentElement.scrollWidth") <= 390
+    small.locator("#graph-plan").scroll_into_view_if_needed()
+    keep(shots(small, "plan-phone"), "plan-phone")
     phone.close()
     context.close()
     assert not errors, errors
