@@ -12,9 +12,27 @@
   }
   function body(tl) { return tl.querySelector(".tl-body"); }
 
+  // Ticks for the zoom: about six per screen width (the server drew six for the whole span).
+  var STEPS = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400];
+  function ticks(tl, zoom) {
+    var axis = tl.querySelector(".axis[data-axis]");
+    if (!axis) { return; }
+    if (!axis.dataset.server) { axis.dataset.server = axis.innerHTML; }
+    if (zoom === 1) { axis.innerHTML = axis.dataset.server; return; }
+    var span = +axis.dataset.axis, step = STEPS[STEPS.length - 1];
+    for (var i = 0; i < STEPS.length; i++) { if (span / zoom / STEPS[i] <= 6) { step = STEPS[i]; break; } }
+    var html = "";
+    for (var t = 0; t <= span + 1e-9; t += step) {
+      var label = step < 60 ? (Math.round(t * 10) / 10) + " s" : (Math.round(t / 6) / 10) + " min";
+      html += '<span style="left: ' + (100 * t / span).toFixed(3) + '%">' + label + "</span>";
+    }
+    axis.innerHTML = html;
+  }
+
   function apply(tl) {
     var v = view(tl), b = body(tl);
     tl.style.setProperty("--zoom", v.zoom);
+    ticks(tl, v.zoom);
     var label = tl.querySelector(".tl-zoom");
     if (label) { label.textContent = (Math.round(v.zoom * 10) / 10) + "×"; }
     var box = tl.querySelector("[data-edges]");
@@ -35,6 +53,7 @@
     var t = (b.scrollLeft + x - keyWidth) / Math.max(track, 1);  // 0..1 along the time axis
     v.zoom = next;
     tl.style.setProperty("--zoom", next);
+    ticks(tl, next);
     var newTrack = inner.offsetWidth - keyWidth;
     v.scroll = Math.max(0, t * newTrack + keyWidth - x);
     apply(tl);

@@ -100,6 +100,8 @@ def test_graph_live_timeline_zoom_and_history(web, alice, agent_types, workdir, 
     timeline.locator(".tl-body").focus()
     page.keyboard.press("+")
     expect(timeline.locator(".tl-zoom")).to_have_text("4×")
+    ticks = timeline.locator(".axis span").count()
+    assert ticks > 6, "a zoomed axis has finer ticks"
     body = timeline.locator(".tl-body")
     assert body.evaluate("e => e.scrollWidth > e.clientWidth"), "a zoomed timeline scrolls sideways in its box"
     page.keyboard.press("ArrowRight")
