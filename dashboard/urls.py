@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import ids  # noqa: F401  (registers <id:...>)
-from dashboard.pages import actions, escalations, logs, merging, new_batch, results, stats, views
+from dashboard.pages import actions, escalations, history, logs, merging, new_batch, results, stats, timeline, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -13,6 +13,8 @@ urlpatterns = [
     path("batches/new/", new_batch.batch_new, name="batch-new"),
     path("batches/new/row/", new_batch.task_row, name="task-row"),
     path("batches/<id:batch_id>/", views.batch_detail, name="batch"),
+    path("batches/history/", history.batch_history, name="batch-history"),
+    path("batches/<id:batch_id>/timeline/", timeline.batch_timeline, name="batch-timeline"),
     path("batches/<id:batch_id>.json", views.batch_json, name="batch-json"),
     path("batches/<id:batch_id>/compare/", views.compare, name="compare"),
     path("batches/<id:batch_id>/cancel/", actions.batch_cancel, name="batch-cancel"),

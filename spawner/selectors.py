@@ -15,11 +15,12 @@ from django.core.cache import cache
 from spawner import spec
 from spawner.core import aggregation, changes, logview, masking, planning, pricing
 from spawner.core import budget as budget_rules
+from spawner.core import graph as graph_layout
 from spawner.core import merge_queue as merge_rules
 from spawner.core import review as review_rules
 from spawner.engine import budgets, housekeeping, merging, redaction
-from spawner.models import Batch, Escalation, MergeStep, RunAttempt, Workspace
-from spawner.states import RUN_FAILED, RunStatus
+from spawner.models import AgentRun, Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
+from spawner.states import RUN_FAILED, RUN_TERMINAL, RunStatus
 
 
 def _aggregation_data(batch: Batch) -> dict | None:
@@ -707,7 +708,8 @@ def agent_stats(*, group_by: str = "agent_type", period: str | None = "30", sort
 # --- end of stats ----------------------------------------------------------------------------------
 
 
-# === timings: one set of definitions (spawner.core.timings) for every page and the CLI ============
+# === timings: one set of definitions (spawner.core.timings) for every page and the CLI =====
+
 
 
 def batch_timings(batch: Batch, *, now=None, own_pass: bool = False) -> dict:
@@ -776,3 +778,75 @@ def run_elapsed(run, *, now=None) -> float | None:
         now=now.timestamp(),
         running=run.status == RunStatus.RUNNING,
     )
+=======
+# --- the dependency graph and the history of a batch name -------------------------------------------
+
+
+def _graph_deps(rows) -> dict[str, list[str]]:
+    """key -> dependencies among the keys present; none at all if the stored graph had a cycle."""
+    deps = {key: list(ds or []) for key, ds in rows}
+    deps = {key: [d for d in ds if d in deps and d != key] for key, ds in deps.items()}
+    return {key: [] for key in deps} if planning.find_cycle(deps) else deps
+
+
+GRAPH_ORDER_CACHE_SECONDS = 3600
+
+
+def batch_graph(batch_id: int):
+    """The batch's dependency graph laid out for drawing, and each key's run id (spawner.core.graph)."""
+    runs = AgentRun.objects.filter(batch_id=batch_id).order_by("order")
+    rows = list(runs.values_list("key", "depends_on", "status", "id"))
+    deps = _graph_deps((key, ds) for key, ds, _, _ in rows)
+    # A batch's dependencies never change once launched: its order is worked out once.
+    cache_key = f"spawner:graph-order:{batch_id}:{len(rows)}"
+    order = cache.get(cache_key)
+    if order is None or {key for wave in order for key in wave} != deps.keys():
+        order = graph_layout.order_waves(deps)
+        cache.set(cache_key, order, GRAPH_ORDER_CACHE_SECONDS)
+    layout = graph_layout.layout(deps, {key: status for key, _, status, _ in rows}, order=order)
+    return layout, {key: run_id for key, _, _, run_id in rows}
+
+
+def plan_graph(batch_spec: spec.BatchSpec):
+    """A spec's dependency graph before launch: every task "planned"."""
+    deps = _graph_deps((t.key, t.depends_on) for t in batch_spec.tasks)
+    return graph_layout.layout(deps, default_state="planned")
+
+
+def state_glyphs() -> dict[str, str]:
+    """The glyph of each run or attempt state: the pages never tell a state by colour alone."""
+    return graph_layout.GLYPHS
+
+
+HISTORY_PAGE_SIZE = 50
+
+
+def batch_history(name: str, page: int = 1, per_page: int = HISTORY_PAGE_SIZE) -> dict:
+    """The batches of one name, newest first, a page of them, with each task's run as a cell.
+
+    Columns are the task keys over those batches (the newest batch's order first); a cell is
+    None where a batch had no such task.
+    """
+    from django.core.paginator import Paginator
+
+    batches = Batch.objects.filter(name=name).only("id", "name", "status", "launched_at", "wall_seconds")
+    batches = batches.order_by("-id")
+    shown = Paginator(batches, per_page).get_page(page)
+    ids = [b.id for b in shown.object_list]
+    runs = AgentRun.objects.filter(batch_id__in=ids).values_list(
+        "batch_id", "id", "key", "status", "duration_seconds", "attempt", "order"
+    )
+    cells: dict[int, dict[str, dict]] = {i: {} for i in ids}
+    keys: dict[str, tuple[int, int]] = {}  # key -> (how new its newest batch is, its order there)
+    rank = {batch_id: n for n, batch_id in enumerate(ids)}
+    for batch_id, run_id, key, status, duration, attempt, order in runs:
+        cells[batch_id][key] = {"run_id": run_id, "status": status, "seconds": duration, "attempt": attempt}
+        place = (rank[batch_id], order)
+        if key not in keys or place < keys[key]:
+            keys[key] = place
+    columns = sorted(keys, key=keys.__getitem__)
+    # Flaky: a task that ended differently in these batches (a run still going counts for nothing yet).
+    ended = [[c["status"] for i in ids if (c := cells[i].get(key)) and c["status"] in RUN_TERMINAL] for key in columns]
+    flaky = {key for key, states in zip(columns, ended, strict=True) if len(set(states)) > 1}
+    rows = [{"batch": b, "cells": [cells[b.id].get(key) for key in columns]} for b in shown.object_list]
+    return {"name": name, "page": shown, "columns": columns, "flaky": flaky, "rows": rows}

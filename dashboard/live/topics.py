@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.template.loader import render_to_string
 
-from dashboard.pages import diffs, fanin_queries, merging, queries
+from dashboard.pages import diffs, fanin_queries, graph, merging, queries
 from spawner import permissions
 from spawner.models import AgentRun, Batch
 from spawner.states import ESCALATION_EVENTS, FANIN_EVENTS, MERGE_EVENTS, EventKind
@@ -157,6 +157,7 @@ class BatchTopic(Topic):
         timeline_due = now - self.timeline_sent >= self.timeline_interval or batch.status != "running"
         if self.timeline_pending and timeline_due:
             blocks.append(_render("dashboard/batch.html#timeline", {"timeline": queries.timeline(batch)}))
+            blocks.append(_render("dashboard/_graph.html", graph.graph_context(batch)))  # node states
             self.timeline_pending, self.timeline_sent = False, now
         self.pending = bool(self.runs or self.header or self.timeline_pending)
         return [m for m in ("".join(blocks), rows) if m]
@@ -164,7 +165,9 @@ class BatchTopic(Topic):
     def snapshot(self) -> list[str]:
         batch = Batch.objects.get(id=self.batch_id)
         context = {**queries.batch_context(batch), "may": self.may}
+        context["timeline"] = queries.timeline(batch)  # whole: a big batch's page waits for it
         blocks = "".join(_render(f"dashboard/batch.html#{name}", context) for name in ("header", "timeline"))
+        blocks += _render("dashboard/_graph.html", context)  # the dependency graph
         return [blocks + merging.render_section(batch, self.may), _render("dashboard/batch.html#runs", context)]
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from dashboard.ids import parse_id
 from dashboard.pages.fanin_queries import batch_fanin
+from dashboard.pages.graph import graph_context
 from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
 from spawner.models import AgentRun, Batch, Escalation, RunAttempt
@@ -236,7 +237,8 @@ def batch_context(batch: Batch) -> dict:
         **batch_header_context(batch),
         "workspace": selectors.workspace_of(batch.id),
         "runs": grid_runs(batch.id),
-        "timeline": timeline(batch),
+        "timeline": timeline(batch, deferred=batch.runs.count() > TIMELINE_INLINE_LANES),
+        **graph_context(batch),  # the dependency graph (dashboard/pages/graph.py)
     }
 
 
@@ -250,6 +252,10 @@ class Bar:
     left: float
     width: float
     seconds: float
+    start: float = 0.0  # seconds after the batch's launch
+    started_at: datetime | None = None
+    exit_code: int | None = None
+    ongoing: bool = False
 
 
 @dataclass
@@ -259,6 +265,7 @@ class Lane:
     status: str
     url: str
     bars: list[Bar] = field(default_factory=list)
+    after: list[int] = field(default_factory=list)  # the lanes (by position) of its dependencies
 
 
 @dataclass
@@ -268,6 +275,12 @@ class Timeline:
     axis_seconds: float
     span_seconds: float
     ticks: list[tuple[float, str]]
+    deferred: bool = False  # lanes not read: the page fetches them when the timeline is scrolled to
+
+
+# A batch page draws at most this many lanes itself; past it the timeline (far below the runs)
+# comes when it is scrolled into view, or with the page's first live update.
+TIMELINE_INLINE_LANES = 200
 
 
 _STEPS = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400]
@@ -291,21 +304,26 @@ def timeline_span(batch: Batch, now: datetime | None = None) -> float:
     return max((now - batch.launched_at).total_seconds(), 0.001)
 
 
-def timeline(batch: Batch, axis_seconds: float | None = None, now: datetime | None = None) -> Timeline:
+def timeline(
+    batch: Batch, axis_seconds: float | None = None, now: datetime | None = None, *, deferred: bool = False
+) -> Timeline:
     """Every attempt of every run on one time axis starting at the batch's launch."""
     now = now or timezone.now()
     span = timeline_span(batch, now)
     axis = max(axis_seconds or span, 1.0)
+    if deferred:
+        return Timeline(batch, [], axis, span, _ticks(axis), deferred=True)
     url = run_url_template()
-    lanes = {
-        run_id: Lane(run_id, key, status, url.format(run_id))
-        for run_id, key, status in batch.runs.order_by("order").values_list("id", "key", "status")
-    }
+    rows = batch.runs.order_by("order").values_list("id", "key", "status", "depends_on")
+    lanes = {run_id: Lane(run_id, key, status, url.format(run_id), after=deps) for run_id, key, status, deps in rows}
+    position = {lane.key: n for n, lane in enumerate(lanes.values())}
+    for lane in lanes.values():
+        lane.after = [position[d] for d in lane.after or () if d in position]
     attempts = RunAttempt.objects.filter(run__batch_id=batch.id, started_at__isnull=False).values_list(
-        "run_id", "number", "status", "started_at", "finished_at"
+        "run_id", "number", "status", "started_at", "finished_at", "exit_code"
     )
     origin = batch.launched_at
-    for run_id, number, status, started, finished in attempts.order_by("run_id", "number"):
+    for run_id, number, status, started, finished, exit_code in attempts.order_by("run_id", "number"):
         start = (started - origin).total_seconds()
         end = ((finished or now) - origin).total_seconds()
         lanes[run_id].bars.append(
@@ -315,6 +333,10 @@ def timeline(batch: Batch, axis_seconds: float | None = None, now: datetime | No
                 left=round(100 * max(start, 0) / axis, 3),
                 width=round(max(100 * (end - start) / axis, 0.4), 3),
                 seconds=max(end - start, 0.0),
+                start=start,
+                started_at=started,
+                exit_code=exit_code,
+                ongoing=finished is None,
             )
         )
     return Timeline(batch, list(lanes.values()), axis, span, _ticks(axis))

@@ -32,6 +32,8 @@ READS = {
     "task-row",
     "batch",
     "batch-json",
+    "batch-history",
+    "batch-timeline",
     "compare",
     "batch-result",
     "batch-result-md",
