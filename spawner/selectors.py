@@ -19,7 +19,7 @@ from spawner.core import graph as graph_layout
 from spawner.core import merge_queue as merge_rules
 from spawner.core import review as review_rules
 from spawner.engine import budgets, housekeeping, merging, redaction
-from spawner.models import AgentRun, Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
+from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, RunStatus
 
 
@@ -708,8 +708,7 @@ def agent_stats(*, group_by: str = "agent_type", period: str | None = "30", sort
 # --- end of stats ----------------------------------------------------------------------------------
 
 
-# === timings: one set of definitions (spawner.core.timings) for every page and the CLI =====
-
+# --- timings: one set of definitions (spawner.core.timings) for every page and the CLI ------------
 
 
 def batch_timings(batch: Batch, *, now=None, own_pass: bool = False) -> dict:
@@ -778,7 +777,8 @@ def run_elapsed(run, *, now=None) -> float | None:
         now=now.timestamp(),
         running=run.status == RunStatus.RUNNING,
     )
-=======
+
+
 # --- the dependency graph and the history of a batch name -------------------------------------------
 
 
