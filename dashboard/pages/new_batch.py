@@ -42,7 +42,6 @@ class Page:
     plan: selectors.Plan | None = None
     batch_spec: selectors.BatchSpec | None = None
     spec_text: str = ""
-    all_blank: bool = False  # every task row was left empty
     cost: dict | None = None  # the estimated cost (selectors.plan_cost)
     cost_unconfirmed: bool = False  # a launch above SPAWNER_CONFIRM_COST_USD without the box ticked
     checks: list[services.LaunchCheck] = field(default_factory=list)  # before launch: each must pass
@@ -121,7 +120,6 @@ def _bound_page(request, catalog: dict) -> Page:
     page.batch_form.is_valid()
     rows_valid = all([f.is_valid() for f in task_forms])
     filled = [f for f in task_forms if not (f.is_valid() and f.is_blank())]
-    page.all_blank = rows_valid and not filled
     page.task_forms = filled or task_forms
     if rows_valid:
         # Written even when a batch field is refused, so the spec's checks run too: every error at once.
