@@ -4,7 +4,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import ids  # noqa: F401  (registers <id:...>)
-from dashboard.pages import actions, escalations, history, merging, new_batch, results, stats, timeline, views
+from dashboard.pages import actions, escalations, history, logs, merging, new_batch, results, stats, timeline, views
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -40,6 +40,8 @@ urlpatterns = [
     path("runs/<id:run_id>/retry/", actions.run_retry, name="run-retry"),
     path("runs/<id:run_id>/attempts/<id:number>/log/", views.run_log, name="run-log"),
     path("runs/<id:run_id>/attempts/<id:number>/log/download/", views.run_log_download, name="run-log-download"),
+    path("runs/<id:run_id>/attempts/<id:number>/lines/", logs.log_lines, name="run-log-lines"),
+    path("runs/<id:run_id>/attempts/<id:number>/search/", logs.log_search, name="run-log-search"),
     path("runs/<id:run_id>/attempts/<id:number>/diff/", views.run_diff, name="run-diff"),
     path("runs/<id:run_id>/attempts/<id:number>/diff/download/", views.run_diff_download, name="run-diff-download"),
 ]

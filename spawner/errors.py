@@ -26,7 +26,9 @@ class FieldError:
     message: str
     task: str | None = None  # the task's key, when it has one
     index: int | None = None  # the task's position in `tasks`, from 0
-    line: int | None = None  # in the spec's text, from 1
+    line: int | None = None  # in the spec's text, from 1: the task's line for a task's field
+    at_line: int | None = None  # the line of the field itself, when known (a page points there)
+    admin_only: bool = False  # wrong only because the actor is not an admin (an admin could launch it)
 
     def __str__(self) -> str:
         field_part = f"{self.field}: " if self.field else ""

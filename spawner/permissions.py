@@ -87,3 +87,37 @@ def admin_only_refusal(user, runs: Iterable) -> str:
         return ""
     names = sorted({r.agent_type.name for r in runs if r.agent_type.admin_only})
     return f"only an admin may run {', '.join(names)} again" if names else ""
+
+
+def may_retry_run(user, run) -> bool:
+    """A person's retry of one run: the launch permission, and an admin for an admin-only type."""
+    return may_launch(user) and not admin_only_refusal(user, [run])
+
+
+class May(dict):
+    """What one reader may do on one page, for the templates: `may.launch`, and `may.why.launch`
+    (the reason it is refused, to show in place of the button). A dict, so a page's context and the
+    live relay's (one per kind of reader) carry the same thing."""
+
+    @property
+    def key(self) -> str:
+        """A short name for this set of rights: readers with the same one may share live fragments."""
+        return "".join("1" if self[name] else "0" for name in sorted(self) if name != "why")
+
+
+def page_may(user, batch=None) -> May:
+    """Everything the dashboard's buttons ask about, for one reader (and one batch, for cancelling)."""
+    found = May(
+        launch=may_launch(user),
+        cancel=may_cancel(user, batch),
+        admin=may_run_admin_only(user),
+        resolve=may_resolve_escalations(user),
+        review=may_review(user),
+    )
+    found["why"] = {name: REFUSALS[TOKENS[name]] for name in TOKENS if not found[name]}
+    return found
+
+
+def allows(may: dict, needs: str) -> bool:
+    """Whether every right named in `needs` ("resolve launch") is granted in `may`."""
+    return all(may.get(name, False) for name in needs.split())

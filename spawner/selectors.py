@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -11,12 +13,13 @@ from django.conf import settings
 from django.core.cache import cache
 
 from spawner import spec
-from spawner.core import aggregation, changes, masking, planning, pricing
+from spawner.core import aggregation, changes, logview, masking, planning, pricing
 from spawner.core import budget as budget_rules
 from spawner.core import graph as graph_layout
 from spawner.core import merge_queue as merge_rules
+from spawner.core import review as review_rules
 from spawner.engine import budgets, housekeeping, merging, redaction
-from spawner.models import AgentRun, Batch, Escalation, MergeStep, Review, RunAttempt, Workspace
+from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, RunStatus
 
 
@@ -96,18 +99,20 @@ def batches_progress(batch_ids) -> dict[int, dict[str, int]]:
     return progress
 
 
+def review_summary(batch: Batch):
+    """Who approved, how many approvals count (SPAWNER REVIEW_APPROVALS, REVIEW_OWNER_COUNTS), the state."""
+    rows = batch.reviews.order_by("id").values_list("author_id", "author__username", "decision")
+    return review_rules.summarise(
+        list(rows),
+        owner_id=batch.owner_id,
+        needed=settings.SPAWNER.get("REVIEW_APPROVALS", 1),
+        owner_counts=settings.SPAWNER.get("REVIEW_OWNER_COUNTS", False),
+    )
+
+
 def review_state(batch: Batch) -> str:
     """approved, changes_requested or pending: each reviewer's latest decision counts."""
-    latest: dict[int, str] = {}
-    for author_id, decision in batch.reviews.exclude(decision=Review.Decision.COMMENT).values_list(
-        "author_id", "decision"
-    ):
-        latest[author_id] = decision
-    if Review.Decision.REQUEST_CHANGES in latest.values():
-        return "changes_requested"
-    if Review.Decision.APPROVE in latest.values():
-        return "approved"
-    return "pending"
+    return review_summary(batch).state
 
 
 def open_escalations_count() -> int:
@@ -130,6 +135,116 @@ def log_range(path, start: int, end: int, secrets: list[str]) -> bytes:
 def log_masker(secrets: list[str]) -> masking.StreamMasker:
     """A masker for a log streamed chunk by chunk: feed() each chunk, finish() at the end."""
     return masking.StreamMasker(secrets)
+
+
+# --- the log viewer: an attempt's log as numbered lines, paged, searched, stderr marked -----------
+# The line index of each log this process has looked at is kept (a few numbers per thousand lines)
+# and extended as the log grows; a log rewritten in place (masked at the end) is indexed again.
+
+_LOG_INDEXES: OrderedDict[str, tuple[int, logview.LineIndex]] = OrderedDict()
+_LOG_INDEXES_KEPT = 64
+_LOG_INDEX_LOCK = threading.Lock()
+
+
+log_page_count = logview.page_count
+log_page_of_line = logview.page_of_line
+log_page_span = logview.page_span
+log_tail_span = logview.tail_span
+LogQueryError = logview.BadQuery
+
+
+def log_parse_number(value: str | None, name: str) -> int | None:
+    """A page or line number from a query string (LogQueryError naming the field when it is not one)."""
+    return logview.parse_positive(value, name)
+
+
+def log_clean_query(value: str | None) -> str:
+    """The plain text to search a log for (LogQueryError when it is too long)."""
+    return logview.clean_query(value)
+
+
+def log_index(path: Path) -> logview.LineIndex | None:
+    """The log's line index, up to date with the file as it is now; None without a readable file."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if not path.is_file():
+        return None
+    key = str(path)
+    with _LOG_INDEX_LOCK:
+        kept = _LOG_INDEXES.get(key)
+        index = kept[1] if kept and kept[0] == stat.st_ino and kept[1].size <= stat.st_size else None
+        if index is None:
+            index = logview.LineIndex()
+        if index.size < stat.st_size:
+            with open(path, "rb") as f:
+                reader = _file_reader(f)
+                for piece in logview.line_chunks(reader, stat.st_size, start=index.size):
+                    if not piece.endswith(b"\n") and len(piece) < 4 * logview.SEARCH_CHUNK_BYTES:
+                        break  # the last line is still being written: index it once it ends
+                    index.feed(piece)
+        index.file_size = stat.st_size
+        _LOG_INDEXES[key] = (stat.st_ino, index)
+        _LOG_INDEXES.move_to_end(key)
+        while len(_LOG_INDEXES) > _LOG_INDEXES_KEPT:
+            _LOG_INDEXES.popitem(last=False)
+        return index
+
+
+def _file_reader(f):
+    def read(offset: int, size: int) -> bytes:
+        f.seek(offset)
+        return f.read(size)
+
+    return read
+
+
+def log_file(attempt) -> Path | None:
+    """The attempt's log if this server can read it (it may live on a worker's disk)."""
+    path = Path(attempt.log_path) if attempt is not None and attempt.log_path else None
+    return path if path is not None and path.is_file() else None
+
+
+def _line_masker(secrets: list[str]):
+    bsecrets = masking.as_bytes(secrets)
+    return (lambda raw: masking.mask(raw, bsecrets)) if bsecrets else None
+
+
+def log_lines(attempt, first: int, last: int) -> list[logview.Line]:
+    """Lines first..last of the attempt's log, masked, stderr marked (empty without the file)."""
+    path = log_file(attempt)
+    index = log_index(path) if path else None
+    if index is None:
+        return []
+    with open(path, "rb") as f:
+        lines = logview.read_lines(_file_reader(f), index, first, last, mask=_line_masker(log_secrets(attempt)))
+    logview.mark_stderr(lines, log_stderr_ranges(path))
+    return lines
+
+
+def log_stderr_ranges(path: Path) -> list[tuple[int, int]]:
+    """The byte ranges of the log that the agent wrote to stderr (the runner's sidecar)."""
+    try:
+        with open(logview.stderr_path(path), "rb") as f:
+            return logview.parse_ranges(f.read(logview.STDERR_INDEX_MAX_BYTES).decode("ascii", "replace"))
+    except OSError:
+        return []
+
+
+def log_search(attempt, query: str) -> logview.SearchResult | None:
+    """Lines of the attempt's log holding `query` (plain text, masked log); None without the file."""
+    path = log_file(attempt)
+    if path is None:
+        return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None
+    mask = _line_masker(log_secrets(attempt))
+    with open(path, "rb") as f:
+        chunks = logview.line_chunks(_file_reader(f), size)
+        return logview.search((mask(c) for c in chunks) if mask else chunks, query)
 
 
 # --- what the pages need to know of specs, plans and results --------------------------------------
@@ -396,9 +511,10 @@ def workspace_disk(batch: Batch) -> int:
 
 
 def example_spec(name: str) -> dict | None:
-    """An example batch from `examples/<name>.yaml`, its `cwd` made relative to the browser's base
-    directory (SPAWNER_WORKDIR) instead of the examples directory, for a starting point on the
-    new-batch page. None when there is no such example or it would leave the base directory."""
+    """An example batch from `examples/<name>.yaml`, for a starting point on the new-batch page. Its
+    relative paths start from the project root (see `services.spec_base_dir`); its `cwd` is made
+    relative to the browser's base directory (SPAWNER_WORKDIR). None when there is no such example
+    or it would leave the base directory."""
     import yaml
 
     examples = settings.BASE_DIR / "examples"
@@ -408,7 +524,7 @@ def example_spec(name: str) -> dict | None:
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict):
         return None
-    where = (examples / str(data.get("cwd") or ".")).resolve()
+    where = (settings.BASE_DIR / str(data.get("cwd") or ".")).resolve()
     base = Path(settings.SPAWNER_WORKDIR).resolve()
     if not where.is_relative_to(base):
         return None
@@ -590,6 +706,77 @@ def agent_stats(*, group_by: str = "agent_type", period: str | None = "30", sort
 
 
 # --- end of stats ----------------------------------------------------------------------------------
+
+
+# --- timings: one set of definitions (spawner.core.timings) for every page and the CLI ------------
+
+
+def batch_timings(batch: Batch, *, now=None, own_pass: bool = False) -> dict:
+    """A batch's wall (busy), since launch, idle, work, critical path, parallelism and efficiency, as
+    seconds and ratios, with `running` (the figures grow) and what its own pass leaves out.
+
+    An ended batch's figures are those stored at its end (no query), unless `own_pass` asks for the
+    like-for-like basis of a comparison (a person's retries left out)."""
+    from django.utils import timezone
+
+    from spawner.engine import dispatch
+    from spawner.states import BatchStatus
+
+    running = batch.status == BatchStatus.RUNNING
+    end = batch.finished_at if not running and batch.finished_at else (now or timezone.now())
+    m = dispatch.batch_measure(batch, end=end, own_pass=True) if own_pass else None
+    if not running and (m is None or not m.left_out) and batch.wall_seconds is not None:
+        # What the batch stored at its end: the same definitions, and what its own page shows.
+        since = max(0.0, (end - batch.launched_at).total_seconds())
+        wall = batch.wall_seconds
+        return {
+            "running": False,
+            "wall": wall,
+            "since_launch": since,
+            "idle": max(0.0, since - wall),
+            "work": batch.sum_seconds,
+            "critical_path": batch.critical_path_seconds,
+            "parallelism": batch.speedup,
+            "efficiency": batch.efficiency,
+            "left_out": 0,
+            "left_out_work": 0.0,
+        }
+    # While it runs the pages show its clock only: the ratios wait for its end.
+    m = m or dispatch.batch_measure(batch, end=end, work=not running)
+    return {
+        "running": running,
+        "wall": m.wall,
+        "since_launch": m.since_launch,
+        "idle": m.idle,
+        "work": m.work if not running or own_pass else None,
+        "critical_path": m.critical_path if not running or own_pass else None,
+        "parallelism": m.parallelism if not running or own_pass else None,
+        "efficiency": m.efficiency if not running or own_pass else None,
+        "left_out": m.left_out,
+        "left_out_work": m.left_out_work,
+    }
+
+
+def measured_speedup(*, sequential_wall: float | None, parallel_wall: float | None) -> float | None:
+    """The sequential re-run's wall over the parallel batch's wall (spawner.core.timings.speedup)."""
+    from spawner.core import timings
+
+    return timings.speedup(sequential_wall=sequential_wall, parallel_wall=parallel_wall)
+
+
+def run_elapsed(run, *, now=None) -> float | None:
+    """A run's duration so far: its ended attempts, plus the running one up to now."""
+    from django.utils import timezone
+
+    from spawner.core import timings
+
+    now = now or timezone.now()
+    return timings.run_elapsed(
+        recorded=run.duration_seconds,
+        started=run.started_at.timestamp() if run.started_at else None,
+        now=now.timestamp(),
+        running=run.status == RunStatus.RUNNING,
+    )
 
 
 # --- the dependency graph and the history of a batch name -------------------------------------------

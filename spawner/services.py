@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from statistics import median
@@ -88,25 +89,34 @@ def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = F
     Returns the resolved working directories of the batch and of each task; pass them to
     `batch_launch(checked=...)` so the launch does not check again.
     """
-    errors = [spec.FieldError(f"task '{key}'", "agent", why, key) for key, why in batch_spec.unavailable]
+    index = {t.key: i for i, t in enumerate(batch_spec.tasks)}
+    errors = [
+        spec.FieldError(f"task '{key}'", "agent", why, key, index.get(key)) for key, why in batch_spec.unavailable
+    ]
     base = base_dir.resolve()
     batch_cwd = (base / batch_spec.cwd).resolve()
     outside = confine and not batch_cwd.is_relative_to(base)
+
+    def shown(path: Path) -> str:
+        # A browser user is told paths relative to the base directory, never the server's own.
+        return repr(os.path.relpath(path, base)) if confine and path.is_relative_to(base) else str(path)
+
     if outside:
-        errors.append(spec.FieldError("batch", "cwd", f"must stay inside {base}"))
-    if not batch_cwd.is_dir():
-        errors.append(spec.FieldError("batch", "cwd", f"directory {batch_cwd} does not exist"))
+        errors.append(spec.FieldError("batch", "cwd", _outside(batch_spec.cwd)))
+    elif not batch_cwd.is_dir():
+        errors.append(spec.FieldError("batch", "cwd", f"directory {shown(batch_cwd)} does not exist"))
     if len(str(batch_cwd)) > spec.MAX_CWD_CHARS:
         errors.append(spec.FieldError("batch", "cwd", f"the full path is over {spec.MAX_CWD_CHARS} characters"))
     task_cwds = {}
     for t in batch_spec.tasks:
         path = (batch_cwd / t.cwd).resolve()
+        where = f"task '{t.key}'"
         if outside:
             pass  # said once, for the batch
         elif confine and not path.is_relative_to(base):
-            errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"must stay inside {base}", t.key))
+            errors.append(spec.FieldError(where, "cwd", _outside(t.cwd), t.key, index[t.key]))
         elif t.cwd and not path.is_dir():
-            errors.append(spec.FieldError(f"task '{t.key}'", "cwd", f"directory {path} does not exist", t.key))
+            errors.append(spec.FieldError(where, "cwd", f"directory {shown(path)} does not exist", t.key, index[t.key]))
         elif len(str(path)) > spec.MAX_CWD_CHARS:
             message = f"the full path is over {spec.MAX_CWD_CHARS} characters"
             errors.append(spec.FieldError(f"task '{t.key}'", "cwd", message, t.key))
@@ -120,6 +130,126 @@ def batch_check(batch_spec: spec.BatchSpec, base_dir: Path, *, confine: bool = F
     if errors:
         raise spec.SpecInvalid(errors)
     return batch_cwd, task_cwds
+
+
+def _outside(cwd: str) -> str:
+    return (
+        f"{cwd!r} leads outside the base directory, and a path must stay inside it (relative paths "
+        "start there: the project root unless SPAWNER_WORKDIR says otherwise): write '.' for the base "
+        "directory itself, or a folder inside it such as 'src'"
+    )
+
+
+def spec_base_dir(spec_file: Path) -> Path:
+    """Where the relative paths of a spec file start: the base directory (SPAWNER_WORKDIR, the one
+    the browser uses) when the file is inside it, so a spec of the project means the same in the
+    terminal and in the browser; otherwise the file's own directory."""
+    base = Path(settings.SPAWNER_WORKDIR).resolve()
+    folder = spec_file.resolve().parent
+    return base if folder.is_relative_to(base) else folder
+
+
+# --- before launch: what a plan shows, so that a plan with every check passed launches --------
+
+
+@dataclasses.dataclass(frozen=True)
+class LaunchCheck:
+    """One reason a launch could be refused, checked at plan time: passed, or why not."""
+
+    name: str
+    ok: bool
+    detail: str
+    errors: tuple[spec.FieldError, ...] = ()  # each on the field it concerns
+
+
+def spec_load_for(text: str, *, actor) -> tuple[spec.BatchSpec, list[spec.FieldError]]:
+    """Read a spec for this person's plan: (the spec, what in it only an admin may launch).
+
+    A spec whose only errors are that its author is not an admin (the shell agent type, a webhook,
+    a workspace's setup or gate) is read as an admin would, so its plan shows; `launch_checks` then
+    refuses it, with those errors as the reason."""
+    is_admin = actor is None or permissions.may_run_admin_only(actor)
+    try:
+        return spec_load(text, is_admin=is_admin), []
+    except spec.SpecInvalid as exc:
+        if is_admin or not exc.errors or not all(e.admin_only for e in exc.errors):
+            raise
+        refused = exc.errors
+    return spec_load(text, is_admin=True), refused
+
+
+def launch_checks(
+    batch_spec: spec.BatchSpec,
+    *,
+    actor,
+    base_dir: Path,
+    confine: bool = True,
+    admin_only: list[spec.FieldError] | tuple = (),
+) -> list[LaunchCheck]:
+    """Everything `batch_launch` (and the page that calls it) would refuse, known before launch:
+    the permission to launch, admin-only agent types and settings, agent types this server cannot
+    run, working directories, path prompts and the workspace, and the owner's daily budget."""
+    checks = []
+    allowed = actor is None or permissions.may_launch(actor)
+    checks.append(
+        LaunchCheck(
+            "permission to launch",
+            allowed,
+            "you may launch batches" if allowed else permissions.REFUSALS[permissions.may_launch],
+        )
+    )
+    if admin_only:
+        concerns: dict[str, list[str]] = {}
+        for e in admin_only:
+            concerns.setdefault(e.message if e.task else f"{e.field}: {e.message}", []).append(e.task or "")
+        what = [f"{m} ({', '.join(k for k in keys if k)})" if any(keys) else m for m, keys in concerns.items()]
+        checks.append(LaunchCheck("admins only", False, "; ".join(what), tuple(admin_only)))
+    found: list[spec.FieldError] = []
+    try:
+        batch_check(batch_spec, base_dir, confine=confine)
+    except spec.SpecInvalid as exc:
+        found = exc.errors
+    agents = [e for e in found if e.field == "agent"]
+    if agents:
+        by_type: dict[str, list[str]] = {}
+        for t in batch_spec.tasks:
+            if any(e.task == t.key for e in agents):
+                by_type.setdefault(t.agent, []).append(t.key)
+        reasons = dict(batch_spec.unavailable)
+        detail = "; ".join(
+            f"{name} for {', '.join(keys)}: {reasons[keys[0]].split(': ', 1)[-1]}" for name, keys in by_type.items()
+        )
+        checks.append(LaunchCheck("agents available", False, "not available here: " + detail, tuple(agents)))
+    else:
+        names = ", ".join(sorted({t.agent for t in batch_spec.tasks}))
+        checks.append(LaunchCheck("agents available", True, f"this server can run {names}"))
+    places = [e for e in found if e.field == "cwd" or e.field == "prompt"]
+    checks.append(
+        LaunchCheck(
+            "directories",
+            not places,
+            "; ".join(f"{e.where}: {e.field}: {e.message}" if e.task else f"{e.field}: {e.message}" for e in places)
+            or f"every working directory exists{' inside the base directory' if confine else ''}, "
+            "and every path prompt stays in it",
+            tuple(places),
+        )
+    )
+    if batch_spec.workspace and batch_spec.workspace.isolated:
+        ws = [e for e in found if e.field.startswith("workspace")]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in ws) or (
+            f"{batch_spec.workspace.repo!r} is a clean git checkout: each run gets its own worktree"
+        )
+        checks.append(LaunchCheck("workspace", not ws, detail, tuple(ws)))
+    try:
+        launch_budget_check(batch_spec, actor)
+    except spec.SpecInvalid as exc:
+        checks.append(LaunchCheck("daily budget", False, exc.errors[0].message, tuple(exc.errors)))
+    else:
+        daily = budgets.daily_budget(actor)
+        if daily is not None:
+            left = max(0.0, daily - budgets.spent_today(actor))
+            checks.append(LaunchCheck("daily budget", True, f"within it: {budget_rules.usd(left)} left today"))
+    return checks
 
 
 def batch_launch(

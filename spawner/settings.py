@@ -174,6 +174,10 @@ SPAWNER = {
     "WEBHOOK_POLL_SECONDS": _env_float("SPAWNER_WEBHOOK_POLL_SECONDS", 0.5),
     # Cost (issue 10): the new-batch page asks for a confirmation above this estimated cost (USD).
     "CONFIRM_COST_USD": _env_float("SPAWNER_CONFIRM_COST_USD", 5.0),
+    # Review: how many approvals make a combined result approved, and whether the batch's owner's own
+    # approval is one of them (by default someone other than the owner approves).
+    "REVIEW_APPROVALS": max(1, _env_int("SPAWNER_REVIEW_APPROVALS", 1)),
+    "REVIEW_OWNER_COUNTS": os.environ.get("SPAWNER_REVIEW_OWNER_COUNTS", "0") == "1",
     # Environment variables passed from the server to every agent process.
     "ENV_ALLOWLIST": os.environ.get("SPAWNER_ENV_ALLOWLIST", "PATH,HOME,LANG,LC_ALL,TERM,TMPDIR,USER,SHELL,TZ").split(
         ","
@@ -236,7 +240,7 @@ LOGGING = {
 
 # --- dashboard ---
 # Every page needs a signed-in user unless its view says otherwise (the login page).
-MIDDLEWARE += ["django.contrib.auth.middleware.LoginRequiredMiddleware"]
+MIDDLEWARE += ["django.contrib.auth.middleware.LoginRequiredMiddleware", "dashboard.middleware.HtmxLoginRedirect"]
 # daphne serves static files itself through servestatic, straight from the finders,
 # so `make run` works without collectstatic.
 SERVESTATIC_USE_FINDERS = True

@@ -7,3 +7,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("dashboard.urls")),
 ]
+
+# The error pages use the site's layout; a server error renders without the request's context.
+handler500 = "dashboard.pages.errors.server_error"

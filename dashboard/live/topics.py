@@ -22,6 +22,7 @@ from django.conf import settings
 from django.template.loader import render_to_string
 
 from dashboard.pages import diffs, fanin_queries, graph, merging, queries
+from spawner import permissions
 from spawner.models import AgentRun, Batch
 from spawner.states import ESCALATION_EVENTS, FANIN_EVENTS, MERGE_EVENTS, EventKind
 
@@ -106,8 +107,10 @@ class ListTopic(Topic):
 class BatchTopic(Topic):
     """A batch page: header and actions, the rows of runs that changed, the timeline."""
 
-    def __init__(self, batch_id: int):
-        super().__init__(f"batch.{batch_id}")
+    def __init__(self, batch_id: int, may: permissions.May | None = None):
+        # Readers with the same rights share fragments: the buttons are those they may use.
+        self.may = may if may is not None else permissions.page_may(None)
+        super().__init__(f"batch.{batch_id}.{self.may.key}")
         self.batch_id = batch_id
         self.runs: set[int] = set()
         self.header = False
@@ -140,12 +143,14 @@ class BatchTopic(Topic):
         blocks, rows = [], ""
         if self.header or self.runs:
             if self.header:
-                blocks.append(_render("dashboard/batch.html#header", queries.batch_header_context(batch)))
+                blocks.append(
+                    _render("dashboard/batch.html#header", {**queries.batch_header_context(batch), "may": self.may})
+                )
             rows = "".join(
                 _render("dashboard/batch.html#run-row", {"run": run}) for run in queries.grid_runs(batch.id, self.runs)
             )
             if self.merge:
-                blocks.append(merging.render_section(batch))
+                blocks.append(merging.render_section(batch, self.may))
                 self.merge = False
             self.runs, self.header = set(), False
             self.last_sent = now
@@ -159,18 +164,19 @@ class BatchTopic(Topic):
 
     def snapshot(self) -> list[str]:
         batch = Batch.objects.get(id=self.batch_id)
-        context = queries.batch_context(batch)
+        context = {**queries.batch_context(batch), "may": self.may}
         context["timeline"] = queries.timeline(batch)  # whole: a big batch's page waits for it
         blocks = "".join(_render(f"dashboard/batch.html#{name}", context) for name in ("header", "timeline"))
         blocks += _render("dashboard/_graph.html", context)  # the dependency graph
-        return [blocks + merging.render_section(batch), _render("dashboard/batch.html#runs", context)]
+        return [blocks + merging.render_section(batch, self.may), _render("dashboard/batch.html#runs", context)]
 
 
 class RunTopic(Topic):
     """A run page: status and attempts on state changes, the output tail as it grows."""
 
-    def __init__(self, run: AgentRun):
-        super().__init__(f"run.{run.id}")
+    def __init__(self, run: AgentRun, may: permissions.May | None = None):
+        self.may = may if may is not None else permissions.page_may(None)
+        super().__init__(f"run.{run.id}.{self.may.key}")
         self.run_id = run.id
         self.batch_id = run.batch_id
         self.state = False
@@ -194,7 +200,7 @@ class RunTopic(Topic):
 
     def update(self) -> list[str]:
         run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
-        context = queries.run_context(run)
+        context = {**queries.run_context(run), "may": self.may}
         parts = []
         if self.state:
             parts += [_render(f"dashboard/run.html#{name}", context) for name in ("run-header", "attempts")]
@@ -211,7 +217,7 @@ class RunTopic(Topic):
 
     def snapshot(self) -> list[str]:
         run = AgentRun.objects.select_related("batch", "agent_type").get(id=self.run_id)
-        context = queries.run_context(run)
+        context = {**queries.run_context(run), "may": self.may}
         names = ("run-header", "attempts", "output")
         html = "".join(_render(f"dashboard/run.html#{name}", context) for name in names)
         return [html + _render("dashboard/run.html#diff", diffs.diff_context(run))]
@@ -222,8 +228,9 @@ class CompareTopic(Topic):
 
     interval = 1.0
 
-    def __init__(self, parallel_id: int, sequential_id: int | None):
-        super().__init__(f"compare.{parallel_id}.{sequential_id or 0}")
+    def __init__(self, parallel_id: int, sequential_id: int | None, may: permissions.May | None = None):
+        self.may = may if may is not None else permissions.page_may(None)
+        super().__init__(f"compare.{parallel_id}.{sequential_id or 0}.{self.may.key}")
         self.ids = {parallel_id, sequential_id} - {None}
         self.parallel_id = parallel_id
 
@@ -234,7 +241,8 @@ class CompareTopic(Topic):
     def snapshot(self) -> list[str]:
         parallel, sequential = queries.compare_pair(Batch.objects.get(id=self.parallel_id))
         self.ids = {parallel.id} | ({sequential.id} if sequential else set())
-        return [_render("dashboard/compare.html#comparison", queries.compare_context(parallel, sequential))]
+        context = {**queries.compare_context(parallel, sequential), "may": self.may}
+        return [_render("dashboard/compare.html#comparison", context)]
 
 
 class SiteTopic(Topic):
@@ -282,9 +290,10 @@ class EscalationsTopic(Topic):
 
     interval = 0.3
 
-    def __init__(self, filters: fanin_queries.QueueFilters, user_id: int | None):
+    def __init__(self, filters: fanin_queries.QueueFilters, user_id: int | None, may: permissions.May | None = None):
         who = f".{user_id}" if filters.show == "mine" else ""
-        super().__init__(f"escalations.{filters.show}{who}.{filters.batch or 0}.{filters.page}")
+        self.may = may if may is not None else permissions.page_may(None)
+        super().__init__(f"escalations.{filters.show}{who}.{filters.batch or 0}.{filters.page}.{self.may.key}")
         self.filters = filters
         self.user_id = user_id
         self.shown: dict[int, tuple[int, int | None]] = {}  # escalation id -> (batch id, run id)
@@ -319,17 +328,18 @@ class EscalationsTopic(Topic):
                 if new:
                     cards = fanin_queries.cards(new)
                     self._show(cards)
-                    context = {"escalations": cards, "teammates": fanin_queries.teammates()}
+                    context = {"escalations": cards, "teammates": fanin_queries.teammates(), "may": self.may}
                     blocks.append(_render("dashboard/escalations.html#new-cards", context))
         if self.changed:
             teammates = fanin_queries.teammates()
             for e in fanin_queries.cards(sorted(self.changed)):
-                blocks.append(_render("dashboard/escalations.html#escalation-card", {"e": e, "teammates": teammates}))
+                context = {"e": e, "teammates": teammates, "may": self.may}
+                blocks.append(_render("dashboard/escalations.html#escalation-card", context))
         self.changed, self.queue_changed = set(), False
         return ["".join(blocks)] if blocks else []
 
     def snapshot(self) -> list[str]:
-        context = fanin_queries.queue_context(self.filters, self.user_id)
+        context = {**fanin_queries.queue_context(self.filters, self.user_id), "may": self.may}
         self.shown = {}
         self._show(context["escalations"])
         return [_render("dashboard/escalations.html#queue", context)]
@@ -340,20 +350,22 @@ def topic_for(kind: str, kwargs: dict, query: dict, user=None) -> Topic | None:
     if kind == "site":
         return SiteTopic()
     if kind == "escalations":
-        return EscalationsTopic(fanin_queries.QueueFilters.from_query(query), user.id if user else None)
+        filters = fanin_queries.QueueFilters.from_query(query)
+        return EscalationsTopic(filters, user.id if user else None, permissions.page_may(user))
     if kind == "result":
         return ResultTopic(kwargs["batch_id"]) if Batch.objects.filter(id=kwargs["batch_id"]).exists() else None
     if kind == "list":
         return ListTopic(queries.ListFilters.from_query(query))
     if kind == "batch":
-        return BatchTopic(kwargs["batch_id"]) if Batch.objects.filter(id=kwargs["batch_id"]).exists() else None
+        batch = Batch.objects.filter(id=kwargs["batch_id"]).first()
+        return BatchTopic(batch.id, permissions.page_may(user, batch)) if batch else None
     if kind == "run":
         run = AgentRun.objects.filter(id=kwargs["run_id"]).first()
-        return RunTopic(run) if run else None
+        return RunTopic(run, permissions.page_may(user, run.batch)) if run else None
     if kind == "compare":
         batch = Batch.objects.filter(id=kwargs["batch_id"]).first()
         if batch is None:
             return None
         parallel, sequential = queries.compare_pair(batch)
-        return CompareTopic(parallel.id, sequential.id if sequential else None)
+        return CompareTopic(parallel.id, sequential.id if sequential else None, permissions.page_may(user, batch))
     return None

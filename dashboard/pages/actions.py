@@ -20,11 +20,15 @@ from spawner.models import AgentRun, Batch
 from spawner.states import Mode
 
 
-def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 200):
-    """Success (200) or refusal (403 not allowed, 409 not applicable now), said the way the caller asked."""
+def _answer(request: HtmxHttpRequest, back: str, message: str, *, status: int = 200, about: str = ""):
+    """Success (200) or refusal (403 not allowed, 409 not applicable now), said the way the caller asked.
+
+    `about`: the page elements whose end makes the notice stale (see static/clock.js); it goes away
+    then, and the live page says what happened. Every notice can be closed."""
     if request.htmx:
         level = "ok" if status == 200 else "error"
-        return render(request, "dashboard/notice.html", {"message": message, "level": level}, status=status)
+        context = {"message": message, "level": level, "about": about if status == 200 else ""}
+        return render(request, "dashboard/notice.html", context, status=status)
     if status == 403:
         return render(request, "403.html", {"message": message}, status=403)
     (messages.success if status == 200 else messages.error)(request, message)
@@ -48,7 +52,8 @@ def batch_cancel(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     back = reverse("batch", args=[batch.id])
     _, refused = _attempt(request, back, lambda: services.batch_cancel(batch=batch, actor=request.user))
-    return refused or _answer(request, back, f"Cancelling batch #{batch.id}: running agents are being stopped.")
+    message = f"Cancelling batch #{batch.id}: running agents are being stopped."
+    return refused or _answer(request, back, message, about="batch-header")
 
 
 @require_POST
@@ -61,7 +66,9 @@ def batch_retry_failed(request: HtmxHttpRequest, batch_id: int):
         return refused
     retried, skipped = outcome
     message = f"Retrying {len(retried)} run{'s' if len(retried) != 1 else ''}: {', '.join(retried)}."
-    return _answer(request, back, message + (f" Not retried: {'; '.join(skipped)}" if skipped else ""))
+    rows = AgentRun.objects.filter(batch_id=batch.id, key__in=retried).values_list("id", "attempt")
+    about = " ".join(f"run-{run_id}:{attempt - 1}" for run_id, attempt in rows)
+    return _answer(request, back, message + (f" Not retried: {'; '.join(skipped)}" if skipped else ""), about=about)
 
 
 @require_POST
@@ -98,4 +105,5 @@ def run_retry(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
     back = reverse("run", args=[run.id])
     _, refused = _attempt(request, back, lambda: services.run_retry(run=run, actor=request.user))
-    return refused or _answer(request, back, f"Retrying '{run.key}': attempt {run.attempt + 1} is queued.")
+    message = f"Retrying '{run.key}': attempt {run.attempt + 1} is queued."
+    return refused or _answer(request, back, message, about=f"run-header:{run.attempt}")

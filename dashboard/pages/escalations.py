@@ -28,6 +28,7 @@ def escalation_list(request: HtmxHttpRequest):
     context = {
         **fanin_queries.queue_context(filters, request.user.id),
         "ws_query": filters.querystring(page=filters.page),
+        "may": permissions.page_may(request.user),
     }
     if request.htmx and not (request.htmx.boosted or request.htmx.history_restore_request):
         return render(request, "dashboard/escalations.html#queue", context)
@@ -41,7 +42,13 @@ def _answer(request: HtmxHttpRequest, escalation: Escalation, *, error: str = ""
             return render(request, "403.html", {"message": error}, status=403)
         (messages.error if error else messages.success)(request, error or done)
         return redirect("escalations")
-    context = {**fanin_queries.card_context(escalation.id), "error": error, "done": done, "answering": True}
+    context = {
+        **fanin_queries.card_context(escalation.id),
+        "may": permissions.page_may(request.user),
+        "error": error,
+        "done": done,
+        "answering": True,
+    }
     return render(request, "dashboard/escalations.html#escalation-card", context, status=status)
 
 

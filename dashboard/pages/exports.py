@@ -67,3 +67,56 @@ def _safe(value: Any) -> Any:
 
 def result_markdown(data: dict, *, title: str) -> str:
     return selectors.result_markdown(_safe(data), title=safe_text(title))
+
+
+def review_record(batch) -> dict:
+    """The review beside the result: its state, the approvals it needs and has, each decision."""
+    summary = selectors.review_summary(batch)
+    return {
+        "state": summary.state,
+        "approvals_needed": summary.needed,
+        "approvals_counted": summary.counted,
+        "approved_by": summary.approved_by,
+        "not_counted": summary.not_counted,
+        "reviews": [
+            {
+                "author": r.author.get_username(),
+                "decision": r.decision,
+                "comment": r.comment,
+                "at": r.created_at.isoformat(),
+            }
+            for r in batch.reviews.select_related("author").order_by("id")
+        ],
+    }
+
+
+def _quoted(text: str) -> str:
+    """A comment (Markdown itself) as a block quote, made safe like every other value."""
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in safe_text(text).splitlines())
+
+
+def review_markdown(record: dict) -> str:
+    """The review section of the Markdown export."""
+    state = record["state"].replace("_", " ")
+    lines = [
+        "",
+        "## Review",
+        "",
+        f"State: **{state}** ({min(record['approvals_counted'], record['approvals_needed'])} of "
+        f"{record['approvals_needed']} approval{'s' if record['approvals_needed'] != 1 else ''} needed)",
+    ]
+    if record["approved_by"]:
+        lines.append(f"Approved by: {', '.join(safe_text(name) for name in record['approved_by'])}")
+    if record["not_counted"]:
+        lines.append(f"Not counted (the batch's owner): {', '.join(safe_text(n) for n in record['not_counted'])}")
+    lines.append("")
+    if not record["reviews"]:
+        lines.append("No reviews yet.")
+    for r in record["reviews"]:
+        when = r["at"][:16].replace("T", " ")
+        lines.append(f"- **{safe_text(r['author'])}** {r['decision'].replace('_', ' ')} ({when})")
+        if r["comment"].strip():
+            lines.append("")
+            lines.extend(f"  {line}" for line in _quoted(r["comment"]).splitlines())
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -113,11 +113,12 @@ def findings_context(batch: Batch, data: dict, filters: FindingFilters) -> dict:
 
 
 def review_context(batch: Batch) -> dict:
-    state = selectors.review_state(batch)
+    summary = selectors.review_summary(batch)
     return {
         "batch": batch,
-        "review_state": state,
-        "review_state_label": REVIEW_STATES[state],
+        "review_state": summary.state,
+        "review_state_label": REVIEW_STATES[summary.state],
+        "review": summary,
         "reviews": list(batch.reviews.select_related("author").order_by("id")),
     }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import yaml
 from django import forms
@@ -28,6 +29,15 @@ def _choices(values) -> list[tuple[str, str]]:
     return [(v, v.replace("_", " ")) for v in values]
 
 
+AGGREGATION_LABELS = {
+    "merge": "merge findings",
+    "vote": "vote",
+    "priority": "by priority",
+    "first_success": "first success",
+    "all": "all, side by side",
+}
+
+
 class BatchForm(forms.Form):
     name = forms.CharField(max_length=200)
     mode = forms.ChoiceField(choices=_choices(Mode.values), initial=Mode.PARALLEL)
@@ -35,7 +45,13 @@ class BatchForm(forms.Form):
     retries = forms.IntegerField(min_value=0, initial=0, help_text="Automatic retries per task.")
     timeout = forms.IntegerField(min_value=1, required=False, help_text="Seconds per task.")
     failure_policy = forms.ChoiceField(choices=_choices(FailurePolicy.values), initial=FailurePolicy.CONTINUE)
-    aggregation = forms.ChoiceField(choices=[("", "none")] + _choices(Strategy.values), required=False)
+    # No strategy means "all" (every result side by side), so the form says so rather than "none".
+    aggregation = forms.ChoiceField(
+        choices=[(v, AGGREGATION_LABELS.get(v, v.replace("_", " "))) for v in Strategy.values],
+        initial=Strategy.ALL,
+        required=False,
+        help_text="How the results are combined when every task has ended.",
+    )
     budget_usd = forms.FloatField(
         required=False,
         label="Budget (USD)",
@@ -144,15 +160,22 @@ def split_list(text: str) -> list[str]:
 
 
 def spec_text_from_forms(batch_form: BatchForm, task_forms: list[TaskForm]) -> str:
-    """The YAML a person would have written for these rows (stored with the batch)."""
-    data = batch_form.cleaned_data
-    out: dict = {"name": data["name"], "mode": data["mode"], "max_parallel": data["max_parallel"]}
-    if data["retries"]:
-        out["retries"] = data["retries"]
-    if data["timeout"]:
-        out["timeout"] = data["timeout"]
-    out["failure_policy"] = data["failure_policy"]
-    if data["aggregation"]:
+    """The YAML a person would have written for these rows (stored with the batch).
+
+    A batch field the form refused is left out (the spec's default stands in), so the spec's own
+    checks still run and every problem shows in one answer; the page launches nothing while the
+    form has errors."""
+    data = getattr(batch_form, "cleaned_data", {})
+    out: dict = {"name": data.get("name", "")}
+    for name in ("mode", "max_parallel"):
+        if data.get(name):
+            out[name] = data[name]
+    for name in ("retries", "timeout"):
+        if data.get(name):
+            out[name] = data[name]
+    if data.get("failure_policy"):
+        out["failure_policy"] = data["failure_policy"]
+    if data.get("aggregation"):
         out["aggregation"] = data["aggregation"]
     if data.get("budget_usd") is not None:
         out["budget_usd"] = data["budget_usd"]  # checked by the spec, errors shown on the field
@@ -160,8 +183,13 @@ def spec_text_from_forms(batch_form: BatchForm, task_forms: list[TaskForm]) -> s
     return yaml.safe_dump(out, sort_keys=False, allow_unicode=True, width=100)
 
 
-def place_errors(errors: list[FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm]) -> list[str]:
-    """Attach each spec error to the form field it names; return those that belong to no field."""
+def place_errors(
+    errors: list[FieldError], batch_form: BatchForm | None, task_forms: list[TaskForm], *, words: bool = False
+) -> list[str]:
+    """Attach each spec error to the form field it names; return those that belong to no field.
+
+    With `words`, each says it in the form's words (`form_message`), and an error on a field that
+    already shows one (the form's own check of the same value) is not said twice."""
     general = []
     by_key = {f.cleaned_data.get("key", "").strip(): f for f in task_forms if hasattr(f, "cleaned_data")}
     for error in errors:
@@ -169,28 +197,116 @@ def place_errors(errors: list[FieldError], batch_form: BatchForm | None, task_fo
             form = task_forms[error.index] if error.index < len(task_forms) else None
         else:
             form = by_key.get(error.task) if error.task else None
+        batch_field = error.task is None and error.index is None and batch_form is not None
+        message = form_message(error) if words else error.message
+        if batch_field and words and error.field == "tasks" and task_forms:
+            form = task_forms[0]  # "add a task" goes on the first (blank) row
+            error = FieldError(error.where, "key", error.message, index=0)
         if form is not None:
             if error.field in form.fields:
-                form.add_error(error.field, error.message)
+                if not (words and form.has_error(error.field)):
+                    form.add_error(error.field, message)
             else:
-                form.add_error(None, f"{error.field}: {error.message}" if error.field else error.message)
-        elif error.task is None and error.index is None and batch_form is not None and error.field in batch_form.fields:
-            batch_form.add_error(error.field, error.message)
+                form.add_error(None, f"{error.field}: {message}" if error.field else message)
+        elif batch_field and error.field in batch_form.fields:
+            if not (words and batch_form.has_error(error.field)):
+                batch_form.add_error(error.field, message)
         else:
-            general.append(str(error))
+            general.append(f"{error.field}: {message}" if words and error.field else message if words else str(error))
     return general
 
 
-def place_warnings(unavailable, task_forms: list[TaskForm]) -> list[str]:
-    """Tasks whose agent type cannot run here: the message goes on that task's agent field."""
-    by_key = {f.cleaned_data.get("key", "").strip(): f for f in task_forms if hasattr(f, "cleaned_data")}
-    general = []
-    for key, why in unavailable:
-        if key in by_key:
-            by_key[key].add_error("agent", why)
-        else:
-            general.append(f"task '{key}': {why}")
-    return general
+# --- errors in the form's words --------------------------------------------------------------
+
+_TASK_PLACE = re.compile(r"task '([^']*)' \(tasks\[(\d+)\](?:, line \d+)?\)")
+_PLACE = re.compile(r"tasks\[(\d+)\](?:, line \d+)?")
+
+
+def form_message(error: FieldError) -> str:
+    """A spec error as the form would say it: the form has rows and fields, not `tasks[0]`, lines,
+    or a batch-wide agent."""
+    message = error.message
+    field = error.field
+    if field == "agent" and message.startswith("is required"):
+        return "pick an agent"
+    if field == "key" and message.startswith("must be letters"):
+        if message.endswith("got ''") or message.endswith("got None"):
+            return "give the task a key: letters, digits, '_', '-' or '.'"
+        return "the key must be letters, digits, '_', '-' or '.' (100 at most), with no spaces"
+    if field == "tasks" and error.where == "batch" and "empty" in message:
+        return "add a task: fill in its key, agent and prompt"
+    if field == "name" and message.startswith("is required"):
+        return "give the batch a name"
+    message = _TASK_PLACE.sub(lambda m: f"task {int(m[2]) + 1} ('{m[1]}')", message)
+    message = _PLACE.sub(lambda m: f"task {int(m[1]) + 1}", message)
+    if field == "depends_on" and message.startswith("unknown dependency"):
+        return message + ": no task has this key"
+    if field == "depends_on" and message.startswith("dependency cycle"):
+        return message.replace(" -> ", " → ") + ": remove one of these from a task's Depends on"
+    message = message.replace(
+        "add a depends_on between them or narrow 'files'", "make one depend on the other (Depends on) or narrow Files"
+    )
+    return message.replace("(leave it out for no budget)", "(leave it empty for no budget)")
+
+
+def yaml_message(error: FieldError) -> str:
+    """A spec error for the YAML box: its line is said once, by the summary, not as `tasks[0], line 6`."""
+    message = _TASK_PLACE.sub(lambda m: f"task '{m[1]}'", error.message)
+    return _PLACE.sub(lambda m: f"task {int(m[1]) + 1}", message)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One line of the error summary: what it concerns, what is wrong, and where to go to fix it."""
+
+    label: str
+    message: str
+    anchor: str = ""  # the id of the field (focused by the summary's link)
+    line: int | None = None  # in the YAML box
+
+
+def form_problems(batch_form: BatchForm, task_forms: list[TaskForm], general: list[str]) -> list[Problem]:
+    """Every error the form shows, in page order, each linked to its field; identical ones once."""
+    found: list[Problem] = []
+    for name, errors in batch_form.errors.items() if batch_form.is_bound else []:
+        if name in batch_form.fields:
+            field = batch_form[name]
+            found += [Problem(str(field.label), str(e), field.auto_id) for e in errors]
+    for number, form in enumerate(task_forms, 1):
+        if not form.is_bound:
+            continue
+        for name, errors in form.errors.items():
+            if name in form.fields:
+                field = form[name]
+                found += [Problem(f"Task {number}: {field.label}", str(e), field.auto_id) for e in errors]
+            else:
+                found += [Problem(f"Task {number}", str(e), f"row-{form.prefix}") for e in errors]
+    found += [Problem("Batch", message) for message in general]
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for problem in found:
+        if (problem.label, problem.message) not in seen:
+            seen.add((problem.label, problem.message))
+            unique.append(problem)
+    return unique
+
+
+def yaml_problems(errors: list[FieldError], general: list[str] = ()) -> list[Problem]:
+    """The spec's errors for the YAML box, each pointing at its line."""
+    found = []
+    for error in errors:
+        line = error.at_line or error.line
+        parts = [f"Line {line}"] if line else []
+        if error.task:
+            parts.append(f"task '{error.task}'")
+        elif error.index is not None:
+            parts.append(f"task {error.index + 1}")
+        if error.field:
+            parts.append(error.field)
+        if not parts:
+            parts.append(error.where[:1].upper() + error.where[1:])
+        found.append(Problem(", ".join(parts), yaml_message(error), "id_spec_text", line))
+    return found + [Problem("Spec", message, "id_spec_text") for message in general]
 
 
 # --- fan-in: reviews and escalations ----------------------------------------------------

@@ -26,7 +26,7 @@ from pygments.util import ClassNotFound
 
 from dashboard.pages.actions import _answer, _attempt
 from dashboard.pages.views import HtmxHttpRequest
-from spawner import selectors, services
+from spawner import permissions, selectors, services
 from spawner.models import AgentRun, Batch, MergeStep
 
 # What each state looks like: an icon and words, never colour alone.
@@ -158,11 +158,11 @@ def _matrix_table(matrix: dict | None) -> dict | None:
     }
 
 
-def merge_context(batch: Batch) -> dict:
+def merge_context(batch: Batch, may: dict | None = None) -> dict:
     """What the merge section shows; {"merge": None} for a batch without a merge queue."""
     queue = selectors.merge_queue(batch)
     if queue is None:
-        return {"batch": batch, "merge": None}
+        return {"batch": batch, "merge": None, "may": may or {}}
     for step in queue["steps"]:
         step["icon"], step["label"] = STATE_LOOK.get(step["state"], ("•", step["state"]))
         step["buttons"] = [
@@ -183,6 +183,7 @@ def merge_context(batch: Batch) -> dict:
     summary = (diff or {}).get("summary") or {}
     return {
         "batch": batch,
+        "may": may or {},
         "merge": queue,
         "matrix": _matrix_table(selectors.merge_conflict_matrix(batch)),
         "integration": diff,
@@ -195,9 +196,10 @@ def merge_context(batch: Batch) -> dict:
     }
 
 
-def render_section(batch: Batch) -> str:
-    """The section as the live relay sends it (the same partial the page renders)."""
-    return render_to_string("dashboard/_merge_queue.html#merge-section", merge_context(batch))
+def render_section(batch: Batch, may: dict | None = None) -> str:
+    """The section as the live relay sends it (the same partial the page renders), with the buttons
+    readers with the rights `may` (spawner.permissions.page_may) may use."""
+    return render_to_string("dashboard/_merge_queue.html#merge-section", merge_context(batch, may))
 
 
 # --- actions -------------------------------------------------------------------------------
@@ -277,7 +279,8 @@ def candidates(request: HtmxHttpRequest, batch_id: int):
         if step:
             step["icon"], step["label"] = STATE_LOOK.get(step["state"], ("•", step["state"]))
         candidate["pickable"] = candidate["status"] == "succeeded" and data["merge_mode"] != "none"
-    return render(request, "dashboard/compare_candidates.html", {**data, "batch": batch})
+    context = {**data, "batch": batch, "may": permissions.page_may(request.user, batch)}
+    return render(request, "dashboard/compare_candidates.html", context)
 
 
 @require_POST

@@ -15,6 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.db.models.fields.json import KT
 from django.db.models.functions import Right
 from django.utils import timezone
@@ -24,7 +25,7 @@ from dashboard.pages.fanin_queries import batch_fanin
 from dashboard.pages.graph import graph_context
 from dashboard.pages.links import page_number, run_url_template
 from spawner import selectors
-from spawner.models import AgentRun, Batch, RunAttempt
+from spawner.models import AgentRun, Batch, Escalation, RunAttempt
 from spawner.states import RUN_ACTIVE, RUN_FAILED, RUN_TERMINAL, BatchStatus, Mode, RunStatus
 
 # Bar segments of the progress bar, in the order they are drawn.
@@ -73,11 +74,19 @@ class Progress:
 
 
 def elapsed(batch: Batch, now: datetime | None = None) -> float:
-    """Wall time so far: final when the batch has ended, growing while it runs."""
-    if batch.wall_seconds is not None and batch.status != BatchStatus.RUNNING:
-        return batch.wall_seconds
-    end = batch.finished_at if batch.status != BatchStatus.RUNNING and batch.finished_at else None
-    return ((end or now or timezone.now()) - batch.launched_at).total_seconds()
+    """Wall time (busy) so far: final when the batch has ended, growing while it runs."""
+    return selectors.batch_timings(batch, now=now)["wall"]
+
+
+def open_escalations_by_batch(batch_ids) -> dict[int, int]:
+    """Open escalations of each of these batches, in one grouped query."""
+    rows = (
+        Escalation.objects.filter(batch_id__in=list(batch_ids), state=Escalation.State.OPEN)
+        .order_by()
+        .values_list("batch_id")
+        .annotate(n=Count("id"))
+    )
+    return dict(rows)
 
 
 # --- batches list -------------------------------------------------------------------------
@@ -118,8 +127,15 @@ def list_context(filters: ListFilters) -> dict:
     page = Paginator(batches, settings.DASHBOARD["PAGE_SIZE"]).get_page(filters.page)
     progress = selectors.batches_progress([b.id for b in page.object_list])
     now = timezone.now()
+    escalations = open_escalations_by_batch(b.id for b in page.object_list)
     rows = [
-        {"batch": b, "progress": Progress(progress.get(b.id, {})), "wall": elapsed(b, now)} for b in page.object_list
+        {
+            "batch": b,
+            "progress": Progress(progress.get(b.id, {})),
+            "t": selectors.batch_timings(b, now=now),
+            "open_escalations": escalations.get(b.id, 0),
+        }
+        for b in page.object_list
     ]
     return {
         "page": page,
@@ -176,9 +192,11 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
         runs = runs.filter(id__in=list(run_ids))
     runs = list(runs)
     url = run_url_template()
+    now = timezone.now()
     for run in runs:
         run.url = url.format(run.id)
         run.diff = diff_size(run)
+        run.elapsed = selectors.run_elapsed(run, now=now)
     return runs
 
 
@@ -205,7 +223,8 @@ def batch_header_context(batch: Batch) -> dict:
         "batch": batch,
         "progress": progress,
         "cost": selectors.batch_cost(batch),
-        "wall": elapsed(batch),
+        "t": (t := selectors.batch_timings(batch)),
+        "wall": t["wall"],
         "rerun": batch.sequential_reruns.order_by("-id").first(),
         "can_cancel": batch.status == BatchStatus.RUNNING and not batch.cancel_requested,
         "can_retry": progress.failed > 0,
@@ -337,11 +356,30 @@ def compare_context(parallel: Batch, sequential: Batch | None) -> dict:
     now = timezone.now()
     sides = [parallel] + ([sequential] if sequential else [])
     axis = max(timeline_span(b, now) for b in sides)
-    columns = [{**batch_header_context(b), "timeline": timeline(b, axis_seconds=axis, now=now)} for b in sides]
+    columns = [
+        {
+            **batch_header_context(b),
+            # Like for like: each batch's own pass, a person's later retries left out.
+            "own": selectors.batch_timings(b, now=now, own_pass=True),
+            "timeline": timeline(b, axis_seconds=axis, now=now),
+        }
+        for b in sides
+    ]
     gain = None
-    if sequential and parallel.wall_seconds and sequential.wall_seconds:
-        gain = sequential.wall_seconds / parallel.wall_seconds
-    return {"parallel": parallel, "sequential": sequential, "columns": columns, "measured_speedup": gain}
+    both_ended = sequential is not None and not any(col["t"]["running"] for col in columns)
+    # A cancelled batch did not do the same work: nothing to measure against.
+    if both_ended and BatchStatus.CANCELLED not in (parallel.status, sequential.status):
+        gain = selectors.measured_speedup(
+            sequential_wall=columns[1]["own"]["wall"], parallel_wall=columns[0]["own"]["wall"]
+        )
+    left_out = sum(col["own"]["left_out"] for col in columns)
+    return {
+        "parallel": parallel,
+        "sequential": sequential,
+        "columns": columns,
+        "measured_speedup": gain,
+        "left_out": left_out,
+    }
 
 
 # --- one run ------------------------------------------------------------------------------
@@ -350,7 +388,11 @@ def compare_context(parallel: Batch, sequential: Batch | None) -> dict:
 def run_context(run: AgentRun) -> dict:
     attempts = list(run.attempts.order_by("-number"))
     current = next((a for a in attempts if a.number == run.attempt), None)
+    now = timezone.now()
+    for a in attempts:  # a running attempt's time so far (the page ticks it)
+        a.elapsed = (now - a.started_at).total_seconds() if a.started_at and not a.finished_at else None
     return {
+        "run_elapsed": selectors.run_elapsed(run, now=now),
         "log_size": log_size(current),
         "tail_bytes": settings.SPAWNER["TAIL_BYTES"],
         "run": run,

@@ -166,8 +166,43 @@ def build_text(name: str) -> str | None:
     return YAML_STARTERS[name][2]() if name in YAML_STARTERS else None
 
 
+# Starting points only an admin may launch (their steps run in the server's shell).
+ADMIN_ONLY = {"demo"}
+
+
+def offered(agents: Mapping[str, AgentInfo], *, is_admin: bool) -> list[dict]:
+    """The starting points to show: each with why this person cannot use it (`disabled`), or a note
+    when it would plan with agent types this server cannot run yet (the plan says which)."""
+    usable = _usable(agents, is_admin)
+    coding = any(name in usable for name in CODING_AGENTS)
+    found = []
+    for key, (title, about, _) in STARTERS.items():
+        disabled = note = ""
+        if key in ADMIN_ONLY and not is_admin:
+            disabled = "admins only: its steps run in the server's shell"
+        elif key not in ADMIN_ONLY and not coding:
+            note = "no coding agent can run on this server yet: the plan shows which is missing"
+        found.append({"key": key, "title": title, "about": about, "disabled": disabled, "note": note})
+    for key, (title, about, _) in YAML_STARTERS.items():
+        disabled = "" if "coding-demo" in agents else "run python manage.py spawner_demo first"
+        found.append({"key": key, "title": title, "about": about, "disabled": disabled, "note": ""})
+    return found
+
+
+def coding_note(agents: Mapping[str, AgentInfo], *, is_admin: bool) -> str:
+    """Said under the starting points when none of their coding agents can run here ('' otherwise)."""
+    usable = _usable(agents, is_admin)
+    if any(name in usable for name in CODING_AGENTS):
+        return ""
+    names = ", ".join(n for n in CODING_AGENTS if n in agents) or "none is defined"
+    return (
+        f"No coding agent can run on this server ({names}): the starting points that use one show "
+        "their plan, with the agent types missing, but cannot launch until an admin installs one."
+    )
+
+
 def build(name: str, agents: Mapping[str, AgentInfo], roles, *, is_admin: bool) -> dict | None:
-    if name not in STARTERS:
+    if name not in STARTERS or (name in ADMIN_ONLY and not is_admin):
         return None
     agent = default_agent(agents, is_admin=is_admin)
     data = STARTERS[name][2](agent, set(roles), agents)

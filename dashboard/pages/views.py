@@ -14,7 +14,7 @@ from django_htmx.middleware import HtmxDetails
 from dashboard.ids import parse_id
 from dashboard.pages import diffs, queries
 from dashboard.pages.downloads import file_download
-from spawner import selectors
+from spawner import permissions, selectors
 from spawner.models import AgentRun, Batch, RunAttempt
 from spawner.states import BatchStatus
 
@@ -32,6 +32,7 @@ def batch_list(request: HtmxHttpRequest):
         "owners": queries.owners(),
         "statuses": BatchStatus.choices,
         "ws_query": filters.querystring(page=filters.page),
+        "may": permissions.page_may(request.user),
     }
     if request.htmx:
         return render(request, "dashboard/batch_list.html#batch-table", context)
@@ -42,7 +43,11 @@ def batch_list(request: HtmxHttpRequest):
 @login_required
 def batch_detail(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch.objects.select_related("owner", "sequential_of"), id=batch_id)
-    return render(request, "dashboard/batch.html", queries.batch_context(batch))
+    context = {
+        **queries.batch_context(batch),
+        "may": permissions.page_may(request.user, batch),
+    }
+    return render(request, "dashboard/batch.html", context)
 
 
 @require_GET
@@ -57,7 +62,8 @@ def batch_json(request: HtmxHttpRequest, batch_id: int):
 def compare(request: HtmxHttpRequest, batch_id: int):
     batch = get_object_or_404(Batch, id=batch_id)
     parallel, sequential = queries.compare_pair(batch)
-    return render(request, "dashboard/compare.html", queries.compare_context(parallel, sequential))
+    context = {**queries.compare_context(parallel, sequential), "may": permissions.page_may(request.user, batch)}
+    return render(request, "dashboard/compare.html", context)
 
 
 @require_GET
@@ -66,7 +72,8 @@ def run_detail(request: HtmxHttpRequest, run_id: int):
     run = get_object_or_404(AgentRun.objects.select_related("batch", "agent_type"), id=run_id)
     number = parse_id(request.GET.get("attempt", ""))
     shown = diffs.diff_context(run, number=number, view=request.GET.get("view", "unified"))
-    return render(request, "dashboard/run.html", {**queries.run_context(run), **shown})
+    context = {**queries.run_context(run), **shown, "may": permissions.page_may(request.user, run.batch)}
+    return render(request, "dashboard/run.html", context)
 
 
 @require_GET

@@ -124,3 +124,49 @@ def usage_cell(usage, cost_usd):
     else:
         cost = format_html('<span class="cost unknown" title="{}">cost unknown</span>', view["cost_note"])
     return format_html("{}<br>{}", cost, tokens) if view["tokens"] else cost
+
+
+# --- timings and states you can read ---------------------------------------------------------
+
+
+@register.simple_tag
+def clock(value, running=False):
+    """A duration; while it grows (`running`) the browser ticks it every second (static/clock.js),
+    from the figure the server last sent. `running`: True, or a status ("running")."""
+    running = running is True or running == "running"
+    if value is None:
+        return format_html('<span class="clock">{}</span>', "–")
+    if running:
+        return format_html('<span class="clock" data-clock="{}" data-running>{}</span>', f"{value:.3f}", seconds(value))
+    return format_html('<span class="clock">{}</span>', seconds(value))
+
+
+@register.simple_tag
+def batch_badge(batch, open_escalations=0, big=False):
+    """A batch's status as text, with a glyph (static/timings.css), never by colour alone; with open
+    escalations it needs attention (a failed P0 run or a lost run waits for a person), whatever its
+    outcome says."""
+    label = batch.get_status_display()
+    if batch.cancel_requested and batch.status == "running":
+        label = f"{label} · cancelling"
+    size = " big" if big else ""
+    if open_escalations:
+        title = (
+            f"{open_escalations} open escalation{'s' if open_escalations != 1 else ''}: "
+            "a person must decide (a failed P0 run, a lost run, a vote, a conflict, a budget)"
+        )
+        return format_html(
+            '<span class="badge batch-state attention {}{}" title="{}">{} · needs attention</span>',
+            batch.status,
+            size,
+            title,
+            label,
+        )
+    return format_html('<span class="badge batch-state {}{}">{}</span>', batch.status, size, label)
+
+
+@register.filter
+def segment_title(segment) -> str:
+    """A progress bar segment (name, count, width) as words: "3 succeeded"."""
+    name, n, _ = segment
+    return f"{n} {name.replace('_', ' ')}"

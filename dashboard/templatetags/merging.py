@@ -9,6 +9,6 @@ from dashboard.pages import merging
 register = template.Library()
 
 
-@register.inclusion_tag("dashboard/_merge_queue.html")
-def merge_section(batch):
-    return merging.merge_context(batch)
+@register.inclusion_tag("dashboard/_merge_queue.html", takes_context=True)
+def merge_section(context, batch):
+    return merging.merge_context(batch, context.get("may"))

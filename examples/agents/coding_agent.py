@@ -49,6 +49,11 @@ class Refused(Exception):
     """An instruction this agent cannot carry out."""
 
 
+def nouns(n: int, word: str) -> str:
+    """ "1 finding", "3 findings": the noun in the number it takes."""
+    return f"{n} {word if n == 1 else word + 's'}"
+
+
 def unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         text = text[1:-1]
@@ -76,7 +81,7 @@ def write_lines(path: Path, lines: list[str]) -> None:
 def line_index(n: str, lines: list[str], name: str, *, end_ok: bool = False) -> int:
     i = int(n) - 1
     if i < 0 or i > len(lines) or (i == len(lines) and not end_ok):
-        raise Refused(f"{name} has {len(lines)} line(s): there is no line {n}")
+        raise Refused(f"{name} has {nouns(len(lines), 'line')}: there is no line {n}")
     return i
 
 

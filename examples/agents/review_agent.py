@@ -70,6 +70,11 @@ ADVICE = {
 }
 
 
+def nouns(n: int, word: str) -> str:
+    """ "1 finding", "3 findings": the noun in the number it takes."""
+    return f"{n} {word if n == 1 else word + 's'}"
+
+
 def python_files(paths: list[str]) -> list[Path]:
     found = []
     for start in map(Path, paths):
@@ -140,7 +145,7 @@ def review(focus: str, paths: list[str]) -> dict:
     titles = Counter(f["title"] for f in findings)
     suggestions = [f"{title} ({n}×)" for title, n in titles.most_common(4)] + [ADVICE[focus]]
     return {
-        "summary": f"{focus} review of {len(files)} file(s): {counted(findings)}",
+        "summary": f"{focus} review of {nouns(len(files), 'file')}: {counted(findings)}",
         "verdict": verdict_of(findings),
         "findings": findings[:200],
         "suggestions": suggestions,
@@ -174,7 +179,8 @@ def synthesize(deps_file: str) -> dict:
         for f in ranked[:5]
     ]
     agreed = sum(1 for f in ranked if len(f["by"]) > 1)
-    summary = (f"{len(verdicts)} review(s) combined: {len(ranked)} distinct finding(s) ({counted(ranked)}), "
+    summary = (f"{nouns(len(verdicts), 'review')} combined: "
+               f"{nouns(len(ranked), 'distinct finding')} ({counted(ranked)}), "
                f"{agreed} raised by more than one reviewer; verdict {verdict}")  # fmt: skip
     if missing:
         summary += f"; missing: {', '.join(missing)}"

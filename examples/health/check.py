@@ -22,6 +22,11 @@ from pathlib import Path
 SKIP_DIRS = {".git", ".venv", "node_modules", "__pycache__", "var", ".ruff_cache", ".pytest_cache"}
 
 
+def nouns(n: int, word: str) -> str:
+    """ "1 finding", "3 findings": the noun in the number it takes."""
+    return f"{n} {word if n == 1 else word + 's'}"
+
+
 def tracked_files() -> list[Path]:
     try:
         out = subprocess.run(["git", "ls-files"], capture_output=True, text=True, check=True).stdout
@@ -59,7 +64,7 @@ def lint() -> dict:
                 findings.append({"severity": "high", "title": "syntax error", "file": str(path), "detail": str(exc)})
         tool = "py_compile (ruff is not installed)"
     verdict = "pass" if not findings else "warn"
-    return {"summary": f"{tool}: {len(findings)} finding(s)", "verdict": verdict, "findings": findings[:200]}
+    return {"summary": f"{tool}: {nouns(len(findings), 'finding')}", "verdict": verdict, "findings": findings[:200]}
 
 
 def tests() -> dict:
@@ -83,7 +88,7 @@ def todos() -> dict:
         for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             if pattern.search(line) and "check.py" not in str(path):
                 findings.append({"severity": "info", "title": line.strip()[:120], "file": str(path), "line": n})
-    return {"summary": f"{len(findings)} TODO/FIXME marker(s)", "verdict": "pass", "findings": findings[:200],
+    return {"summary": f"{nouns(len(findings), 'TODO/FIXME marker')}", "verdict": "pass", "findings": findings[:200],
             "metrics": {"todos": len(findings)}}  # fmt: skip
 
 
@@ -95,14 +100,14 @@ def history() -> dict:
     rows = [line.split("|", 1) for line in log.splitlines() if "|" in line]
     authors = sorted({a for a, _ in rows})
     last = rows[0][1] if rows else "never"
-    return {"summary": f"{len(rows)} commits by {len(authors)} author(s), last on {last}", "verdict": "pass",
+    return {"summary": f"{len(rows)} commits by {nouns(len(authors), 'author')}, last on {last}", "verdict": "pass",
             "findings": [], "metrics": {"commits": len(rows), "authors": len(authors)}}  # fmt: skip
 
 
 def large_files(limit: int = 1_000_000) -> dict:
     big = sorted(((p.stat().st_size, p) for p in tracked_files() if p.stat().st_size > limit), reverse=True)
     findings = [{"severity": "medium", "title": f"{size / 1e6:.1f} MB file", "file": str(p)} for size, p in big]
-    return {"summary": f"{len(big)} tracked file(s) over {limit // 1_000_000} MB",
+    return {"summary": f"{nouns(len(big), 'tracked file')} over {limit // 1_000_000} MB",
             "verdict": "warn" if big else "pass", "findings": findings}  # fmt: skip
 
 
@@ -118,9 +123,9 @@ def report() -> dict:
         findings += [{**f, "agent": key} for f in result.get("findings", [])]
     verdicts = [(d.get("result") or {}).get("verdict", "fail") for d in deps.values()]
     overall = min(verdicts, key=lambda v: order.get(v, 0)) if verdicts else "fail"
-    lines += ["", f"Overall: **{overall}**, {len(findings)} finding(s) from {len(deps)} checks."]
+    lines += ["", f"Overall: **{overall}**, {nouns(len(findings), 'finding')} from {len(deps)} checks."]
     print("\n".join(lines))
-    return {"summary": f"health {overall}: {len(findings)} finding(s) from {len(deps)} checks",
+    return {"summary": f"health {overall}: {nouns(len(findings), 'finding')} from {len(deps)} checks",
             "verdict": overall, "findings": findings[:500], "report_markdown": "\n".join(lines)}  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from spawner.core.words import plural
 from spawner.states import Strategy
 
 STRATEGIES = tuple(Strategy.values)
@@ -241,7 +242,8 @@ def _merge(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) 
     out.findings = merge_findings(used)
     by_severity = Counter(f.severity for f in out.findings)
     counts = ", ".join(f"{by_severity[s]} {s}" for s in SEVERITIES if by_severity[s])
-    out.summary = f"{len(out.findings)} finding(s) from {len(used)} agent(s)" + (f": {counts}" if counts else "")
+    out.summary = f"{plural(len(out.findings), 'finding')} from {plural(len(used), 'agent')}"
+    out.summary += f": {counts}" if counts else ""
     verdicts = [v for r in used if (v := _verdict_of(r))]
     out.verdict = _worst_verdict(verdicts)
 
@@ -265,7 +267,7 @@ def _vote(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) -
     top, count = ranked[0]
     if len(ranked) > 1 and ranked[1][1] == count:
         tied = sorted(v for v, n in ranked if n == count)
-        out.escalate = out.summary = f"tie between {', '.join(tied)} ({count} vote(s) each)"
+        out.escalate = out.summary = f"tie between {', '.join(tied)} ({plural(count, 'vote')} each)"
         return
     if count < quorum:
         out.escalate = out.summary = f"no quorum: '{top}' has {count} of {len(runs)} votes, {quorum} needed"
@@ -299,7 +301,7 @@ def _first_success(out: Combined, used: Sequence[RunResult], runs: Sequence[RunR
 
 
 def _all(out: Combined, used: Sequence[RunResult], runs: Sequence[RunResult]) -> None:
-    out.summary = f"{len(used)} result(s) side by side"
+    out.summary = f"{plural(len(used), 'result')} side by side"
     out.findings = []
 
 

@@ -12,6 +12,8 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 from itertools import chain, islice
 
+from spawner.core.words import plural
+
 Graph = Mapping[str, Sequence[str]]  # task key -> keys it depends on
 
 
@@ -364,7 +366,7 @@ def independence_checks(tasks: Sequence[PlanTask], *, aggregation: str) -> list[
         conflicts, scope_detail = [None], str(exc)
     else:
         scope_detail = "; ".join(c.describe() for c in conflicts) or (
-            f"no overlap among declared scopes ({len(undeclared)} task(s) declare no files)"
+            f"no overlap among declared scopes ({plural(len(undeclared), 'task')} without files)"
             if undeclared
             else "every task declares its own files"
         )

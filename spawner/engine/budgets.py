@@ -9,6 +9,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from spawner.core import budget
+from spawner.core.words import plural
 from spawner.models import AgentRun, AgentType, Batch, Escalation, UserBudget
 from spawner.states import RUN_ACTIVE
 
@@ -59,8 +60,8 @@ def skip_reason(batch: Batch, run: AgentRun, view: budget.BudgetView) -> str:
 
 def escalate(batch: Batch, view: budget.BudgetView, *, skipped: int, cancelled: int, open_fn) -> None:
     """Open the batch's budget escalation (once while open)."""
-    what = [f"{skipped} run(s) skipped"] if skipped else []
-    what += [f"{cancelled} running run(s) cancelled"] if cancelled else []
+    what = [f"{plural(skipped, 'run')} skipped"] if skipped else []
+    what += [f"{plural(cancelled, 'running run')} cancelled"] if cancelled else []
     reason = (
         f"budget {budget.usd(batch.budget_usd)} reached: spent {budget.usd(view.spent_usd)}"
         + (f"; {', '.join(what)}" if what else "")

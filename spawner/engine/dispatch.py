@@ -13,9 +13,9 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from spawner.core import scheduling, timings
-from spawner.engine import budgets, fanin, merging, transitions, webhooks
-from spawner.models import AgentRun, AgentType, Batch, RunAttempt
-from spawner.states import RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
+from spawner.engine import budgets, contention, fanin, merging, transitions, webhooks
+from spawner.models import AgentRun, AgentType, Batch, RunAttempt, RunEvent
+from spawner.states import BATCH_TERMINAL, RUN_ACTIVE, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 
 def _type_limits(runs: list[AgentRun]) -> dict:
@@ -73,6 +73,11 @@ def _rate_limits(types: dict) -> dict:
 
 
 def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
+    """Apply what the scheduler decides for the batch now (again if the database broke a deadlock)."""
+    return contention.again_on_conflict(lambda: _advance(batch_id), what=f"advancing batch {batch_id}")
+
+
+def _advance(batch_id: int) -> scheduling.Decision | None:
     with transaction.atomic():
         batch = Batch.objects.select_for_update().filter(id=batch_id).first()
         if batch is None or batch.status != BatchStatus.RUNNING:
@@ -169,21 +174,50 @@ def advance_all_running() -> int:
 
 
 def _batch_figures(batch, *, finished_at: datetime) -> dict[str, float | None]:
-    durations: dict[str, float] = {}
-    busy: list[tuple[float, float]] = []
-    rows = RunAttempt.objects.filter(run__batch=batch).values_list("run__key", "queued_at", "started_at", "finished_at")
-    for key, queued, started, finished in rows:
-        end = (finished or finished_at).timestamp()
-        busy.append((queued.timestamp() if queued else end, end))
-        if started and finished:
-            durations[key] = durations.get(key, 0.0) + (finished - started).total_seconds()
-    deps = {key: tuple(d) for key, d in batch.runs.values_list("key", "depends_on")}
+    return batch_measure(batch, end=finished_at).stored()
+
+
+def batch_measure(batch, *, end: datetime, own_pass: bool = False, work: bool = True) -> timings.Measure:
+    """The batch's figures at `end` under the definitions of spawner.core.timings (all its
+    attempts, or its own pass: without the attempts a person asked for). `work=False`: the clock
+    only (wall, since launch, idle), without reading the attempts (a running batch's header)."""
+    ends = {EventKind.of("batch", status) for status in BATCH_TERMINAL}
+    closed, ended_at = [], None
+    for kind, at in RunEvent.objects.filter(batch_id=batch.id, kind__in=[*ends, EventKind.BATCH_REOPENED]).values_list(
+        "kind", "created_at"
+    ):
+        if kind == EventKind.BATCH_REOPENED and ended_at is not None:
+            closed.append((ended_at.timestamp(), at.timestamp()))
+            ended_at = None
+        elif kind != EventKind.BATCH_REOPENED:
+            ended_at = at
     capacity = 1 if batch.mode == Mode.SEQUENTIAL else batch.max_parallel
-    if busy:  # the wall starts at the launch, not at the first attempt's row
-        busy.append((batch.launched_at.timestamp(), min(start for start, _ in busy)))
-    return timings.figures(
-        wall=timings.busy_seconds(busy) if busy else (finished_at - batch.launched_at).total_seconds(),
-        durations={k: durations.get(k, 0.0) for k in deps},
+    if not work and not own_pass:
+        clock = dict(launched=batch.launched_at.timestamp(), end=end.timestamp(), closed=closed)
+        return timings.measure(attempts=[], deps={}, capacity=capacity, **clock)
+    by_person = set(
+        RunEvent.objects.filter(batch_id=batch.id, kind=EventKind.RUN_RETRIED).values_list("run__key", "attempt")
+    )
+    rows = RunAttempt.objects.filter(run__batch=batch).values_list(
+        "run__key", "number", "queued_at", "started_at", "finished_at"
+    )
+    attempts = [
+        timings.Attempt(
+            key=key,
+            queued=queued.timestamp() if queued else None,
+            started=started.timestamp() if started else None,
+            finished=finished.timestamp() if finished else None,
+            by_person=(key, number) in by_person,
+        )
+        for key, number, queued, started, finished in rows
+    ]
+    deps = {key: tuple(d) for key, d in batch.runs.values_list("key", "depends_on")}
+    return timings.measure(
+        launched=batch.launched_at.timestamp(),
+        end=end.timestamp(),
+        attempts=attempts,
         deps=deps,
         capacity=capacity,
+        own_pass=own_pass,
+        closed=closed,
     )

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from spawner.core import ratelimit
 from spawner.engine import (
+    contention,
     dispatch,
     events,
     final_message,
@@ -88,7 +89,8 @@ def agent_env(agent_type) -> dict[str, str]:
     env.update({str(k): str(v) for k, v in (agent_type.env or {}).items()})
     missing = [name for name in agent_type.secret_names or [] if name not in os.environ]
     if missing:
-        raise RunnerError(f"secret(s) not set in the server's environment: {', '.join(missing)}")
+        noun = "secret" if len(missing) == 1 else "secrets"
+        raise RunnerError(f"{noun} not set in the server's environment: {', '.join(missing)}")
     env.update({name: os.environ[name] for name in agent_type.secret_names or []})
     return env
 
@@ -154,6 +156,10 @@ def _rpm_wait(attempt: RunAttempt, rpm: int, now) -> float:
 
 def attempt_claim(attempt: RunAttempt) -> tuple[bool, float]:
     """(claimed, 0) or (False, seconds to wait before trying again); (False, 0) means stale."""
+    return contention.again_on_conflict(lambda: _claim(attempt), what=f"claiming attempt {attempt.id}")
+
+
+def _claim(attempt: RunAttempt) -> tuple[bool, float]:
     now = timezone.now()
     with transaction.atomic():
         # A claim touches its attempt, then its run (the order finish and cancel also follow);

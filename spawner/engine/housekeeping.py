@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from spawner.core import changes as changes_rules
 from spawner.core import merge_queue as merge_rules
+from spawner.core.words import plural
 from spawner.engine import git, lifecycle, merging, workspaces
 from spawner.models import Batch, MergeStep, RunAttempt, Workspace
 from spawner.states import BATCH_TERMINAL, RunStatus
@@ -342,7 +343,9 @@ def gc_loop(stop: threading.Event) -> None:
         try:
             report = collect(limit=settings.SPAWNER["GC_LIMIT"])
             if report.removed:
-                log.warning("spawner gc: removed %d worktree(s), freed %d bytes", len(report.removed), report.freed)
+                log.warning(
+                    "spawner gc: removed %s, freed %d bytes", plural(len(report.removed), "worktree"), report.freed
+                )
         except DatabaseError:
             log.exception("spawner gc failed; trying again next round")
         except Exception:  # housekeeping must never take the cluster down

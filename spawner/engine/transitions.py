@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from django.db import models, transaction
 from django.db.models import Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from spawner.core import budget, ratelimit, rules
@@ -377,12 +378,15 @@ def run_skip(run: AgentRun, *, error: str) -> bool:
 
 
 def run_cancel(run: AgentRun, *, error: str, actor=None) -> bool:
-    """Cancel a run that has not ended; its worker sees the attempt change and stops the process."""
+    """Cancel a run that has not ended; its worker sees the attempt change and stops the process.
+
+    The time its running attempt ran counts in the run's duration, as for any other end."""
+    ran = 0.0
     if run.status in RUN_ACTIVE:
-        current = RunAttempt.objects.filter(run_id=run.id, number=run.attempt).values_list("id", flat=True).first()
-        if current and move(
-            "attempt_cancelled", current, AttemptStatus.CANCELLED, finished_at=timezone.now(), error=error
-        ):
+        now = timezone.now()
+        current = RunAttempt.objects.filter(run_id=run.id, number=run.attempt).values_list("id", "started_at").first()
+        if current and move("attempt_cancelled", current[0], AttemptStatus.CANCELLED, finished_at=now, error=error):
+            ran = (now - current[1]).total_seconds() if current[1] else 0.0
             events.record(
                 batch_id=run.batch_id,
                 run_id=run.id,
@@ -392,11 +396,12 @@ def run_cancel(run: AgentRun, *, error: str, actor=None) -> bool:
                 data={"error": error},
                 actor=actor,
             )
-    return _run_close("run_cancelled", run, RunStatus.CANCELLED, error=error, actor=actor)
+    ran_so_far = {"duration_seconds": Coalesce("duration_seconds", 0.0) + ran} if ran else {}
+    return _run_close("run_cancelled", run, RunStatus.CANCELLED, error=error, actor=actor, **ran_so_far)
 
 
-def _run_close(name: str, run: AgentRun, status: str, *, error: str, actor) -> bool:
-    if not move(name, run.id, status, finished_at=timezone.now(), error=error):
+def _run_close(name: str, run: AgentRun, status: str, *, error: str, actor, **fields) -> bool:
+    if not move(name, run.id, status, finished_at=timezone.now(), error=error, **fields):
         return False
     run.status = status
     events.record(

@@ -15,20 +15,77 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from spawner.core.logview import stderr_path
 from spawner.core.recovery import parse_exit_record
 from spawner.runners.base import Invocation, RunnerError
 from spawner.states import PromptVia
 
-# $1 is the exit record, the rest the agent's argv. The shell's own messages (e.g. "Terminated")
-# go to /dev/null, the agent's stderr to the log; PWD is unset so the agent's environment is unchanged.
-# A record is written only when the agent ended on its own: a signal to the group kills the shim too.
+# The shim: $1 is the exit record, $2 the Python that runs the launcher, $3 the launcher's code, $4
+# the log, $5 its stderr sidecar, the rest the agent's argv. The shell's own messages (e.g.
+# "Terminated") go to /dev/null; PWD is unset so the agent's environment is unchanged (the launcher
+# also takes back the LC_CTYPE that Python may add for itself, unless it was there: $6).
 SHIM = (
-    'f=$1; shift; unset PWD; exec 3>&2 2>/dev/null; (exec "$@" 2>&3 3>&-); c=$?; printf "%s\\n" "$c" >"$f"; exit "$c"'
+    "f=$1; py=$2; code=$3; log=$4; side=$5; shift 5; unset PWD; exec 2>/dev/null; "
+    'exec "$py" -I -S -c "$code" "$f" "$log" "$side" "${LC_CTYPE+kept}" "$@"'
 )
+# The launcher starts the agent with its stdout on the log and its stderr on a pipe, and relays
+# the pipe into the same log through its own file description (O_APPEND: the offset after a write
+# is the end of that write, whatever stdout wrote meanwhile), noting "start end" of each piece in
+# the sidecar, so that a page can mark stderr lines. It stops relaying at end of input, or once the
+# agent has ended and nothing came for a quarter of a second (a background child that kept stderr
+# open does not hold it up), then writes the exit record and exits with the agent's code. A record
+# is written only when the agent ended on its own: a signal to the group stops the launcher too.
+LAUNCHER = """
+import os, select, sys
+record, log, side, lc_ctype, *argv = sys.argv[1:]
+if not lc_ctype:
+    os.environ.pop("LC_CTYPE", None)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(r)
+    os.dup2(w, 2)
+    os.close(w)
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(2, b"spawner: cannot run %s: %s\\n" % (argv[0].encode(errors="replace"), str(exc).encode()))
+    os._exit(127)
+os.close(w)
+out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+idx = os.open(side, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+poll = select.poll()
+poll.register(r, select.POLLIN)
+status = None
+while True:
+    if status is None:
+        ended, status = os.waitpid(pid, os.WNOHANG)
+        status = status if ended else None
+    if not poll.poll(250 if status is not None else 100):
+        if status is not None:
+            break
+        continue
+    data = os.read(r, 65536)
+    if not data:
+        break
+    view = memoryview(data)
+    while view:
+        view = view[os.write(out, view):]
+    end = os.lseek(out, 0, os.SEEK_CUR)
+    os.write(idx, b"%d %d\\n" % (end - len(data), end))
+if status is None:
+    status = os.waitpid(pid, 0)[1]
+code = os.waitstatus_to_exitcode(status)
+code = 128 - code if code < 0 else code
+with open(record, "w") as f:
+    f.write("%d\\n" % code)
+os._exit(code & 255)
+"""
 PLACEHOLDER = re.compile(r"\{(prompt|prompt_file|result_file|key|cwd)\}")
 
 
@@ -184,6 +241,7 @@ class CommandRunner:
             invocation.prompt_path.write_text(invocation.prompt, encoding="utf-8")
         invocation.result_path.unlink(missing_ok=True)
         exit_record.unlink(missing_ok=True)
+        stderr_path(invocation.log_path).unlink(missing_ok=True)
         with open(invocation.log_path, "ab") as log:  # after what setup wrote, if any
             stdin = (
                 open(invocation.prompt_path, "rb")  # noqa: SIM115 - closed right after Popen
@@ -192,7 +250,18 @@ class CommandRunner:
             )
             try:
                 process = subprocess.Popen(
-                    ["/bin/sh", "-c", SHIM, "spawner-agent", str(exit_record), *argv],
+                    [
+                        "/bin/sh",
+                        "-c",
+                        SHIM,
+                        "spawner-agent",
+                        str(exit_record),
+                        sys.executable,
+                        LAUNCHER,
+                        str(invocation.log_path),
+                        str(stderr_path(invocation.log_path)),
+                        *argv,
+                    ],
                     stdin=stdin,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -175,8 +175,19 @@ def load(
     is_admin: bool = False,
 ) -> BatchSpec:
     data, lines = parse_text(text)
-    batch_spec = validate(data, agents=agents, roles=roles, limits=limits, is_admin=is_admin, lines=lines)
+    try:
+        batch_spec = validate(data, agents=agents, roles=roles, limits=limits, is_admin=is_admin, lines=lines)
+    except SpecInvalid as exc:
+        raise SpecInvalid([_at_line(e, lines) for e in exc.errors]) from None
     return dataclasses.replace(batch_spec, data=data, text=text)
+
+
+def _at_line(error: FieldError, lines: Mapping[Any, int]) -> FieldError:
+    """The error with the line of its field as written (a field the task inherits: the task's line)."""
+    name = error.field.split(".", 1)[0]
+    place = error.index if error.index is not None else "batch" if error.where == "batch" else None
+    at = lines.get((place, name)) if place is not None else None
+    return dataclasses.replace(error, at_line=at or error.line)
 
 
 # --- validation ---------------------------------------------------------------------
@@ -261,7 +272,7 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
         webhook = ""
     elif webhook and not is_admin:
         # The server POSTs to it: an open URL would let anyone probe the server's network.
-        c.add("batch", "webhook", "may only be set by an admin")
+        c.add("batch", "webhook", "may only be set by an admin", admin_only=True)
         webhook = ""
     elif webhook and (problem := netcheck.url_problem(webhook, limits.webhook_allow_hosts)):
         c.add("batch", "webhook", problem)
@@ -412,7 +423,7 @@ def _task_agent(c: Collector, where: Where, key: str, agent: Any, ctx: _TaskCont
         known = ", ".join(sorted(ctx.agents)) or "none defined"
         c.add(where, "agent", f"unknown agent type {shown(agent)} (known: {known})", key)
     elif info.admin_only and not ctx.is_admin:
-        c.add(where, "agent", f"agent type {agent!r} may only be launched by an admin", key)
+        c.add(where, "agent", f"agent type {agent!r} may only be launched by an admin", key, admin_only=True)
     return (agent if isinstance(agent, str) else ""), info
 
 

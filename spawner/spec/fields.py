@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +34,15 @@ class Collector:
     def __init__(self) -> None:
         self.errors: list[FieldError] = []
 
-    def add(self, where: str | Where, field_name: str, message: str, task: str | None = None) -> None:
+    def add(
+        self, where: str | Where, field_name: str, message: str, task: str | None = None, *, admin_only: bool = False
+    ) -> None:
+        """One error; `admin_only` when it is wrong only because the actor is not an admin."""
         if isinstance(where, Where):
-            self.errors.append(FieldError(str(where), field_name, message, task or where.task, where.index, where.line))
+            error = FieldError(str(where), field_name, message, task or where.task, where.index, where.line)
         else:
-            self.errors.append(FieldError(where, field_name, message, task))
+            error = FieldError(where, field_name, message, task)
+        self.errors.append(dataclasses.replace(error, admin_only=admin_only) if admin_only else error)
 
 
 def as_int(c: Collector, where: str | Where, name: str, value: Any, lo: int, hi: int, task=None) -> int | None:

@@ -148,8 +148,9 @@ class _BoundedLoader(_PlainLoader):
         return _Refused(FieldError("batch" if field else f"line {line}", field, message, None, None, line))
 
 
-def parse_text(text: str) -> tuple[Any, dict[int, int]]:
-    """YAML (JSON is YAML too) -> data, plus the source line of each task by index."""
+def parse_text(text: str) -> tuple[Any, dict[Any, int]]:
+    """YAML (JSON is YAML too) -> data, plus source lines: of each task by index (`3`), and of each
+    field as written, a task's by (index, name) (`(3, "prompt")`), the batch's by ("batch", name)."""
     if len(text) > MAX_SPEC_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SPEC_BYTES:
         raise SpecInvalid([FieldError("spec", "", f"is over {MAX_SPEC_BYTES} bytes")])
     if "\x00" in text:
@@ -179,7 +180,9 @@ def parse_text(text: str) -> tuple[Any, dict[int, int]]:
         raise SpecInvalid([FieldError(bad or "spec", "", "must be plain text, numbers, lists or mappings")])
     if repeated := _repeated_fields(node):
         raise SpecInvalid(repeated)
-    return data, {i: item.start_mark.line + 1 for i, item in enumerate(_task_nodes(node))}
+    lines: dict[Any, int] = {i: item.start_mark.line + 1 for i, item in enumerate(_task_nodes(node))}
+    lines.update(_field_lines(node))
+    return data, lines
 
 
 def _not_plain(value: Any, path: str) -> str | None:
@@ -203,6 +206,21 @@ def _task_nodes(node: yaml.Node | None) -> list[yaml.Node]:
         if key_node.value == "tasks" and isinstance(value_node, yaml.SequenceNode):
             return value_node.value
     return []
+
+
+def _field_lines(node: yaml.Node | None) -> dict[tuple[Any, str], int]:
+    """The line each field is written on (the first time, if it is given twice)."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    places: list[tuple[Any, yaml.Node]] = [("batch", node)]
+    places += list(enumerate(_task_nodes(node)))
+    found: dict[tuple[Any, str], int] = {}
+    for place, mapping in places:
+        if isinstance(mapping, yaml.MappingNode):
+            for key_node, _ in mapping.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    found.setdefault((place, key_node.value), key_node.start_mark.line + 1)
+    return found
 
 
 def _repeated_fields(node: yaml.Node | None) -> list[FieldError]:

@@ -76,7 +76,12 @@ def read(c: Collector, value: Any, *, is_admin: bool, max_path_chars: int) -> Wo
             command = ""
         elif command and not is_admin:
             # It runs as a shell command on the server: only admins say what the server runs.
-            c.add("batch", f"workspace.{name}", "may only be set by an admin (it runs as a command on the server)")
+            c.add(
+                "batch",
+                f"workspace.{name}",
+                "may only be set by an admin (it runs as a command on the server)",
+                admin_only=True,
+            )
             command = ""
         commands[name] = command.strip()
     allow_dirty = value.get("allow_dirty", False)

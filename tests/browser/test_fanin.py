@@ -137,8 +137,10 @@ def test_escalate_assign_retry_resolve_then_review_and_export(web, alice, bob, a
     page.fill("#reviews textarea[name='comment']", "Read the findings; fine to merge.")
     page.click("#reviews button:has-text('Approve')")
     expect(page.locator("#review-record")).to_contain_text("alice approve")
-    expect(page.locator("#review-record .badge")).to_have_text("approved")
-    expect(page.locator("#result-header .badge.review")).to_have_text("review: approved")
+    # alice launched the batch: her approval is recorded, someone else's approves it (REVIEW_OWNER_COUNTS).
+    expect(page.locator("#review-record")).to_contain_text("0 of 1 approval needed")
+    expect(page.locator("#review-record .badge")).to_have_text("pending")
+    expect(page.locator("#result-header .badge.review")).to_have_text("review: pending")
     shots(page, "result-approved")
 
     # Export the aggregation as Markdown.

@@ -42,6 +42,8 @@ READS = {
     "run",
     "run-log",
     "run-log-download",
+    "run-log-lines",
+    "run-log-search",
     "merge-candidates",
     "run-diff",
     "run-diff-download",
@@ -189,7 +191,10 @@ def test_writing(people, objects, agent_types, name, route):
         events = RunEvent.objects.count()
         for headers in ({}, {"HX-Request": "true"}):
             response = client.post(url, body, headers=headers)
-            if who == "stranger":
+            if who == "stranger" and headers:
+                # htmx would swap the sign-in page into a fragment: the whole page goes there instead.
+                assert response.status_code == 200 and response["HX-Redirect"].startswith("/login/?next="), url
+            elif who == "stranger":
                 assert response.status_code == 302 and response["Location"].startswith("/login/"), (url, response)
             elif needs in GRANTED[who]:
                 # Allowed: done (200, a redirect) or not applicable now (409, say a second time), never refused.
@@ -285,3 +290,159 @@ def test_opening_a_websocket(people, objects, kind, route):
             assert connected and first["type"] == "websocket.send", (who, path, first)
         else:
             assert connected and first == {"type": "websocket.close", "code": 4404}, (who, path, first)
+
+
+# --- what each page offers whom --------------------------------------------------------------
+# The buttons a page shows are those its reader may use; the others are absent and the page says
+# why. The server still refuses (403) what the button would have done.
+
+LAUNCH_WHY = "you need the permission to launch batches"
+RESOLVE_WHY = "you need the permission to assign and resolve escalations"
+
+
+@pytest.fixture
+def matrix_people(db, member, viewer, reviewer, admin):
+    """The batches' owner (may launch, review, resolve), a teammate with no permission, one who may
+    review and resolve but not launch, and an admin."""
+    return {"owner": member, "viewer": viewer, "reviewer": reviewer, "admin": admin}
+
+
+def section(html: str, marker: str, end: str = "</section>") -> str:
+    assert marker in html, marker
+    return html.split(marker, 1)[1].split(end, 1)[0]
+
+
+def test_the_batch_page_offers_retry_and_rerun_only_to_who_may_launch(matrix_people, objects):
+    url = f"/batches/{objects['batch_id']}/"
+    for who, person in matrix_people.items():
+        header = section(client_for(person).get(url).content.decode(), 'id="batch-header"')
+        may = who in ("owner", "admin")
+        assert ("Retry failed runs</button>" in header) is may, who
+        assert ("Re-run sequentially to compare</button>" in header) is may, who
+        assert (f"Retrying failed runs and re-running: {LAUNCH_WHY}." in header) is not may, who
+        if not may:
+            assert client_for(person).post(f"{url}retry-failed/", headers={"HX-Request": "true"}).status_code == 403
+
+
+def test_cancel_shows_for_the_owner_and_who_may_cancel_any_batch(matrix_people, make_batch, member):
+    batch = make_batch(member)  # running
+    run = batch.runs.get(key="lint")
+    for who, person in matrix_people.items():
+        client = client_for(person)
+        header = section(client.get(f"/batches/{batch.id}/").content.decode(), 'id="batch-header"')
+        run_header = section(client.get(f"/runs/{run.id}/").content.decode(), 'id="run-header"')
+        may = who in ("owner", "admin")
+        assert ("Cancel batch</button>" in header) is may, who
+        assert (">Cancel</button>" in run_header) is may, who
+        if not may:
+            why = "Cancelling: you need the permission to cancel batches (or to own this one)."
+            assert why in header and why in run_header, who
+            assert client.post(f"/batches/{batch.id}/cancel/").status_code == 403
+            assert client.post(f"/runs/{run.id}/cancel/", headers={"HX-Request": "true"}).status_code == 403
+    batch.refresh_from_db()
+    assert not batch.cancel_requested
+
+
+def test_the_run_page_offers_retry_only_to_who_may_launch(matrix_people, objects):
+    url = f"/runs/{objects['run_id']}/"
+    for who, person in matrix_people.items():
+        run_header = section(client_for(person).get(url).content.decode(), 'id="run-header"')
+        may = who in ("owner", "admin")
+        assert (">Retry</button>" in run_header) is may, who
+        assert (f"Retrying: {LAUNCH_WHY}." in run_header) is not may, who
+        if not may:
+            assert client_for(person).post(f"{url}retry/", headers={"HX-Request": "true"}).status_code == 403
+
+
+def test_an_admin_only_type_is_retried_by_an_admin_only(matrix_people, objects):
+    from spawner.models import AgentRun
+
+    run = AgentRun.objects.select_related("agent_type").get(id=objects["run_id"])
+    type(run.agent_type).objects.filter(id=run.agent_type_id).update(admin_only=True)
+    for who, person in matrix_people.items():
+        run_header = section(client_for(person).get(f"/runs/{run.id}/").content.decode(), 'id="run-header"')
+        assert (">Retry</button>" in run_header) is (who == "admin"), who
+    owner_header = section(client_for(matrix_people["owner"]).get(f"/runs/{run.id}/").content.decode(), "run-header")
+    assert "Retrying: only an admin may run this agent type." in owner_header
+
+
+def test_the_result_page_offers_the_review_form_to_reviewers_only(matrix_people, objects):
+    url = f"/batches/{objects['batch_id']}/result/"
+    for who, person in matrix_people.items():
+        html = client_for(person).get(url).content.decode()
+        may = who != "viewer"
+        assert ('class="review-form"' in html) is may, who
+        assert ("Reviewing: you need the permission to review results" in html) is not may, who
+        assert "Export Markdown" in html and "Export JSON" in html  # reading is for everyone
+        if not may:
+            post = client_for(person).post(f"/batches/{objects['batch_id']}/reviews/", {"decision": "approve"})
+            assert post.status_code == 403
+
+
+def test_the_escalations_page_offers_assign_resolve_and_retry_to_who_may(matrix_people, objects):
+    from spawner.models import Escalation
+
+    escalation = Escalation.objects.get(id=objects["escalation_id"])
+    for who, person in matrix_people.items():
+        html = client_for(person).get("/escalations/").content.decode()
+        card = section(html, f'id="escalation-{escalation.id}"', "</article>")
+        may_resolve, may_launch = who != "viewer", who in ("owner", "admin")
+        assert ("<form" in card) is may_resolve, who
+        assert ("Retry the run</button>" in card) is may_launch, who
+        assert (f"Assigning and resolving: {RESOLVE_WHY}" in card) is not may_resolve, who
+        if may_resolve and not may_launch:
+            assert f"Retrying the run: {LAUNCH_WHY}." in card
+        client = client_for(person)
+        if not may_launch:
+            body = {"action": "retry"}
+            response = client.post(f"/escalations/{escalation.id}/resolve/", body, headers={"HX-Request": "true"})
+            assert response.status_code == 403, who
+        if not may_resolve:
+            response = client.post(f"/escalations/{escalation.id}/assign/", {"assignee": ""})
+            assert response.status_code == 403
+
+
+def test_the_merge_queue_offers_its_buttons_to_who_may_resolve(matrix_people, objects):
+    url = f"/batches/{objects['batch_id']}/"
+    for who, person in matrix_people.items():
+        merge = section(client_for(person).get(url).content.decode(), 'id="merge-section"')
+        may = who != "viewer"
+        assert ("Skip</button>" in merge) is may, who
+        assert ("Merging, skipping, reverting and resolving conflicts: " + RESOLVE_WHY in merge) is not may, who
+        if not may:
+            response = client_for(person).post(f"/merge-steps/{objects['step_id']}/", {"action": "skip"})
+            assert response.status_code == 403
+
+
+def test_the_batch_list_offers_a_new_batch_to_who_may_launch(matrix_people, objects):
+    for who, person in matrix_people.items():
+        head = section(client_for(person).get("/").content.decode(), 'class="page-head"', "</div>")
+        may = who in ("owner", "admin")
+        assert ("New batch</a>" in head) is may, who
+        assert (f"Launching batches: {LAUNCH_WHY}." in head) is not may, who
+
+
+def test_live_fragments_carry_the_buttons_of_their_readers(matrix_people, objects):
+    """Readers with different rights watch different topics; each gets only its own buttons."""
+    from dashboard.live import topics
+
+    kwargs = {"batch_id": objects["batch_id"]}
+    owner = topics.topic_for("batch", kwargs, {}, matrix_people["owner"])
+    viewer = topics.topic_for("batch", kwargs, {}, matrix_people["viewer"])
+    assert owner.name != viewer.name
+    assert "Retry failed runs</button>" in "".join(owner.snapshot())
+    seen = "".join(viewer.snapshot())
+    assert "Retry failed runs</button>" not in seen and "Skip</button>" not in seen and LAUNCH_WHY in seen
+    run = topics.topic_for("run", {"run_id": objects["run_id"]}, {}, matrix_people["viewer"])
+    assert ">Retry</button>" not in "".join(run.snapshot())
+    queue = topics.topic_for("escalations", {}, {}, matrix_people["viewer"])
+    assert "<form" not in "".join(queue.snapshot())
+
+
+def test_the_compare_page_offers_the_rerun_to_who_may_launch(matrix_people, objects):
+    url = f"/batches/{objects['batch_id']}/compare/"
+    for who, person in matrix_people.items():
+        html = section(client_for(person).get(url).content.decode(), 'id="comparison"')
+        may = who in ("owner", "admin")
+        assert ("Re-run sequentially</button>" in html) is may, who
+        assert (f"Re-running: {LAUNCH_WHY}." in html) is not may, who

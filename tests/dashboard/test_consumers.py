@@ -335,7 +335,8 @@ def test_a_card_follows_its_run_after_a_retry(member, make_batch, cookie):
     assert f'id="escalation-{escalation.id}"' in moved
 
 
-def test_the_result_page_hears_of_new_reviews(member, make_batch, cookie):
+def test_the_result_page_hears_of_new_reviews(member, make_batch, cookie, settings):
+    settings.SPAWNER = {**settings.SPAWNER, "REVIEW_OWNER_COUNTS": True}  # the owner's approval suffices
 
     batch = finish(make_batch(member))
 

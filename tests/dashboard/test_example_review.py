@@ -65,7 +65,7 @@ def test_the_synthesis_combines_its_dependencies_results(code):
     deps_file.write_text(json.dumps(deps))
     synthesis = review(code, "--synthesize", env={"SPAWNER_DEPS_FILE": str(deps_file)})
     assert synthesis["verdict"] == "fail"
-    assert synthesis["summary"].startswith("3 review(s) combined: 3 distinct finding(s)")
+    assert synthesis["summary"].startswith("3 reviews combined: 3 distinct findings")
     assert "1 raised by more than one reviewer" in synthesis["summary"]
     assert synthesis["suggestions"][0] == "high: subprocess runs through a shell at app/tool.py:6 (seen by security)"
 

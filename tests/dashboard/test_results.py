@@ -22,7 +22,7 @@ def test_the_result_page_shows_the_merged_findings_and_each_agent(signed_in, rev
     html = signed_in.get(f"/batches/{reviewed.id}/result/").content.decode()
     assert 'id="result-header"' in html and f'ws-connect="/ws/batches/{reviewed.id}/result/"' in html
     assert "strategy <strong>merge</strong>" in html and 'class="verdict fail"' in html
-    assert "3 finding(s) from 2 agent(s)" in html
+    assert "3 findings from 2 agents" in html
     # The injection both reviewers reported is one row crediting both.
     injection = html.split("Shell injection", 1)[1].split("</tr>", 1)[0]
     assert 'href="#agent-security">security' in injection and 'href="#agent-style">style' in injection
@@ -63,7 +63,7 @@ def test_findings_filter_by_severity_file_and_agent(signed_in, reviewed):
 def test_an_htmx_sort_or_filter_gets_only_the_findings_table(signed_in, reviewed):
     response = signed_in.get(f"/batches/{reviewed.id}/result/?severity=info&sort=-file", headers={"HX-Request": "true"})
     html = response.content.decode()
-    assert html.lstrip().startswith('<div id="findings">')
+    assert html.lstrip().startswith('<div id="findings" data-computed="')
     assert 'id="result-header"' not in html and "<html" not in html
     assert findings_order(html) == ["long function"]
     assert 'name="sort" value="-file"' in html  # the filter form keeps the sort
@@ -93,11 +93,12 @@ def test_an_unknown_batch_has_no_result_page(signed_in, db):
     assert signed_in.get("/batches/999/result/").status_code == 404
 
 
-def test_the_batch_page_links_to_the_result_and_shows_the_review_state(signed_in, member, reviewed):
+def test_the_batch_page_links_to_the_result_and_shows_the_review_state(signed_in, client, teammate, reviewed):
     html = signed_in.get(f"/batches/{reviewed.id}/").content.decode()
     header = html.split('id="batch-header"', 1)[1].split("</section>", 1)[0]
     assert f'href="/batches/{reviewed.id}/result/"' in header and "review: pending" in header
-    signed_in.post(f"/batches/{reviewed.id}/reviews/", {"decision": "approve"})
+    client.force_login(grant(teammate, "review_batch"))
+    client.post(f"/batches/{reviewed.id}/reviews/", {"decision": "approve"})
     html = signed_in.get(f"/batches/{reviewed.id}/").content.decode()
     assert "review: approved" in html
 
@@ -107,7 +108,8 @@ def test_approving_records_the_review_and_its_author(signed_in, member, reviewed
     response = signed_in.post(f"/batches/{reviewed.id}/reviews/", review, headers={"HX-Request": "true"})
     html = response.content.decode()
     assert response.status_code == 200 and html.lstrip().startswith('<div id="review-box">')
-    assert "ship it" in html and 'class="badge big review approved"' in html
+    # The owner's own approval is recorded but does not count (SPAWNER REVIEW_OWNER_COUNTS).
+    assert "ship it" in html and 'class="badge big review pending"' in html and "0 of 1 approval needed" in html
     assert (Review.objects.get().author, Review.objects.get().decision) == (member, "approve")
     assert RunEvent.objects.get(kind="review.approve").actor == member
 
@@ -155,7 +157,7 @@ def test_the_review_form_is_hidden_from_who_may_not_review(client, viewer, revie
     client.force_login(viewer)
     html = client.get(f"/batches/{reviewed.id}/result/").content.decode()
     assert 'data-may=""' in html
-    assert 'class="review-form" data-needs="review"' in html and 'data-lacks="review"' in html
+    assert 'class="review-form"' not in html and "Reviewing: you need the permission to review results" in html
 
 
 def test_an_unknown_decision_is_refused(signed_in, reviewed):
@@ -174,7 +176,8 @@ def test_the_markdown_export_downloads_the_aggregation(signed_in, reviewed):
     assert response["Content-Type"].startswith("text/markdown")
     assert response["Content-Disposition"] == f'attachment; filename="batch-{reviewed.id}-result.md"'
     text = response.content.decode()
-    assert text == aggregation.to_markdown(reviewed.aggregation_result.data, title=text.splitlines()[0][2:])
+    assert text.startswith(aggregation.to_markdown(reviewed.aggregation_result.data, title=text.splitlines()[0][2:]))
+    assert "\n## Review\n" in text and "State: **pending** (0 of 1 approval needed)" in text
     assert text.startswith(f"# Batch #{reviewed.id} review: combined result")
     assert "| high | Shell injection | spawner/runners/shell.py | 12 | security, style |" in text
     assert "## Gaps" in text and "- critical: run failed" in text
@@ -185,6 +188,8 @@ def test_the_json_export_is_what_the_cli_prints(signed_in, reviewed):
     assert response["Content-Type"] == "application/json"
     assert response["Content-Disposition"] == f'attachment; filename="batch-{reviewed.id}-result.json"'
     data = json.loads(response.content)
+    review = data.pop("review")  # beside the aggregation: the review state and every decision
+    assert (review["state"], review["approvals_needed"], review["reviews"]) == ("pending", 1, [])
     assert data == selectors.batch_summary(reviewed)["aggregation"]
     assert data["status"] == "partial" and data["unused"] == {"critical": "run failed"}
 

@@ -180,7 +180,7 @@ def test_a_batch_stops_at_its_budget_runs_skipped_and_escalated(cluster, tmp_pat
         assert runs[key].status == "skipped" and runs[key].error.startswith("budget: the batch's budget $1.00")
     (escalation,) = Escalation.objects.filter(batch=batch)
     assert escalation.kind == Escalation.Kind.BUDGET and escalation.state == Escalation.State.OPEN
-    assert "spent $0.8000" in escalation.reason and "3 run(s) skipped" in escalation.reason
+    assert "spent $0.8000" in escalation.reason and "3 runs skipped" in escalation.reason
     summary = selectors.batch_summary(batch)
     assert summary["cost"]["spent_usd"] == pytest.approx(0.8) and summary["cost"]["budget_usd"] == 1.0
 
@@ -255,7 +255,7 @@ def test_the_cli_prints_spent_over_budget_live_and_cost_in_its_summary(agent_typ
     command.console = Console(file=out, width=120, force_terminal=False)
     command.console.print(command._progress(batch))
     live = out.getvalue()
-    assert "spent $0.4000 / budget $1.00 (1 run(s) with cost unknown) · 105 tokens" in live
+    assert "spent $0.4000 / budget $1.00 (1 run with cost unknown) · 105 tokens" in live
     assert "$0.4000" in live.split("\n", 2)[2] and "unknown" in live
 
     out.truncate(0)

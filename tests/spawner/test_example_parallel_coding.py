@@ -57,7 +57,7 @@ def test_the_coding_agent_edits_as_its_prompt_says(tmp_path):
     [
         ("append x to ../outside.txt", "outside the working directory"),
         ("create .git/config with x", "outside the working directory"),
-        ("replace line 9 of a.txt with x", "a.txt has 1 line(s): there is no line 9"),
+        ("replace line 9 of a.txt with x", "a.txt has 1 line: there is no line 9"),
         ("append x to missing.txt", "missing.txt does not exist"),
         ("replace the bug", "cannot read the instruction"),
         ("just prose", "holds no instruction"),
@@ -78,8 +78,10 @@ def merge_tree(repo, a: str, b: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.integration
-def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path):
-    # The layout the example expects, in a temp dir: <root>/examples/parallel-coding.yaml, <root>/var/demo-repo.
+def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, settings):
+    # The layout the example expects, in a temp dir: <root>/examples/parallel-coding.yaml, <root>/var/demo-repo;
+    # <root> is the base directory, where the relative paths of a spec file inside it start.
+    settings.SPAWNER_WORKDIR = tmp_path
     (tmp_path / "examples").mkdir()
     spec_file = tmp_path / "examples" / "parallel-coding.yaml"
     shutil.copy(EXAMPLE, spec_file)

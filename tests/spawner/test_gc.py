@@ -47,16 +47,16 @@ def test_dry_run_lists_then_a_real_run_removes_worktrees_and_records_and_keeps_b
     assert disk > 0
 
     out = gc()  # within the retention period and not merged: everything stays
-    assert "removed 0 worktree(s)" in out and "2 kept" in out
+    assert "removed 0 worktrees" in out and "2 kept" in out
 
     out = gc("--older-than", "0", "--dry-run")
-    assert "would remove 2 worktree(s)" in out
+    assert "would remove 2 worktrees" in out
     assert f"batch {batch.id} run a attempt 1, expired" in out
     assert all(Path(p).is_dir() for p in paths.values())
     assert len(git(repo, "worktree", "list").splitlines()) == 3
 
     out = gc("--older-than", "0")
-    assert "removed 2 worktree(s), freed" in out
+    assert "removed 2 worktrees, freed" in out
     assert not any(Path(p).exists() for p in paths.values())
     assert not (tmp_path / "workspaces" / f"batch-{batch.id}").exists()
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1  # git's records pruned
@@ -64,7 +64,7 @@ def test_dry_run_lists_then_a_real_run_removes_worktrees_and_records_and_keeps_b
         assert git(repo, "show", f"{changes.run_branch(batch.id, key)}:{key}.txt") == f"{key}\n"
     assert worktrees(batch) == {"a": "", "b": ""}
     assert selectors.workspace_disk(batch) == 0
-    assert "removed 0 worktree(s)" in gc("--older-than", "0")
+    assert "removed 0 worktrees" in gc("--older-than", "0")
 
 
 def test_merged_and_discarded_runs_lose_their_worktrees_before_retention(cluster, agent_types, tmp_path):
@@ -73,7 +73,7 @@ def test_merged_and_discarded_runs_lose_their_worktrees_before_retention(cluster
     git(repo, "branch", changes.integration_branch(batch.id), a)  # a's work is merged
     paths = worktrees(batch)
     out = gc()
-    assert f"batch {batch.id} run a attempt 1, merged" in out and "removed 1 worktree(s)" in out
+    assert f"batch {batch.id} run a attempt 1, merged" in out and "removed 1 worktree" in out
     assert not Path(paths["a"]).exists() and Path(paths["b"]).is_dir()
 
     git(repo, "worktree", "remove", "--force", paths["b"])  # git cannot delete a checked-out branch
@@ -89,7 +89,7 @@ def test_a_running_batch_is_left_alone(cluster, agent_types, tmp_path):
     repo = make_repo(tmp_path / "repo")
     batch = launch(spec_text(repo, "  - {key: slow, prompt: 'sleep 30'}\n"), tmp_path)
     path = wait_for(lambda: worktrees(batch).get("slow"), 30, "the worktree")
-    assert "removed 0 worktree(s)" in gc("--older-than", "0")
+    assert "removed 0 worktrees" in gc("--older-than", "0")
     assert Path(path).is_dir()
     services.batch_cancel(batch=batch)
     wait_batch(batch, timeout=30)
@@ -132,7 +132,7 @@ def test_after_the_merge_queue_is_done_its_worktrees_go_and_its_branches_stay(cl
     assert integration.is_dir()
     assert selectors.workspace_disk(batch) > 0
     out = gc()
-    assert "removed 3 worktree(s)" in out, out
+    assert "removed 3 worktrees" in out, out
     assert f"batch {batch.id} (integration), merged" in out
     assert not integration.exists() and not any(worktrees(batch).values())
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1

@@ -317,7 +317,7 @@ def test_tasks_without_files_are_counted_in_the_scope_check():
     tasks = [task("a", files=("src/",)), task("b"), task("c")]
     assert checks(tasks)["distinct file scopes"] == (
         True,
-        "no overlap among declared scopes (2 task(s) declare no files)",
+        "no overlap among declared scopes (2 tasks without files)",
     )
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spawner import selectors, services, spec
+from spawner.core.words import plural
 from spawner.engine import cluster, reaper
 from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL, RUN_TERMINAL, BatchStatus
@@ -52,11 +53,13 @@ class Command(BaseCommand):
         self.console = Console(stderr=opts["json"], highlight=False)
         if pending := unapplied_migrations():
             raise CommandError(
-                f"the database is not set up ({pending} migration(s) to apply): run `python manage.py migrate` first"
+                f"the database is not set up ({plural(pending, 'migration')} to apply): "
+                "run `python manage.py migrate` first"
             )
         path = opts["file"]
         text = sys.stdin.read() if path == "-" else self._read(path)
-        base_dir = Path.cwd() if path == "-" else Path(path).resolve().parent
+        # Relative paths start from the base directory (the browser's, for a file inside it), else the file's.
+        base_dir = Path.cwd() if path == "-" else services.spec_base_dir(Path(path))
         try:
             batch_spec = services.spec_load(text, is_admin=True)
             checked = None if opts["plan"] else services.batch_check(batch_spec, base_dir)
@@ -64,9 +67,9 @@ class Command(BaseCommand):
             for error in exc.errors:
                 # The error quotes the spec, which may hold anything, brackets included: no markup.
                 self.console.print(Text.assemble(("error", "red"), " ", str(error)), soft_wrap=True)
-            raise CommandError(f"{path}: {len(exc.errors)} error(s); nothing was launched") from None
+            raise CommandError(f"{path}: {plural(len(exc.errors), 'error')}; nothing was launched") from None
         if opts["plan"]:
-            self._print_plan(batch_spec, sequential=opts["sequential"])
+            self._print_plan(batch_spec, sequential=opts["sequential"], base_dir=base_dir)
             return
         if not reaper.live_clusters():
             self.console.print("[dim]no cluster is running: starting one for this batch[/dim]")
@@ -164,7 +167,7 @@ class Command(BaseCommand):
 
     # --- printing ---------------------------------------------------------------------
 
-    def _print_plan(self, batch_spec: spec.BatchSpec, *, sequential: bool) -> None:
+    def _print_plan(self, batch_spec: spec.BatchSpec, *, sequential: bool, base_dir: Path) -> None:
         plan = services.batch_plan(batch_spec, sequential=sequential or None)
         c = self.console
         mode = "sequential" if sequential else batch_spec.mode
@@ -181,7 +184,7 @@ class Command(BaseCommand):
             f"speedup {plan.estimated_speedup:.2f}x"
         )
         cost = selectors.plan_cost(batch_spec)
-        unknown = f" ({len(cost['unknown'])} task(s) with no estimate)" if cost["unknown"] else ""
+        unknown = f" ({plural(len(cost['unknown']), 'task')} with no estimate)" if cost["unknown"] else ""
         budget = f" · budget {_usd(cost['budget_usd'])}" if cost["budget_usd"] is not None else ""
         c.print(f"  estimated cost: {cost['label']}{unknown}{budget}")
         if cost["over_budget"]:
@@ -189,8 +192,11 @@ class Command(BaseCommand):
         for name, ok, detail in plan.checks:
             mark = "[green]ok[/green]  " if ok else "[yellow]warn[/yellow]"
             c.print(f"  {mark} {name}: {escape(detail)}", soft_wrap=True)
-        for warning in batch_spec.warnings:
-            c.print(f"  [yellow]warn[/yellow] {escape(warning)}", soft_wrap=True)
+        # Before launch: what a launch would refuse (agent types this server cannot run, directories, workspace).
+        for check in services.launch_checks(batch_spec, actor=None, base_dir=base_dir, confine=False):
+            if check.name != "permission to launch":
+                mark = "[green]ok[/green]  " if check.ok else "[red]no[/red]  "
+                c.print(f"  {mark} {check.name}: {escape(check.detail)}", soft_wrap=True)
         workers = reaper.live_workers() or settings.SPAWNER_WORKERS
         if batch_spec.max_parallel > workers:
             c.print(
@@ -238,7 +244,7 @@ class Command(BaseCommand):
             for note in agg.get("notes", []):
                 self.console.print(Text(f"  {note['level']}: {note['message']}"), soft_wrap=True)
         if s.get("open_escalations"):
-            self.console.print(f"[red]{s['open_escalations']} open escalation(s)[/red]: see the dashboard")
+            self.console.print(f"[red]{plural(s['open_escalations'], 'open escalation')}[/red]: see the dashboard")
         self.console.print(
             f"wall {_f(t['wall_seconds'])} s · sum of runs {_f(t['sum_seconds'])} s · critical path "
             f"{_f(t['critical_path_seconds'])} s · speedup {_f(t['speedup'])}x · efficiency {_pct(t['efficiency'])}"
@@ -313,7 +319,7 @@ def changes_cell(changes: dict | None) -> Text:
         return Text("")
     if not changes["changed"]:
         return Text("no changes", style="dim")
-    cell = Text(f"+{changes['added']} -{changes['removed']} in {changes['changed']} file(s)")
+    cell = Text(f"+{changes['added']} -{changes['removed']} in {plural(changes['changed'], 'file')}")
     if changes["outside_scope"]:
         cell.append(f"; outside its files: {', '.join(changes['outside_scope'][:3])}", style="yellow")
     return cell
@@ -325,7 +331,7 @@ def spent_line(cost: dict) -> Text:
     if cost["budget_usd"] is not None:
         line += f" / budget {_usd(cost['budget_usd'])}"
     if cost["unknown_runs"]:
-        line += f" ({cost['unknown_runs']} run(s) with cost unknown)"
+        line += f" ({plural(cost['unknown_runs'], 'run')} with cost unknown)"
     if cost["tokens"]:
         line += f" · {cost['tokens']} tokens"
     return Text(line, style="red" if cost["over"] else "")

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from spawner.core.words import plural
 from spawner.engine import housekeeping
 
 
@@ -50,6 +51,6 @@ class Command(BaseCommand):
                 what = f"batch {r.batch_id} {r.key}".rstrip()
             self.stdout.write(f"{verb} {r.path}  ({what}, {r.reason}, {size(r.bytes)})")
         self.stdout.write(
-            f"{verb} {len(report.removed)} worktree(s), {'would free' if report.dry_run else 'freed'} "
+            f"{verb} {plural(len(report.removed), 'worktree')}, {'would free' if report.dry_run else 'freed'} "
             f"{size(report.freed)}; {report.kept} kept (work not merged yet, within retention); branches kept"
         )

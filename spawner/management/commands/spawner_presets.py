@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand
 
 from spawner import presets
+from spawner.core.words import plural
 from spawner.models import AgentType, Role
 
 
@@ -13,7 +14,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         types, roles = presets.install(AgentType, Role)
-        self.stdout.write(f"created {types} agent type(s) and {roles} role(s)")
+        self.stdout.write(f"created {plural(types, 'agent type')} and {plural(roles, 'role')}")
         for agent_type in AgentType.objects.all():
             state = "available" if agent_type.available else f"not available: {agent_type.unavailable_reason}"
             admin = " (admins only)" if agent_type.admin_only else ""
