@@ -119,3 +119,20 @@ def test_a_given_order_is_used_as_is():
     lay = graph.layout(deps, order=[["b", "a"], ["d", "c"]])
     assert [n.key for n in lay.nodes] == ["b", "a", "d", "c"]
     assert lay.nodes[0].y < lay.nodes[1].y
+
+
+def test_crossings_match_counting_every_pair():
+    rng = random.Random(11)
+    for _ in range(20):
+        keys = [f"t{i}" for i in range(rng.randint(2, 30))]
+        deps = {k: rng.sample(keys[:i], min(i, rng.randint(0, 3))) for i, k in enumerate(keys)}
+        order = [rng.sample(w, len(w)) for w in waves(deps)]
+        where = {k: (w, i) for w, wave in enumerate(order) for i, k in enumerate(wave)}
+        edges = [(where[d], where[k]) for k, ds in deps.items() for d in ds]
+        brute = sum(
+            1
+            for n, (a1, b1) in enumerate(edges)
+            for a2, b2 in edges[n + 1 :]
+            if (a1[0], b1[0]) == (a2[0], b2[0]) and (a1[1] - a2[1]) * (b1[1] - b2[1]) < 0
+        )
+        assert graph.crossings(order, deps) == brute
