@@ -85,6 +85,11 @@ def test_a_100000_line_log(web, alice, agent_types, browser, shots, tmp_path):
     assert page.url.endswith("#L77781")
     assert page.evaluate("document.documentElement.scrollHeight") < 5000
     shot(page, shots, "search-hit")
+    # Back to the live tail: it follows again.
+    page.click(".log-pager a.live-tail")
+    expect(page.locator("#output")).to_have_attribute("data-mode", "tail")
+    expect(page.locator("#log-follow")).to_be_checked()
+    assert page.evaluate(GAP) < 30
 
     # A link to a line opened directly.
     page.goto(f"{web.url}/runs/{run.id}/#L1234")
