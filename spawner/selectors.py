@@ -178,12 +178,15 @@ def log_index(path: Path) -> logview.LineIndex | None:
         if index is None:
             index = logview.LineIndex()
         if index.size < stat.st_size:
-            with open(path, "rb") as f:
-                reader = _file_reader(f)
-                for piece in logview.line_chunks(reader, stat.st_size, start=index.size):
-                    if not piece.endswith(b"\n") and len(piece) < 4 * logview.SEARCH_CHUNK_BYTES:
-                        break  # the last line is still being written: index it once it ends
-                    index.feed(piece)
+            try:
+                with open(path, "rb") as f:
+                    reader = _file_reader(f)
+                    for piece in logview.line_chunks(reader, stat.st_size, start=index.size):
+                        if not piece.endswith(b"\n") and len(piece) < 4 * logview.SEARCH_CHUNK_BYTES:
+                            break  # the last line is still being written: index it once it ends
+                        index.feed(piece)
+            except OSError:
+                return None
         index.file_size = stat.st_size
         _LOG_INDEXES[key] = (stat.st_ino, index)
         _LOG_INDEXES.move_to_end(key)
@@ -217,8 +220,11 @@ def log_lines(attempt, first: int, last: int) -> list[logview.Line]:
     index = log_index(path) if path else None
     if index is None:
         return []
-    with open(path, "rb") as f:
-        lines = logview.read_lines(_file_reader(f), index, first, last, mask=_line_masker(log_secrets(attempt)))
+    try:
+        with open(path, "rb") as f:
+            lines = logview.read_lines(_file_reader(f), index, first, last, mask=_line_masker(log_secrets(attempt)))
+    except OSError:
+        return []
     logview.mark_stderr(lines, log_stderr_ranges(path))
     return lines
 
@@ -242,9 +248,12 @@ def log_search(attempt, query: str) -> logview.SearchResult | None:
     except OSError:
         return None
     mask = _line_masker(log_secrets(attempt))
-    with open(path, "rb") as f:
-        chunks = logview.line_chunks(_file_reader(f), size)
-        return logview.search((mask(c) for c in chunks) if mask else chunks, query)
+    try:
+        with open(path, "rb") as f:
+            chunks = logview.line_chunks(_file_reader(f), size)
+            return logview.search((mask(c) for c in chunks) if mask else chunks, query)
+    except OSError:
+        return None
 
 
 # --- what the pages need to know of specs, plans and results --------------------------------------

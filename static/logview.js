@@ -4,6 +4,7 @@
   "use strict";
 
   var following = true;
+  var pendingReveal = false;
   var LINE = /^#(?:a(\d+)-)?L(\d+)$/;
 
   function section() { return document.getElementById("output"); }
@@ -49,7 +50,9 @@
     var url = linesUrl(attempt);
     if (load !== false && url && window.htmx) {
       following = false;
+      pendingReveal = true;
       htmx.ajax("GET", url + "?line=" + m[2], { target: "#output", swap: "outerHTML" }).then(function () {
+        pendingReveal = false;
         reveal(hash, false);
       });
     }
@@ -67,7 +70,10 @@
   });
   document.addEventListener("htmx:wsAfterMessage", function () { showFollow(); toBottom(); });
   document.addEventListener("htmx:afterSwap", function (e) {
-    if (e.target && e.target.id === "output") { showFollow(); toBottom(); }
+    // Back on the live tail (its button, or the current attempt picked): follow it again.
+    if (e.target && e.target.id === "output" && live() && !pendingReveal) { following = true; }
+    showFollow();
+    toBottom();
   });
   document.addEventListener("htmx:afterSettle", function () { showFollow(); toBottom(); });
 

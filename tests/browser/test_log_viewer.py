@@ -85,6 +85,11 @@ def test_a_100000_line_log(web, alice, agent_types, browser, shots, tmp_path):
     assert page.url.endswith("#L77781")
     assert page.evaluate("document.documentElement.scrollHeight") < 5000
     shot(page, shots, "search-hit")
+    # Back to the live tail: it follows again.
+    page.click(".log-pager a.live-tail")
+    expect(page.locator("#output")).to_have_attribute("data-mode", "tail")
+    expect(page.locator("#log-follow")).to_be_checked()
+    assert page.evaluate(GAP) < 30
 
     # A link to a line opened directly.
     page.goto(f"{web.url}/runs/{run.id}/#L1234")
@@ -111,6 +116,13 @@ def test_a_100000_line_log(web, alice, agent_types, browser, shots, tmp_path):
     expect(page.locator("#a1-L2")).to_contain_text("first try failed on stderr")
     expect(page.locator("#a1-L2")).to_have_class(re.compile(r"\berr\b"))
     shot(page, shots, "attempt-1")
+
+    # On a phone: the tools wrap, the page does not scroll sideways (the log box does).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{web.url}/runs/{run.id}/")
+    expect(page.locator("#L100004")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400
+    shot(page, shots, "phone")
 
     # Server time of a page and of a search on the 100,000-line log (figures for people; loose bound).
     base = f"{web.url}/runs/{run.id}/attempts/2"

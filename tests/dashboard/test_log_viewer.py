@@ -201,3 +201,13 @@ def test_the_lines_address_opened_on_its_own_goes_to_the_run_page_at_that_line(s
     assert response.status_code == 302 and response["Location"] == f"/runs/{run.id}/#L1234"
     response = signed_in.get(f"/runs/{run.id}/attempts/1/lines/?page=3")
     assert response["Location"] == f"/runs/{run.id}/#L2001"
+
+
+def test_an_unreadable_log_is_an_empty_answer(signed_in, run, tmp_path):
+    path = with_log(run, tmp_path, numbered(10))
+    path.unlink()
+    path.mkdir()  # a directory where the log should be
+    assert signed_in.get(f"/runs/{run.id}/").status_code == 200
+    assert signed_in.get(f"/runs/{run.id}/attempts/1/lines/?page=1", headers=HX).status_code == 200
+    search = signed_in.get(f"/runs/{run.id}/attempts/1/search/?q=line", headers=HX)
+    assert search.status_code == 200 and "not on this server" in search.content.decode()

@@ -209,3 +209,48 @@ def test_line_chunks_end_at_newlines():
 def test_look_alike_markers_are_bounded():
     data = "── spawner setup: x ──\n".encode() * 10_000
     assert len(build(data).sections) == logview.MAX_SECTIONS
+
+
+class _Tick:
+    def __call__(self) -> bool:
+        return True
+
+    def started(self, pgid: int) -> None:
+        pass
+
+
+def test_sections_as_the_workspace_really_writes_them_and_stderr_as_the_runner_does(tmp_path):
+    """The setup and gate markers come from the workspace's own run_step; the agent between them
+    runs through the real command runner, its stderr relayed and noted beside the log."""
+    from spawner.engine import workspaces
+    from spawner.runners.base import Invocation
+    from spawner.runners.command import CommandRunner
+
+    log = tmp_path / "task.1.log"
+    assert workspaces.run_step("setup", "echo installing; echo done", tmp_path, log, timeout=30, tick=_Tick())[0] == 0
+    script = 'echo "to stdout"; sleep 0.1; echo "to stderr" >&2; sleep 0.1; printf "no newline at the end"'
+    invocation = Invocation(
+        argv_template=("sh", "-c", script),
+        prompt="",
+        prompt_via="argv",
+        key="task",
+        cwd=tmp_path,
+        log_path=log,
+        result_path=tmp_path / "task.1.result.json",
+        prompt_path=tmp_path / "task.1.prompt.txt",
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert CommandRunner().start(invocation).wait(30) == 0
+    assert workspaces.run_step("gate", "echo checking; exit 3", tmp_path, log, timeout=30, tick=_Tick())[0] == 3
+    data = log.read_bytes()
+    index = build(data)
+    setup, gate = index.sections
+    assert (setup.step, setup.command, setup.exit_code) == ("setup", "echo installing; echo done", 0)
+    assert (gate.step, gate.exit_code) == ("gate", 3)
+    lines = logview.read_lines(reader(data), index, 1, index.lines)
+    texts = [line.text for line in lines]
+    assert texts[setup.start - 1].startswith("── spawner setup:") and "exit 0" in texts[setup.end - 1]
+    # The gate's marker follows output that had no newline: it opens the section on that line.
+    assert texts[gate.start - 1].startswith("no newline at the end── spawner gate:")
+    logview.mark_stderr(lines, logview.parse_ranges(logview.stderr_path(log).read_text()))
+    assert [line.text for line in lines if line.stderr] == ["to stderr"]
