@@ -377,7 +377,10 @@ class AgentRun(models.Model):
         """What the pages show: the status, or "waiting: rate limited" for a run queued after a rate limit."""
         if self.status == RunStatus.QUEUED and self.rate_limited_until:
             return "waiting: rate limited"
-        return self.get_status_display()
+        return _RUN_LABELS.get(self.status, self.status)  # a dict, not the field's choices per call (big grids)
+
+
+_RUN_LABELS = {value: str(label) for value, label in RunStatus.choices}
 
 
 class RunAttempt(models.Model):

@@ -15,7 +15,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, F
 from django.db.models.fields.json import KT
 from django.db.models.functions import Right
 from django.utils import timezone
@@ -158,7 +158,6 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
     """Runs for the grid: everything but the big text columns, plus the end of the output."""
     runs = (
         AgentRun.objects.filter(batch_id=batch_id)
-        .select_related("agent_type")
         .only(
             "id",
             "batch_id",
@@ -173,12 +172,12 @@ def grid_runs(batch_id: int, run_ids=None) -> list[AgentRun]:
             "duration_seconds",
             "started_at",
             "error",
-            "agent_type__name",
             "role",
             "usage",
             "cost_usd",
         )
         .annotate(
+            agent_type_name=F("agent_type__name"),  # a name, not a model instance per row
             tail_end=Right("output_tail", 600),
             # The diff size only, not the list of files (a run may change a thousand).
             diff_added=KT("changes__added"),

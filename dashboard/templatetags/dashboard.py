@@ -8,7 +8,7 @@ from django import template
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from dashboard.pages import ansi
+from dashboard.pages import ansi, rows
 from spawner import permissions, selectors
 
 register = template.Library()
@@ -28,15 +28,7 @@ def last_lines(text: str | None):
 @register.filter
 def seconds(value: float | None) -> str:
     """A duration a person reads at a glance: 0.4 s, 12.3 s, 2 min 05 s, 1 h 02 min."""
-    if value is None:
-        return "–"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, secs = divmod(int(round(value)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    return rows.seconds(value)
 
 
 @register.filter
@@ -106,12 +98,15 @@ def short_count(n: int) -> str:
     return str(n)
 
 
+NO_USAGE = mark_safe('<span class="muted" title="no usage reported (yet)">–</span>')
+
+
 @register.simple_tag
 def usage_cell(usage, cost_usd):
     """A run's or attempt's tokens and cost for a table cell; recorded when each attempt ends."""
     view = selectors.usage_view(usage, cost_usd)
     if view is None:
-        return format_html('<span class="muted" title="{}">–</span>', "no usage reported (yet)")
+        return NO_USAGE
     detail = (
         f"input {view['input_tokens']} · output {view['output_tokens']} · cache read {view['cache_read_tokens']}"
         f" · cache write {view['cache_write_tokens']}"
@@ -131,14 +126,14 @@ def usage_cell(usage, cost_usd):
 
 @register.simple_tag
 def clock(value, running=False):
-    """A duration; while it grows (`running`) the browser ticks it every second (static/clock.js),
-    from the figure the server last sent. `running`: True, or a status ("running")."""
-    running = running is True or running == "running"
-    if value is None:
-        return format_html('<span class="clock">{}</span>', "–")
-    if running:
-        return format_html('<span class="clock" data-clock="{}" data-running>{}</span>', f"{value:.3f}", seconds(value))
-    return format_html('<span class="clock">{}</span>', seconds(value))
+    """A duration; while it grows (`running`) the browser ticks it every second (static/clock.js)."""
+    return rows.clock(value, running)
+
+
+@register.simple_tag
+def run_row(run):
+    """A run's row in the batch page's grid (dashboard/pages/rows.py: Python, for 1,000-run pages)."""
+    return rows.run_row(run, usage_cell)
 
 
 @register.simple_tag
