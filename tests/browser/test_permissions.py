@@ -262,4 +262,5 @@ def test_the_admin_edits_an_agent_type_with_a_form_and_sees_why_it_is_unavailabl
     shots(page, "admin-agent-type-error")
     # Engine records: no add button, no save.
     page.goto(f"{web.url}/admin/spawner/batch/")
-    expect(page.locator("a.addlink")).to_have_count(0)
+    expect(page.locator("a[href$='/admin/spawner/batch/add/']")).to_have_count(0)
+    expect(page.locator("a[href$='/admin/spawner/agenttype/add/']").first).to_be_visible()
