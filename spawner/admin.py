@@ -113,7 +113,21 @@ class CodesField(forms.CharField):
         return codes
 
 
+class SchemaField(forms.JSONField):
+    """A JSON schema, empty when there is none (not the word null)."""
+
+    def prepare_value(self, value):
+        return "" if value is None else super().prepare_value(value)
+
+
 class AgentTypeForm(forms.ModelForm):
+    response_schema = SchemaField(
+        label="Response schema",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 60, "spellcheck": "false"}),
+        help_text="Model: a JSON schema for structured output; the parsed answer becomes the run's result. "
+        'Empty: the answer is the result\'s "summary".',
+    )
     argv = LinesField(
         label="Command (argv)",
         required=False,

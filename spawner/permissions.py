@@ -89,6 +89,12 @@ def admin_only_refusal(user, runs: Iterable) -> str:
     return f"only an admin may run {', '.join(names)} again" if names else ""
 
 
+def retry_needs(run) -> str:
+    """The rights (names in TOKENS) a person's retry of `run` needs: launching, and an admin for an
+    admin-only agent type (as launching it did)."""
+    return "launch admin" if run.agent_type.admin_only else "launch"
+
+
 def may_retry_run(user, run) -> bool:
     """A person's retry of one run: the launch permission, and an admin for an admin-only type."""
     return may_launch(user) and not admin_only_refusal(user, [run])

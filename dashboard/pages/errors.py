@@ -18,3 +18,11 @@ def server_error(request, template_name: str = "500.html"):
     except Exception:  # the page that says something failed must not fail itself
         body = PLAIN
     return HttpResponseServerError(body)
+
+
+def csrf_failure(request, reason: str = ""):
+    """A form sent without its token (an old tab, another site): the 403 page, in the site's layout."""
+    from django.shortcuts import render
+
+    message = "this form has expired or came from another site: reload the page and try again"
+    return render(request, "403.html", {"message": message}, status=403)

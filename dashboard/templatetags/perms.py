@@ -32,3 +32,19 @@ def markdown(text: str):
 def masked_url(url: str) -> str:
     """A webhook address with its credentials, query values and token-like path parts as ***."""
     return webhook_url.masked(url or "")
+
+
+@register.filter
+def retry_needs(run) -> str:
+    return permissions.retry_needs(run)
+
+
+@register.filter
+def may_retry(may, run) -> bool:
+    """Whether the reader (`may`) may retry `run` (spawner.permissions.retry_needs)."""
+    return permissions.allows(may or {}, permissions.retry_needs(run))
+
+
+@register.filter
+def retry_refusal(may, run) -> str:
+    return refusal(may, permissions.retry_needs(run))

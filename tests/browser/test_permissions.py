@@ -234,3 +234,33 @@ def test_a_resolution_confirms_even_when_the_live_update_redraws_the_card_first(
     assert page.evaluate("window.__oobError === true") is False
     shots(page, "dismissed-confirmed")
     assert errors == []
+
+
+@pytest.fixture
+def ghost_type(web, agent_types):
+    from django.contrib.auth.models import User
+
+    from spawner.models import AgentType
+
+    User.objects.create_superuser("root", password="root-of-all-types")
+    return AgentType.objects.create(name="ghost", argv=["no-such-agent-binary-xyz", "-p", "{prompt}"])
+
+
+def test_the_admin_edits_an_agent_type_with_a_form_and_sees_why_it_is_unavailable(web, ghost_type, shots, browser):
+    from playwright.sync_api import expect
+
+    page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
+    sign_in_as(page, web.url, "root", "root-of-all-types")
+    page.goto(f"{web.url}/admin/spawner/agenttype/")
+    expect(page.locator("#result_list")).to_contain_text("not available: 'no-such-agent-binary-xyz' is not on")
+    page.goto(f"{web.url}/admin/spawner/agenttype/{ghost_type.id}/change/")
+    expect(page.locator(".field-availability")).to_contain_text("is not on this server's PATH")
+    expect(page.locator("textarea[name='argv']")).to_have_value("no-such-agent-binary-xyz\n-p\n{prompt}")
+    page.fill("textarea[name='env']", "LANG=C.UTF-8\nnot a variable")
+    page.click("input[name='_continue']")
+    expect(page.locator(".field-env .errorlist")).to_contain_text("Environment, line 2: write NAME=value")
+    shots(page, "admin-agent-type-error")
+    # Engine records: no add button, no save.
+    page.goto(f"{web.url}/admin/spawner/batch/")
+    expect(page.locator("a[href$='/admin/spawner/batch/add/']")).to_have_count(0)
+    expect(page.locator("a[href$='/admin/spawner/agenttype/add/']").first).to_be_visible()

@@ -446,3 +446,25 @@ def test_the_compare_page_offers_the_rerun_to_who_may_launch(matrix_people, obje
         may = who in ("owner", "admin")
         assert ("Re-run sequentially</button>" in html) is may, who
         assert (f"Re-running: {LAUNCH_WHY}." in html) is not may, who
+
+
+def test_page_may_names_each_right_and_the_reason_for_each_missing_one(matrix_people, objects):
+    from spawner import permissions
+    from spawner.models import Batch
+
+    batch = Batch.objects.get(id=objects["batch_id"])
+    owner = permissions.page_may(matrix_people["owner"], batch)
+    viewer = permissions.page_may(matrix_people["viewer"], batch)
+    admin = permissions.page_may(matrix_people["admin"], batch)
+    assert {k: v for k, v in owner.items() if k != "why"} == {
+        "launch": True,
+        "cancel": True,
+        "admin": False,
+        "resolve": True,
+        "review": True,
+    }
+    assert owner["why"] == {"admin": "only an admin may run this agent type"}
+    assert not any(v for k, v in viewer.items() if k != "why") and set(viewer["why"]) == set(permissions.TOKENS)
+    assert admin["why"] == {} and len({owner.key, viewer.key, admin.key}) == 3
+    assert permissions.page_may(None)["why"]["launch"] == "you need the permission to launch batches"
+    assert permissions.allows(owner, "resolve launch") and not permissions.allows(owner, "launch admin")

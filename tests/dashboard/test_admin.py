@@ -86,3 +86,13 @@ def test_availability_and_its_reason_show_on_the_list_and_the_change_page(staff,
     assert "not available: &#x27;no-such-agent-binary-xyz&#x27; is not on this server&#x27;s PATH" in page
     sh = staff.get(f"/admin/spawner/agenttype/{agent_types['sh'].id}/change/").content.decode()
     assert "available: /" in sh and "/sh" in sh
+
+
+def test_a_type_without_a_schema_shows_an_empty_box_and_a_bad_schema_is_refused(staff, agent_types):
+    page = staff.get(f"/admin/spawner/agenttype/{agent_types['sh'].id}/change/").content.decode()
+    box = page.split('name="response_schema"', 1)[1].split("</textarea>", 1)[0]
+    assert box.split(">", 1)[1].strip() == "", box
+    response = staff.post("/admin/spawner/agenttype/add/", form(response_schema="{not json"))
+    assert response.status_code == 200 and "Enter a valid JSON." in response.content.decode()
+    response = staff.post("/admin/spawner/agenttype/add/", form(response_schema=""))
+    assert response.status_code == 302 and AgentType.objects.get(name="tool").response_schema is None

@@ -85,3 +85,12 @@ def test_the_favicon_is_linked_and_served(signed_in):
     found = finders.find("favicon.svg")
     assert found and Path(found).read_text().startswith("<svg")
     assert signed_in.get("/static/favicon.svg").status_code == 200
+
+
+def test_a_form_without_its_token_gets_the_403_page_saying_what_to_do(member, reviewed):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(member)
+    response = client.post(f"/batches/{reviewed.id}/reviews/", {"decision": "approve"})
+    html = response.content.decode()
+    assert response.status_code == 403 and 'class="brand"' in html
+    assert "This form has expired or came from another site: reload the page and try again" in html
