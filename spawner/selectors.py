@@ -45,10 +45,16 @@ def batch_summary(batch: Batch) -> dict:
         "max_parallel": batch.max_parallel,
         "counts": counts,
         "timings": {
+            # The definitions of spawner.core.timings: wall is busy time (idle waits for a person's
+            # retry left out), speedup here is the batch's parallelism (work / wall), an estimate;
+            # the measured speedup is the comparison with a sequential re-run.
             "wall_seconds": batch.wall_seconds,
+            "since_launch_seconds": (t := batch_timings(batch))["since_launch"],
+            "idle_seconds": t["idle"],
             "sum_seconds": batch.sum_seconds,
             "critical_path_seconds": batch.critical_path_seconds,
             "speedup": batch.speedup,
+            "parallelism": batch.speedup,
             "efficiency": batch.efficiency,
         },
         "aggregation": _aggregation_data(batch),
@@ -771,6 +777,25 @@ def measured_speedup(*, sequential_wall: float | None, parallel_wall: float | No
     from spawner.core import timings
 
     return timings.speedup(sequential_wall=sequential_wall, parallel_wall=parallel_wall)
+
+
+def measured_comparison(parallel: Batch, sequential: Batch, *, now=None) -> dict:
+    """A parallel batch against its sequential re-run, as the compare page and `spawn --compare` show
+    it: each batch's own pass (a person's later retries left out), and one measured speedup, the
+    sequential wall over the parallel wall; None while either runs, or when either was cancelled
+    (it did not do the same work)."""
+    from django.utils import timezone
+
+    from spawner.states import BatchStatus
+
+    now = now or timezone.now()
+    own = [batch_timings(b, now=now, own_pass=True) for b in (parallel, sequential)]
+    comparable = not any(o["running"] for o in own) and BatchStatus.CANCELLED not in (
+        parallel.status,
+        sequential.status,
+    )
+    speedup = measured_speedup(sequential_wall=own[1]["wall"], parallel_wall=own[0]["wall"]) if comparable else None
+    return {"own": own, "speedup": speedup, "left_out": own[0]["left_out"] + own[1]["left_out"]}
 
 
 def run_elapsed(run, *, now=None) -> float | None:

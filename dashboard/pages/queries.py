@@ -355,29 +355,20 @@ def compare_context(parallel: Batch, sequential: Batch | None) -> dict:
     now = timezone.now()
     sides = [parallel] + ([sequential] if sequential else [])
     axis = max(timeline_span(b, now) for b in sides)
+    # Like for like: each batch's own pass, a person's later retries left out (one definition,
+    # shared with `spawn --compare`).
+    measured = selectors.measured_comparison(parallel, sequential, now=now) if sequential else None
+    own = measured["own"] if measured else [selectors.batch_timings(parallel, now=now, own_pass=True)]
     columns = [
-        {
-            **batch_header_context(b),
-            # Like for like: each batch's own pass, a person's later retries left out.
-            "own": selectors.batch_timings(b, now=now, own_pass=True),
-            "timeline": timeline(b, axis_seconds=axis, now=now),
-        }
-        for b in sides
+        {**batch_header_context(b), "own": own[n], "timeline": timeline(b, axis_seconds=axis, now=now)}
+        for n, b in enumerate(sides)
     ]
-    gain = None
-    both_ended = sequential is not None and not any(col["t"]["running"] for col in columns)
-    # A cancelled batch did not do the same work: nothing to measure against.
-    if both_ended and BatchStatus.CANCELLED not in (parallel.status, sequential.status):
-        gain = selectors.measured_speedup(
-            sequential_wall=columns[1]["own"]["wall"], parallel_wall=columns[0]["own"]["wall"]
-        )
-    left_out = sum(col["own"]["left_out"] for col in columns)
     return {
         "parallel": parallel,
         "sequential": sequential,
         "columns": columns,
-        "measured_speedup": gain,
-        "left_out": left_out,
+        "measured_speedup": measured["speedup"] if measured else None,
+        "left_out": sum(col["own"]["left_out"] for col in columns),
     }
 
 

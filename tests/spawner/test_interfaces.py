@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,6 +110,23 @@ def test_compare_runs_it_again_sequentially(cluster, agent_types, tmp_path):
     assert seq["mode"] == "sequential"
     assert Batch.objects.get(id=seq["batch"]).sequential_of_id == par["batch"]
     assert seq["timings"]["wall_seconds"] > 2 * par["timings"]["wall_seconds"]
+
+
+@pytest.mark.integration
+def test_compare_prints_the_one_speedup_the_compare_page_shows(cluster, agent_types, tmp_path, capsys):
+    from spawner import selectors
+
+    path = tmp_path / "par.yaml"
+    tasks = "".join(f"  - {{key: t{i}, prompt: 'sleep 0.4'}}\n" for i in range(3))
+    path.write_text("name: p\nagent: sh\ntasks:\n" + tasks)
+    call_command("spawn", str(path), "--compare")
+
+    text = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    printed = re.findall(r"parallel is (\d+\.\d\d)x faster than sequential", text)
+    parallel = Batch.objects.filter(sequential_of__isnull=True).latest("id")
+    measured = selectors.measured_comparison(parallel, Batch.objects.get(sequential_of=parallel))
+    assert printed == [f"{measured['speedup']:.2f}"], text
+    assert "parallelism" in text and "speedup 1.00x" not in text  # no second, different "speedup"
 
 
 @pytest.mark.integration

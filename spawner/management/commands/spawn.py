@@ -246,8 +246,9 @@ class Command(BaseCommand):
         if s.get("open_escalations"):
             self.console.print(f"[red]{plural(s['open_escalations'], 'open escalation')}[/red]: see the dashboard")
         self.console.print(
-            f"wall {_f(t['wall_seconds'])} s · sum of runs {_f(t['sum_seconds'])} s · critical path "
-            f"{_f(t['critical_path_seconds'])} s · speedup {_f(t['speedup'])}x · efficiency {_pct(t['efficiency'])}"
+            f"wall {_f(t['wall_seconds'])} s · work {_f(t['sum_seconds'])} s · critical path "
+            f"{_f(t['critical_path_seconds'])} s · parallelism {_f(t['parallelism'])}x (work ÷ wall) · "
+            f"efficiency {_pct(t['efficiency'])}"
         )
 
     def _print_merge_queue(self, queue: dict) -> None:
@@ -271,23 +272,27 @@ class Command(BaseCommand):
         table.add_column("")
         table.add_column(f"parallel #{par['batch']}", justify="right")
         table.add_column(f"sequential #{seq['batch']}", justify="right")
-        for label, key in (
-            ("wall s", "wall_seconds"),
-            ("sum of runs s", "sum_seconds"),
-            ("speedup", "speedup"),
-            ("efficiency", "efficiency"),
-        ):
-            table.add_row(label, _f(par["timings"][key]), _f(seq["timings"][key]))
+        # The compare page's definitions: each batch's own pass, one measured speedup.
+        measured = selectors.measured_comparison(Batch.objects.get(id=par["batch"]), Batch.objects.get(id=seq["batch"]))
+        own = measured["own"]
+        table.add_row("wall s (own pass)", _f(own[0]["wall"]), _f(own[1]["wall"]))
+        table.add_row("work s", _f(own[0]["work"]), _f(own[1]["work"]))
         table.add_row("status", par["status"], seq["status"])
         self.console.print(table)
-        pw, sw = par["timings"]["wall_seconds"], seq["timings"]["wall_seconds"]
-        if pw and sw:
-            self.console.print(f"[bold]measured: {comparison_words(pw, sw)}[/bold]")
+        if measured["speedup"]:
+            self.console.print(
+                f"[bold]measured: {speedup_words(measured['speedup'])}[/bold] "
+                "(sequential wall ÷ parallel wall)"
+            )
 
 
 def comparison_words(parallel_wall: float, sequential_wall: float) -> str:
     """'parallel is 2.10x faster than sequential', or '1.05x slower' when it lost: never '0.95x faster'."""
-    ratio = sequential_wall / parallel_wall
+    return speedup_words(sequential_wall / parallel_wall)
+
+
+def speedup_words(ratio: float) -> str:
+    """The measured speedup (sequential wall ÷ parallel wall) in words."""
     if ratio >= 1:
         return f"parallel is {ratio:.2f}x faster than sequential"
     return f"parallel is {1 / ratio:.2f}x slower than sequential"
