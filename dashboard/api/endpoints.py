@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Query, Router
+from ninja import Query, Router, Status
 from ninja.errors import HttpError
 
 from dashboard.api import schemas
@@ -201,8 +201,7 @@ def batch_launch(request, confirm_cost: bool = Query(False, description="Launch 
         batch, again = launch(), False
     else:
         batch, again = services.batch_launch_once(owner=user, key=key, body=request.body, launch=launch)
-    response_status = 200 if again else 201
-    return response_status, _batch_detail(batch)
+    return Status(200 if again else 201, _batch_detail(batch))
 
 
 @router.post(
@@ -283,7 +282,7 @@ def batch_rerun_sequential(request, batch_id: int):
         rerun = services.batch_rerun_sequential(batch=batch, actor=actor(request))
     except SpecInvalid as exc:
         raise HttpError(409, f"the stored spec no longer launches: {exc}") from None
-    return 201, _batch_detail(rerun)
+    return Status(201, _batch_detail(rerun))
 
 
 @router.get(
@@ -386,7 +385,7 @@ def review_submit(request, batch_id: int, body: schemas.ReviewIn):
     """Approve, request changes (say what) or comment."""
     batch = get_object_or_404(Batch, id=batch_id)
     services.review_submit(batch=batch, author=actor(request), decision=body.decision, comment=body.comment)
-    return 201, _reviews(batch)
+    return Status(201, _reviews(batch))
 
 
 # --- runs -------------------------------------------------------------------------------------
