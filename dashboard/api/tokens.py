@@ -60,7 +60,7 @@ def token_list(request):
         return _page(request, form=form, error=str(exc), status=403)
     except ActionRefused as exc:
         return _page(request, form=form, error=str(exc), status=400)
-    return _page(request, secret=secret, created=token, status=201)
+    return _page(request, secret=secret, created=token)
 
 
 @require_POST

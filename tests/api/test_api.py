@@ -17,7 +17,6 @@ from openapi_spec_validator import validate
 from spawner import services
 from spawner.models import ApiToken, Batch, Escalation, RunAttempt
 from tests.api.conftest import Api
-from tests.dashboard.conftest import grant
 from tests.dashboard.test_access import walk
 
 GOOD = {"name": "api", "agent": "sh", "tasks": [{"key": "a", "prompt": "echo a"}, {"key": "b", "prompt": "echo b"}]}
@@ -64,7 +63,7 @@ def url_of(route: str, ids: dict) -> str:
 
 def test_every_api_url_is_known_here():
     names = {name for name, _ in API_URLS}
-    assert POSTS <= names
+    assert names >= POSTS
     assert len(names) >= 20
 
 
@@ -97,9 +96,7 @@ def test_every_read_answers_a_read_token(ids, name, route, api_as, viewer, setti
     log = tmp_path / "critical.log"
     log.write_bytes(b"line one\nline two\n")
     RunAttempt.objects.filter(run_id=ids["run_id"]).update(log_path=str(log))
-    response = api_as(viewer, "read").client.get(
-        url_of(route, ids), headers=api_as(viewer, "read").headers
-    )
+    response = api_as(viewer, "read").client.get(url_of(route, ids), headers=api_as(viewer, "read").headers)
     assert response.status_code == (302 if name == "api-1:api-root" else 200), (name, response.status_code)
 
 
@@ -394,7 +391,7 @@ def test_the_tokens_page_makes_shows_once_and_revokes(member, teammate, client):
     page = client.get("/tokens/")
     assert page.status_code == 200 and b"No token yet" in page.content
     made = client.post("/tokens/", {"name": "CI", "scope": "launch", "expires": ""})
-    assert made.status_code == 201
+    assert made.status_code == 200
     secret = re.search(rb'value="(spn_[^"]+)"', made.content).group(1).decode()
     assert Api(secret).get("/batches").status_code == 200
     again = client.get("/tokens/")
