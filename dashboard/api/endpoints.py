@@ -179,7 +179,11 @@ def batch_list(
     url_name="batch-launch",
     tags=["batches"],
 )
-def batch_launch(request, confirm_cost: bool = Query(False, description="Launch even above the cost to confirm.")):
+def batch_launch(
+    request,
+    confirm_cost: bool = Query(False, description="Launch even above the cost to confirm."),
+    sequential: bool = Query(False, description="One task at a time, whatever the spec's mode."),
+):
     """Launch a batch from a spec (201), or return the batch an earlier request with the same
     Idempotency-Key launched (200)."""
     user = actor(request)
@@ -194,7 +198,13 @@ def batch_launch(request, confirm_cost: bool = Query(False, description="Launch 
         )
 
     def launch() -> Batch:
-        return services.batch_launch(batch_spec=batch_spec, base_dir=settings.SPAWNER_WORKDIR, owner=user, confine=True)
+        return services.batch_launch(
+            batch_spec=batch_spec,
+            base_dir=settings.SPAWNER_WORKDIR,
+            owner=user,
+            confine=True,
+            mode=Mode.SEQUENTIAL if sequential else None,
+        )
 
     key = request.headers.get("Idempotency-Key")
     if key is None:

@@ -74,12 +74,17 @@ class RunSummary(Schema):
     result: Any = None
     result_error: str
     output_tail: str
+    tokens: int | None = None
     cost_usd: float | None
+    cost_note: str = ""
+    usage: dict[str, Any] | None = None
+    changes: dict[str, Any] | None = None
     url: str
 
 
 class BatchDetail(Schema):
     id: int
+    batch: int = Field(description="The same as id: the summary `manage.py spawn --json` prints has it.")
     name: str
     owner: str | None
     status: str
@@ -165,8 +170,6 @@ class RunDetail(RunSummary):
     queued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
-    changes: dict[str, Any] | None
-    usage: dict[str, Any] | None
     dependents: list[str]
 
 
