@@ -147,7 +147,7 @@ class Command(BaseCommand):
                 where, field = error.get("where", ""), error.get("field", "")
                 line = f"{where}: {field + ': ' if field else ''}{error.get('message', '')}"
                 self.console.print(Text.assemble(("error", "red"), " ", line), soft_wrap=True)
-            nothing = "; nothing was launched" if exc.errors else ""
+            nothing = "; nothing was launched" if exc.errors and "nothing was launched" not in exc.detail else ""
             raise CommandError(f"{server.server}: {exc.detail}{nothing}") from None
         finally:
             server.close()
