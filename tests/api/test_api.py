@@ -112,6 +112,13 @@ def test_a_read_token_changes_nothing(ids, name, api_as, admin):
     assert (RunEvent.objects.count(), Batch.objects.count()) == (events, batches)
 
 
+def test_unknown_paths_and_wrong_methods_are_problems_too(api_as, member, ids):
+    api = api_as(member, "read")
+    assert "/api/docs" in is_problem(api.get("/no-such-thing"), 404)["detail"]
+    response = api.client.get(f"/api/batches/{ids['batch_id']}/cancel", headers=api.headers)
+    assert "POST" in is_problem(response, 405)["detail"] and response["Allow"] == "POST"
+
+
 def test_the_token_is_stored_hashed_and_its_use_recorded(member, token_for):
     secret = token_for(member, "read")
     assert secret.startswith("spn_") and len(secret) > 40

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,15 +16,17 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
-SPEC = """\
+RESULT = {"summary": "fine", "verdict": "pass", "findings": [{"severity": "low", "title": "nit", "file": "a.py"}]}
+REVIEW = json.dumps(f"echo '{json.dumps(RESULT)}' > $SPAWNER_RESULT_FILE")
+SPEC = f"""\
 name: contract
 agent: sh
 aggregation: merge
 tasks:
   - key: review
-    prompt: "echo '{\\"summary\\": \\"fine\\", \\"verdict\\": \\"pass\\", \\"findings\\": [{\\"severity\\": \\"low\\", \\"title\\": \\"nit\\", \\"file\\": \\"a.py\\"}]}' > $SPAWNER_RESULT_FILE"
-  - {key: flaky, prompt: "test -f marker && echo fixed", priority: P0}
-  - {key: broken, prompt: "echo broken; exit 3", priority: P0}
+    prompt: {REVIEW}
+  - {{key: flaky, prompt: "test -f marker && echo fixed", priority: P0}}
+  - {{key: broken, prompt: "echo broken; exit 3", priority: P0}}
 """
 
 
@@ -106,8 +109,6 @@ def test_spawn_on_a_server(cluster, live_server, workdir, member, token_for):
     failing.write_text("name: remote-fail\nagent: sh\ntasks:\n  - {key: a, prompt: 'exit 4'}\n")
     done = run_spawn(str(failing), "--server", live_server.url, "--json", token=token, cwd=workdir)
     assert done.returncode == 1 and "ended failed" in done.stderr
-    import json
-
     summary = json.loads(done.stdout)
     assert summary["status"] == "failed" and summary["runs"][0]["exit_code"] == 4
 
