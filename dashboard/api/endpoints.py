@@ -21,7 +21,7 @@ from ninja.errors import HttpError
 
 from dashboard.api import schemas
 from dashboard.api.problems import problem
-from dashboard.pages import fanin_queries, queries
+from dashboard.pages import exports, fanin_queries, queries
 from dashboard.pages.downloads import file_download
 from spawner import permissions, selectors, services
 from spawner.errors import SpecInvalid
@@ -330,6 +330,23 @@ def batch_aggregation(request, batch_id: int):
     if data is None:
         raise Http404(f"batch #{batch_id} has no combined result yet (it is computed when the batch ends)")
     return data
+
+
+@router.get(
+    "/batches/{int:batch_id}/aggregation.md",
+    response={200: str, **ERRORS},
+    openapi_extra={"responses": {200: {"description": "Markdown", "content": {"text/markdown": {}}}}},
+    url_name="aggregation-md",
+    tags=["results"],
+)
+def batch_aggregation_markdown(request, batch_id: int):
+    """The combined result as Markdown, as the result page's export gives it."""
+    batch = get_object_or_404(Batch, id=batch_id)
+    data = selectors.aggregation_of(batch)
+    if data is None:
+        raise Http404(f"batch #{batch_id} has no combined result yet (it is computed when the batch ends)")
+    body = exports.result_markdown(data, title=f"Batch #{batch.id} {batch.name}: combined result")
+    return HttpResponse(body, content_type="text/markdown; charset=utf-8")
 
 
 @router.get(

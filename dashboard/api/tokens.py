@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime, time
 
 from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -70,4 +71,5 @@ def token_revoke(request, token_id: int):
         services.token_revoke(token_id=token_id, user=request.user)
     except ActionRefused as exc:
         return _page(request, error=str(exc), status=409)
-    return _page(request)
+    messages.success(request, "The token is revoked: it no longer opens the API.")
+    return redirect("tokens")

@@ -206,6 +206,11 @@ def test_reviews(ids, reviewer, launcher, api_as):
     assert api_as(launcher, "read").get(f"/batches/{batch}/reviews").json()["reviews"][0]["author"] == "rey"
 
 
+def test_the_markdown_export(ids, viewer, api_as):
+    response = api_as(viewer, "read").get(f"/batches/{ids['batch_id']}/aggregation.md")
+    assert response["Content-Type"].startswith("text/markdown") and b"Shell injection" in response.content
+
+
 def test_findings_are_filtered_as_on_the_result_page(ids, viewer, api_as):
     found = api_as(viewer, "read").get(f"/batches/{ids['batch_id']}/findings", severity="high").json()
     assert found["total"] == 3 and [f["severity"] for f in found["findings"]] == ["high"]
@@ -408,7 +413,7 @@ def test_the_tokens_page_makes_shows_once_and_revokes(member, teammate, client):
     other = Client()
     other.force_login(teammate)
     assert other.post(f"/tokens/{token.id}/revoke/").status_code == 409
-    assert client.post(f"/tokens/{token.id}/revoke/").status_code == 200
+    assert client.post(f"/tokens/{token.id}/revoke/").status_code == 302
     assert client.post(f"/tokens/{token.id}/revoke/").status_code == 409
     assert Api(secret).get("/batches").status_code == 401
     # Bad input names the field; a non-admin is not offered the admin scope.
