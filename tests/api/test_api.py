@@ -422,3 +422,33 @@ def test_the_tokens_page_makes_shows_once_and_revokes(member, teammate, client):
     assert b'value="admin"' not in client.get("/tokens/").content
     past = (timezone.now() - timedelta(days=2)).date().isoformat()
     assert client.post("/tokens/", {"name": "old", "scope": "read", "expires": past}).status_code == 400
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_key_sent_twice_at_once_launches_once(member, token_for, settings, tmp_path, agent_types):
+    """Two requests racing with one key: one launches, the other gets its batch (the loser's launch is undone)."""
+    import threading
+
+    from django.db import connections
+
+    settings.SPAWNER_WORKDIR = tmp_path
+    secret = token_for(member)
+    start = threading.Barrier(2)
+    answers = []
+
+    def send():
+        try:
+            start.wait()
+            response = Api(secret).post("/batches", GOOD, headers={"Idempotency-Key": "race"})
+            answers.append((response.status_code, response.json()["id"]))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(code for code, _ in answers) == [200, 201], answers
+    assert len({batch for _, batch in answers}) == 1
+    assert Batch.objects.count() == 1
