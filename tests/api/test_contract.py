@@ -11,6 +11,7 @@ import time
 import pytest
 
 from spawner import services
+from spawner.models import Batch
 from tests.api.conftest import Api
 from tests.conftest import ROOT
 
@@ -101,6 +102,9 @@ def test_spawn_on_a_server(cluster, live_server, workdir, member, token_for):
     token = token_for(member, "launch")
     good = workdir / "good.yaml"
     good.write_text("name: remote\nagent: sh\ntasks:\n  - {key: a, prompt: echo one}\n  - {key: b, prompt: echo two}\n")
+    planned = run_spawn(str(good), "--server", live_server.url, "--plan", token=token, cwd=workdir)
+    assert planned.returncode == 0 and "wave 0: a, b" in planned.stdout, planned.stderr
+    assert not Batch.objects.exists()
     done = run_spawn(str(good), "--server", live_server.url, token=token, cwd=workdir)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "batch #" in done.stdout and "succeeded" in done.stdout and "speedup" in done.stdout
