@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from statistics import median
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from spawner import permissions, spec
@@ -18,7 +20,19 @@ from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
 from spawner.engine import budgets, dispatch, events, git, merging, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
-from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt, Workspace
+from spawner.models import (
+    AgentRun,
+    AgentType,
+    ApiToken,
+    Batch,
+    Escalation,
+    IdempotencyKey,
+    MergeStep,
+    Review,
+    Role,
+    RunAttempt,
+    Workspace,
+)
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
@@ -697,17 +711,11 @@ IDEMPOTENCY_KEY_CHARS = 200
 
 
 def token_digest(secret: str) -> str:
-    import hashlib
-
     return hashlib.sha256(secret.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
 def token_create(*, user, name: str, scope: str, expires_at=None):
     """A new personal API token: (the stored row, the secret, shown this once and never stored)."""
-    import secrets
-
-    from spawner.models import ApiToken
-
     if user is None or not user.is_authenticated or not user.is_active:
         raise NotAllowed("sign in to create an API token")
     name = (name or "").strip()
@@ -735,8 +743,6 @@ def token_create(*, user, name: str, scope: str, expires_at=None):
 
 def token_revoke(*, token_id: int, user) -> None:
     """Revoke one of one's own tokens (someone else's is not found)."""
-    from spawner.models import ApiToken
-
     with transaction.atomic():
         token = ApiToken.objects.select_for_update().filter(id=token_id, user_id=getattr(user, "id", None)).first()
         if token is None:
@@ -753,8 +759,6 @@ TOKEN_TOUCH_SECONDS = 60  # "last used" is written at most this often
 def token_user(secret: str):
     """(the user, the token) a presented secret stands for, or None: unknown, revoked, expired, or
     its person no longer active. Records when it was last used."""
-    from spawner.models import ApiToken
-
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
     token = ApiToken.objects.select_related("user").filter(digest=token_digest(secret)).first()
@@ -769,13 +773,13 @@ def token_user(secret: str):
     return token.user, token
 
 
+class IdempotencyConflict(ActionRefused):
+    """An Idempotency-Key used again for a different request."""
+
+
 def batch_launch_once(*, owner, key: str, body: bytes, launch) -> tuple[Batch, bool]:
     """Launch (calling `launch()`) unless this person already launched with this Idempotency-Key:
     (the batch, whether it is the one launched earlier). The same key with another body is refused."""
-    from django.db import IntegrityError
-
-    from spawner.models import IdempotencyKey
-
     if not key or len(key) > IDEMPOTENCY_KEY_CHARS or not key.isprintable():
         raise ActionRefused(f"Idempotency-Key: 1 to {IDEMPOTENCY_KEY_CHARS} printable characters")
     digest = token_digest(body.decode("utf-8", errors="replace"))
@@ -800,7 +804,3 @@ def batch_launch_once(*, owner, key: str, body: bytes, launch) -> tuple[Batch, b
             return done
         raise
     return batch, False
-
-
-class IdempotencyConflict(ActionRefused):
-    """An Idempotency-Key used again for a different request."""
