@@ -54,3 +54,9 @@ def test_make_use_and_revoke_a_token(web, agent_types, alice, browser, shots):
     expect(page.locator("table.tokens tr", has_text="CI on main")).to_contain_text("revoked")
     shots(page, "revoked")
     assert httpx.get(f"{web.url}/api/batches", headers=headers, timeout=30).status_code == 401
+
+    # On a phone the page does not scroll sideways (the table scrolls in its own box).
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
+    shots(page, "phone")
