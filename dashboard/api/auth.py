@@ -48,13 +48,17 @@ class SessionAuth(APIKeyCookie):
     """The browser's own calls: its session cookie, and the CSRF token on anything that changes."""
 
     param_name = "sessionid"
-    csrf = True  # the docs page sends the CSRF token with its requests
 
     def __init__(self) -> None:
         from django.conf import settings
 
-        super().__init__(csrf=False)
+        super().__init__(csrf=True)  # so the docs page sends the CSRF token with its requests
         self.param_name = settings.SESSION_COOKIE_NAME
+
+    def _get_key(self, request: HttpRequest):
+        # The CSRF check is done below, for a signed-in session only: a request with no session
+        # at all is unauthenticated (401), not a CSRF failure.
+        return request.COOKIES.get(self.param_name)
 
     def authenticate(self, request: HttpRequest, key):
         user = getattr(request, "user", None)

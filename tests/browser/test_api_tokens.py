@@ -43,6 +43,13 @@ def test_make_use_and_revoke_a_token(web, agent_types, alice, browser, shots):
     page.click("text=Execute")
     expect(page.locator(".live-responses-table tbody .response-col_status").first).to_have_text("200")
     shots(page, "docs")
+    # A POST from the docs page carries the session's CSRF token: a plan, which launches nothing.
+    page.locator(".opblock-summary-path", has_text="/api/batches/plan").first.click()
+    plan = page.locator(".opblock", has_text="/api/batches/plan").first
+    plan.locator("text=Try it out").click()
+    plan.locator("textarea.body-param__text").fill('{"name": "p", "agent": "sh", "tasks": [{"key": "a"}]}')
+    plan.locator("text=Execute").click()
+    expect(plan.locator(".live-responses-table tbody .response-col_status").first).to_have_text("200")
     assert outside == [], f"the docs page loaded from outside the app: {outside[:3]}"
 
     # The list shows it once used, never its secret; revoked, it no longer opens the API.
