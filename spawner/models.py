@@ -603,3 +603,45 @@ class UserBudget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.daily_usd} USD/day"
+
+
+# --- the REST API: personal tokens and idempotent launches (spawner.services: token_*, api_launch) ---
+
+
+class ApiToken(models.Model):
+    """A person's token for the REST API: only its SHA-256 is kept; the secret is shown once."""
+
+    class Scope(models.TextChoices):
+        READ = "read", "read: look, never change anything"
+        LAUNCH = "launch", "launch: also launch, retry, cancel, review and resolve"
+        ADMIN = "admin", "admin: also what only an admin may run (when the person is one)"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The secret's first characters, to recognise it.")
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the whole secret, hex.")
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.READ)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… ({self.name}, {self.scope})"
+
+
+class IdempotencyKey(models.Model):
+    """A launch asked with an Idempotency-Key: the same person asking again with the same key gets
+    the same batch back, never a second launch."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=200)
+    request_digest = models.CharField(max_length=64, help_text="SHA-256 of the request body, hex.")
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]

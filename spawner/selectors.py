@@ -884,3 +884,33 @@ def batch_history(name: str, page: int = 1, per_page: int = HISTORY_PAGE_SIZE) -
     flaky = {key for key, states in zip(columns, ended, strict=True) if len(set(states)) > 1}
     rows = [{"batch": b, "cells": [cells[b.id].get(key) for key in columns]} for b in shown.object_list]
     return {"name": name, "page": shown, "columns": columns, "flaky": flaky, "rows": rows}
+
+
+# --- the REST API -------------------------------------------------------------------------------
+
+
+def batches_filtered(*, status: str = "", name: str = "", owner: str = ""):
+    """Batches, newest first: `owner` is a user id, a username, or "cli" (launched without a user)."""
+    batches = Batch.objects.select_related("owner").defer("spec", "spec_text").order_by("-id")
+    if status:
+        batches = batches.filter(status=status)
+    if name:
+        batches = batches.filter(name__icontains=name)
+    if owner == "cli":
+        batches = batches.filter(owner__isnull=True)
+    elif owner.isdigit():
+        batches = batches.filter(owner_id=int(owner))
+    elif owner:
+        batches = batches.filter(owner__username=owner)
+    return batches
+
+
+def api_tokens(user):
+    from spawner.models import ApiToken
+
+    return list(ApiToken.objects.filter(user_id=user.id).order_by("revoked_at", "-id"))
+
+
+def aggregation_of(batch: Batch) -> dict | None:
+    """The batch's combined result, as the result page and `spawn --json` show it; None before it ends."""
+    return _aggregation_data(batch)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from statistics import median
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from spawner import permissions, spec
@@ -19,7 +21,19 @@ from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
 from spawner.engine import budgets, dispatch, events, git, merging, prompts, transitions, workspaces
 from spawner.errors import ActionRefused, NotAllowed
-from spawner.models import AgentRun, AgentType, Batch, Escalation, MergeStep, Review, Role, RunAttempt, Workspace
+from spawner.models import (
+    AgentRun,
+    AgentType,
+    ApiToken,
+    Batch,
+    Escalation,
+    IdempotencyKey,
+    MergeStep,
+    Review,
+    Role,
+    RunAttempt,
+    Workspace,
+)
 from spawner.states import RUN_FAILED, RUN_TERMINAL, BatchStatus, EventKind, FailurePolicy, Mode, RunStatus, Strategy
 
 __all__ = ["ActionRefused"]
@@ -816,3 +830,107 @@ def merge_pick_winner(*, batch: Batch, run: AgentRun, actor=None) -> list[str]:
         else:
             raise ActionRefused(f"run '{run.key}' is {mine.state} in the merge queue; resolve it there")
     return done
+
+
+# --- the REST API: personal tokens and idempotent launches -------------------------------------
+
+TOKEN_PREFIX = "spn_"
+TOKEN_SHOWN_CHARS = 12  # what the tokens page shows of a secret: "spn_" and 8 more
+TOKEN_NAME_CHARS = 100
+IDEMPOTENCY_KEY_CHARS = 200
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+def token_create(*, user, name: str, scope: str, expires_at=None):
+    """A new personal API token: (the stored row, the secret, shown this once and never stored)."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        raise NotAllowed("sign in to create an API token")
+    name = (name or "").strip()
+    if not name:
+        raise ActionRefused("name: give the token a name, to recognise it later")
+    if len(name) > TOKEN_NAME_CHARS:
+        raise ActionRefused(f"name: at most {TOKEN_NAME_CHARS} characters")
+    if scope not in ApiToken.Scope.values:
+        raise ActionRefused(f"scope: one of {', '.join(ApiToken.Scope.values)}")
+    if scope == ApiToken.Scope.ADMIN:
+        permissions.require(user, permissions.may_run_admin_only)
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ActionRefused("expires: the date has passed")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)  # 32 random bytes
+    token = ApiToken.objects.create(
+        user=user,
+        name=name,
+        prefix=secret[:TOKEN_SHOWN_CHARS],
+        digest=token_digest(secret),
+        scope=scope,
+        expires_at=expires_at,
+    )
+    return token, secret
+
+
+def token_revoke(*, token_id: int, user) -> None:
+    """Revoke one of one's own tokens (someone else's is not found)."""
+    with transaction.atomic():
+        token = ApiToken.objects.select_for_update().filter(id=token_id, user_id=getattr(user, "id", None)).first()
+        if token is None:
+            raise ActionRefused(f"you have no token #{token_id}")
+        if token.revoked_at is not None:
+            raise ActionRefused(f"token {token.prefix}… is already revoked")
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+
+
+TOKEN_TOUCH_SECONDS = 60  # "last used" is written at most this often
+
+
+def token_user(secret: str):
+    """(the user, the token) a presented secret stands for, or None: unknown, revoked, expired, or
+    its person no longer active. Records when it was last used."""
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        return None
+    token = ApiToken.objects.select_related("user").filter(digest=token_digest(secret)).first()
+    now = timezone.now()
+    if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
+        return None
+    if not token.user.is_active:
+        return None
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > TOKEN_TOUCH_SECONDS:
+        ApiToken.objects.filter(id=token.id).update(last_used_at=now)
+        token.last_used_at = now
+    return token.user, token
+
+
+class IdempotencyConflict(ActionRefused):
+    """An Idempotency-Key used again for a different request."""
+
+
+def batch_launch_once(*, owner, key: str, body: bytes, launch) -> tuple[Batch, bool]:
+    """Launch (calling `launch()`) unless this person already launched with this Idempotency-Key:
+    (the batch, whether it is the one launched earlier). The same key with another body is refused."""
+    if not key or len(key) > IDEMPOTENCY_KEY_CHARS or not key.isprintable():
+        raise ActionRefused(f"Idempotency-Key: 1 to {IDEMPOTENCY_KEY_CHARS} printable characters")
+    digest = token_digest(body.decode("utf-8", errors="replace"))
+
+    def earlier() -> tuple[Batch, bool] | None:
+        found = IdempotencyKey.objects.select_related("batch").filter(user=owner, key=key).first()
+        if found is None:
+            return None
+        if found.request_digest != digest:
+            raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for another request (batch #{found.batch_id})")
+        return found.batch, True
+
+    if (done := earlier()) is not None:
+        return done
+    try:
+        with transaction.atomic():
+            batch = launch()
+            IdempotencyKey.objects.create(user=owner, key=key, request_digest=digest, batch=batch)
+    except IntegrityError:
+        # The same request, sent twice at once: the other one launched; this one's launch is undone.
+        if (done := earlier()) is not None:
+            return done
+        raise
+    return batch, False

@@ -50,12 +50,14 @@ INSTALLED_APPS = [
     "django_q",
     "django_htmx",
     "template_partials",
+    "ninja",  # the REST API (dashboard/api): its docs page's assets are served from static
     "spawner",
     "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "dashboard.api.limits.body_limit",
     "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

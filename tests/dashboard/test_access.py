@@ -18,6 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from dashboard.live import relay
 from dashboard.live.routing import websocket_urlpatterns
+from spawner import services
 from spawner.asgi import application
 from spawner.models import Escalation, MergeStep, RunAttempt, Workspace
 from tests.dashboard.conftest import grant
@@ -49,6 +50,7 @@ READS = {
     "run-diff-download",
     "stats",
     "stats-json",
+    "tokens",
 }
 # Writes (POST only): what each needs, and a body that would succeed.
 WRITES = {
@@ -68,19 +70,24 @@ WRITES = {
     "merge-step-sides": ("resolve", {"side:README.md": "ours"}),
     "merge-reset": ("resolve", {}),
     "merge-pick": ("resolve", {}),
+    # One's own API tokens (someone else's token is not one's to revoke: 409).
+    "tokens": ("self", {"name": "ci", "scope": "read"}),
+    "token-revoke": ("self", {}),
 }
 # What each person was granted; the admin may do everything.
 GRANTED = {
     "stranger": set(),
-    "viewer": set(),
-    "launcher": {"launch"},
-    "reviewer": {"review", "resolve"},
-    "admin": {"launch", "cancel", "review", "resolve"},
+    "viewer": {"self"},
+    "launcher": {"self", "launch"},
+    "reviewer": {"self", "review", "resolve"},
+    "admin": {"self", "launch", "cancel", "review", "resolve"},
 }
 # Views that answer strangers: signing in and out (the site's and the admin's).
 PUBLIC = {"login", "logout", "admin:login", "admin:logout"}
 # Django's admin site checks staff itself.
 ADMIN_SITE = "admin:"
+# The REST API answers with problem details (401 without a token): tests/api/ checks each endpoint.
+API = "api-1:"
 # Websocket routes: the live pages (any signed-in person) and the fallback for unknown paths.
 WS_LIVE = {"list", "batch", "compare", "result", "run", "escalations", "site"}
 
@@ -95,7 +102,7 @@ def walk(patterns, prefix="", namespace=""):
 
 
 ALL_URLS = sorted(set(walk(get_resolver().url_patterns)))
-DASHBOARD_URLS = [(name, route) for name, route in ALL_URLS if not name.startswith(ADMIN_SITE)]
+DASHBOARD_URLS = [(name, route) for name, route in ALL_URLS if not name.startswith((ADMIN_SITE, API))]
 
 
 def fill(route: str, ids: dict[str, int]) -> str:
@@ -144,6 +151,7 @@ def objects(reviewed, tmp_path, settings):
         "number": run.attempt,
         "escalation_id": Escalation.objects.get(batch=reviewed).id,
         "step_id": step.id,
+        "token_id": services.token_create(user=reviewed.owner, name="theirs", scope="read")[0].id,
     }
 
 
@@ -218,6 +226,12 @@ def test_the_admin_site_is_for_staff_only(people, name, route):
             name,
             response,
         )
+
+
+def test_every_api_url_wants_a_token(db):
+    api = [route for name, route in ALL_URLS if name.startswith(API)]
+    assert api and all(route.startswith("api/") for route in api)
+    assert Client().get("/api/batches").status_code == 401
 
 
 def test_the_sign_in_page_is_open(client, db):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from spawner import selectors, services, spec
+from spawner import remote, selectors, services, spec
 from spawner.core.words import plural
 from spawner.engine import cluster, reaper
 from spawner.models import Batch
@@ -48,9 +49,16 @@ class Command(BaseCommand):
         parser.add_argument("--sequential", action="store_true", help="one task at a time")
         parser.add_argument("--compare", action="store_true", help="then run it sequentially and compare")
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+        parser.add_argument(
+            "--server",
+            metavar="URL",
+            help="run it on another Spawner through its REST API (the token from SPAWNER_TOKEN); follows it",
+        )
 
     def handle(self, *args, **opts):
         self.console = Console(stderr=opts["json"], highlight=False)
+        if opts["server"]:
+            return self._remote(opts)
         if pending := unapplied_migrations():
             raise CommandError(
                 f"the database is not set up ({plural(pending, 'migration')} to apply): "
@@ -113,6 +121,90 @@ class Command(BaseCommand):
             return Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"cannot read {path}: {exc}") from None
+
+    # --- on another server, through its REST API --------------------------------------
+
+    def _remote(self, opts) -> None:
+        token = os.environ.get("SPAWNER_TOKEN", "").strip()
+        if not token:
+            raise CommandError("--server needs a token: make one on the server's tokens page, then SPAWNER_TOKEN=spn_…")
+        path = opts["file"]
+        text = sys.stdin.read() if path == "-" else self._read(path)
+        try:
+            server = remote.Remote(opts["server"], token)
+        except remote.RemoteError as exc:
+            raise CommandError(exc.detail) from None
+        try:
+            if opts["plan"]:
+                self._print_remote_plan(server.plan(text, sequential=opts["sequential"]))
+                return
+            batch = server.launch(text, sequential=opts["sequential"])
+            self.console.print(f"launched batch #{batch['id']} on {server.server}: {escape(batch['name'])}")
+            summaries = [self._follow_remote(server, batch)]
+            if opts["compare"]:
+                self.console.print("\n[bold]Same batch, sequentially:[/bold]")
+                rerun = server.post(f"/batches/{batch['id']}/rerun-sequential")
+                summaries.append(self._follow_remote(server, rerun))
+        except remote.RemoteError as exc:
+            for error in exc.errors:
+                where, field = error.get("where", ""), error.get("field", "")
+                line = f"{where}: {field + ': ' if field else ''}{error.get('message', '')}"
+                self.console.print(Text.assemble(("error", "red"), " ", line), soft_wrap=True)
+            nothing = "; nothing was launched" if exc.errors and "nothing was launched" not in exc.detail else ""
+            raise CommandError(f"{server.server}: {exc.detail}{nothing}") from None
+        finally:
+            server.close()
+        if opts["json"]:
+            out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
+            self.stdout.write(json.dumps(out, indent=2, default=str))
+        else:
+            self._print_summary(summaries[0])
+            if len(summaries) == 2:
+                self._print_comparison(*summaries)
+        if summaries[0]["status"] != BatchStatus.SUCCEEDED:
+            raise CommandError(f"batch #{summaries[0]['batch']} ended {summaries[0]['status']}")
+
+    def _follow_remote(self, server, batch: dict) -> dict:
+        with Live(self._remote_progress(batch), console=self.console, refresh_per_second=4) as live:
+            done = server.follow(batch["id"], on_change=lambda detail: live.update(self._remote_progress(detail)))
+            live.update(self._remote_progress(done))
+        if not self.console.is_terminal:
+            self.console.line()
+        return done
+
+    def _remote_progress(self, detail: dict) -> Group:
+        runs = detail["runs"]
+        table = Table(box=None, pad_edge=False)
+        for col, justify in (("task", "left"), ("wave", "right"), ("status", "left"), ("try", "right")):
+            table.add_column(col, justify=justify)
+        for r in runs[:60]:
+            style = STATUS_STYLE.get(r["status"], "")
+            table.add_row(r["key"], str(r["wave"]), f"[{style}]{r['status']}[/]", str(r["attempts"] or ""))
+        if len(runs) > 60:
+            table.add_row(f"… {len(runs) - 60} more", "", "", "")
+        done = sum(1 for r in runs if r["status"] in RUN_TERMINAL)
+        return Group(progress_title(detail["id"], detail["name"], done, len(runs), self.console.width), table)
+
+    def _print_remote_plan(self, plan: dict) -> None:
+        c = self.console
+        c.print(
+            f"[bold]{escape(plan['name'])}[/bold]: {plan['tasks']} tasks, max_parallel {plan['max_parallel']}, "
+            f"{plan['mode']}"
+        )
+        for n, wave in enumerate(plan["waves"]):
+            c.print(f"  wave {n}: {', '.join(wave)}")
+        unit = "s" if plan["durations_known"] else " units (no durations known: each task counts 1)"
+        c.print(f"  critical path: {' -> '.join(plan['critical_path'])} ({plan['critical_path_seconds']:g}{unit})")
+        c.print(
+            f"  estimated: sum {plan['sum_seconds']:g}, wall {plan['estimated_wall_seconds']:g}, "
+            f"speedup {plan['estimated_speedup']:.2f}x"
+        )
+        c.print(f"  estimated cost: {plan['cost']['label']}")
+        for check in plan["checks"]:
+            mark = "[green]ok[/green]  " if check["ok"] else "[yellow]warn[/yellow]"
+            c.print(f"  {mark} {check['name']}: {escape(check['detail'])}", soft_wrap=True)
+        for warning in plan["warnings"]:
+            c.print(f"  [yellow]warn[/yellow] {escape(warning)}", soft_wrap=True)
 
     # --- following --------------------------------------------------------------------
 
@@ -281,8 +373,7 @@ class Command(BaseCommand):
         self.console.print(table)
         if measured["speedup"]:
             self.console.print(
-                f"[bold]measured: {speedup_words(measured['speedup'])}[/bold] "
-                "(sequential wall ÷ parallel wall)"
+                f"[bold]measured: {speedup_words(measured['speedup'])}[/bold] (sequential wall ÷ parallel wall)"
             )
 
 

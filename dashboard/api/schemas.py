@@ -1,0 +1,252 @@
+"""What the API answers, as schemas (the OpenAPI document is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Field, Schema
+
+
+class Problem(Schema):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+
+
+class SpecFieldError(Schema):
+    task: str | None = Field(None, description="The task's key, when the error concerns a task that has one.")
+    index: int | None = Field(None, description="The task's position in `tasks`, from 0.")
+    field: str
+    line: int | None = Field(None, description="Line in the spec's text, from 1.")
+    message: str
+    where: str
+
+
+class SpecProblem(Problem):
+    errors: list[SpecFieldError]
+
+
+class Timings(Schema):
+    wall_seconds: float | None
+    sum_seconds: float | None
+    critical_path_seconds: float | None
+    speedup: float | None
+    efficiency: float | None
+
+
+class BatchRow(Schema):
+    id: int
+    name: str
+    owner: str | None
+    status: str
+    mode: str
+    cancel_requested: bool
+    launched_at: datetime
+    finished_at: datetime | None
+    counts: dict[str, int]
+    timings: Timings
+    url: str
+
+
+class BatchPage(Schema):
+    count: int
+    page: int
+    pages: int
+    page_size: int
+    items: list[BatchRow]
+
+
+class RunSummary(Schema):
+    id: int
+    key: str
+    agent_type: str
+    priority: str
+    wave: int
+    status: str
+    attempts: int
+    exit_code: int | None
+    duration_seconds: float | None
+    error: str
+    result: Any = None
+    result_error: str
+    output_tail: str
+    tokens: int | None = None
+    cost_usd: float | None
+    cost_note: str = ""
+    usage: dict[str, Any] | None = None
+    changes: dict[str, Any] | None = None
+    url: str
+
+
+class BatchDetail(Schema):
+    id: int
+    batch: int = Field(description="The same as id: the summary `manage.py spawn --json` prints has it.")
+    name: str
+    owner: str | None
+    status: str
+    mode: str
+    max_parallel: int
+    cancel_requested: bool
+    launched_at: datetime
+    finished_at: datetime | None
+    sequential_of: int | None
+    counts: dict[str, int]
+    timings: Timings
+    open_escalations: int
+    cost: dict[str, Any]
+    succeeded: list[str]
+    failed: list[str]
+    aggregation: dict[str, Any] | None
+    runs: list[RunSummary]
+    url: str
+
+
+class PlanOut(Schema):
+    name: str
+    mode: str
+    max_parallel: int
+    tasks: int
+    waves: list[list[str]]
+    order: list[str]
+    critical_path: list[str]
+    critical_path_seconds: float
+    sum_seconds: float
+    estimated_wall_seconds: float
+    estimated_speedup: float
+    durations_known: bool
+    checks: list[dict[str, Any]]
+    warnings: list[str]
+    cost: dict[str, Any]
+
+
+class RetryFailedOut(Schema):
+    retried: list[str]
+    not_retried: list[str]
+
+
+class CompareSide(Schema):
+    id: int
+    name: str
+    mode: str
+    status: str
+    timings: Timings
+
+
+class CompareOut(Schema):
+    parallel: CompareSide
+    sequential: CompareSide | None
+    measured_speedup: float | None = Field(None, description="Sequential wall time over parallel wall time.")
+
+
+class AttemptOut(Schema):
+    number: int
+    status: str
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    exit_code: int | None
+    error: str
+    host: str
+    log_bytes: int | None = Field(None, description="Size of the full log, when this server can read it.")
+    branch: str
+    head_commit: str
+    changes: dict[str, Any] | None
+    usage: dict[str, Any] | None
+
+
+class RunDetail(RunSummary):
+    batch: int
+    role: str
+    prompt: str
+    depends_on: list[str]
+    files: list[str]
+    timeout: int
+    retries: int
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    dependents: list[str]
+
+
+class OK(Schema):
+    detail: str
+
+
+class ReviewIn(Schema):
+    decision: Literal["approve", "request_changes", "comment"]
+    comment: str = Field("", max_length=20_000)
+
+
+class ReviewOut(Schema):
+    id: int
+    author: str
+    decision: str
+    comment: str
+    created_at: datetime
+
+
+class ReviewsOut(Schema):
+    state: str = Field(description="approved, changes_requested or pending: each reviewer's latest decision.")
+    reviews: list[ReviewOut]
+
+
+class EscalationOut(Schema):
+    id: int
+    batch: int
+    run: int | None
+    run_key: str | None
+    kind: str
+    reason: str
+    state: str
+    assignee: str | None
+    resolution: str
+    resolution_note: str
+    resolved_by: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+
+class EscalationPage(Schema):
+    count: int
+    page: int
+    pages: int
+    page_size: int
+    items: list[EscalationOut]
+
+
+class AssignIn(Schema):
+    assignee: str | None = Field(None, max_length=150, description="A username; null: nobody.")
+
+
+class ResolveIn(Schema):
+    action: Literal["retry", "accept", "dismiss"]
+    note: str = Field("", max_length=20_000)
+
+
+class AgentTypeOut(Schema):
+    name: str
+    description: str
+    kind: str
+    available: bool
+    unavailable_reason: str
+    admin_only: bool
+    default_timeout: int | None
+    max_concurrency: int | None
+    prompt_kind: str
+    model: str
+
+
+class RoleOut(Schema):
+    name: str
+    template: str
+
+
+class FindingsOut(Schema):
+    strategy: str
+    total: int
+    findings: list[dict[str, Any]]
