@@ -44,19 +44,7 @@ def batch_summary(batch: Batch) -> dict:
         "status": batch.status,
         "max_parallel": batch.max_parallel,
         "counts": counts,
-        "timings": {
-            # The definitions of spawner.core.timings: wall is busy time (idle waits for a person's
-            # retry left out), speedup here is the batch's parallelism (work / wall), an estimate;
-            # the measured speedup is the comparison with a sequential re-run.
-            "wall_seconds": batch.wall_seconds,
-            "since_launch_seconds": (t := batch_timings(batch))["since_launch"],
-            "idle_seconds": t["idle"],
-            "sum_seconds": batch.sum_seconds,
-            "critical_path_seconds": batch.critical_path_seconds,
-            "speedup": batch.speedup,
-            "parallelism": batch.speedup,
-            "efficiency": batch.efficiency,
-        },
+        "timings": batch_summary_timings(batch),
         "aggregation": _aggregation_data(batch),
         "open_escalations": batch.escalations.filter(state=Escalation.State.OPEN).count(),
         "cost": batch_cost(batch),
@@ -84,6 +72,24 @@ def batch_summary(batch: Batch) -> dict:
             }
             for r in runs
         ],
+    }
+
+
+def batch_summary_timings(batch: Batch) -> dict:
+    """A batch's figures for the summary, the API and the CLI. The definitions of spawner.core.timings:
+    wall is busy time (idle waits for a person's retry left out); `speedup` is the batch's parallelism
+    (work / wall), an estimate, kept under its old name; the measured speedup is the comparison with a
+    sequential re-run (`measured_comparison`)."""
+    t = batch_timings(batch)
+    return {
+        "wall_seconds": batch.wall_seconds,
+        "since_launch_seconds": t["since_launch"],
+        "idle_seconds": t["idle"],
+        "sum_seconds": batch.sum_seconds,
+        "critical_path_seconds": batch.critical_path_seconds,
+        "speedup": batch.speedup,
+        "parallelism": batch.speedup,
+        "efficiency": batch.efficiency,
     }
 
 

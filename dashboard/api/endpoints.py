@@ -75,13 +75,7 @@ def _who(user) -> str | None:
 
 
 def _timings(batch: Batch) -> dict:
-    return {
-        "wall_seconds": batch.wall_seconds,
-        "sum_seconds": batch.sum_seconds,
-        "critical_path_seconds": batch.critical_path_seconds,
-        "speedup": batch.speedup,
-        "efficiency": batch.efficiency,
-    }
+    return selectors.batch_summary_timings(batch)
 
 
 def _batch_detail(batch: Batch) -> dict:
@@ -305,16 +299,24 @@ def batch_compare(request, batch_id: int):
     """The parallel batch and its latest sequential re-run, side by side."""
     parallel, sequential = queries.compare_pair(get_object_or_404(Batch, id=batch_id))
 
-    def side(b: Batch) -> dict:
-        return {"id": b.id, "name": b.name, "mode": b.mode, "status": b.status, "timings": _timings(b)}
+    measured = selectors.measured_comparison(parallel, sequential) if sequential else None
 
-    gain = None
-    if sequential and parallel.wall_seconds and sequential.wall_seconds:
-        gain = sequential.wall_seconds / parallel.wall_seconds
+    def side(b: Batch, n: int) -> dict:
+        own = measured["own"][n] if measured else None
+        return {
+            "id": b.id,
+            "name": b.name,
+            "mode": b.mode,
+            "status": b.status,
+            "timings": _timings(b),
+            "own_pass": own
+            and {"wall_seconds": own["wall"], "work_seconds": own["work"], "left_out_attempts": own["left_out"]},
+        }
+
     return {
-        "parallel": side(parallel),
-        "sequential": side(sequential) if sequential else None,
-        "measured_speedup": gain,
+        "parallel": side(parallel, 0),
+        "sequential": side(sequential, 1) if sequential else None,
+        "measured_speedup": measured["speedup"] if measured else None,
     }
 
 

@@ -31,11 +31,22 @@ class SpecProblem(Problem):
 
 
 class Timings(Schema):
-    wall_seconds: float | None
-    sum_seconds: float | None
+    wall_seconds: float | None = Field(
+        None, description="Busy time: launch to end, minus idle waits for a person's retry."
+    )
+    since_launch_seconds: float | None = Field(None, description="Launch to end (or now), idle time included.")
+    idle_seconds: float | None = Field(None, description="Time the batch sat ended until a person's retry reopened it.")
+    sum_seconds: float | None = Field(None, description="Work: the sum of every attempt's running time.")
     critical_path_seconds: float | None
-    speedup: float | None
+    speedup: float | None = Field(None, description="Parallelism, work over wall (an estimate); see compare.")
+    parallelism: float | None = Field(None, description="Work over wall.")
     efficiency: float | None
+
+
+class OwnPass(Schema):
+    wall_seconds: float | None = Field(None, description="Wall of the batch's own pass (a person's retries left out).")
+    work_seconds: float | None
+    left_out_attempts: int = Field(0, description="Attempts a person asked for afterwards, not counted.")
 
 
 class BatchRow(Schema):
@@ -134,12 +145,17 @@ class CompareSide(Schema):
     mode: str
     status: str
     timings: Timings
+    own_pass: OwnPass | None = None
 
 
 class CompareOut(Schema):
     parallel: CompareSide
     sequential: CompareSide | None
-    measured_speedup: float | None = Field(None, description="Sequential wall time over parallel wall time.")
+    measured_speedup: float | None = Field(
+        None,
+        description="Sequential wall over parallel wall, each batch's own pass (as the compare page and "
+        "`spawn --compare` show it); null while either runs or when either was cancelled.",
+    )
 
 
 class AttemptOut(Schema):

@@ -107,7 +107,7 @@ def test_spawn_on_a_server(cluster, live_server, workdir, member, token_for):
     assert not Batch.objects.exists()
     done = run_spawn(str(good), "--server", live_server.url, token=token, cwd=workdir)
     assert done.returncode == 0, done.stderr + done.stdout
-    assert "batch #" in done.stdout and "succeeded" in done.stdout and "speedup" in done.stdout
+    assert "batch #" in done.stdout and "succeeded" in done.stdout and "parallelism" in done.stdout
 
     failing = workdir / "failing.yaml"
     failing.write_text("name: remote-fail\nagent: sh\ntasks:\n  - {key: a, prompt: 'exit 4'}\n")

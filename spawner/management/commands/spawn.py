@@ -141,10 +141,12 @@ class Command(BaseCommand):
             batch = server.launch(text, sequential=opts["sequential"])
             self.console.print(f"launched batch #{batch['id']} on {server.server}: {escape(batch['name'])}")
             summaries = [self._follow_remote(server, batch)]
+            compared = None
             if opts["compare"]:
                 self.console.print("\n[bold]Same batch, sequentially:[/bold]")
                 rerun = server.post(f"/batches/{batch['id']}/rerun-sequential")
                 summaries.append(self._follow_remote(server, rerun))
+                compared = server.get(f"/batches/{batch['id']}/compare")
         except remote.RemoteError as exc:
             for error in exc.errors:
                 where, field = error.get("where", ""), error.get("field", "")
@@ -160,7 +162,7 @@ class Command(BaseCommand):
         else:
             self._print_summary(summaries[0])
             if len(summaries) == 2:
-                self._print_comparison(*summaries)
+                self._print_comparison(*summaries, measured=compared)
         if summaries[0]["status"] != BatchStatus.SUCCEEDED:
             raise CommandError(f"batch #{summaries[0]['batch']} ended {summaries[0]['status']}")
 
@@ -337,9 +339,10 @@ class Command(BaseCommand):
                 self.console.print(Text(f"  {note['level']}: {note['message']}"), soft_wrap=True)
         if s.get("open_escalations"):
             self.console.print(f"[red]{plural(s['open_escalations'], 'open escalation')}[/red]: see the dashboard")
+        parallelism = t.get("parallelism", t["speedup"])
         self.console.print(
             f"wall {_f(t['wall_seconds'])} s · work {_f(t['sum_seconds'])} s · critical path "
-            f"{_f(t['critical_path_seconds'])} s · parallelism {_f(t['parallelism'])}x (work ÷ wall) · "
+            f"{_f(t['critical_path_seconds'])} s · parallelism {_f(parallelism)}x (work ÷ wall) · "
             f"efficiency {_pct(t['efficiency'])}"
         )
 
@@ -359,22 +362,26 @@ class Command(BaseCommand):
             for command in selectors.integration_take_commands(Batch.objects.get(id=queue["batch"])):
                 self.console.print(Text(f"  {command}"), soft_wrap=True)
 
-    def _print_comparison(self, par: dict, seq: dict) -> None:
+    def _print_comparison(self, par: dict, seq: dict, measured: dict | None = None) -> None:
+        """The compare page's definitions: each batch's own pass, one measured speedup. `measured`:
+        the API's compare answer (remote); locally it is worked out here, the same way."""
+        if measured is None:
+            both = selectors.measured_comparison(Batch.objects.get(id=par["batch"]), Batch.objects.get(id=seq["batch"]))
+            own = [{"wall_seconds": o["wall"], "work_seconds": o["work"]} for o in both["own"]]
+            speedup = both["speedup"]
+        else:
+            own = [measured["parallel"]["own_pass"] or {}, measured["sequential"]["own_pass"] or {}]
+            speedup = measured["measured_speedup"]
         table = Table(title="parallel vs sequential", title_justify="left")
         table.add_column("")
         table.add_column(f"parallel #{par['batch']}", justify="right")
         table.add_column(f"sequential #{seq['batch']}", justify="right")
-        # The compare page's definitions: each batch's own pass, one measured speedup.
-        measured = selectors.measured_comparison(Batch.objects.get(id=par["batch"]), Batch.objects.get(id=seq["batch"]))
-        own = measured["own"]
-        table.add_row("wall s (own pass)", _f(own[0]["wall"]), _f(own[1]["wall"]))
-        table.add_row("work s", _f(own[0]["work"]), _f(own[1]["work"]))
+        table.add_row("wall s (own pass)", _f(own[0].get("wall_seconds")), _f(own[1].get("wall_seconds")))
+        table.add_row("work s", _f(own[0].get("work_seconds")), _f(own[1].get("work_seconds")))
         table.add_row("status", par["status"], seq["status"])
         self.console.print(table)
-        if measured["speedup"]:
-            self.console.print(
-                f"[bold]measured: {speedup_words(measured['speedup'])}[/bold] (sequential wall ÷ parallel wall)"
-            )
+        if speedup:
+            self.console.print(f"[bold]measured: {speedup_words(speedup)}[/bold] (sequential wall ÷ parallel wall)")
 
 
 def comparison_words(parallel_wall: float, sequential_wall: float) -> str:
