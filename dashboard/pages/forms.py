@@ -188,9 +188,19 @@ def place_errors(
 ) -> list[str]:
     """Attach each spec error to the form field it names; return those that belong to no field.
 
-    With `words`, each says it in the form's words (`form_message`), and an error on a field that
-    already shows one (the form's own check of the same value) is not said twice."""
+    With `words`, each says it in the form's words (`form_message`); a field the form's own check
+    already refused (the same value, said by the form) gets no second say, and the spec's errors on
+    one field are each said once (an unknown dependency and a cycle on one row are both shown)."""
     general = []
+    checked = {  # (form, field) pairs the form's own validation refused
+        (id(f), name) for f in [batch_form, *task_forms] if f is not None and f.is_bound for name in f.errors
+    }
+
+    def say(form, field: str, message: str) -> None:
+        if words and ((id(form), field) in checked or message in form.errors.get(field, ())):
+            return
+        form.add_error(field, message)
+
     by_key = {f.cleaned_data.get("key", "").strip(): f for f in task_forms if hasattr(f, "cleaned_data")}
     for error in errors:
         if error.index is not None:
@@ -204,13 +214,11 @@ def place_errors(
             error = FieldError(error.where, "key", error.message, index=0)
         if form is not None:
             if error.field in form.fields:
-                if not (words and form.has_error(error.field)):
-                    form.add_error(error.field, message)
+                say(form, error.field, message)
             else:
                 form.add_error(None, f"{error.field}: {message}" if error.field else message)
         elif batch_field and error.field in batch_form.fields:
-            if not (words and batch_form.has_error(error.field)):
-                batch_form.add_error(error.field, message)
+            say(batch_form, error.field, message)
         else:
             general.append(f"{error.field}: {message}" if words and error.field else message if words else str(error))
     return general
