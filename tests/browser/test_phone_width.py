@@ -1,4 +1,5 @@
-"""Every page at a phone's width (390 px) in a real Chromium: nothing scrolls the page sideways.
+"""Every page at a phone's width (390 px) and a desktop's (1280 px) in a real Chromium: nothing
+scrolls the page sideways.
 
 Wide content (tables, timelines, graphs, logs) scrolls inside its own box; long paths and
 unbroken output wrap. The batch has what makes pages wide: a failed P0 run with an open
@@ -16,6 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 AGENT = f"cd {ROOT} && python3 examples/agents/review_agent.py"
 LONG = "x" * 400
+KEY = "k" + "y" * 99  # the longest key a task may have, with nowhere to break
 SPEC = f"""\
 name: phone width
 agent: sh
@@ -23,10 +25,11 @@ aggregation: merge
 max_parallel: 4
 retries: 0
 tasks:
-  - {{key: deploy-check-with-a-rather-long-task-key-that-does-not-fit, priority: P0, prompt: "echo {LONG}; exit 1"}}
-  - {{key: security, prompt: "{AGENT} --focus security spawner"}}
+  - {{key: deploy-check, priority: P0, prompt: "echo {LONG}; exit 1"}}
+  - {{key: {KEY}, prompt: "{AGENT} --focus security spawner"}}
   - {{key: correctness, prompt: "{AGENT} --focus correctness spawner"}}
-  - {{key: report, depends_on: [security, correctness], prompt: "echo /a/very/long/path/{LONG}"}}
+  - {{key: report, depends_on: [{KEY}, correctness], prompt: "echo /a/very/long/path/{LONG}"}}
+  - {{key: after, depends_on: [{KEY}, deploy-check], prompt: "echo after"}}
 """
 
 # The page's own width against the viewport's; 1 px of rounding allowed.
@@ -42,6 +45,8 @@ def _pages(batch_id: int, run_ids: list[int]) -> list[tuple[str, str]]:
         ("compare", f"/batches/{batch_id}/compare/"),
         ("escalations", "/escalations/"),
         ("stats", "/stats/"),
+        ("history", "/batches/history/?name=phone+width"),
+        ("tokens", "/tokens/"),
     ]
     pages += [(f"run-{n}", f"/runs/{run_id}/") for n, run_id in enumerate(run_ids)]
     return pages
@@ -61,9 +66,11 @@ def pages(web, alice, agent_types, workdir):
     return _pages(batch.id, run_ids) + [("rerun", f"/batches/{rerun.id}/")]
 
 
-def test_no_page_scrolls_sideways_on_a_phone(web, pages, browser):
+@pytest.mark.parametrize("width", [390, 1280])
+def test_no_page_scrolls_sideways(web, pages, browser, width):
 
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    phone = width < 600
+    context = browser.new_context(viewport={"width": width, "height": 844}, is_mobile=phone, has_touch=phone)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -80,7 +87,7 @@ def test_no_page_scrolls_sideways_on_a_phone(web, pages, browser):
         response = page.goto(web.url + path)
         assert response.status == 200, f"{path} answered {response.status}"
         page.wait_for_load_state("networkidle")
-        page.screenshot(path=str(ARTIFACTS / f"phone-{name}.png"), full_page=True)
+        page.screenshot(path=str(ARTIFACTS / f"width-{width}-{name}.png"), full_page=True)
         if (excess := page.evaluate(WIDER_THAN_VIEWPORT)) > 1:
             widest = page.evaluate(
                 """() => [...document.querySelectorAll('body *')]
@@ -89,5 +96,5 @@ def test_no_page_scrolls_sideways_on_a_phone(web, pages, browser):
                     .slice(0, 3).map(e => e.tagName + '.' + [...e.classList].join('.'))"""
             )
             too_wide[path] = (excess, widest)
-    assert not too_wide, f"pages wider than a 390 px phone (px too wide, widest elements): {too_wide}"
+    assert not too_wide, f"pages wider than {width} px (px too wide, widest elements): {too_wide}"
     assert not errors, errors
