@@ -885,9 +885,14 @@ def batch_history(name: str, page: int = 1, per_page: int = HISTORY_PAGE_SIZE) -
         if key not in keys or place < keys[key]:
             keys[key] = place
     columns = sorted(keys, key=keys.__getitem__)
-    # Flaky: a task that ended differently in these batches (a run still going counts for nothing yet).
-    ended = [[c["status"] for i in ids if (c := cells[i].get(key)) and c["status"] in RUN_TERMINAL] for key in columns]
-    flaky = {key for key, states in zip(columns, ended, strict=True) if len(set(states)) > 1}
+    # Flaky: a task that ended differently in these batches, or needed more than one attempt to end
+    # as it did (its first try failed); a run still going counts for nothing yet.
+    ended = [[c for i in ids if (c := cells[i].get(key)) and c["status"] in RUN_TERMINAL] for key in columns]
+    flaky = {
+        key
+        for key, done in zip(columns, ended, strict=True)
+        if len({c["status"] for c in done}) > 1 or any((c["attempt"] or 0) > 1 for c in done)
+    }
     rows = [{"batch": b, "cells": [cells[b.id].get(key) for key in columns]} for b in shown.object_list]
     return {"name": name, "page": shown, "columns": columns, "flaky": flaky, "rows": rows}
 

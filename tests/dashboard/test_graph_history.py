@@ -168,6 +168,17 @@ def test_history_shows_each_batch_of_a_name_with_a_flaky_task(signed_in, member,
     assert f'href="/runs/{parse_first.id}/"' in html
 
 
+def test_history_marks_a_task_that_needed_a_second_attempt(signed_in, member, make_batch):
+    batch = make_batch(member, CHAIN)
+    for key in ("fetch", "parse", "lint", "report"):
+        move(batch.runs.get(key=key), "succeeded")
+    AgentRun.objects.filter(batch=batch, key="lint").update(attempt=2)  # failed once, then a retry succeeded
+    html = signed_in.get("/batches/history/", {"name": "chain"}).content.decode()
+    assert re.search(r'class="task flaky"[^>]*>.*?lint</th>', html)
+    assert not re.search(r'class="task flaky"[^>]*>[^<]*fetch</th>', html)
+    assert "2 tries" in html and "ended the same way" not in html
+
+
 def test_history_pages_through_fifty_batches_at_a_time(signed_in, member, agent_types):
     now = timezone.now()
     Batch.objects.bulk_create(Batch(name="nightly", spec={}, launched_at=now) for _ in range(51))
