@@ -26,6 +26,19 @@ def last_lines(text: str | None):
 
 
 @register.filter
+def headline(text: str | None) -> str:
+    """A reason's first paragraph: what the card says in bold."""
+    return (text or "").split("\n\n", 1)[0]
+
+
+@register.filter
+def after_headline(text: str | None) -> str:
+    """What a reason says after its first paragraph (a conflict's lines, say), shown folded."""
+    parts = (text or "").split("\n\n", 1)
+    return parts[1] if len(parts) == 2 else ""
+
+
+@register.filter
 def seconds(value: float | None) -> str:
     """A duration a person reads at a glance: 0.4 s, 12.3 s, 2 min 05 s, 1 h 02 min."""
     return rows.seconds(value)

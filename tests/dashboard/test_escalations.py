@@ -35,6 +35,15 @@ def test_the_queue_shows_an_open_escalation_with_its_context(signed_in, escalati
     assert "{#" not in html and "{%" not in html, "no template syntax leaks into the page"
 
 
+def test_a_long_reason_shows_its_first_paragraph_and_folds_the_rest(signed_in, escalation):
+    conflict = "run 'a' does not merge onto spawner/1/integration: conflict in x.py\n\nx.py, line 3:\n<<<<<<< ours"
+    Escalation.objects.filter(id=escalation.id).update(reason=conflict)  # as a merge conflict writes it
+    shown = card(signed_in.get("/escalations/").content.decode(), escalation)
+    headline = "run &#x27;a&#x27; does not merge onto spawner/1/integration: conflict in x.py"
+    assert f'<p class="reason">{headline}</p>' in shown
+    assert "<summary>Details</summary>" in shown and "&lt;&lt;&lt;&lt;&lt;&lt;&lt; ours" in shown
+
+
 def test_every_page_shows_the_open_count_in_its_header(signed_in, escalation):
     html = signed_in.get("/").content.decode()
     assert 'ws-connect="/ws/site/"' in html
