@@ -72,8 +72,12 @@ def tests() -> dict:
     if not Path(cmd[-1]).exists():
         return {"summary": "no unit tests found", "verdict": "warn", "findings": []}
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+    # What went wrong is said where it was said: pytest's summary, or (pytest missing for this
+    # Python, a crash) the last line of its error output, with the interpreter that ran it.
+    errors = [f"{line} ({sys.executable})" for line in proc.stderr.strip().splitlines()]
+    last = (proc.stdout.strip().splitlines() or errors or ["no output"])[-1]
     print(proc.stdout[-3000:])
+    print(proc.stderr[-3000:], file=sys.stderr)
     verdict = "pass" if proc.returncode == 0 else "fail"
     findings = [] if verdict == "pass" else [{"severity": "high", "title": "unit tests fail", "detail": last}]
     return {"summary": f"unit tests: {last}", "verdict": verdict, "findings": findings}
