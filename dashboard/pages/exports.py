@@ -90,9 +90,33 @@ def review_record(batch) -> dict:
     }
 
 
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def safe_markdown(text: str) -> str:
+    """Markdown a person wrote (a review comment), made safe like every other value, except inside
+    fenced code blocks: a renderer shows them as text, so they are kept as written (an escaped `<`
+    there would show as `&lt;`). A fence is recognised only where CommonMark sees one (at most
+    three spaces before it; a backtick fence's info string holds no backtick); an unclosed fence
+    runs to the end of the quote that holds it, as code. Inline code spans stay escaped: whether a
+    backtick opens one depends on too much around it to leave anything raw on that guess."""
+    out, fence = [], ""
+    for line in text.splitlines():
+        opening = _FENCE.match(line)
+        if fence:
+            out.append(line)
+            if opening and opening.group(1)[0] == fence[0] and len(opening.group(1)) >= len(fence):
+                fence = ""
+            continue
+        if opening and not (opening.group(1)[0] == "`" and "`" in line[opening.end() :]):
+            fence = opening.group(1)
+        out.append(safe_text(line))
+    return "\n".join(out)
+
+
 def _quoted(text: str) -> str:
-    """A comment (Markdown itself) as a block quote, made safe like every other value."""
-    return "\n".join(f"> {line}" if line.strip() else ">" for line in safe_text(text).splitlines())
+    """A comment (Markdown itself) as a block quote, made safe (`safe_markdown`)."""
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in safe_markdown(text).splitlines())
 
 
 def review_markdown(record: dict) -> str:

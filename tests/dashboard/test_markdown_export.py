@@ -7,7 +7,10 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
-from dashboard.pages.exports import safe_link, safe_text
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dashboard.pages.exports import _quoted, safe_link, safe_text
 from spawner.models import Aggregation, Batch
 from tests.dashboard.conftest import FANIN_SPEC, end_with_results
 
@@ -50,6 +53,49 @@ def test_hostile_text_renders_without_html_or_unsafe_links(text):
 )
 def test_safe_links_survive(text, href):
     assert f'href="{href}"' in render(safe_text(text))
+
+
+def _comment(text: str) -> str:
+    """A review comment as the export renders it: a block quote in a list item."""
+    return render("- **ann** approved\n\n" + "\n".join(f"  {line}" for line in _quoted(text).splitlines()))
+
+
+def test_a_comments_code_block_is_kept_as_written():
+    html = _comment("see:\n```html\n<script>alert(1)</script> & co\n```\nafter <b>x</b>")
+    assert '<code class="language-html">&lt;script&gt;alert(1)&lt;/script&gt; &amp; co' in html  # not &amp;lt;
+    assert "<script" not in html and "<b>" not in html and "after &lt;b&gt;x&lt;/b&gt;" in html
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "``` `x\n<script>alert(1)</script>",  # a backtick in the info string: no fence
+        "    ```\n<script>alert(1)</script>",  # indented: code, but no fence
+        "\t```\n<script>alert(1)</script>",
+        "```\n<b>\n``\n<script>alert(1)</script>",  # a shorter close does not close: still code
+        "~~~\nx\n~~~  \n<script>alert(1)</script>",  # closed: what follows is escaped again
+        "```\nx\n~~~\n```\n<img src=x onerror=alert(1)>",
+        "> ```\n<script>alert(1)</script>",
+    ],
+)
+def test_a_comments_look_alike_fences_leave_nothing_to_render(text):
+    html = _comment(text)
+    assert "<script" not in html and "<img" not in html and "<b>" not in html, html
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["```", "~~~", "`", " ", "    ", "\t", ">", "\n", "<script>", "<img src=x>", "[a](javascript:x)", "x"]
+        ),
+        max_size=30,
+    )
+)
+def test_no_comment_renders_html_or_an_unsafe_link(pieces):
+    html = _comment("".join(pieces))
+    assert "<script" not in html and "<img" not in html, html
+    for href in re.findall(r'(?:href|src)="([^"]*)"', html):
+        assert safe_link(href), html
 
 
 def test_html_shows_as_text():
