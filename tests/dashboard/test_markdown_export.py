@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from markdown_it import MarkdownIt
-
 from hypothesis import given
 from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 
 from dashboard.pages.exports import _quoted, safe_link, safe_text
 from spawner.models import Aggregation, Batch
