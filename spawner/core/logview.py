@@ -287,8 +287,11 @@ class SearchResult:
 
 
 def clean_query(value: str | None) -> str:
-    """The text to look for: plain text (never a pattern), bounded."""
-    text = (value or "").replace("\x00", "").strip()
+    """The text to look for: plain text (never a pattern), bounded, spaces kept as typed ("line 1 "
+    finds "line 1 of", not "line 10"); only spaces is nothing to look for."""
+    text = (value or "").replace("\x00", "").strip("\r\n")
+    if not text.strip():
+        return ""
     if len(text) > SEARCH_MAX_CHARS:
         raise BadQuery(f"q: at most {SEARCH_MAX_CHARS} characters can be searched for, not {len(text)}")
     return text

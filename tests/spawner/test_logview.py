@@ -190,7 +190,8 @@ def test_search_bounds_results_and_time():
 
 
 def test_query_cleaning():
-    assert logview.clean_query("  hi \x00") == "hi"
+    assert logview.clean_query("hi \x00") == "hi "  # a space typed is looked for: "line 1 " is not "line 10"
+    assert logview.clean_query("   ") == ""
     assert logview.clean_query(None) == ""
     with pytest.raises(BadQuery, match="^q: at most"):
         logview.clean_query("x" * 10_000)
