@@ -83,7 +83,7 @@ GRANTED = {
     "admin": {"self", "launch", "cancel", "review", "resolve"},
 }
 # Views that answer strangers: signing in and out (the site's and the admin's).
-PUBLIC = {"login", "logout", "admin:login", "admin:logout"}
+PUBLIC = {"login", "logout", "admin:login", "admin:logout", "favicon"}
 # Django's admin site checks staff itself.
 ADMIN_SITE = "admin:"
 # The REST API answers with problem details (401 without a token): tests/api/ checks each endpoint.
@@ -236,6 +236,11 @@ def test_every_api_url_wants_a_token(db):
 
 def test_the_sign_in_page_is_open(client, db):
     assert client.get("/login/").status_code == 200
+
+
+def test_the_favicon_is_open(client, db):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("/favicon.svg")
 
 
 def test_posts_need_a_csrf_token(member, make_batch):
