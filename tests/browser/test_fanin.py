@@ -76,7 +76,7 @@ def test_escalate_assign_retry_resolve_then_review_and_export(web, alice, bob, a
 
     # Dismissing without a reason is refused next to the form.
     card.locator("button:has-text('Dismiss')").click()
-    expect(card.locator(".notice.error")).to_have_text("Say why you dismiss it")
+    expect(card.locator(".notice.error")).to_contain_text("Say why you dismiss it")
     shots(queue, "dismiss-refused")
 
     # Assign it to a teammate; a note typed meanwhile survives the answer and the live redraw.
