@@ -8,7 +8,8 @@ import time
 
 from django.conf import settings
 
-from spawner.engine import reaper
+from spawner.engine import execution, reaper
+from spawner.models import WorkerHeartbeat
 
 
 class ClusterStartFailed(Exception):
@@ -16,7 +17,10 @@ class ClusterStartFailed(Exception):
 
 
 def ensure_cluster(timeout: float = 60) -> subprocess.Popen | None:
-    """None if a cluster is already alive; else the one started here (stop it with `stop`)."""
+    """None if a cluster is already alive; else the one started here (stop it with `stop`), returned
+    once it is ready to take work: its first heartbeat, which the cluster writes only after its workers
+    and its broker's pusher are up. A batch launched after this call starts its clock on a cluster that
+    can take it at once, so the start-up never counts in its wall time."""
     if reaper.live_clusters():
         return None
     proc = subprocess.Popen(
@@ -24,12 +28,17 @@ def ensure_cluster(timeout: float = 60) -> subprocess.Popen | None:
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + timeout
-    while not reaper.live_clusters():
+    while not ready(proc):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop(proc)
             raise ClusterStartFailed(f"could not start a spawner cluster (exit code {proc.returncode})")
         time.sleep(0.1)
     return proc
+
+
+def ready(proc: subprocess.Popen) -> bool:
+    """This cluster (not another one) has said it is alive: its own WorkerHeartbeat row exists."""
+    return WorkerHeartbeat.objects.filter(host=execution.HOST, pid=proc.pid).exists()
 
 
 def stop(proc: subprocess.Popen | None) -> None:
