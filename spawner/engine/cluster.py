@@ -5,10 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import timedelta
 
+import psutil
 from django.conf import settings
+from django.utils import timezone
 
-from spawner.engine import execution, reaper
+from spawner.engine import execution
 from spawner.models import WorkerHeartbeat
 
 
@@ -21,7 +24,7 @@ def ensure_cluster(timeout: float = 60) -> subprocess.Popen | None:
     once it is ready to take work: its first heartbeat, which the cluster writes only after its workers
     and its broker's pusher are up. A batch launched after this call starts its clock on a cluster that
     can take it at once, so the start-up never counts in its wall time."""
-    if reaper.live_clusters():
+    if alive():
         return None
     proc = subprocess.Popen(
         [sys.executable, str(settings.BASE_DIR / "manage.py"), "spawner_cluster"],
@@ -34,6 +37,14 @@ def ensure_cluster(timeout: float = 60) -> subprocess.Popen | None:
             raise ClusterStartFailed(f"could not start a spawner cluster (exit code {proc.returncode})")
         time.sleep(0.1)
     return proc
+
+
+def alive() -> bool:
+    """A cluster can take work: a heartbeat within the lease, from a process that still exists when it
+    is on this machine (one killed here a moment ago leaves its row behind, and nothing would run)."""
+    lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
+    rows = WorkerHeartbeat.objects.filter(seen_at__gte=timezone.now() - lease).values_list("host", "pid")
+    return any(host != execution.HOST or psutil.pid_exists(pid) for host, pid in rows)
 
 
 def ready(proc: subprocess.Popen) -> bool:

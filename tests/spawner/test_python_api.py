@@ -7,13 +7,16 @@ import ast
 import asyncio
 import dataclasses
 import re
+import subprocess
 import time
 
 import pytest
+from django.utils import timezone
 
 from dashboard.api import schemas
 from spawner import api_types, presets
 from spawner.api import ParallelSpawner
+from spawner.engine import cluster, lifecycle
 from spawner.models import AgentType, WorkerHeartbeat
 from tests.conftest import CLUSTER_ENV, ROOT, database_url_for_subprocess
 
@@ -109,15 +112,7 @@ def test_a_cluster_started_for_the_batch_is_not_in_its_wall_time(
     transactional_db, agent_types, tmp_path, settings, monkeypatch
 ):
     """No cluster runs: the API starts the real one (`manage.py spawner_cluster`) and launches once it is ready."""
-    log_dir, workspace_dir = tmp_path / "logs", tmp_path / "workspaces"
-    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": log_dir, "WORKSPACE_DIR": workspace_dir}
-    for name, value in {
-        **CLUSTER_ENV,
-        "DATABASE_URL": database_url_for_subprocess(),
-        "SPAWNER_LOG_DIR": str(log_dir),
-        "SPAWNER_WORKSPACE_DIR": str(workspace_dir),
-    }.items():
-        monkeypatch.setenv(name, value)
+    _real_cluster_env(tmp_path, settings, monkeypatch)
     assert not WorkerHeartbeat.objects.exists()
     # Each echo sleeps a moment first, so parallelism shows above the few ms it takes to dispatch one.
     tasks = [f"sleep 0.5; echo {word}" for word in ("one", "two", "three")]
@@ -139,3 +134,34 @@ def test_a_cluster_started_for_the_batch_is_not_in_its_wall_time(
     assert timings.speedup > 1
     assert timings.wall_seconds < 0.5 + startup  # one echo's time and a little, never the start-up too
     assert not WorkerHeartbeat.objects.exists()  # the cluster started here stopped
+
+
+def _real_cluster_env(tmp_path, settings, monkeypatch) -> None:
+    """What `ensure_cluster`'s own `manage.py spawner_cluster` needs to run on this test's database."""
+    log_dir, workspace_dir = tmp_path / "logs", tmp_path / "workspaces"
+    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": log_dir, "WORKSPACE_DIR": workspace_dir}
+    for name, value in {
+        **CLUSTER_ENV,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "SPAWNER_LOG_DIR": str(log_dir),
+        "SPAWNER_WORKSPACE_DIR": str(workspace_dir),
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_cluster_killed_a_moment_ago_does_not_stop_a_new_one_from_starting(
+    transactional_db, agent_types, tmp_path, settings, monkeypatch
+):
+    _real_cluster_env(tmp_path, settings, monkeypatch)
+    dead = subprocess.Popen(["true"])  # noqa: S607 - its pid no longer exists once it has been waited for
+    dead.wait()
+    WorkerHeartbeat.objects.create(host=lifecycle.HOST, pid=dead.pid, workers=4, seen_at=timezone.now())
+    assert not cluster.alive()
+
+    spawner = ParallelSpawner(tmp_path)
+    spawner.spawn_parallel_sync(tasks=["echo ran"], agent_type="sh")
+    summary = spawner.wait_all_sync(timeout=60)
+
+    assert summary.all_succeeded and summary.cluster_startup_seconds is not None
