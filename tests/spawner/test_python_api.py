@@ -9,6 +9,7 @@ import dataclasses
 import re
 import subprocess
 import time
+import typing
 
 import pytest
 from django.utils import timezone
@@ -76,6 +77,12 @@ def test_the_sync_spellings_work_inside_an_event_loop_too(cluster, agent_types, 
 )
 def test_the_result_types_have_the_rest_apis_fields(ours, theirs):
     assert [f.name for f in dataclasses.fields(ours)] == list(theirs.model_fields)
+    # and the same types, nested ones named alike (`list[RunSummary]`, `Timings`)
+    hints = typing.get_type_hints(ours)
+    for name, schema_field in theirs.model_fields.items():
+        assert repr(hints[name]).replace("spawner.api_types.", "") == repr(schema_field.annotation).replace(
+            "dashboard.api.schemas.", ""
+        ), name
 
 
 def _readme_python_api_block() -> str:
