@@ -9,7 +9,8 @@ Sync code uses `spawn_parallel_sync` and `wait_all_sync`; async code may also `a
 aget_results_summary()`, which never holds up the event loop. The results are dataclasses with the
 REST API's fields (spawner.api_types). When no cluster is running, the first launch starts one and
 waits until it is ready, so no batch's wall time includes the start-up (reported apart as
-`summary.cluster_startup_seconds`).
+`summary.cluster_startup_seconds`). `wait_all` stops that cluster; so do `close()` / `await aclose()`,
+and leaving `with ParallelSpawner(...)` / `async with ...`, for code that never gets to `wait_all`.
 
 It goes through the same services as the browser and the CLI.
 """
@@ -231,6 +232,27 @@ class ParallelSpawner:
     def _stop_cluster(self) -> None:
         cluster.stop(self._cluster)
         self._cluster = None
+
+    # --- stop the cluster started here, also when something went wrong before wait_all -----------
+
+    def close(self) -> None:
+        """Stop the cluster this spawner started, if any (it drains: running agents may finish)."""
+        _blocking(self._stop_cluster)
+
+    async def aclose(self) -> None:
+        await sync_to_async(self._stop_cluster)()
+
+    def __enter__(self) -> ParallelSpawner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ParallelSpawner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     # --- read --------------------------------------------------------------------------------
 

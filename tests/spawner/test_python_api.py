@@ -172,3 +172,26 @@ def test_a_cluster_killed_a_moment_ago_does_not_stop_a_new_one_from_starting(
     summary = spawner.wait_all_sync(timeout=60)
 
     assert summary.all_succeeded and summary.cluster_startup_seconds is not None
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_leaving_the_with_block_stops_the_cluster_started_there(
+    transactional_db, agent_types, tmp_path, settings, monkeypatch
+):
+    _real_cluster_env(tmp_path, settings, monkeypatch)
+
+    started = []
+
+    async def main():
+        async with ParallelSpawner(tmp_path) as spawner:
+            await spawner.spawn_parallel(tasks=["sleep 30"], agent_type="sh")
+            started.append(spawner._cluster)
+            await spawner.wait_all(timeout=0.5)  # raises: the agent still runs
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
+
+    assert started[0] is not None and started[0].poll() is not None  # the process it started has ended
+    assert not WorkerHeartbeat.objects.exists()  # the cluster drained, handed the agent back and left
+    assert not cluster.alive()
