@@ -18,6 +18,7 @@ from dashboard.api import schemas
 from spawner import api_types, presets
 from spawner.api import ParallelSpawner
 from spawner.engine import cluster, lifecycle
+from spawner.errors import SpecInvalid
 from spawner.models import AgentType, WorkerHeartbeat
 from tests.conftest import CLUSTER_ENV, ROOT, database_url_for_subprocess
 
@@ -195,3 +196,16 @@ def test_leaving_the_with_block_stops_the_cluster_started_there(
     assert started[0] is not None and started[0].poll() is not None  # the process it started has ended
     assert not WorkerHeartbeat.objects.exists()  # the cluster drained, handed the agent back and left
     assert not cluster.alive()
+
+
+def test_a_bad_batch_is_refused_before_any_cluster_starts(agent_types, tmp_path, monkeypatch):
+    def no_start(*args, **kwargs):
+        raise AssertionError("a cluster was started for a batch that cannot launch")
+
+    monkeypatch.setattr(cluster, "ensure_cluster", no_start)
+    spawner = ParallelSpawner(tmp_path)
+
+    with pytest.raises(SpecInvalid) as refused:
+        spawner.spawn_parallel_sync(tasks=["echo x"], agent_type="no-such-agent")
+
+    assert "no-such-agent" in str(refused.value) and spawner.batches == []
