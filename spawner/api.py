@@ -1,9 +1,16 @@
-"""The Python API: spawn tasks in parallel, wait, read a summary.
+"""The Python API: spawn tasks in parallel, wait, read a typed summary, from async or sync code.
 
     spawner = ParallelSpawner(project_dir)
     await spawner.spawn_parallel(tasks=["lint", "test"], agent_type="shell")
-    await spawner.wait_all()
-    summary = spawner.get_results_summary()   # partial failures are in it, not raised
+    summary = await spawner.wait_all()        # a ResultsSummary; partial failures are in it, not raised
+    summary = spawner.get_results_summary()   # the same, read again (safe in async and sync code)
+
+Sync code uses `spawn_parallel_sync` and `wait_all_sync`; async code may also `await
+aget_results_summary()`, which never holds up the event loop. The results are dataclasses with the
+REST API's fields (spawner.api_types). When no cluster is running, the first launch starts one and
+waits until it is ready, so no batch's wall time includes the start-up (reported apart as
+`summary.cluster_startup_seconds`). `wait_all` stops that cluster; so do `close()` / `await aclose()`,
+and leaving `with ParallelSpawner(...)` / `async with ...`, for code that never gets to `wait_all`.
 
 It goes through the same services as the browser and the CLI.
 """
@@ -12,18 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from asgiref.sync import sync_to_async
+from django.db import connections
+from django.urls import NoReverseMatch, reverse
 
 from spawner import selectors, services
+from spawner.api_types import BatchDetail, ResultsSummary, RunSummary, Timings
 from spawner.engine import cluster
-from spawner.models import Batch
+from spawner.models import AgentRun, Batch
 from spawner.states import BATCH_TERMINAL
 
+__all__ = ["BatchDetail", "ParallelSpawner", "ResultsSummary", "RunSummary", "Timings"]
+
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+T = TypeVar("T")
 
 
 def _task_dict(i: int, task: str | dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +59,76 @@ def _unique_keys(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if seen[key] > 1:
                 task["key"] = f"{key}-{seen[key]}"
     return tasks
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run database work from sync code. Called where an event loop runs (Django refuses the ORM
+    there), it runs in a thread of its own, with its own connection, closed after."""
+    if not _in_event_loop():
+        return fn(*args, **kwargs)
+    out: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            out["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller below
+            out["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=work, name="spawner-api")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _api_url(name: str, pk: int) -> str:
+    """The REST API's address of this object ('' in a project that does not mount the API)."""
+    try:
+        return reverse(f"api-1:{name}", args=[pk])
+    except NoReverseMatch:
+        return ""
+
+
+def batch_detail(batch: Batch) -> BatchDetail:
+    """A batch as the REST API's `GET /api/batches/{id}` answers it."""
+    summary = selectors.batch_summary(batch)
+    run_ids = dict(AgentRun.objects.filter(batch_id=batch.id).values_list("key", "id"))
+    runs = [
+        RunSummary(**{**r, "id": run_ids[r["key"]], "url": _api_url("run", run_ids[r["key"]])}) for r in summary["runs"]
+    ]
+    return BatchDetail(
+        id=batch.id,
+        batch=batch.id,
+        name=summary["name"],
+        owner=batch.owner.get_username() if batch.owner_id else None,
+        status=summary["status"],
+        mode=summary["mode"],
+        max_parallel=summary["max_parallel"],
+        cancel_requested=batch.cancel_requested,
+        launched_at=batch.launched_at,
+        finished_at=batch.finished_at,
+        sequential_of=batch.sequential_of_id,
+        counts=summary["counts"],
+        timings=Timings(**summary["timings"]),
+        open_escalations=summary["open_escalations"],
+        cost=summary["cost"],
+        succeeded=summary["succeeded"],
+        failed=summary["failed"],
+        aggregation=summary["aggregation"],
+        runs=runs,
+        url=_api_url("batch", batch.id),
+    )
 
 
 class ParallelSpawner:
@@ -70,52 +156,120 @@ class ParallelSpawner:
         self.owner = owner
         self.start_cluster = start_cluster
         self.batches: list[Batch] = []
+        self.cluster_startup_seconds: float | None = None
         self._cluster = None
+
+    # --- launch ------------------------------------------------------------------------------
 
     async def spawn_parallel(
         self, tasks: list[str | dict[str, Any]], agent_type: str, *, name: str | None = None
     ) -> Batch:
         """Launch one batch of `tasks` (prompts, or task dicts as in a spec). Raises SpecInvalid on bad input."""
+        return await sync_to_async(self._spawn)(tasks, agent_type, name)
+
+    def spawn_parallel_sync(
+        self, tasks: list[str | dict[str, Any]], agent_type: str, *, name: str | None = None
+    ) -> Batch:
+        """`spawn_parallel` for sync code."""
+        return _blocking(self._spawn, tasks, agent_type, name)
+
+    def _spawn(self, tasks: list[str | dict[str, Any]], agent_type: str, name: str | None) -> Batch:
         data = {
             "name": name or f"{agent_type} x{len(tasks)}",
             "agent": agent_type,
             **self.defaults,
             "tasks": _unique_keys([_task_dict(i, t) for i, t in enumerate(tasks)]),
         }
-        batch = await sync_to_async(self._launch)(data)
+        text = yaml.safe_dump(data, sort_keys=False)
+        batch_spec = services.spec_load(text, is_admin=True)  # a bad spec fails before any cluster starts
+        self._ensure_cluster()
+        batch = services.batch_launch(
+            batch_spec=batch_spec, base_dir=self.project_dir, owner=self.owner, spec_data=data, spec_text=text
+        )
         self.batches.append(batch)
         return batch
 
-    def _launch(self, data: dict[str, Any]) -> Batch:
-        if self.start_cluster and self._cluster is None:
-            self._cluster = cluster.ensure_cluster()
-        text = yaml.safe_dump(data, sort_keys=False)
-        batch_spec = services.spec_load(text, is_admin=True)
-        return services.batch_launch(
-            batch_spec=batch_spec, base_dir=self.project_dir, owner=self.owner, spec_data=data, spec_text=text
-        )
+    def _ensure_cluster(self) -> None:
+        """Start a cluster when none is alive and return once it takes work: the batch launched next
+        starts its clock then, and the start-up is kept apart."""
+        if not self.start_cluster or self._cluster is not None:
+            return
+        began = time.monotonic()
+        self._cluster = cluster.ensure_cluster()
+        if self._cluster is not None:
+            self.cluster_startup_seconds = round(time.monotonic() - began, 3)
 
-    async def wait_all(self, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
-        """Wait until every batch launched here has ended; return the summary."""
+    # --- wait --------------------------------------------------------------------------------
+
+    async def wait_all(self, timeout: float | None = None, poll: float = 0.2) -> ResultsSummary:
+        """Wait until every batch launched here has ended (stopping the cluster started here); the summary."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not await sync_to_async(self._all_ended)():
             if deadline is not None and loop.time() > deadline:
                 raise TimeoutError(f"batches still running after {timeout} s")
             await asyncio.sleep(poll)
-        await sync_to_async(cluster.stop)(self._cluster)
-        self._cluster = None
-        return await sync_to_async(self.get_results_summary)()
+        await sync_to_async(self._stop_cluster)()
+        return await self.aget_results_summary()
+
+    def wait_all_sync(self, timeout: float | None = None, poll: float = 0.2) -> ResultsSummary:
+        """`wait_all` for sync code."""
+        return _blocking(self._wait, timeout, poll)
+
+    def _wait(self, timeout: float | None, poll: float) -> ResultsSummary:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._all_ended():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batches still running after {timeout} s")
+            time.sleep(poll)
+        self._stop_cluster()
+        return self._summary()
 
     def _all_ended(self) -> bool:
         ids = [b.id for b in self.batches]
         return not Batch.objects.filter(id__in=ids).exclude(status__in=BATCH_TERMINAL).exists()
 
-    def get_results_summary(self) -> dict[str, Any]:
-        summaries = [selectors.batch_summary(b) for b in self.batches]
-        return {
-            "batches": summaries,
-            "succeeded": [f"{s['batch']}/{k}" for s in summaries for k in s["succeeded"]],
-            "failed": [f"{s['batch']}/{k}" for s in summaries for k in s["failed"]],
-            "all_succeeded": all(s["status"] == "succeeded" for s in summaries),
-        }
+    def _stop_cluster(self) -> None:
+        cluster.stop(self._cluster)
+        self._cluster = None
+
+    # --- stop the cluster started here, also when something went wrong before wait_all -----------
+
+    def close(self) -> None:
+        """Stop the cluster this spawner started, if any (it drains: running agents may finish)."""
+        _blocking(self._stop_cluster)
+
+    async def aclose(self) -> None:
+        await sync_to_async(self._stop_cluster)()
+
+    def __enter__(self) -> ParallelSpawner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ParallelSpawner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- read --------------------------------------------------------------------------------
+
+    def get_results_summary(self) -> ResultsSummary:
+        """Every batch launched here, as it stands now (safe in sync and async code)."""
+        return _blocking(self._summary)
+
+    async def aget_results_summary(self) -> ResultsSummary:
+        """`get_results_summary` for async code, without holding up the event loop."""
+        return await sync_to_async(self._summary)()
+
+    def _summary(self) -> ResultsSummary:
+        details = [batch_detail(b) for b in self.batches]
+        return ResultsSummary(
+            batches=details,
+            succeeded=[f"{d.id}/{k}" for d in details for k in d.succeeded],
+            failed=[f"{d.id}/{k}" for d in details for k in d.failed],
+            all_succeeded=all(d.status == "succeeded" for d in details),
+            cluster_startup_seconds=self.cluster_startup_seconds,
+        )
