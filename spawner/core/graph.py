@@ -43,7 +43,7 @@ GLYPHS = {
 }
 # Which hidden nodes a crowded wave shows first: failures, then what is moving, then the rest.
 _PRESSING = {"failed": 0, "timed_out": 0, "lost": 0, "running": 1, "queued": 2, "pending": 3}
-_LABEL_CHARS = 22
+_LABEL_CHARS = 20  # what fits a node in bold at its widest letters; the rest is clipped
 
 
 @dataclass(frozen=True)
