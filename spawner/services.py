@@ -947,6 +947,10 @@ class TemplateInvalid(spec.SpecInvalid):
     """A template, its variables or the values given to it: each error names its field."""
 
 
+class TemplateNameTaken(TemplateInvalid):
+    """Another template of the same owner (or global) has this name."""
+
+
 def _template_error(exc) -> TemplateInvalid:
     return TemplateInvalid([spec.FieldError("template", exc.field, exc.message)])
 
@@ -1056,12 +1060,13 @@ def template_save(
     template.description = description[:300]
     clash = BatchTemplate.objects.filter(name=name, owner=template.owner).exclude(id=template.id)
     if clash.exists():
-        raise TemplateInvalid([spec.FieldError("template", "name", f"you already have a template named {name!r}")])
+        taken = f"{'you already have' if template.owner else 'there is already'} a template named {name!r}"
+        raise TemplateNameTaken([spec.FieldError("template", "name", taken)])
     try:
         with transaction.atomic():
             template.save()
     except IntegrityError:
-        raise TemplateInvalid([spec.FieldError("template", "name", f"a template named {name!r} exists")]) from None
+        raise TemplateNameTaken([spec.FieldError("template", "name", f"a template named {name!r} exists")]) from None
     return template
 
 

@@ -52,8 +52,8 @@ def template_list(request):
             )
         except NotAllowed as exc:
             return _forbidden(request, str(exc))
-        except SpecInvalid as exc:
-            errors, status = exc.errors, 400
+        except SpecInvalid as exc:  # a name already taken is a conflict (409), the rest bad input
+            errors, status = exc.errors, 409 if isinstance(exc, services.TemplateNameTaken) else 400
         else:
             messages.success(request, f"Template “{template.name}” is saved.")
             return redirect("template", template_id=template.id)
