@@ -3,6 +3,8 @@ variables, change it, schedule it) and its launches over time, like a pipeline's
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Max, Sum
@@ -87,6 +89,9 @@ def _history(template: BatchTemplate) -> list[dict]:
 def _page(request, template: BatchTemplate, *, status=200, **extra):
     may_edit = services.may_edit_template(request.user, template)
     schedules = list(TemplateSchedule.objects.filter(template=template).select_related("schedule", "run_as"))
+    for s in schedules:  # the next run in the schedule's own time zone
+        local = s.schedule.next_run.astimezone(ZoneInfo(s.timezone)) if s.schedule.next_run else None
+        s.next_local = local.strftime("%a %Y-%m-%d %H:%M") if local else ""
     history = _history(template)
     values = extra.get("values", {})
     context = {

@@ -148,6 +148,7 @@ def test_schedule_create_pause_resume_delete_from_the_page(template, member):
 
     local = q2.next_run.astimezone(ZoneInfo("Europe/Paris"))
     assert (local.hour, local.minute) == (2, 30) and local.weekday() < 5
+    assert local.strftime("%Y-%m-%d 02:30") in c.get(f"/templates/{template.id}/").content.decode()
     assert c.post(f"/schedules/{link.id}/", {"action": "pause"}).status_code == 302
     assert Schedule.objects.get(id=q2.id).repeats == 0
     assert "paused" in c.get(f"/templates/{template.id}/").content.decode()
