@@ -236,3 +236,32 @@ def test_cli_template_errors(template, member, capsys):
     assert "ticket" in capsys.readouterr().out
     with pytest.raises(CommandError, match="NAME=VALUE"):
         call_command("spawn", "--template", "nightly", "--var", "ticket", "--plan")
+
+
+# --- what a schedule's task does (the cluster's part is tests/spawner/test_template_schedule.py) --
+
+
+def test_a_scheduled_launch_runs_as_its_person_and_keeps_the_time_zone(template, member):
+    from zoneinfo import ZoneInfo
+
+    from django_q.models import Schedule
+
+    link = services.schedule_create(
+        template=template, cron="0 3 * * *", tz="Asia/Kolkata", values={"ticket": "cron"}, actor=member
+    )
+    Schedule.objects.filter(id=link.schedule_id).update(next_run=None)
+    batch = services.schedule_fire(link.id)
+    assert batch.template == template and batch.owner == member
+    assert batch.runs.get(key="a").prompt == "echo branch main ticket cron"
+    local = Schedule.objects.get(id=link.schedule_id).next_run.astimezone(ZoneInfo("Asia/Kolkata"))
+    assert (local.hour, local.minute) == (3, 0)
+
+
+def test_a_scheduled_launch_of_someone_who_lost_the_permission_launches_nothing(template, member):
+    link = services.schedule_create(template=template, cron="0 3 * * *", values={"ticket": "x"}, actor=member)
+    member.user_permissions.clear()
+    link.run_as = type(member).objects.get(id=member.id)
+    link.save()
+    with pytest.raises(NotAllowed):
+        services.schedule_fire(link.id)
+    assert not Batch.objects.exists()
