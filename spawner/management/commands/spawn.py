@@ -63,6 +63,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         self.console = Console(stderr=opts["json"], highlight=False)
+        if opts["server"] and opts["template"]:
+            raise CommandError("--template is for this server (on another: POST /api/templates/ID/launch)")
         if opts["server"]:
             return self._remote(opts)
         if pending := unapplied_migrations():
