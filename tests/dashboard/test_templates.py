@@ -272,3 +272,13 @@ def test_cli_template_is_for_this_server(template):
         call_command("spawn", "--template", "nightly", "--server", "http://127.0.0.1:9")
     with pytest.raises(CommandError, match="give a spec file"):
         call_command("spawn", "--plan")
+
+
+def test_an_admins_shell_template_is_refused_to_a_member(agent_types, admin, member):
+    spec_text = "name: s\nagent: shell\ntasks:\n  - {key: a, prompt: 'echo ${word}'}\n"
+    with pytest.raises(SpecInvalid):
+        services.template_save(actor=member, name="s", spec_text=spec_text, variables_text="word=hi")
+    t = services.template_save(actor=admin, name="s", spec_text=spec_text, variables_text="word=hi", shared=True)
+    response = client(member).post(f"/templates/{t.id}/", {"var_word": "x"})
+    assert response.status_code == 400 and "admin" in response.content.decode()
+    assert not Batch.objects.exists()
