@@ -651,8 +651,6 @@ def roles(request):
 def _template(t, *, launches: bool = True) -> dict:
     from django.db.models import Sum
 
-    from spawner.models import TemplateSchedule
-
     rows = []
     if launches:
         found = Batch.objects.filter(template=t).order_by("-id")[:50]
@@ -682,7 +680,7 @@ def _template(t, *, launches: bool = True) -> dict:
             "next_run": s.schedule.next_run,
             "variables": s.variables,
         }
-        for s in TemplateSchedule.objects.filter(template=t).select_related("schedule")
+        for s in t.schedules.all()
     ]
     return {
         "id": t.id,
@@ -702,7 +700,8 @@ def template_list(request):
     """Saved batch templates: everyone's, and the global ones."""
     from spawner.models import BatchTemplate
 
-    return [_template(t, launches=False) for t in BatchTemplate.objects.select_related("owner")[:500]]
+    found = BatchTemplate.objects.select_related("owner").prefetch_related("schedules__schedule")[:500]
+    return [_template(t, launches=False) for t in found]
 
 
 @router.get(
