@@ -11,7 +11,7 @@ from django.db.models import Count, Max, Sum
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from spawner import permissions, services
+from spawner import permissions, selectors, services
 from spawner.errors import NotAllowed, SpecInvalid
 from spawner.models import AgentRun, Batch, BatchTemplate, TemplateSchedule
 
@@ -89,7 +89,9 @@ def _history(template: BatchTemplate) -> list[dict]:
 def _page(request, template: BatchTemplate, *, status=200, **extra):
     may_edit = services.may_edit_template(request.user, template)
     schedules = list(TemplateSchedule.objects.filter(template=template).select_related("schedule", "run_as"))
-    for s in schedules:  # the next run in the schedule's own time zone
+    outcomes = selectors.schedule_outcomes(schedules)
+    for s in schedules:  # the next run in the schedule's own time zone, and how the last one went
+        s.outcome = outcomes.get(s.id)
         local = s.schedule.next_run.astimezone(ZoneInfo(s.timezone)) if s.schedule.next_run else None
         s.next_local = local.strftime("%a %Y-%m-%d %H:%M") if local else ""
     history = _history(template)

@@ -282,3 +282,24 @@ def test_an_admins_shell_template_is_refused_to_a_member(agent_types, admin, mem
     response = client(member).post(f"/templates/{t.id}/", {"var_word": "x"})
     assert response.status_code == 400 and "admin" in response.content.decode()
     assert not Batch.objects.exists()
+
+
+def test_the_page_says_how_a_schedules_last_task_went(template, member):
+    from django.utils import timezone
+    from django_q.models import Schedule, Task
+
+    link = services.schedule_create(template=template, cron="0 3 * * *", values={"ticket": "x"}, actor=member)
+    now = timezone.now()
+    Task.objects.create(
+        id="t1",
+        name="t1",
+        func=services.TEMPLATE_SCHEDULED_FUNC,
+        started=now,
+        stopped=now,
+        success=False,
+        result="you need the permission to launch batches : Traceback (most recent call last): secret/path.py",
+    )
+    Schedule.objects.filter(id=link.schedule_id).update(task="t1")
+    page = client(member).get(f"/templates/{template.id}/").content.decode()
+    assert "refused" in page and "you need the permission to launch batches" in page
+    assert "secret/path.py" not in page
