@@ -4,7 +4,19 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboard import ids  # noqa: F401  (registers <id:...>)
-from dashboard.pages import actions, escalations, history, logs, merging, new_batch, results, stats, timeline, views
+from dashboard.pages import (
+    actions,
+    escalations,
+    history,
+    logs,
+    merging,
+    new_batch,
+    results,
+    stats,
+    templates_pages,
+    timeline,
+    views,
+)
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -44,4 +56,10 @@ urlpatterns = [
     path("runs/<id:run_id>/attempts/<id:number>/search/", logs.log_search, name="run-log-search"),
     path("runs/<id:run_id>/attempts/<id:number>/diff/", views.run_diff, name="run-diff"),
     path("runs/<id:run_id>/attempts/<id:number>/diff/download/", views.run_diff_download, name="run-diff-download"),
+    # Saved and scheduled batches (dashboard/pages/templates_pages.py).
+    path("templates/", templates_pages.template_list, name="templates"),
+    path("templates/<id:template_id>/", templates_pages.template_detail, name="template"),
+    path("templates/<id:template_id>/edit/", templates_pages.template_edit, name="template-edit"),
+    path("templates/<id:template_id>/schedules/", templates_pages.schedule_create, name="template-schedule"),
+    path("schedules/<id:schedule_id>/", templates_pages.schedule_action, name="schedule-action"),
 ]

@@ -228,6 +228,14 @@ class Batch(models.Model):
     on_budget = models.CharField(
         max_length=16, blank=True, help_text="skip_pending (default) or cancel_running when the budget is reached."
     )
+    template = models.ForeignKey(
+        "BatchTemplate",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="launches",
+        help_text="The saved template this batch was launched from.",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -645,3 +653,52 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]
+
+
+# --- saved and scheduled batches (spawner.services: template_*, schedule_*) ---
+
+
+class BatchTemplate(models.Model):
+    """A batch spec saved under a name, with `${name}` variables filled at launch
+    (spawner.core.template_vars). A person's own, or global (no owner, made by an admin)."""
+
+    name = models.SlugField(max_length=100)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="batch_templates"
+    )
+    description = models.CharField(max_length=300, blank=True)
+    spec_text = models.TextField(help_text="The batch spec, with ${name} where a variable is filled in.")
+    variables = models.JSONField(default=dict, blank=True, help_text="{name: default}; a null default: required.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "name"], name="template_name_per_owner"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(owner__isnull=True), name="template_name_global"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TemplateSchedule(models.Model):
+    """A template launched on a cron schedule: a django-q2 Schedule (type CRON) that calls
+    `spawner.templates.scheduled_launch` with this row's id. Paused: the Schedule's repeats is 0."""
+
+    template = models.ForeignKey(BatchTemplate, on_delete=models.CASCADE, related_name="schedules")
+    schedule = models.OneToOneField("django_q.Schedule", on_delete=models.CASCADE, related_name="+")
+    run_as = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    cron = models.CharField(max_length=100)
+    timezone = models.CharField(max_length=64, default="UTC")
+    variables = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.template} at {self.cron} ({self.timezone})"

@@ -925,3 +925,19 @@ def api_tokens(user):
 def aggregation_of(batch: Batch) -> dict | None:
     """The batch's combined result, as the result page and `spawn --json` show it; None before it ends."""
     return _aggregation_data(batch)
+
+
+def schedule_outcomes(links) -> dict[int, dict]:
+    """Each template schedule's last task as django-q2 kept it: done, or why it failed (its first
+    words, never the traceback)."""
+    from django_q.models import Task
+
+    task_of = {link.id: link.schedule.task for link in links if link.schedule.task}
+    tasks = {t.id: t for t in Task.objects.filter(id__in=set(task_of.values()))}
+    found = {}
+    for link_id, task_id in task_of.items():
+        if (task := tasks.get(task_id)) is None:
+            continue
+        why = "" if task.success else str(task.result or "").split(" : Traceback", 1)[0][:300]
+        found[link_id] = {"ok": task.success, "why": why, "at": task.stopped}
+    return found

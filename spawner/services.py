@@ -277,6 +277,7 @@ def batch_launch(
     sequential_of: Batch | None = None,
     confine: bool = False,
     checked: tuple[Path, dict[str, Path]] | None = None,
+    template=None,
 ) -> Batch:
     """Store the batch and its runs, and start what is ready, in one transaction.
 
@@ -312,6 +313,7 @@ def batch_launch(
             sequential_of=sequential_of,
             budget_usd=batch_spec.budget_usd,
             on_budget=batch_spec.on_budget,
+            template=template,
         )
         AgentRun.objects.bulk_create(
             AgentRun(
@@ -934,3 +936,250 @@ def batch_launch_once(*, owner, key: str, body: bytes, launch) -> tuple[Batch, b
             return done
         raise
     return batch, False
+
+
+# --- saved and scheduled batches: templates with ${name} variables, launched by hand or on a cron ---
+
+TEMPLATE_SCHEDULED_FUNC = "spawner.templates.scheduled_launch"
+
+
+class TemplateInvalid(spec.SpecInvalid):
+    """A template, its variables or the values given to it: each error names its field."""
+
+
+class TemplateNameTaken(TemplateInvalid):
+    """Another template of the same owner (or global) has this name."""
+
+
+def _template_error(exc) -> TemplateInvalid:
+    return TemplateInvalid([spec.FieldError("template", exc.field, exc.message)])
+
+
+def may_edit_template(user, template) -> bool:
+    """A person's own templates; global ones (and anyone's) for an admin."""
+    if not permissions.may_launch(user):
+        return False
+    return permissions.may_run_admin_only(user) or (template.owner_id is not None and template.owner_id == user.id)
+
+
+def template_render(*, spec_text: str, declared: Mapping, given: Mapping) -> str:
+    """The spec text a launch runs: the template's document with its variables filled in its text
+    values only (spawner.core.template_vars), written again as YAML."""
+    import yaml
+
+    from spawner.core import template_vars
+    from spawner.spec.reading import parse_text
+
+    data, _ = parse_text(spec_text)
+    try:
+        template_vars.names_used(data)
+        values = template_vars.resolve(declared, given)
+        filled = template_vars.fill(data, values)
+    except template_vars.TemplateError as exc:
+        raise _template_error(exc) from None
+    return yaml.safe_dump(filled, sort_keys=False, allow_unicode=True, width=120)
+
+
+def _with_template_lines(exc: spec.SpecInvalid, spec_text: str) -> spec.SpecInvalid:
+    """Errors of the rendered spec, at the template's own lines (its fields and tasks are the same)."""
+    from spawner.spec.reading import parse_text
+
+    try:
+        _, lines = parse_text(spec_text)
+    except spec.SpecInvalid:
+        return exc
+    fixed = []
+    for e in exc.errors:
+        key = (e.index, e.field) if e.index is not None else ("batch", e.field)
+        line = lines.get(key, lines.get(e.index) if e.index is not None else None)
+        fixed.append(dataclasses.replace(e, line=line))
+    return spec.SpecInvalid(fixed)
+
+
+def template_check(*, name: str, spec_text: str, variables_text: str, actor) -> dict:
+    """Validate what a template is saved with: its name, its variables, and its spec once filled
+    with the defaults (a required variable with a stand-in); returns the declared variables."""
+    from spawner.core import template_vars
+
+    errors = []
+    if not name or len(name) > 100 or not all(c.isalnum() or c in "-_" for c in name) or not name.isascii():
+        errors.append(spec.FieldError("template", "name", "letters, digits, - and _ (at most 100)"))
+    try:
+        declared = template_vars.parse_declarations(variables_text)
+    except template_vars.TemplateError as exc:
+        raise TemplateInvalid([*errors, *_template_error(exc).errors]) from None
+    from spawner.spec.reading import parse_text
+
+    data, _ = parse_text(spec_text)
+    try:
+        used = template_vars.names_used(data)
+    except template_vars.TemplateError as exc:
+        raise TemplateInvalid([*errors, *_template_error(exc).errors]) from None
+    undeclared = sorted(used - set(declared))
+    if undeclared:
+        errors.append(
+            spec.FieldError(
+                "template", "variables", f"declare {', '.join(undeclared)} (name=default, one a line), or write $${{"
+            )
+        )
+    if errors:
+        raise TemplateInvalid(errors)
+    sample = {n: (d if d is not None else "x") for n, d in declared.items()}
+    rendered = template_render(spec_text=spec_text, declared=declared, given=sample)
+    is_admin = actor is None or permissions.may_run_admin_only(actor)
+    try:
+        spec_load(rendered, is_admin=is_admin)
+    except spec.SpecInvalid as exc:
+        raise _with_template_lines(exc, spec_text) from None
+    return declared
+
+
+def template_save(
+    *,
+    actor,
+    name: str,
+    spec_text: str,
+    variables_text: str = "",
+    description: str = "",
+    shared: bool = False,
+    template=None,
+):
+    """Save a new template (or change `template`): the actor's own, or global (`shared`, admins)."""
+    from spawner.models import BatchTemplate
+
+    permissions.require(actor, permissions.may_launch)
+    if template is not None and actor is not None and not may_edit_template(actor, template):
+        raise NotAllowed("only its owner or an admin may change this template")
+    if shared and actor is not None and not permissions.may_run_admin_only(actor):
+        raise NotAllowed("only an admin may save a template for everyone")
+    declared = template_check(name=name, spec_text=spec_text, variables_text=variables_text, actor=actor)
+    owner = None if shared or actor is None else actor
+    if template is None:
+        template = BatchTemplate(owner=owner)
+    template.name, template.spec_text, template.variables = name, spec_text, declared
+    template.description = description[:300]
+    clash = BatchTemplate.objects.filter(name=name, owner=template.owner).exclude(id=template.id)
+    if clash.exists():
+        taken = f"{'you already have' if template.owner else 'there is already'} a template named {name!r}"
+        raise TemplateNameTaken([spec.FieldError("template", "name", taken)])
+    try:
+        with transaction.atomic():
+            template.save()
+    except IntegrityError:
+        raise TemplateNameTaken([spec.FieldError("template", "name", f"a template named {name!r} exists")]) from None
+    return template
+
+
+def template_delete(*, template, actor) -> None:
+    if actor is not None and not may_edit_template(actor, template):
+        raise NotAllowed("only its owner or an admin may delete this template")
+    from django_q.models import Schedule
+
+    Schedule.objects.filter(id__in=template.schedules.values("schedule_id")).delete()
+    template.delete()
+
+
+def template_launch(*, template, values: Mapping, actor, base_dir: Path | None = None, confine: bool = True) -> Batch:
+    """Fill the template's variables and launch it through `batch_launch`, as `actor`: the same
+    permission checks as any launch. The batch is linked to its template."""
+    permissions.require(actor, permissions.may_launch)
+    text = template_render(spec_text=template.spec_text, declared=template.variables, given=values)
+    is_admin = actor is None or permissions.may_run_admin_only(actor)
+    try:
+        batch_spec = spec_load(text, is_admin=is_admin)
+    except spec.SpecInvalid as exc:
+        raise _with_template_lines(exc, template.spec_text) from None
+    return batch_launch(
+        batch_spec=batch_spec,
+        base_dir=Path(base_dir or settings.SPAWNER_WORKDIR),
+        owner=actor,
+        confine=confine,
+        template=template,
+    )
+
+
+def _cron_next(cron: str, tz: str):
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    return croniter(cron, timezone.now().astimezone(ZoneInfo(tz))).get_next(type(timezone.now()))
+
+
+def schedule_check(cron: str, tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from croniter import croniter
+
+    errors = []
+    if not cron or len(cron) > 100 or not croniter.is_valid(cron):
+        errors.append(spec.FieldError("schedule", "cron", f"{cron!r} is not a cron expression (e.g. 0 3 * * 1-5)"))
+    try:
+        if not tz or len(tz) > 64:
+            raise ZoneInfoNotFoundError(tz)
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(spec.FieldError("schedule", "timezone", f"{tz!r} is not a time zone (e.g. Europe/Paris, UTC)"))
+    if errors:
+        raise TemplateInvalid(errors)
+
+
+def schedule_create(*, template, cron: str, tz: str = "UTC", values: Mapping | None = None, actor):
+    """Launch `template` on a cron expression in a time zone, as `actor` (its owner or an admin),
+    through a django-q2 Schedule (type CRON) whose next run is computed in that time zone."""
+    from django_q.models import Schedule
+
+    from spawner.models import TemplateSchedule
+
+    if actor is None or not may_edit_template(actor, template):
+        raise NotAllowed("only its owner or an admin (with the permission to launch) may schedule this template")
+    cron = " ".join(cron.split())
+    schedule_check(cron, tz)
+    values = dict(values or {})
+    template_render(spec_text=template.spec_text, declared=template.variables, given=values)  # the values fit
+    with transaction.atomic():
+        q2 = Schedule.objects.create(
+            name=f"template {template.id} {secrets.token_hex(4)}",
+            func=TEMPLATE_SCHEDULED_FUNC,
+            schedule_type=Schedule.CRON,
+            cron=cron,
+            repeats=-1,
+        )
+        link = TemplateSchedule.objects.create(
+            template=template, schedule=q2, run_as=actor, cron=cron, timezone=tz, variables=values
+        )
+        Schedule.objects.filter(id=q2.id).update(args=repr((link.id,)), next_run=_cron_next(cron, tz))
+    return link
+
+
+def schedule_set_paused(*, link, paused: bool, actor) -> None:
+    from django_q.models import Schedule
+
+    if actor is None or not may_edit_template(actor, link.template):
+        raise NotAllowed("only its owner or an admin may pause or resume this schedule")
+    fields = {"repeats": 0} if paused else {"repeats": -1, "next_run": _cron_next(link.cron, link.timezone)}
+    Schedule.objects.filter(id=link.schedule_id).update(**fields)
+
+
+def schedule_delete(*, link, actor) -> None:
+    if actor is None or not may_edit_template(actor, link.template):
+        raise NotAllowed("only its owner or an admin may delete this schedule")
+    link.schedule.delete()  # the link goes with it
+
+
+def schedule_fire(link_id: int) -> Batch | None:
+    """What a schedule's task does: launch its template as the person who scheduled it, with the
+    same checks as their own launch; then set the next run in the schedule's time zone."""
+    from django_q.models import Schedule
+
+    from spawner.models import TemplateSchedule
+
+    link = TemplateSchedule.objects.select_related("template", "run_as").filter(id=link_id).first()
+    if link is None:
+        return None
+    try:
+        return template_launch(template=link.template, values=link.variables, actor=link.run_as)
+    finally:
+        Schedule.objects.filter(id=link.schedule_id).exclude(repeats=0).update(
+            next_run=_cron_next(link.cron, link.timezone)
+        )

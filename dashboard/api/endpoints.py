@@ -643,3 +643,91 @@ def agent_types(request):
 @router.get("/roles", response={200: list[schemas.RoleOut], **ERRORS}, url_name="roles", tags=["catalog"])
 def roles(request):
     return [{"name": r.name, "template": r.template} for r in Role.objects.order_by("name")]
+
+
+# --- saved templates: list, read, launch with variables ------------------------------------------
+
+
+def _template(t, *, launches: bool = True) -> dict:
+    from django.db.models import Sum
+
+    rows = []
+    if launches:
+        found = Batch.objects.filter(template=t).order_by("-id")[:50]
+        costs = dict(
+            AgentRun.objects.filter(batch__in=list(found))
+            .order_by()
+            .values_list("batch_id")
+            .annotate(total=Sum("cost_usd"))
+        )
+        rows = [
+            {
+                "id": b.id,
+                "status": b.status,
+                "launched_at": b.launched_at,
+                "wall_seconds": b.wall_seconds,
+                "cost_usd": costs.get(b.id),
+                "url": reverse("api-1:batch", args=[b.id]),
+            }
+            for b in found
+        ]
+    schedules = [
+        {
+            "id": s.id,
+            "cron": s.cron,
+            "timezone": s.timezone,
+            "paused": s.schedule.repeats == 0,
+            "next_run": s.schedule.next_run,
+            "variables": s.variables,
+        }
+        for s in t.schedules.all()
+    ]
+    return {
+        "id": t.id,
+        "name": t.name,
+        "owner": _who(t.owner),
+        "description": t.description,
+        "variables": [{"name": n, "default": d} for n, d in t.variables.items()],
+        "spec_text": t.spec_text,
+        "schedules": schedules,
+        "launches": rows,
+        "url": reverse("api-1:template", args=[t.id]),
+    }
+
+
+@router.get("/templates", response={200: list[schemas.TemplateOut], **ERRORS}, url_name="templates", tags=["templates"])
+def template_list(request):
+    """Saved batch templates: everyone's, and the global ones."""
+    from spawner.models import BatchTemplate
+
+    found = BatchTemplate.objects.select_related("owner").prefetch_related("schedules__schedule")[:500]
+    return [_template(t, launches=False) for t in found]
+
+
+@router.get(
+    "/templates/{int:template_id}",
+    response={200: schemas.TemplateOut, **ERRORS},
+    url_name="template",
+    tags=["templates"],
+)
+def template_get(request, template_id: int):
+    """A template: its variables, schedules and the batches launched from it."""
+    from spawner.models import BatchTemplate
+
+    return _template(get_object_or_404(BatchTemplate.objects.select_related("owner"), id=template_id))
+
+
+@router.post(
+    "/templates/{int:template_id}/launch",
+    response={201: schemas.BatchDetail, 422: schemas.SpecProblem, **WRITE_ERRORS},
+    url_name="template-launch",
+    tags=["templates"],
+)
+def template_launch(request, template_id: int, body: schemas.TemplateLaunchIn):
+    """Fill the template's variables (the defaults for those not given) and launch it: the same
+    checks as launching its spec."""
+    from spawner.models import BatchTemplate
+
+    t = get_object_or_404(BatchTemplate, id=template_id)
+    batch = services.template_launch(template=t, values=body.variables, actor=actor(request))
+    return Status(201, _batch_detail(batch))

@@ -266,3 +266,36 @@ class FindingsOut(Schema):
     strategy: str
     total: int
     findings: list[dict[str, Any]]
+
+
+# --- saved templates --------------------------------------------------------------------------
+
+
+class TemplateVariable(Schema):
+    name: str
+    default: str | None = Field(None, description="null: required at launch.")
+
+
+class TemplateLaunchRow(Schema):
+    id: int
+    status: str
+    launched_at: datetime
+    wall_seconds: float | None
+    cost_usd: float | None
+    url: str
+
+
+class TemplateOut(Schema):
+    id: int
+    name: str
+    owner: str | None = Field(None, description="null: a global template.")
+    description: str
+    variables: list[TemplateVariable]
+    spec_text: str = Field(description="The spec, with ${name} where a variable is filled in.")
+    schedules: list[dict[str, Any]]
+    launches: list[TemplateLaunchRow] = Field(description="The newest batches launched from it (at most 50).")
+    url: str
+
+
+class TemplateLaunchIn(Schema):
+    variables: dict[str, str] = Field(default_factory=dict, description="Values of the template's variables.")

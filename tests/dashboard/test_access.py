@@ -51,6 +51,8 @@ READS = {
     "stats",
     "stats-json",
     "tokens",
+    "templates",
+    "template",
 }
 # Writes (POST only): what each needs, and a body that would succeed.
 WRITES = {
@@ -73,6 +75,16 @@ WRITES = {
     # One's own API tokens (someone else's token is not one's to revoke: 409).
     "tokens": ("self", {"name": "ci", "scope": "read"}),
     "token-revoke": ("self", {}),
+    # Saved templates: anyone who may launch saves one and launches any; changing and scheduling
+    # someone else's template is for an admin ("edit").
+    "templates": ("launch", {"name": "mine", "spec_text": "name: x\nagent: sh\ntasks: [{key: a}]"}),
+    "template": ("launch", {}),
+    "template-edit": (
+        "edit",
+        {"action": "save", "name": "theirs", "spec_text": "name: y\nagent: sh\ntasks: [{key: a}]"},
+    ),
+    "template-schedule": ("edit", {"cron": "0 3 * * *", "timezone": "UTC"}),
+    "schedule-action": ("edit", {"action": "pause"}),
 }
 # What each person was granted; the admin may do everything.
 GRANTED = {
@@ -80,7 +92,7 @@ GRANTED = {
     "viewer": {"self"},
     "launcher": {"self", "launch"},
     "reviewer": {"self", "review", "resolve"},
-    "admin": {"self", "launch", "cancel", "review", "resolve"},
+    "admin": {"self", "launch", "cancel", "review", "resolve", "edit"},
 }
 # Views that answer strangers: signing in and out (the site's and the admin's).
 PUBLIC = {"login", "logout", "admin:login", "admin:logout", "favicon"}
@@ -152,7 +164,16 @@ def objects(reviewed, tmp_path, settings):
         "escalation_id": Escalation.objects.get(batch=reviewed).id,
         "step_id": step.id,
         "token_id": services.token_create(user=reviewed.owner, name="theirs", scope="read")[0].id,
+        **_template_ids(reviewed.owner),
     }
+
+
+def _template_ids(owner) -> dict[str, int]:
+    """Someone else's saved template (no variables) and a schedule on it."""
+    spec_text = "name: x\nagent: sh\ntasks: [{key: a}]"
+    template = services.template_save(actor=owner, name="theirs", spec_text=spec_text)
+    link = services.schedule_create(template=template, cron="0 3 * * *", tz="UTC", actor=owner)
+    return {"template_id": template.id, "schedule_id": link.id}
 
 
 def client_for(person) -> Client:

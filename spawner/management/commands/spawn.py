@@ -43,7 +43,7 @@ class Command(BaseCommand):
     help = "Launch a batch from a YAML/JSON spec and follow it live."
 
     def add_arguments(self, parser):
-        parser.add_argument("file", help="batch spec (YAML or JSON); '-' reads standard input")
+        parser.add_argument("file", nargs="?", help="batch spec (YAML or JSON); '-' reads standard input")
         parser.add_argument("--plan", action="store_true", help="show the plan; run nothing")
         parser.add_argument("--wait", action="store_true", help="follow the batch until it ends")
         parser.add_argument("--sequential", action="store_true", help="one task at a time")
@@ -54,9 +54,17 @@ class Command(BaseCommand):
             metavar="URL",
             help="run it on another Spawner through its REST API (the token from SPAWNER_TOKEN); follows it",
         )
+        parser.add_argument(
+            "--template", metavar="NAME", help="launch a saved template (OWNER/NAME: someone's own) instead of a file"
+        )
+        parser.add_argument(
+            "--var", action="append", default=[], metavar="NAME=VALUE", help="a template variable (repeatable)"
+        )
 
     def handle(self, *args, **opts):
         self.console = Console(stderr=opts["json"], highlight=False)
+        if opts["server"] and opts["template"]:
+            raise CommandError("--template is for this server (on another: POST /api/templates/ID/launch)")
         if opts["server"]:
             return self._remote(opts)
         if pending := unapplied_migrations():
@@ -65,10 +73,20 @@ class Command(BaseCommand):
                 "run `python manage.py migrate` first"
             )
         path = opts["file"]
-        text = sys.stdin.read() if path == "-" else self._read(path)
-        # Relative paths start from the base directory (the browser's, for a file inside it), else the file's.
-        base_dir = Path.cwd() if path == "-" else services.spec_base_dir(Path(path))
+        template = self._template(opts) if opts["template"] else None
+        if template is None and not path:
+            raise CommandError("give a spec file (or --template NAME)")
+        if template is not None:
+            path, text, base_dir = f"template {template.name}", "", Path(settings.SPAWNER_WORKDIR)
+        else:
+            text = sys.stdin.read() if path == "-" else self._read(path)
+            # Relative paths start from the base directory (the browser's, for a file inside it), else the file's.
+            base_dir = Path.cwd() if path == "-" else services.spec_base_dir(Path(path))
         try:
+            if template is not None:
+                text = services.template_render(
+                    spec_text=template.spec_text, declared=template.variables, given=self._vars(opts["var"])
+                )
             batch_spec = services.spec_load(text, is_admin=True)
             checked = None if opts["plan"] else services.batch_check(batch_spec, base_dir)
         except spec.SpecInvalid as exc:
@@ -94,6 +112,7 @@ class Command(BaseCommand):
                 base_dir=base_dir,
                 mode="sequential" if opts["sequential"] else None,
                 checked=checked,
+                template=template,
             )
             if not (opts["wait"] or opts["compare"] or started):
                 self.console.print(f"launched batch #{batch.id}: {batch.name}")
@@ -118,6 +137,33 @@ class Command(BaseCommand):
                 self._print_comparison(*summaries)
         if summaries[0]["status"] != BatchStatus.SUCCEEDED:
             raise CommandError(f"batch #{summaries[0]['batch']} ended {summaries[0]['status']}")
+
+    def _template(self, opts):
+        """A saved template by name: a global one, or OWNER/NAME, or the only one so named."""
+        from spawner.models import BatchTemplate
+
+        owner, _, name = opts["template"].rpartition("/")
+        found = BatchTemplate.objects.filter(name=name).select_related("owner")
+        if owner:
+            found = found.filter(owner__username=owner)
+        templates = list(found[:20])
+        if len(templates) > 1:
+            templates = [t for t in templates if t.owner_id is None] or templates
+        if not templates:
+            raise CommandError(f"no template named {opts['template']!r}")
+        if len(templates) > 1:
+            owners = ", ".join(f"{t.owner.username}/{name}" for t in templates if t.owner)
+            raise CommandError(f"several templates are named {name!r}: say whose ({owners})")
+        return templates[0]
+
+    def _vars(self, pairs: list[str]) -> dict[str, str]:
+        values = {}
+        for pair in pairs:
+            name, eq, value = pair.partition("=")
+            if not eq or not name.strip():
+                raise CommandError(f"--var {pair!r}: write NAME=VALUE")
+            values[name.strip()] = value
+        return values
 
     def _read(self, path: str) -> str:
         try:
