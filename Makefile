@@ -41,7 +41,7 @@ test-sqlite: setup agents
 # The engine's integration suite again, on PostgreSQL (skips when the server is
 # unreachable, fails instead when CI=true).
 test-postgres: setup
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli" tests/spawner
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli and not slow" tests/spawner
 
 # The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite.
 test-redis: setup

@@ -28,6 +28,7 @@ WAIT_SECONDS = 150  # the scheduler looks every 30 s; a one-minute cron fires at
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_template_on_a_one_minute_schedule_launches_twice(cluster, agent_types):
     owner = grant(User.objects.create_user("sam", password="pw-sam-12345"), "add_batch")
     template = services.template_save(actor=owner, name="tick", spec_text=SPEC, variables_text="what=default")
