@@ -920,3 +920,26 @@ def api_tokens(user):
 def aggregation_of(batch: Batch) -> dict | None:
     """The batch's combined result, as the result page and `spawn --json` show it; None before it ends."""
     return _aggregation_data(batch)
+
+
+def webhook_deliveries(*, state: str = "", limit: int = 200):
+    """The latest webhook calls, newest first, with their batch's name (the admins' delivery log)."""
+    from spawner.models import WebhookDelivery
+
+    rows = WebhookDelivery.objects.select_related("batch").only(
+        "id",
+        "event",
+        "url",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_status",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "batch__id",
+        "batch__name",
+    )
+    if state:
+        rows = rows.filter(state=state)
+    return list(rows.order_by("-id")[:limit])

@@ -934,3 +934,18 @@ def batch_launch_once(*, owner, key: str, body: bytes, launch) -> tuple[Batch, b
             return done
         raise
     return batch, False
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+WEBHOOKS_ADMIN_ONLY = "only an admin may see and redeliver webhook calls"
+
+
+def webhook_redeliver(*, delivery_id: int, actor) -> None:
+    """Queue a delivered or failed webhook call again (admins only); the cluster sends it."""
+    from spawner.engine import webhooks
+
+    if actor is not None and not permissions.may_run_admin_only(actor):
+        raise NotAllowed(WEBHOOKS_ADMIN_ONLY)
+    if not webhooks.requeue(delivery_id):
+        raise ActionRefused(f"webhook call #{delivery_id} is already queued")
