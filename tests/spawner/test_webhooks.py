@@ -334,3 +334,34 @@ def test_the_delivery_log_page_lists_calls_masked_and_redelivers_for_admins_only
     assert "is queued again" in response.content.decode()
     row.refresh_from_db()
     assert row.state == "pending" and row.attempts == 0
+
+
+def readme_verify():
+    """The verification example of the README's Webhooks section, as a function."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- webhook-verify:", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    return scope["verify"]
+
+
+def test_the_readme_example_verifies_a_real_signed_call_and_refuses_a_changed_one(
+    db, allow_loopback, receiver, monkeypatch
+):
+    monkeypatch.setenv("SPAWNER_WEBHOOK_SECRET", "shared-with-the-receiver")
+    verify = readme_verify()
+    hook = receiver()
+    queued(hook.url)
+    webhooks.deliver_due()
+    request = hook.requests[0]
+    assert verify("shared-with-the-receiver", request["body"], request["headers"])
+    assert not verify("shared-with-the-receiver", request["body"].replace(b"1.5", b"9.5"), request["headers"])
+    assert not verify("another-secret", request["body"], request["headers"])
+    old = {**request["headers"], "Spawner-Timestamp": str(int(time.time()) - 301)}
+    old["Spawner-Signature"] = signing.signature(
+        "shared-with-the-receiver", int(old["Spawner-Timestamp"]), request["body"]
+    )
+    assert not verify("shared-with-the-receiver", request["body"], old)
+    assert verify("shared-with-the-receiver", request["body"], old, tolerance=600)
