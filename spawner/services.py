@@ -308,6 +308,7 @@ def batch_launch(
             backoff_seconds=batch_spec.backoff,
             aggregation=batch_spec.aggregation,
             webhook_url=batch_spec.webhook,
+            webhook_format=batch_spec.webhook_format,
             cwd=str(batch_cwd),
             sequential_of=sequential_of,
             budget_usd=batch_spec.budget_usd,

@@ -46,6 +46,8 @@ def notify(batch, kind: str, data: dict) -> WebhookDelivery | None:
     if not batch.webhook_url:
         return None
     payload = {"event": kind, "batch": batch.id, "name": batch.name, "status": batch.status, **data}
+    if getattr(batch, "webhook_format", "json") == "slack":
+        payload = {"text": delivery.slack_text(payload)}
     return WebhookDelivery.objects.create(
         batch_id=batch.id, event=kind, url=batch.webhook_url, payload=payload, next_attempt_at=timezone.now()
     )

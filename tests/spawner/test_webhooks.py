@@ -365,3 +365,49 @@ def test_the_readme_example_verifies_a_real_signed_call_and_refuses_a_changed_on
     )
     assert not verify("shared-with-the-receiver", request["body"], old)
     assert verify("shared-with-the-receiver", request["body"], old, tolerance=600)
+
+
+# --- webhook_format: slack ------------------------------------------------------------------
+
+
+def test_a_slack_format_batch_sends_a_text_body_for_each_event(db, allow_loopback, receiver, agent_types, tmp_path):
+    hook = receiver()
+    spec = HOOKED.format(url=hook.url) + "webhook_format: slack\n"
+    batch = launch(spec, tmp_path)
+    assert Batch.objects.get(id=batch.id).webhook_format == "slack"
+    batch.status = "succeeded"
+    webhooks.notify(batch, "batch.ended", {"wall_seconds": 1.25})
+    escalation = transitions.escalation_open(batch=batch, run=None, kind=Escalation.Kind.BUDGET, reason="spent $2")
+    webhooks.escalation_assigned(escalation, None)
+    while webhooks.deliver_due():
+        pass
+    texts = sorted(r["json"]["text"] for r in hook.requests)
+    assert texts == sorted(
+        [
+            f"Batch #{batch.id} w ended: succeeded (wall 1.2 s).",
+            f"Batch #{batch.id} w needs a person: escalation #{escalation.id} (budget): spent $2",
+            f"Batch #{batch.id} w reached its budget: spent $2",
+            f"Batch #{batch.id} w: escalation #{escalation.id} unassigned.",
+        ]
+    )
+    assert all(set(r["json"]) == {"text"} for r in hook.requests)
+    assert all(
+        signing.verify(
+            webhooks.signing_secret(),
+            r["body"],
+            r["headers"]["Spawner-Timestamp"],
+            r["headers"]["Spawner-Signature"],
+            now=time.time(),
+        )
+        for r in hook.requests
+    )
+
+
+def test_an_unknown_webhook_format_is_a_spec_error_naming_the_field(db, agent_types):
+    from spawner.errors import SpecInvalid
+
+    with pytest.raises(SpecInvalid) as caught:
+        services.spec_load(HOOKED.format(url="https://hooks.example.org/x") + "webhook_format: teams\n", is_admin=True)
+    assert "webhook_format" in str(caught.value) and "slack" in str(caught.value)
+    json_spec = services.spec_load(HOOKED.format(url="https://hooks.example.org/x"), is_admin=True)
+    assert json_spec.webhook_format == "json"
