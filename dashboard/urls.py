@@ -17,6 +17,7 @@ from dashboard.pages import (
     timeline,
     views,
 )
+from dashboard.pages import webhooks as webhook_pages
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -47,6 +48,8 @@ urlpatterns = [
     path("escalations/", escalations.escalation_list, name="escalations"),
     path("escalations/<id:escalation_id>/assign/", escalations.escalation_assign, name="escalation-assign"),
     path("escalations/<id:escalation_id>/resolve/", escalations.escalation_resolve, name="escalation-resolve"),
+    path("webhooks/", webhook_pages.webhook_list, name="webhooks"),
+    path("webhooks/<id:delivery_id>/redeliver/", webhook_pages.webhook_redeliver, name="webhook-redeliver"),
     path("runs/<id:run_id>/", views.run_detail, name="run"),
     path("runs/<id:run_id>/cancel/", actions.run_cancel, name="run-cancel"),
     path("runs/<id:run_id>/retry/", actions.run_retry, name="run-retry"),

@@ -206,6 +206,9 @@ class Batch(models.Model):
     aggregation = models.CharField(max_length=20, blank=True)
     cwd = models.CharField(max_length=500, blank=True)
     webhook_url = models.URLField(blank=True, help_text="Called (POST, JSON) when the batch ends or escalates.")
+    webhook_format = models.CharField(
+        max_length=8, default="json", help_text='The webhook body: "json" (the event) or "slack" ({"text": ...}).'
+    )
     status = models.CharField(max_length=12, choices=BatchStatus.choices, default=BatchStatus.RUNNING, db_index=True)
     cancel_requested = models.BooleanField(default=False)
     sequential_of = models.ForeignKey(

@@ -941,3 +941,26 @@ def schedule_outcomes(links) -> dict[int, dict]:
         why = "" if task.success else str(task.result or "").split(" : Traceback", 1)[0][:300]
         found[link_id] = {"ok": task.success, "why": why, "at": task.stopped}
     return found
+
+
+def webhook_deliveries(*, state: str = "", limit: int = 200):
+    """The latest webhook calls, newest first, with their batch's name (the admins' delivery log)."""
+    from spawner.models import WebhookDelivery
+
+    rows = WebhookDelivery.objects.select_related("batch").only(
+        "id",
+        "event",
+        "url",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "last_status",
+        "last_error",
+        "created_at",
+        "delivered_at",
+        "batch__id",
+        "batch__name",
+    )
+    if state:
+        rows = rows.filter(state=state)
+    return list(rows.order_by("-id")[:limit])

@@ -309,6 +309,7 @@ def batch_launch(
             backoff_seconds=batch_spec.backoff,
             aggregation=batch_spec.aggregation,
             webhook_url=batch_spec.webhook,
+            webhook_format=batch_spec.webhook_format,
             cwd=str(batch_cwd),
             sequential_of=sequential_of,
             budget_usd=batch_spec.budget_usd,
@@ -1183,3 +1184,18 @@ def schedule_fire(link_id: int) -> Batch | None:
         Schedule.objects.filter(id=link.schedule_id).exclude(repeats=0).update(
             next_run=_cron_next(link.cron, link.timezone)
         )
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+WEBHOOKS_ADMIN_ONLY = "only an admin may see and redeliver webhook calls"
+
+
+def webhook_redeliver(*, delivery_id: int, actor) -> None:
+    """Queue a delivered or failed webhook call again (admins only); the cluster sends it."""
+    from spawner.engine import webhooks
+
+    if actor is not None and not permissions.may_run_admin_only(actor):
+        raise NotAllowed(WEBHOOKS_ADMIN_ONLY)
+    if not webhooks.requeue(delivery_id):
+        raise ActionRefused(f"webhook call #{delivery_id} is already queued")

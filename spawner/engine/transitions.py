@@ -468,6 +468,8 @@ def escalation_open(*, batch: Batch, run: AgentRun | None, kind: str, reason: st
         data={"escalation": escalation.id, "kind": kind, "reason": reason},
     )
     webhooks.notify(batch, "escalation.opened", {"escalation": escalation.id, "kind": kind, "reason": reason})
+    if kind == Escalation.Kind.BUDGET:
+        webhooks.budget_reached(batch, escalation=escalation.id, reason=reason)
     return escalation
 
 
@@ -481,6 +483,7 @@ def escalation_assign(escalation: Escalation, *, assignee, actor) -> bool:
         data={"escalation": escalation.id, "assignee": assignee.get_username() if assignee else None},
         actor=actor,
     )
+    webhooks.escalation_assigned(escalation, assignee)
     return True
 
 

@@ -8,6 +8,10 @@ an agent slot or blocks a batch, and pending deliveries survive a restart.
 Only public addresses are called (see spawner.core.netcheck), checked after the DNS lookup and
 then connected to as checked, so a name cannot resolve to something else in between; redirects
 are not followed. Hosts in SPAWNER_WEBHOOK_ALLOW_HOSTS are exempt.
+
+Every call is signed (spawner.core.signing) with the server's secret: SPAWNER_WEBHOOK_SECRET, or
+one derived from SECRET_KEY when that is unset. The secret is read from the environment at each
+send, never stored in the database and never shown.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import socket
 import threading
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -24,7 +30,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from spawner.core import delivery, netcheck
+from spawner.core import delivery, netcheck, signing
 from spawner.models import WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -40,9 +46,43 @@ def notify(batch, kind: str, data: dict) -> WebhookDelivery | None:
     if not batch.webhook_url:
         return None
     payload = {"event": kind, "batch": batch.id, "name": batch.name, "status": batch.status, **data}
+    if getattr(batch, "webhook_format", "json") == "slack":
+        payload = {"text": delivery.slack_text(payload)}
     return WebhookDelivery.objects.create(
         batch_id=batch.id, event=kind, url=batch.webhook_url, payload=payload, next_attempt_at=timezone.now()
     )
+
+
+def escalation_assigned(escalation, assignee) -> WebhookDelivery | None:
+    """Queue `escalation.assigned` to the escalation's batch's webhook."""
+    data = {
+        "escalation": escalation.id,
+        "kind": escalation.kind,
+        "run": escalation.run_id,
+        "assignee": assignee.get_username() if assignee else None,
+    }
+    return notify(escalation.batch, "escalation.assigned", data)
+
+
+def budget_reached(batch, *, escalation: int, reason: str) -> WebhookDelivery | None:
+    """Queue `budget.reached` (alongside the budget escalation's `escalation.opened`)."""
+    data = {"escalation": escalation, "budget_usd": batch.budget_usd, "reason": reason}
+    return notify(batch, "budget.reached", data)
+
+
+def requeue(delivery_id: int) -> bool:
+    """Send a delivered or failed call again, from a fresh count of tries; False if it is still queued."""
+    now = timezone.now()
+    return bool(
+        WebhookDelivery.objects.filter(id=delivery_id)
+        .exclude(state=State.PENDING)
+        .update(state=State.PENDING, attempts=0, next_attempt_at=now, delivered_at=None, updated_at=now)
+    )
+
+
+def signing_secret() -> str:
+    """SPAWNER_WEBHOOK_SECRET, else the secret derived from SECRET_KEY (see spawner.core.signing)."""
+    return os.environ.get("SPAWNER_WEBHOOK_SECRET") or signing.derive_secret(settings.SECRET_KEY)
 
 
 # --- sending --------------------------------------------------------------------------------
@@ -74,10 +114,10 @@ def send(url: str, payload: dict, *, allow: frozenset[str], timeout: float) -> d
     )
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "spawner-webhook"}
+    headers.update(signing.headers(signing_secret(), body, time.time()))
     try:
-        connection.request(
-            "POST", target, body=body, headers={"Content-Type": "application/json", "User-Agent": "spawner-webhook"}
-        )
+        connection.request("POST", target, body=body, headers=headers)
         response = connection.getresponse()
         status, location = response.status, response.getheader("Location", "")
     except (OSError, http.client.HTTPException) as exc:

@@ -39,6 +39,7 @@ KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 # The longest value each stored text may have: the columns it is stored in.
 MAX_NAME_CHARS = 200  # Batch.name
 MAX_WEBHOOK_CHARS = 200  # Batch.webhook_url
+WEBHOOK_FORMATS = ("json", "slack")
 MAX_CWD_CHARS = 500  # Batch.cwd, AgentRun.cwd
 MAX_ROLE_CHARS = 64  # AgentRun.role
 MAX_PROMPT_CHARS = MAX_TEXT_CHARS  # a task's prompt once its role and variables are filled
@@ -61,6 +62,7 @@ BATCH_FIELDS = {
     "tasks",
     "vars",
     "webhook",
+    "webhook_format",
     "workspace",
     "budget_usd",
     "on_budget",
@@ -133,6 +135,7 @@ class BatchSpec:
     failure_policy: str = FailurePolicy.CONTINUE
     aggregation: str = ""
     webhook: str = ""
+    webhook_format: str = "json"  # json | slack (a Slack-compatible {"text": ...} body)
     cwd: str = ""
     workspace: WorkspaceSpec | None = None
     budget_usd: float | None = None
@@ -294,6 +297,8 @@ def _batch_settings(c: Collector, data: dict, limits: Limits, *, is_admin: bool)
         or FailurePolicy.CONTINUE,
         "aggregation": aggregation,
         "webhook": webhook,
+        "webhook_format": as_choice(c, "batch", "webhook_format", data.get("webhook_format", "json"), WEBHOOK_FORMATS)
+        or "json",
         "cwd": cwd,
         "workspace": read_workspace(c, data.get("workspace"), is_admin=is_admin, max_path_chars=MAX_CWD_CHARS),
         "budget_usd": _usd(c, "batch", "budget_usd", data.get("budget_usd")),

@@ -20,7 +20,7 @@ from dashboard.live import relay
 from dashboard.live.routing import websocket_urlpatterns
 from spawner import services
 from spawner.asgi import application
-from spawner.models import Escalation, MergeStep, RunAttempt, Workspace
+from spawner.models import Escalation, MergeStep, RunAttempt, WebhookDelivery, Workspace
 from tests.dashboard.conftest import grant
 from tests.spawner.test_workspaces import git, make_repo
 
@@ -54,6 +54,8 @@ READS = {
     "templates",
     "template",
 }
+# Pages only an admin (staff) may read; any other signed-in person gets 403.
+ADMIN_READS = {"webhooks"}
 # Writes (POST only): what each needs, and a body that would succeed.
 WRITES = {
     "batch-new": (
@@ -85,6 +87,8 @@ WRITES = {
     ),
     "template-schedule": ("edit", {"cron": "0 3 * * *", "timezone": "UTC"}),
     "schedule-action": ("edit", {"action": "pause"}),
+    # The webhook delivery log's redelivery (admins only).
+    "webhook-redeliver": ("admin", {}),
 }
 # What each person was granted; the admin may do everything.
 GRANTED = {
@@ -92,7 +96,7 @@ GRANTED = {
     "viewer": {"self"},
     "launcher": {"self", "launch"},
     "reviewer": {"self", "review", "resolve"},
-    "admin": {"self", "launch", "cancel", "review", "resolve", "edit"},
+    "admin": {"self", "launch", "cancel", "review", "resolve", "edit", "admin"},
 }
 # Views that answer strangers: signing in and out (the site's and the admin's).
 PUBLIC = {"login", "logout", "admin:login", "admin:logout", "favicon"}
@@ -165,6 +169,14 @@ def objects(reviewed, tmp_path, settings):
         "step_id": step.id,
         "token_id": services.token_create(user=reviewed.owner, name="theirs", scope="read")[0].id,
         **_template_ids(reviewed.owner),
+        "delivery_id": WebhookDelivery.objects.create(
+            batch=reviewed,
+            event="batch.ended",
+            url="https://hooks.example.org/x",
+            payload={},
+            state="failed",
+            next_attempt_at=reviewed.launched_at,
+        ).id,
     }
 
 
@@ -184,13 +196,14 @@ def client_for(person) -> Client:
 
 
 def test_every_dashboard_url_is_classified():
-    unknown = [(name, route) for name, route in DASHBOARD_URLS if name not in READS | set(WRITES) | PUBLIC]
+    known = READS | ADMIN_READS | set(WRITES) | PUBLIC
+    unknown = [(name, route) for name, route in DASHBOARD_URLS if name not in known]
     assert not unknown, f"say who may use these URLs in READS or WRITES: {unknown}"
 
 
 def test_the_url_conf_has_the_dashboard_pages():
     names = {name for name, _ in ALL_URLS}
-    assert READS | set(WRITES) | PUBLIC <= names, "a classified URL no longer exists"
+    assert READS | ADMIN_READS | set(WRITES) | PUBLIC <= names, "a classified URL no longer exists"
 
 
 @pytest.mark.parametrize(("name", "route"), [u for u in DASHBOARD_URLS if u[0] in READS])
@@ -206,6 +219,19 @@ def test_reading_a_page(people, objects, name, route):
         if name not in WRITES:
             # A page that only reads takes no posts, from anyone.
             assert client.post(url).status_code == (302 if who == "stranger" else 405), (who, url)
+
+
+@pytest.mark.parametrize(("name", "route"), [u for u in DASHBOARD_URLS if u[0] in ADMIN_READS])
+def test_reading_an_admin_page(people, objects, name, route):
+    url = fill(route, objects)
+    for who in PEOPLE:
+        client = client_for(people[who])
+        response = client.get(url)
+        if who == "stranger":
+            assert response.status_code == 302 and response["Location"].startswith("/login/"), (url, response)
+        else:
+            assert response.status_code == (200 if who == "admin" else 403), (who, url, response.status_code)
+        assert client.post(url).status_code == (302 if who == "stranger" else 405), (who, url)
 
 
 @pytest.mark.parametrize(("name", "route"), [u for u in DASHBOARD_URLS if u[0] in WRITES])

@@ -13,8 +13,11 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from spawner.engine import webhooks
-from spawner.models import Batch, WebhookDelivery
+from spawner import services
+from spawner.core import signing
+from spawner.engine import transitions, webhooks
+from spawner.errors import ActionRefused, NotAllowed
+from spawner.models import Batch, Escalation, WebhookDelivery
 from tests.spawner.helpers import launch, wait_batch, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -35,7 +38,9 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
+                receiver.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(body), "body": body}
+                )
                 self.send_response(statuses.pop(0) if len(statuses) > 1 else statuses[0])
                 if location:
                     self.send_header("Location", location)
@@ -131,6 +136,23 @@ def test_a_live_webhook_receives_the_json_post_from_the_cluster(
     assert row.attempts == 1 and row.last_status == 204
 
 
+@pytest.mark.integration
+def test_the_clusters_call_is_signed_with_the_secret_derived_from_the_secret_key(
+    cluster, agent_types, tmp_path, allow_loopback, receiver, settings, monkeypatch
+):
+    assert "SPAWNER_WEBHOOK_SECRET" not in cluster.env  # so the cluster derives it from SECRET_KEY
+    hook = receiver()
+    wait_batch(launch(HOOKED.format(url=hook.url), tmp_path))
+    wait_for(lambda: hook.requests, 20, "the webhook call")
+    request = hook.requests[0]
+    stamp, sent = request["headers"]["Spawner-Timestamp"], request["headers"]["Spawner-Signature"]
+    secret = signing.derive_secret(settings.SECRET_KEY)
+    assert signing.problem(secret, request["body"], stamp, sent, now=time.time()) == ""
+    assert abs(int(stamp) - time.time()) < 60
+    assert not signing.verify("a-wrong-secret", request["body"], stamp, sent, now=time.time())
+    assert not signing.verify(secret, request["body"] + b" ", stamp, sent, now=time.time())
+
+
 # --- one delivery step at a time ------------------------------------------------------------
 
 
@@ -219,3 +241,173 @@ def test_a_dead_webhook_gives_up_after_its_attempts_and_says_why(db, allow_loopb
         webhooks.deliver_due(now=later)
     row.refresh_from_db()
     assert row.state == "failed" and row.attempts == 3 and "timed out" in row.last_error
+
+
+# --- signatures, events, redelivery ---------------------------------------------------------
+
+
+def test_a_call_is_signed_with_the_secret_from_the_environment_when_set(
+    db, allow_loopback, receiver, monkeypatch, settings
+):
+    monkeypatch.setenv("SPAWNER_WEBHOOK_SECRET", "from-the-environment")
+    hook = receiver()
+    row = queued(hook.url)
+    webhooks.deliver_due()
+    request = hook.requests[0]
+    stamp, sent = request["headers"]["Spawner-Timestamp"], request["headers"]["Spawner-Signature"]
+    assert sent.startswith("v1=") and signing.verify(
+        "from-the-environment", request["body"], stamp, sent, now=time.time()
+    )
+    derived = signing.derive_secret(settings.SECRET_KEY)  # not used while the environment sets one
+    assert not signing.verify(derived, request["body"], stamp, sent, now=time.time())
+    row.refresh_from_db()
+    assert "from-the-environment" not in json.dumps(row.payload) and row.state == "delivered"
+
+
+def test_opening_and_assigning_an_escalation_and_reaching_the_budget_call_the_batchs_webhook(db, django_user_model):
+    batch = Batch.objects.create(name="b", spec={}, webhook_url="https://hooks.example.org/x", budget_usd=2.0)
+    admin = django_user_model.objects.create_superuser("ada", password="pw-ada-12345")
+    escalation = transitions.escalation_open(batch=batch, run=None, kind=Escalation.Kind.BUDGET, reason="budget hit")
+    services.escalation_assign(escalation=escalation, assignee=admin, actor=admin)
+    rows = {row.event: row.payload for row in WebhookDelivery.objects.filter(batch=batch)}
+    assert set(rows) == {"escalation.opened", "budget.reached", "escalation.assigned"}
+    assert rows["escalation.opened"] == {
+        "event": "escalation.opened",
+        "batch": batch.id,
+        "name": "b",
+        "status": batch.status,
+        "escalation": escalation.id,
+        "kind": "budget",
+        "reason": "budget hit",
+    }
+    assert rows["budget.reached"]["budget_usd"] == 2.0 and rows["budget.reached"]["escalation"] == escalation.id
+    assert rows["escalation.assigned"]["assignee"] == "ada" and rows["escalation.assigned"]["run"] is None
+
+
+def test_a_batch_without_a_webhook_queues_no_call_for_its_escalations(db):
+    batch = Batch.objects.create(name="b", spec={})
+    transitions.escalation_open(batch=batch, run=None, kind=Escalation.Kind.BUDGET, reason="budget hit")
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_an_admin_redelivers_a_failed_call_and_the_receiver_gets_it(db, allow_loopback, receiver, django_user_model):
+    hook = receiver(statuses=(500, 500, 500, 204))
+    row = queued(hook.url)
+    later = timezone.now()
+    for _ in range(3):
+        later += timedelta(hours=1)
+        webhooks.deliver_due(now=later)
+    row.refresh_from_db()
+    assert row.state == "failed" and row.attempts == 3 and row.last_error == "HTTP 500"
+
+    viewer = django_user_model.objects.create_user("vic", password="pw-vic-12345")
+    with pytest.raises(NotAllowed):
+        services.webhook_redeliver(delivery_id=row.id, actor=viewer)
+    row.refresh_from_db()
+    assert row.state == "failed"
+
+    admin = django_user_model.objects.create_superuser("ada", password="pw-ada-12345")
+    services.webhook_redeliver(delivery_id=row.id, actor=admin)
+    with pytest.raises(ActionRefused, match="already queued"):
+        services.webhook_redeliver(delivery_id=row.id, actor=admin)
+    assert webhooks.deliver_due() is True
+    row.refresh_from_db()
+    assert row.state == "delivered" and row.attempts == 1 and row.last_status == 204
+    assert len(hook.requests) == 4 and hook.requests[3]["json"] == hook.requests[0]["json"]
+
+
+def test_the_delivery_log_page_lists_calls_masked_and_redelivers_for_admins_only(db, client, django_user_model):
+    row = queued("https://hooks.example.org/services/T000/B000/abcdef0123456789abcdef")
+    WebhookDelivery.objects.filter(id=row.id).update(state="failed", attempts=6, last_error="HTTP 503")
+    viewer = django_user_model.objects.create_user("vic", password="pw-vic-12345")
+    client.force_login(viewer)
+    assert client.get("/webhooks/").status_code == 403
+    assert client.post(f"/webhooks/{row.id}/redeliver/").status_code == 403
+    assert WebhookDelivery.objects.get(id=row.id).state == "failed"
+
+    client.force_login(django_user_model.objects.create_superuser("ada", password="pw-ada-12345"))
+    page = client.get("/webhooks/").content.decode()
+    assert "hooks.example.org/services/T000/B000/***" in page and "abcdef0123456789abcdef" not in page
+    assert "HTTP 503" in page and "batch.ended" in page and "Redeliver" in page
+    assert "No webhook calls in state pending" in client.get("/webhooks/?state=pending").content.decode()
+    response = client.post(f"/webhooks/{row.id}/redeliver/", follow=True)
+    assert "is queued again" in response.content.decode()
+    row.refresh_from_db()
+    assert row.state == "pending" and row.attempts == 0
+
+
+def readme_verify():
+    """The verification example of the README's Webhooks section, as a function."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- webhook-verify:", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - the README's own example
+    return scope["verify"]
+
+
+def test_the_readme_example_verifies_a_real_signed_call_and_refuses_a_changed_one(
+    db, allow_loopback, receiver, monkeypatch
+):
+    monkeypatch.setenv("SPAWNER_WEBHOOK_SECRET", "shared-with-the-receiver")
+    verify = readme_verify()
+    hook = receiver()
+    queued(hook.url)
+    webhooks.deliver_due()
+    request = hook.requests[0]
+    assert verify("shared-with-the-receiver", request["body"], request["headers"])
+    assert not verify("shared-with-the-receiver", request["body"].replace(b"1.5", b"9.5"), request["headers"])
+    assert not verify("another-secret", request["body"], request["headers"])
+    old = {**request["headers"], "Spawner-Timestamp": str(int(time.time()) - 301)}
+    old["Spawner-Signature"] = signing.signature(
+        "shared-with-the-receiver", int(old["Spawner-Timestamp"]), request["body"]
+    )
+    assert not verify("shared-with-the-receiver", request["body"], old)
+    assert verify("shared-with-the-receiver", request["body"], old, tolerance=600)
+
+
+# --- webhook_format: slack ------------------------------------------------------------------
+
+
+def test_a_slack_format_batch_sends_a_text_body_for_each_event(db, allow_loopback, receiver, agent_types, tmp_path):
+    hook = receiver()
+    spec = HOOKED.format(url=hook.url) + "webhook_format: slack\n"
+    batch = launch(spec, tmp_path)
+    assert Batch.objects.get(id=batch.id).webhook_format == "slack"
+    batch.status = "succeeded"
+    webhooks.notify(batch, "batch.ended", {"wall_seconds": 1.25})
+    escalation = transitions.escalation_open(batch=batch, run=None, kind=Escalation.Kind.BUDGET, reason="spent $2")
+    webhooks.escalation_assigned(escalation, None)
+    while webhooks.deliver_due():
+        pass
+    texts = sorted(r["json"]["text"] for r in hook.requests)
+    assert texts == sorted(
+        [
+            f"Batch #{batch.id} w ended: succeeded (wall 1.2 s).",
+            f"Batch #{batch.id} w needs a person: escalation #{escalation.id} (budget): spent $2",
+            f"Batch #{batch.id} w reached its budget: spent $2",
+            f"Batch #{batch.id} w: escalation #{escalation.id} unassigned.",
+        ]
+    )
+    assert all(set(r["json"]) == {"text"} for r in hook.requests)
+    assert all(
+        signing.verify(
+            webhooks.signing_secret(),
+            r["body"],
+            r["headers"]["Spawner-Timestamp"],
+            r["headers"]["Spawner-Signature"],
+            now=time.time(),
+        )
+        for r in hook.requests
+    )
+
+
+def test_an_unknown_webhook_format_is_a_spec_error_naming_the_field(db, agent_types):
+    from spawner.errors import SpecInvalid
+
+    with pytest.raises(SpecInvalid) as caught:
+        services.spec_load(HOOKED.format(url="https://hooks.example.org/x") + "webhook_format: teams\n", is_admin=True)
+    assert "webhook_format" in str(caught.value) and "slack" in str(caught.value)
+    json_spec = services.spec_load(HOOKED.format(url="https://hooks.example.org/x"), is_admin=True)
+    assert json_spec.webhook_format == "json"
