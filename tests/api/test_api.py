@@ -33,6 +33,7 @@ POSTS = {
     "api-1:run-cancel",
     "api-1:escalation-assign",
     "api-1:escalation-resolve",
+    "api-1:template-launch",
 }
 
 
@@ -51,6 +52,9 @@ def ids(reviewed):
         "batch_id": reviewed.id,
         "run_id": run.id,
         "escalation_id": Escalation.objects.get(batch=reviewed).id,
+        "template_id": services.template_save(
+            actor=reviewed.owner, name="api", spec_text="name: x\nagent: sh\ntasks: [{key: a, prompt: echo a}]"
+        ).id,
     }
 
 
