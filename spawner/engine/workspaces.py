@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,8 +380,21 @@ def diff_path(log_path: Path) -> Path:
 
 
 def write_diff(path: Path, base: str, head: str, target: Path) -> None:
-    """The unified diff beside the log, bounded: the page reads it without needing the repository."""
+    """The unified diff beside the log, bounded: the page reads it without needing the repository.
+
+    Written beside the target, then renamed over it: a page reading it meanwhile (a live update
+    while the integration branch's diff is recorded again) sees the old diff or the new, never a
+    file cut short."""
     argv = ["git", "diff", "--no-color", "--no-renames", "--no-ext-diff", base, head]
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.partial")
+    try:
+        _write_diff(argv, path, partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_diff(argv: list[str], path: Path, target: Path) -> None:
     with (
         open(target, "wb") as out,
         subprocess.Popen(
