@@ -128,15 +128,7 @@ class Command(BaseCommand):
             cluster.stop(started)
         for summary in summaries:
             summary["merge_queue"] = selectors.merge_queue(Batch.objects.get(id=summary["batch"]))
-        if opts["json"]:
-            out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
-            self.stdout.write(json.dumps(out, indent=2, default=str))
-        else:
-            self._print_summary(summaries[0])
-            if len(summaries) == 2:
-                self._print_comparison(*summaries)
-        if summaries[0]["status"] != BatchStatus.SUCCEEDED:
-            raise CommandError(f"batch #{summaries[0]['batch']} ended {summaries[0]['status']}")
+        self._report(opts, summaries)
 
     def _template(self, opts):
         """A saved template by name: a global one, or OWNER/NAME, or the only one so named."""
@@ -205,6 +197,10 @@ class Command(BaseCommand):
             raise CommandError(f"{server.server}: {exc.detail}{nothing}") from None
         finally:
             server.close()
+        self._report(opts, summaries, compared)
+
+    def _report(self, opts, summaries: list[dict], compared: dict | None = None) -> None:
+        """The end of a local or a remote run: JSON or the summary (and the comparison), and the exit code."""
         if opts["json"]:
             out = summaries[0] if len(summaries) == 1 else {"parallel": summaries[0], "sequential": summaries[1]}
             self.stdout.write(json.dumps(out, indent=2, default=str))
