@@ -30,6 +30,17 @@ class FieldError:
     at_line: int | None = None  # the line of the field itself, when known (a page points there)
     admin_only: bool = False  # wrong only because the actor is not an admin (an admin could launch it)
 
+    def as_data(self) -> dict:
+        """As the REST API's problem details and the MCP tools list it: task, index, field, line, message."""
+        return {
+            "task": self.task,
+            "index": self.index,
+            "field": self.field,
+            "line": self.line,
+            "message": self.message,
+            "where": self.where,
+        }
+
     def __str__(self) -> str:
         field_part = f"{self.field}: " if self.field else ""
         return f"{self.where}: {field_part}{self.message}"

@@ -12,6 +12,7 @@ the local command line, whose user already has the server's shell, and may do an
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 
 from spawner.errors import NotAllowed
@@ -66,6 +67,16 @@ TOKENS: dict[str, Callable[..., bool]] = {
     "resolve": may_resolve_escalations,
     "review": may_review,
 }
+
+
+def token_acts_as(user, scope: str):
+    """The person as an API token of this scope lets them act (REST API and MCP): `read` and `launch`
+    tokens never act as staff, so they cannot run admin-only agent types; `admin` acts as the person."""
+    if scope == "admin" or user is None or not user.is_staff:
+        return user
+    narrowed = copy.copy(user)
+    narrowed.is_staff = False
+    return narrowed
 
 
 def require(user, may: Callable[..., bool], *args) -> None:

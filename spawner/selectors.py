@@ -922,6 +922,67 @@ def api_tokens(user):
     return list(ApiToken.objects.filter(user_id=user.id).order_by("revoked_at", "-id"))
 
 
+def plan_view(batch_spec: spec.BatchSpec, plan: planning.Plan, *, sequential: bool = False) -> dict:
+    """A spec's plan as the REST API's `POST /api/batches/plan` and MCP's `plan_batch` answer it."""
+    from spawner.states import Mode
+
+    return {
+        "name": batch_spec.name,
+        "mode": Mode.SEQUENTIAL if sequential else batch_spec.mode,
+        "max_parallel": batch_spec.max_parallel,
+        "tasks": len(batch_spec.tasks),
+        "waves": plan.waves,
+        "order": plan.order,
+        "critical_path": plan.critical_path,
+        "critical_path_seconds": plan.critical_path_seconds,
+        "sum_seconds": plan.sum_seconds,
+        "estimated_wall_seconds": plan.estimated_wall_seconds,
+        "estimated_speedup": plan.estimated_speedup,
+        "durations_known": plan.durations_known,
+        "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in plan.checks],
+        "warnings": batch_spec.warnings,
+        "cost": plan_cost(batch_spec),
+    }
+
+
+def escalation_queue(*, show: str = "all", batch: int | None = None, user_id: int | None = None):
+    """Escalations, open first, newest first within each group: `show` is all, open or mine."""
+    from django.db.models import Case, IntegerField, Value, When
+
+    found = Escalation.objects.all()
+    if show == "open":
+        found = found.filter(state=Escalation.State.OPEN)
+    elif show == "mine":
+        found = found.filter(assignee_id=user_id)
+    if batch:
+        found = found.filter(batch_id=batch)
+    first = Case(When(state=Escalation.State.OPEN, then=Value(0)), default=Value(1), output_field=IntegerField())
+    return found.annotate(closed=first).order_by("closed", "-id")
+
+
+def escalation_view(e: Escalation) -> dict:
+    """An escalation as the REST API and MCP's `list_escalations` give it."""
+
+    def who(user) -> str | None:
+        return user.get_username() if user is not None else None
+
+    return {
+        "id": e.id,
+        "batch": e.batch_id,
+        "run": e.run_id,
+        "run_key": e.run.key if e.run else None,
+        "kind": e.kind,
+        "reason": e.reason,
+        "state": e.state,
+        "assignee": who(e.assignee),
+        "resolution": e.resolution,
+        "resolution_note": e.resolution_note,
+        "resolved_by": who(e.resolved_by),
+        "created_at": e.created_at,
+        "resolved_at": e.resolved_at,
+    }
+
+
 def aggregation_of(batch: Batch) -> dict | None:
     """The batch's combined result, as the result page and `spawn --json` show it; None before it ends."""
     return _aggregation_data(batch)

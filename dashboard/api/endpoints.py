@@ -219,23 +219,7 @@ def batch_plan(request, sequential: bool = False):
     """Validate and plan a spec without launching anything: waves, critical path, estimates, cost."""
     batch_spec = _load(request)
     plan = services.batch_plan(batch_spec, sequential=sequential or None)
-    return {
-        "name": batch_spec.name,
-        "mode": Mode.SEQUENTIAL if sequential else batch_spec.mode,
-        "max_parallel": batch_spec.max_parallel,
-        "tasks": len(batch_spec.tasks),
-        "waves": plan.waves,
-        "order": plan.order,
-        "critical_path": plan.critical_path,
-        "critical_path_seconds": plan.critical_path_seconds,
-        "sum_seconds": plan.sum_seconds,
-        "estimated_wall_seconds": plan.estimated_wall_seconds,
-        "estimated_speedup": plan.estimated_speedup,
-        "durations_known": plan.durations_known,
-        "checks": [{"name": n, "ok": ok, "detail": d} for n, ok, d in plan.checks],
-        "warnings": batch_spec.warnings,
-        "cost": selectors.plan_cost(batch_spec),
-    }
+    return selectors.plan_view(batch_spec, plan, sequential=sequential)
 
 
 @router.get(
@@ -547,21 +531,7 @@ def run_cancel(request, run_id: int):
 
 
 def _escalation(e: Escalation) -> dict:
-    return {
-        "id": e.id,
-        "batch": e.batch_id,
-        "run": e.run_id,
-        "run_key": e.run.key if e.run else None,
-        "kind": e.kind,
-        "reason": e.reason,
-        "state": e.state,
-        "assignee": _who(e.assignee),
-        "resolution": e.resolution,
-        "resolution_note": e.resolution_note,
-        "resolved_by": _who(e.resolved_by),
-        "created_at": e.created_at,
-        "resolved_at": e.resolved_at,
-    }
+    return selectors.escalation_view(e)
 
 
 @router.get(

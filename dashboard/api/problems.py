@@ -54,14 +54,4 @@ def problem(status: int, detail: str, *, kind: str = "", title: str = "", header
 
 def field_errors(errors: list[FieldError]) -> list[dict]:
     """A spec's errors as the form shows them: each with its task, field, line and message."""
-    return [
-        {
-            "task": e.task,
-            "index": e.index,
-            "field": e.field,
-            "line": e.line,
-            "message": e.message,
-            "where": e.where,
-        }
-        for e in errors
-    ]
+    return [e.as_data() for e in errors]

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
-from django.db.models import Case, IntegerField, Prefetch, Value, When
+from django.db.models import Prefetch
 
 from dashboard.ids import parse_id
 from dashboard.pages.links import page_number, run_url_template
@@ -212,15 +212,7 @@ class QueueFilters:
 
 def queue(filters: QueueFilters, user_id: int | None):
     """Open escalations first, newest first within each group."""
-    found = Escalation.objects.all()
-    if filters.show == "open":
-        found = found.filter(state=Escalation.State.OPEN)
-    elif filters.show == "mine":
-        found = found.filter(assignee_id=user_id)
-    if filters.batch:
-        found = found.filter(batch_id=filters.batch)
-    first = Case(When(state=Escalation.State.OPEN, then=Value(0)), default=Value(1), output_field=IntegerField())
-    return found.annotate(closed=first).order_by("closed", "-id")
+    return selectors.escalation_queue(show=filters.show, batch=filters.batch, user_id=user_id)
 
 
 @dataclass

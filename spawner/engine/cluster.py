@@ -28,6 +28,7 @@ def ensure_cluster(timeout: float = 60) -> subprocess.Popen | None:
         return None
     proc = subprocess.Popen(
         [sys.executable, str(settings.BASE_DIR / "manage.py"), "spawner_cluster"],
+        stdin=subprocess.DEVNULL,  # never the caller's (an MCP server's stdin is its protocol)
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + timeout
