@@ -1,0 +1,284 @@
+"""Spawner's MCP server, driven by the `mcp` SDK's own client: over stdio (`manage.py spawner_mcp`,
+which starts its own cluster) and over streamable HTTP (daphne serving spawner.asgi, with API
+tokens), each listing the tools, planning a bad spec, launching a batch, waiting for it with progress
+notifications and reading its merged result; and what each refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import anyio
+import httpx
+import pytest
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from spawner.engine import cluster as clusters
+from spawner.models import Batch
+from tests.browser.conftest import WebServer
+from tests.conftest import CLUSTER_ENV, ROOT, database_url_for_subprocess
+from tests.spawner.helpers import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+TOOLS = {
+    "plan_batch",
+    "launch_batch",
+    "batch_status",
+    "wait_batch",
+    "get_result",
+    "cancel",
+    "retry",
+    "list_escalations",
+}
+
+
+def finding_task(key: str, title: str) -> dict:
+    result = {"summary": key, "verdict": "pass", "findings": [{"severity": "low", "title": title, "file": "a.py"}]}
+    return {"key": key, "prompt": f"sleep 0.3; echo '{json.dumps(result)}' > $SPAWNER_RESULT_FILE"}
+
+
+SPEC = {
+    "name": "mcp fan-out",
+    "agent": "sh",
+    "aggregation": "merge",
+    "tasks": [finding_task("alpha", "alpha finding"), finding_task("beta", "beta finding")],
+}
+BAD_SPEC = "name: bad\nagent: sh\ntasks:\n  - key: one\n    prompt: echo one\n  - key: two\n    agent: nope\n"
+
+
+def data(result) -> dict:
+    """A tool result's data: the structured content, and the same as the text the agent reads."""
+    assert result.structuredContent is not None, result
+    assert json.loads(result.content[0].text) == result.structuredContent
+    return result.structuredContent
+
+
+async def fan_out(session: ClientSession) -> dict:
+    """What an agent does: list, plan a bad spec, launch, wait (with progress), read the merged result."""
+    listed = await session.list_tools()
+    assert {t.name for t in listed.tools} == TOOLS
+
+    bad = await session.call_tool("plan_batch", {"spec": BAD_SPEC})
+    assert bad.isError
+    errors = data(bad)["errors"]
+    assert [(e["task"], e["field"], e["line"]) for e in errors] == [("two", "agent", 6)], errors
+    assert "Traceback" not in bad.content[0].text
+    refused = await session.call_tool("launch_batch", {"spec": BAD_SPEC})
+    assert refused.isError and "nothing was launched" in data(refused)["error"]
+
+    planned = data(await session.call_tool("plan_batch", {"spec": SPEC}))
+    assert planned["tasks"] == 2 and planned["waves"] == [["alpha", "beta"]]
+
+    launched = await session.call_tool("launch_batch", {"spec": SPEC, "idempotency_key": "fan-out-1"})
+    assert not launched.isError, launched.content[0].text
+    batch_id = data(launched)["batch_id"]
+    again = data(await session.call_tool("launch_batch", {"spec": SPEC, "idempotency_key": "fan-out-1"}))
+    assert (again["batch_id"], again["launched"]) == (batch_id, False), "the same key never launches twice"
+
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total))
+
+    waited = await session.call_tool(
+        "wait_batch",
+        {"batch_id": batch_id, "timeout_seconds": 120},
+        read_timeout_seconds=timedelta(seconds=150),
+        progress_callback=on_progress,
+    )
+    ended = data(waited)
+    assert ended["ended"] and ended["status"] == "succeeded", [(r["error"], r["output_tail"]) for r in ended["summary"]["runs"]]
+    assert progress and progress[-1] == (2, 2), progress
+    assert [p[0] for p in progress] == sorted({p[0] for p in progress}), "progress only grows"
+    merged = ended["result"]
+    assert merged["strategy"] == "merge"
+    assert sorted(f["title"] for f in merged["findings"]) == ["alpha finding", "beta finding"]
+
+    result = data(await session.call_tool("get_result", {"batch_id": batch_id}))
+    assert result["result"] == merged
+    markdown = data(await session.call_tool("get_result", {"batch_id": batch_id, "format": "markdown"}))
+    assert "alpha finding" in markdown["markdown"]
+    status = data(await session.call_tool("batch_status", {"batch_id": batch_id}))
+    assert {r["key"]: r["status"] for r in status["runs"]} == {"alpha": "succeeded", "beta": "succeeded"}
+    assert data(await session.call_tool("list_escalations", {"batch_id": batch_id}))["count"] == 0
+
+    over = await session.call_tool("cancel", {"batch_id": batch_id})
+    assert over.isError and "Traceback" not in over.content[0].text
+    missing = await session.call_tool("batch_status", {"batch_id": 999_999})
+    assert missing.isError and data(missing)["error"] == "no batch #999999"
+    nothing = await session.call_tool("retry", {"batch_id": batch_id})
+    assert nothing.isError and data(nothing)["error"] == "no run of this batch has failed"
+    return {"batch_id": batch_id, "merged": merged}
+
+
+def server_env(tmp_path) -> dict[str, str]:
+    return {
+        **os.environ,
+        **CLUSTER_ENV,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "SPAWNER_LOG_DIR": str(tmp_path / "logs"),
+        "SPAWNER_WORKSPACE_DIR": str(tmp_path / "workspaces"),
+    }
+
+
+# --- stdio --------------------------------------------------------------------------------------
+
+
+def stdio_params(tmp_path, *args: str, env: dict | None = None) -> StdioServerParameters:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return StdioServerParameters(
+        command=sys.executable,
+        args=[str(ROOT / "manage.py"), "spawner_mcp", *args],
+        env={**server_env(tmp_path), **(env or {})},
+        cwd=str(work),
+    )
+
+
+async def over_stdio(params: StdioServerParameters, errlog, work) -> dict:
+    async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        return await work(session)
+
+
+def test_stdio_server_starts_a_cluster_and_fans_out(transactional_db, agent_types, member, tmp_path, settings):
+    """No web server and no cluster running: the stdio server starts one at the launch, and stops it
+    when the agent closes it."""
+    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": tmp_path / "logs"}
+    assert not clusters.alive()
+    with open(tmp_path / "stdio.log", "w") as errlog:
+        out = anyio.run(over_stdio, stdio_params(tmp_path, "--user", member.username), errlog, fan_out)
+
+    batch = Batch.objects.get(id=out["batch_id"])
+    assert (batch.status, batch.owner, batch.name) == ("succeeded", member, "mcp fan-out")
+    assert Batch.objects.count() == 1, "the bad spec and the repeated key launched nothing"
+    assert "acting as mia (admin)" in (tmp_path / "stdio.log").read_text()
+    wait_for(lambda: not clusters.alive(), timeout=60, what="the cluster the server started to stop")
+
+
+def test_stdio_server_acts_as_its_token_and_refuses_without_one(transactional_db, viewer, tmp_path):
+    from spawner import services
+
+    def command(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), "spawner_mcp", *args],
+            env={**{k: v for k, v in server_env(tmp_path).items() if k != "SPAWNER_TOKEN"}, **env},
+            input="",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    nobody = command()
+    assert nobody.returncode != 0 and "--user NAME, or a personal API token in SPAWNER_TOKEN" in nobody.stderr
+    assert nobody.stdout == "", "stdout is the protocol's: nothing else is written there"
+    wrong = command(SPAWNER_TOKEN="spn_not-a-token")
+    assert wrong.returncode != 0 and "SPAWNER_TOKEN is not a valid API token" in wrong.stderr
+    unknown = command("--user", "nobody-here")
+    assert unknown.returncode != 0 and "no active user 'nobody-here'" in unknown.stderr
+
+    read_token = services.token_create(user=viewer, name="read", scope="read")[1]
+
+    async def read_only(session: ClientSession) -> None:
+        assert {t.name for t in (await session.list_tools()).tools} == TOOLS
+        refused = await session.call_tool("launch_batch", {"spec": SPEC})
+        assert refused.isError and data(refused)["error"].startswith("this token's scope is read: it may not launch")
+        escalations = data(await session.call_tool("list_escalations", {}))
+        assert escalations == {"count": 0, "items": []}
+
+    with open(tmp_path / "stdio.log", "w") as errlog:
+        anyio.run(over_stdio, stdio_params(tmp_path, env={"SPAWNER_TOKEN": read_token}), errlog, read_only)
+    assert Batch.objects.count() == 0
+
+
+# --- streamable HTTP ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web(cluster, tmp_path, settings, agent_types):
+    work = tmp_path / "work"
+    work.mkdir()
+    settings.SPAWNER_WORKDIR = work
+    env = {**cluster.env, "SPAWNER_WORKDIR": str(work)}
+    server = WebServer(env, tmp_path / "daphne.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+async def over_http(url: str, token: str, work):
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=180)) as http,
+        streamable_http_client(url, http_client=http) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        return await work(session)
+
+
+def test_http_server_needs_a_token_and_fans_out(web, member, viewer, token_for):
+    url = web.url + "/mcp"
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    accept = {"Accept": "application/json, text/event-stream"}
+    for headers in ({}, {"Authorization": "Bearer spn_wrong"}, {"Authorization": "Basic eDp5"}):
+        refused = httpx.post(url, json=hello, headers={**accept, **headers}, timeout=30)
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["www-authenticate"] == 'Bearer realm="spawner"'
+        assert "Authorization: Bearer spn_" in refused.json()["detail"]
+    elsewhere = httpx.post(url, json=hello, headers={**accept, "Origin": "http://evil.example"}, timeout=30)
+    assert elsewhere.status_code == 403
+
+    out = anyio.run(over_http, url, token_for(member, "launch"), fan_out)
+    batch = Batch.objects.get(id=out["batch_id"])
+    assert (batch.status, batch.owner) == ("succeeded", member)
+
+    async def read_only(session: ClientSession) -> None:
+        refused = await session.call_tool("launch_batch", {"spec": SPEC})
+        assert refused.isError and data(refused)["scope"] == "read"
+        assert "make a token with the launch scope" in data(refused)["error"]
+        cancel = await session.call_tool("cancel", {"batch_id": out["batch_id"]})
+        assert cancel.isError and data(cancel)["error"].startswith("this token's scope is read: it may not cancel")
+        status = data(await session.call_tool("batch_status", {"batch_id": out["batch_id"]}))
+        assert status["status"] == "succeeded"
+        planned = data(await session.call_tool("plan_batch", {"spec": SPEC}))
+        assert planned["tasks"] == 2, "planning changes nothing: a read token may plan"
+
+    anyio.run(over_http, url, token_for(member, "read"), read_only)
+
+    async def no_permission(session: ClientSession) -> None:
+        refused = await session.call_tool("launch_batch", {"spec": SPEC})
+        assert refused.isError and data(refused)["error"] == "not allowed: you need the permission to launch batches"
+
+    anyio.run(over_http, url, token_for(viewer, "launch"), no_permission)
+    assert Batch.objects.count() == 1
+    daphne_log = web.log_path.read_text()
+    assert "SynchronousOnlyOperation" not in daphne_log and "Traceback" not in daphne_log, daphne_log[-3000:]
+
+
+def test_a_revoked_token_is_refused_at_once(web, member, token_for):
+    from spawner import services
+    from spawner.models import ApiToken
+
+    token = token_for(member, "read")
+    url = web.url + "/mcp"
+
+    async def lists(session: ClientSession) -> int:
+        return len((await session.list_tools()).tools)
+
+    assert anyio.run(over_http, url, token, lists) == len(TOOLS)
+    services.token_revoke(token_id=ApiToken.objects.get(user=member).id, user=member)
+    with pytest.raises(BaseException) as failed:  # the SDK's client raises inside its task group
+        anyio.run(over_http, url, token, lists)
+    assert "401" in repr(failed.value) or "Unauthorized" in repr(failed.value), failed.value
+    time.sleep(0)
