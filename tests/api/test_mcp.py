@@ -94,7 +94,8 @@ async def fan_out(session: ClientSession) -> dict:
         progress_callback=on_progress,
     )
     ended = data(waited)
-    assert ended["ended"] and ended["status"] == "succeeded", [(r["error"], r["output_tail"]) for r in ended["summary"]["runs"]]
+    outcome = [(r["key"], r["error"], r["output_tail"]) for r in ended["summary"]["runs"]]
+    assert ended["ended"] and ended["status"] == "succeeded", outcome
     assert progress and progress[-1] == (2, 2), progress
     assert [p[0] for p in progress] == sorted({p[0] for p in progress}), "progress only grows"
     merged = ended["result"]

@@ -127,7 +127,8 @@ def check_fan_out(out: dict, server) -> None:
         if c.get("type") == "tool_use"
     ]
     assert "mcp__spawner__wait_batch" in calls, calls
-    assert re.search(r'"batch_id": ?%d\b' % batch.id, asked[-1].prompt_text()), "the merged result reached the model"
+    answered = asked[-1].prompt_text()
+    assert re.search(rf'"batch_id": ?{batch.id}\b', answered), "wait_batch's merged result reached the model"
 
 
 def test_claude_code_fans_out_through_the_stdio_server(claude, cluster, server, work, tmp_path, member, agent_types):
