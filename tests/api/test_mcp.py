@@ -283,3 +283,50 @@ def test_a_revoked_token_is_refused_at_once(web, member, token_for):
         anyio.run(over_http, url, token, lists)
     assert "401" in repr(failed.value) or "Unauthorized" in repr(failed.value), failed.value
     time.sleep(0)
+
+
+FOLLOW_SPEC = """\
+name: mcp follow
+agent: sh
+tasks:
+  - {key: slow, prompt: "sleep 60"}
+  - {key: broken, prompt: "echo broken; exit 3", priority: P0}
+"""
+
+
+def test_http_wait_times_out_then_retry_escalations_and_cancel(web, member, token_for):
+    """A batch still running when wait_batch's timeout comes: it says so; a failed P0 run is an open
+    escalation; retry and cancel act on it."""
+
+    async def follow(session: ClientSession) -> int:
+        batch_id = data(await session.call_tool("launch_batch", {"spec": FOLLOW_SPEC}))["batch_id"]
+        for _ in range(60):  # until `broken` has failed (and escalated)
+            status = data(await session.call_tool("batch_status", {"batch_id": batch_id}))
+            if {r["key"]: r["status"] for r in status["runs"]}["broken"] == "failed":
+                break
+            await anyio.sleep(0.5)
+        waited = data(await session.call_tool("wait_batch", {"batch_id": batch_id, "timeout_seconds": 1}))
+        assert (waited["ended"], waited["status"], waited["result"]) == (False, "running", None), waited
+        assert waited["next"] == f"still running: call wait_batch(batch_id={batch_id}) again"
+        assert 1 <= waited["waited_seconds"] < 30
+        not_yet = await session.call_tool("get_result", {"batch_id": batch_id})
+        assert not_yet.isError and "no combined result yet" in data(not_yet)["error"]
+
+        escalations = data(await session.call_tool("list_escalations", {"batch_id": batch_id}))
+        assert [(e["run_key"], e["kind"], e["state"]) for e in escalations["items"]] == [
+            ("broken", "p0_failed", "open")
+        ]
+        retried = data(await session.call_tool("retry", {"batch_id": batch_id, "run_key": "broken"}))
+        assert retried["retried"] == ["broken"] and retried["detail"] == "attempt 2 is queued"
+        unknown = await session.call_tool("retry", {"batch_id": batch_id, "run_key": "nope"})
+        assert unknown.isError and data(unknown)["error"] == f"batch #{batch_id} has no run 'nope'"
+
+        cancelled = data(await session.call_tool("cancel", {"batch_id": batch_id}))
+        assert cancelled["detail"].startswith(f"cancelling batch #{batch_id}")
+        ended = data(await session.call_tool("wait_batch", {"batch_id": batch_id, "timeout_seconds": 60}))
+        assert (ended["ended"], ended["status"]) == (True, "cancelled"), ended
+        return batch_id
+
+    batch_id = anyio.run(over_http, web.url + "/mcp", token_for(member, "launch"), follow)
+    batch = Batch.objects.get(id=batch_id)
+    assert batch.status == "cancelled" and batch.runs.get(key="broken").attempt == 2
