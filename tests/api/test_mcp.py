@@ -210,7 +210,7 @@ def web(cluster, tmp_path, settings, agent_types):
     env = {**cluster.env, "SPAWNER_WORKDIR": str(work)}
     server = WebServer(env, tmp_path / "daphne.log")
     try:
-        server.wait_ready()
+        server.wait_ready(timeout=120)  # a loaded machine starts Django slowly
         yield server
     finally:
         server.stop()
@@ -239,6 +239,8 @@ def test_http_server_needs_a_token_and_fans_out(web, member, viewer, token_for):
         assert "Authorization: Bearer spn_" in refused.json()["detail"]
     elsewhere = httpx.post(url, json=hello, headers={**accept, "Origin": "http://evil.example"}, timeout=30)
     assert elsewhere.status_code == 403
+    rebound = httpx.post(url, json=hello, headers={**accept, "Host": "attacker.example"}, timeout=30)
+    assert rebound.status_code == 400 and "attacker.example" in rebound.json()["detail"]
 
     out = anyio.run(over_http, url, token_for(member, "launch"), fan_out)
     batch = Batch.objects.get(id=out["batch_id"])

@@ -148,7 +148,7 @@ def test_claude_code_fans_out_through_the_http_server(claude, cluster, server, w
     AgentType.objects.get_or_create(name="sh", defaults={"argv": ["sh", "-c", "{prompt}"]})
     web = WebServer({**cluster.env, "SPAWNER_WORKDIR": str(work)}, tmp_path / "daphne.log")
     try:
-        web.wait_ready()
+        web.wait_ready(timeout=120)  # a loaded machine starts Django slowly
         config = {
             "type": "http",
             "url": web.url + "/mcp",
