@@ -78,6 +78,19 @@ class Identity:
     user: Any
     scope: str
     username: str
+    token_id: int | None = None  # the API token it came from, if any
+
+
+def token_still_valid(token_id: int) -> bool:
+    """A long-lived (stdio) server's token may be revoked, expire, or lose its person meanwhile."""
+    from django.utils import timezone
+
+    from spawner.models import ApiToken
+
+    token = ApiToken.objects.select_related("user").filter(id=token_id).first()
+    if token is None or token.revoked_at is not None or not token.user.is_active:
+        return False
+    return token.expires_at is None or token.expires_at > timezone.now()
 
 
 def identity_from_token(secret: str) -> Identity | None:
@@ -86,7 +99,7 @@ def identity_from_token(secret: str) -> Identity | None:
     if found is None:
         return None
     user, token = found
-    return Identity(permissions.token_acts_as(user, token.scope), token.scope, user.get_username())
+    return Identity(permissions.token_acts_as(user, token.scope), token.scope, user.get_username(), token.id)
 
 
 def identity_for_user(username: str) -> Identity:
@@ -306,16 +319,19 @@ def build_server(
     )
     work = _Tools(base_dir, on_launch)
 
-    def who(ctx: Context) -> Identity | None:
+    async def who(ctx: Context) -> Identity | None:
         request = ctx.request_context.request
-        if request is not None:
+        if request is not None:  # HTTP: checked for this very request
             return request.scope.get("spawner.identity")
+        token_id = identity.token_id if identity is not None else None
+        if token_id is not None and not await _in_thread(token_still_valid)(token_id):
+            return None
         return identity
 
     async def call(ctx: Context, needs: str, what: str, fn: Callable[..., dict[str, Any]], *args: Any):
-        me = who(ctx)
+        me = await who(ctx)
         if me is None:
-            return _error("not authenticated: send a personal API token as `Authorization: Bearer spn_…`")
+            return _error("not authenticated: the API token is not valid (revoked, expired or unknown)")
         if refusal := _scope_refusal(me, needs, what):
             return _error(refusal, scope=me.scope)
         try:
@@ -384,8 +400,7 @@ def build_server(
         """Wait until the batch ends (or the timeout), sending progress notifications (runs ended / runs
         in all); returns whether it ended, the succeeded and failed runs, the combined (aggregated, e.g.
         merged) result as `result`, and the batch's summary."""
-        me = who(ctx)
-        if me is None:
+        if await who(ctx) is None:
             return await call(ctx, "read", "read batches", work.ended, batch_id, 0.0)
         began = time.monotonic()
         deadline = began + timeout_seconds

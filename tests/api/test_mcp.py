@@ -164,6 +164,8 @@ def test_stdio_server_starts_a_cluster_and_fans_out(transactional_db, agent_type
 
 
 def test_stdio_server_acts_as_its_token_and_refuses_without_one(transactional_db, viewer, tmp_path):
+    from asgiref.sync import sync_to_async
+
     from spawner import services
 
     def command(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -184,7 +186,7 @@ def test_stdio_server_acts_as_its_token_and_refuses_without_one(transactional_db
     unknown = command("--user", "nobody-here")
     assert unknown.returncode != 0 and "no active user 'nobody-here'" in unknown.stderr
 
-    read_token = services.token_create(user=viewer, name="read", scope="read")[1]
+    read_row, read_token = services.token_create(user=viewer, name="read", scope="read")
 
     async def read_only(session: ClientSession) -> None:
         assert {t.name for t in (await session.list_tools()).tools} == TOOLS
@@ -192,6 +194,9 @@ def test_stdio_server_acts_as_its_token_and_refuses_without_one(transactional_db
         assert refused.isError and data(refused)["error"].startswith("this token's scope is read: it may not launch")
         escalations = data(await session.call_tool("list_escalations", {}))
         assert escalations == {"count": 0, "items": []}
+        await sync_to_async(services.token_revoke)(token_id=read_row.id, user=viewer)
+        revoked = await session.call_tool("list_escalations", {})
+        assert revoked.isError and "the API token is not valid" in data(revoked)["error"]
 
     with open(tmp_path / "stdio.log", "w") as errlog:
         anyio.run(over_stdio, stdio_params(tmp_path, env={"SPAWNER_TOKEN": read_token}), errlog, read_only)
