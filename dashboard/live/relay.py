@@ -50,6 +50,7 @@ class Relay:
         self.last_id: int | None = None
         self.gaps: dict[int, float] = {}
         self.task: asyncio.Task | None = None
+        self.wakeups = None  # while the loop runs: how commits wake it
         self.starting = asyncio.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay")
         self.layer = get_channel_layer()
@@ -82,6 +83,8 @@ class Relay:
         if not channels:
             self.watchers.pop(topic.name, None)
             self.topics.pop(topic.name, None)
+        if not self.topics and self.wakeups is not None:
+            self.wakeups.poke()  # the loop ends now, not after its poll
 
     async def snapshot(self, topic: Topic) -> list[str]:
         return await self._db(topic.snapshot)
@@ -89,7 +92,7 @@ class Relay:
     # --- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        wakeups = selectors.event_wakeups()
+        self.wakeups = wakeups = selectors.event_wakeups()
         try:
             while self.topics:
                 started = time.monotonic()
@@ -103,6 +106,8 @@ class Relay:
                     await asyncio.sleep(max(0.0, MIN_STEP_SECONDS - (time.monotonic() - started)))
         finally:
             wakeups.close()
+            if self.wakeups is wakeups:
+                self.wakeups = None
 
     async def step(self) -> bool:
         """Read new events, send the fragments that are due. Returns whether anything was sent."""

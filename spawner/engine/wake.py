@@ -281,6 +281,10 @@ class AsyncListener:
                 with contextlib.suppress(Exception):
                     await client.aclose()
 
+    def poke(self) -> None:
+        """Wake the waiter from inside its own process (it has something to do besides reading)."""
+        self.event.set()
+
     async def wait(self, timeout: float) -> bool:
         """Until a wake-up (True) or `timeout` seconds (False)."""
         if not self.event.is_set():
