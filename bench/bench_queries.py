@@ -51,14 +51,14 @@ def counted(fn):
     return value, [q["sql"] for q in ctx.captured_queries]
 
 
-def report(title: str, statements: list[str], agents: int) -> None:
+def report(title: str, statements: list[str], agents: int, limit: int = 8) -> None:
     by_kind = Counter(kind(s) for s in statements)
     writes = sum(by_kind[k] for k in ("INSERT", "UPDATE", "DELETE"))
     print(f"\n== {title}: {len(statements)} statements = {len(statements) / agents:.1f} per agent")
     print("   " + ", ".join(f"{k} {v / agents:.2f}" for k, v in by_kind.most_common()))
     print(f"   writes (INSERT + UPDATE + DELETE) per agent: {writes / agents:.2f}")
     print("   most repeated:")
-    for text, n in Counter(shape(s) for s in statements).most_common(8):
+    for text, n in Counter(shape(s) for s in statements).most_common(limit):
         print(f"     {n / agents:5.2f} x  {text}")
 
 
@@ -102,7 +102,7 @@ def main() -> None:
         for attempt_id in attempts:
             _, sql = counted(lambda attempt_id=attempt_id: tasks.execute_attempt(attempt_id))
             run_sql += sql
-        report("execution (each attempt's task body: claim, start, supervise, end, advance)", run_sql, n)
+        report("execution (each attempt's task body: claim, start, supervise, end, advance)", run_sql, n, limit=30)
         statuses = Counter(AgentRun.objects.filter(batch=batch).values_list("status", flat=True))
         total = (len(launch_sql) + len(run_sql)) / n
         print(f"\nruns: {dict(statuses)}; statements per agent, launch + execution: {total:.1f}")
