@@ -368,6 +368,12 @@ def main() -> None:
     p.add_argument("--conn-max-age", type=int, help="experiment: CONN_MAX_AGE for both sides (default: settings)")
     p.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() in the cluster before it forks")
     p.add_argument("--only", default="1234", help="which measurements to run, e.g. --only 23")
+    p.add_argument(
+        "--latency",
+        default="5x16",
+        metavar="BxN",
+        help="measurement 2: B batches of N agents (default 5x16; 30x1 isolates one dispatch from the crowd)",
+    )
     p.add_argument("--clusters", type=int, default=1, help="spawner_cluster processes, --workers each (default 1)")
     p.add_argument(
         "--busy",
@@ -386,6 +392,7 @@ def main() -> None:
     args = p.parse_args()
 
     extra_env = dict(kv.split("=", 1) for kv in args.env)
+    latency = tuple(int(x) for x in args.latency.lower().split("x", 1))
     q_over = {k: _literal(v) for k, v in (kv.split("=", 1) for kv in args.q)} or None
     command = " ".join([".venv/bin/python", "bench/bench_engine.py", *map(shlex.quote, sys.argv[1:])])
     machine = bc.machine()
@@ -431,7 +438,7 @@ def main() -> None:
             settings.SPAWNER["WAKE"] = False
             cluster = start_clusters({**env, "SPAWNER_WAKE": "off"}, args.clusters, args.workers)
             header("wake-ups off (polls only): the baseline for measurement 2, same process")
-            results["latency_nowake"] = bench_latency(cluster, 5, 16)
+            results["latency_nowake"] = bench_latency(cluster, *latency)
             cluster.stop()
             settings.SPAWNER["WAKE"] = wake_on
         cluster = start_clusters(env, args.clusters, args.workers)
@@ -441,7 +448,7 @@ def main() -> None:
         if "1" in args.only:
             results["sleep"] = bench_sleepers(16, args.sleep, args.repeats, sequential=not args.no_sequential)
         if "2" in args.only:
-            results["latency"] = bench_latency(cluster, 5, 16)
+            results["latency"] = bench_latency(cluster, *latency)
         if "3" in args.only:
             results["throughput"] = bench_throughput(cluster, 200, 20)
         if "4" in args.only:

@@ -22,7 +22,9 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 @pytest.fixture
-def listener():
+def listener(settings):
+    """A listener on the one-machine transport (local sockets), whatever the test run's broker."""
+    settings.Q_CLUSTER = {k: v for k, v in settings.Q_CLUSTER.items() if k != "redis"}
     ear = wake.Listener(wake.EVENTS)
     assert ear.active
     ear.drain()
