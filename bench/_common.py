@@ -209,10 +209,10 @@ def machine() -> str:
 class Cluster:
     """A real `manage.py spawner_cluster` subprocess on the bench database."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], name: str = "cluster"):
         self.env = env
         self.proc: subprocess.Popen | None = None
-        self.log_path = STATE["tmp"] / "cluster.log"
+        self.log_path = STATE["tmp"] / f"{name}.log"
 
     def __enter__(self) -> Cluster:
         self.start()
@@ -317,6 +317,62 @@ def cpu_of(cluster: Cluster) -> dict[str, float]:
     m = psutil.cpu_times()
     busy = sum(m) - m.idle - getattr(m, "iowait", 0.0)
     return {"cluster": c["own"], "agents": c["children"], "bench": t.user + t.system, "machine": busy}
+
+
+class Clusters:
+    """Several clusters on the same database and broker, measured as one (the at-scale shape)."""
+
+    def __init__(self, env: dict[str, str], count: int):
+        self.members = [Cluster(env, f"cluster{i + 1}") for i in range(count)]
+
+    def start(self, timeout: float = 60) -> float:
+        return max(c.start(timeout) for c in self.members)
+
+    @property
+    def pid(self) -> str:
+        return ", ".join(str(c.pid) for c in self.members)
+
+    def processes(self) -> tuple[list, list]:
+        cluster, agents = [], []
+        for c in self.members:
+            a, b = c.processes()
+            cluster += a
+            agents += b
+        return cluster, agents
+
+    def stop(self, timeout: float = 30) -> None:
+        for c in self.members:
+            c.stop(timeout)
+
+
+class Busy:
+    """A CPU-bound load beside the benchmark: `n` processes spinning in a loop until stopped."""
+
+    def __init__(self, n: int):
+        self.procs = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"], stdout=subprocess.DEVNULL) for _ in range(n)
+        ]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def pg_writes() -> dict[str, int] | None:
+    """PostgreSQL's counters for this database (transactions, rows written), or None on SQLite.
+    The server publishes a backend's counts within a second or so of its transactions."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as c:
+        c.execute(
+            "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        )
+        commits, ins, upd, dele = c.fetchone()
+    return {"commits": commits, "inserted": ins, "updated": upd, "deleted": dele}
 
 
 # --- batches ----------------------------------------------------------------------------

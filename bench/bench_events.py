@@ -6,8 +6,13 @@ engine does (the run row and its event in one transaction) and times each change
 every client has received the row fragment that shows it.
 
     .venv/bin/python bench/bench_events.py [--changes 500] [--clients 1] [--runs 20]
+    .venv/bin/python bench/bench_events.py --wake-baseline --busy      # polls only, then wake-ups; beside a load
+    .venv/bin/python bench/bench_events.py --database-url postgres://postgres@127.0.0.1:5432/test \
+        --redis-url redis://127.0.0.1:6379/15                           # the at-scale shape
 
-Prints p50/p95; asserts nothing (goal from issue 3: p95 within 150 ms).
+Prints p50/p95; asserts nothing (goal from issue 13: p95 within 40 ms). With --wake-baseline the
+same changes are first measured with wake-ups off (SPAWNER_WAKE=off: the relay's poll alone) on a
+daphne of their own, in the same process, so the two figures share the machine's load.
 """
 
 from __future__ import annotations
@@ -181,9 +186,43 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="runs in the watched batch")
     parser.add_argument("--burst", type=int, default=0, help="then commit this many changes back to back")
     parser.add_argument("--database-url", help="postgres://... for a throwaway PostgreSQL database")
+    parser.add_argument("--redis-url", help="channel layer and wake-ups through this Redis (use a spare db number)")
+    parser.add_argument("--wake-baseline", action="store_true", help="first measure with wake-ups off (polls only)")
+    parser.add_argument(
+        "--busy",
+        nargs="?",
+        type=int,
+        const=os.cpu_count() or 1,
+        default=0,
+        metavar="N",
+        help="run N CPU-bound spinning processes beside the bench (default N: one per core)",
+    )
     args = parser.parse_args()
 
-    env = bc.setup(database_url=args.database_url)
+    env = bc.setup(database_url=args.database_url, redis_url=args.redis_url)
+    busy = bc.Busy(args.busy) if args.busy else None
+    try:
+        from django.conf import settings
+
+        results = {}
+        for wake in ("off", "on") if args.wake_baseline else ("on" if settings.SPAWNER["WAKE"] else "off",):
+            settings.SPAWNER["WAKE"] = wake == "on"
+            print(f"\n== wake-ups {wake}" + (f", beside {args.busy} CPU-bound spinners" if busy else ""))
+            results[wake] = measure(args, {**env, "SPAWNER_WAKE": wake})
+        if len(results) == 2 and results["off"] and results["on"]:
+            print("\nsame process, same machine: wake-ups on / polls only")
+            for q in (50, 95):
+                on, off = bc.pct(results["on"], q), bc.pct(results["off"], q)
+                print(f"  p{q}: {bc.ms(on)} / {bc.ms(off)} = {on / off:.2f}")
+        print("\ncommand: .venv/bin/python bench/bench_events.py " + " ".join(sys.argv[1:]))
+    finally:
+        if busy:
+            busy.stop()
+        bc.cleanup()
+
+
+def measure(args, env: dict[str, str]) -> list[float]:
+    """One daphne with `env`, one batch, `args.changes` timed changes; returns the latencies."""
     proc = None
     sockets: list[WebSocket] = []
     try:
@@ -196,8 +235,10 @@ def main() -> None:
 
         print(f"machine: {bc.machine()}")
         print(f"backend: {bc.describe_backend()}, relay poll {settings.DASHBOARD['RELAY_POLL_SECONDS'] * 1000:.0f} ms")
-        AgentType.objects.create(name="bench-sh", argv=["sh", "-c", "{prompt}"])
-        user = User.objects.create_user("bench", password="bench-password")
+        AgentType.objects.get_or_create(name="bench-sh", defaults={"argv": ["sh", "-c", "{prompt}"]})
+        user = User.objects.filter(username="bench").first() or User.objects.create_user(
+            "bench", password="bench-password"
+        )
         text = "name: latency\nagent: bench-sh\nmax_parallel: 1\ntasks:\n" + "".join(
             f"  - {{key: t{i}, prompt: 'true'}}\n" for i in range(args.runs)
         )
@@ -249,14 +290,13 @@ def main() -> None:
         print(bc.table(rows, ("commit -> fragment at the last client", "")))
         if args.burst:
             burst(listeners[0], runs, args.burst, start=args.changes)
-        print("\ncommand: .venv/bin/python bench/bench_events.py " + " ".join(sys.argv[1:]))
+        return latencies
     finally:
         for ws in sockets:
             ws.close()
         if proc:
             proc.terminate()
             proc.wait(timeout=10)
-        bc.cleanup()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from spawner.core import budget as budget_rules
 from spawner.core import graph as graph_layout
 from spawner.core import merge_queue as merge_rules
 from spawner.core import review as review_rules
-from spawner.engine import budgets, housekeeping, merging, redaction
+from spawner.engine import budgets, housekeeping, merging, redaction, wake
 from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, RunStatus
 
@@ -1025,3 +1025,9 @@ def webhook_deliveries(*, state: str = "", limit: int = 200):
     if state:
         rows = rows.filter(state=state)
     return list(rows.order_by("-id")[:limit])
+
+
+def event_wakeups() -> wake.AsyncListener:
+    """For the relay (in its event loop): `await .wait(timeout)` returns early when events are committed;
+    `.close()` when done. Without wake-ups (SPAWNER_WAKE=off, or none can be received) it only times out."""
+    return wake.AsyncListener(wake.EVENTS)

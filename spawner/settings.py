@@ -155,6 +155,8 @@ SPAWNER = {
     "GC_LIMIT": _env_int("SPAWNER_GC_LIMIT", 50),  # worktrees removed per scheduled round at most
     # Cluster processes keep database connections this long (the web server does not).
     "WORKER_CONN_MAX_AGE": _env_int("SPAWNER_WORKER_CONN_MAX_AGE", 300),
+    # Wake the waiting side (pushers, relays) when work is committed; "off" leaves the polls alone.
+    "WAKE": os.environ.get("SPAWNER_WAKE", "on") != "off",
     "MAX_TASKS": _env_int("SPAWNER_MAX_TASKS", 1000),
     "MAX_PARALLEL": _env_int("SPAWNER_MAX_PARALLEL", 256),
     "MAX_TIMEOUT": _env_int("SPAWNER_MAX_TIMEOUT", 4 * 3600),
@@ -205,7 +207,9 @@ Q_CLUSTER = {
     "timeout": _Q_TIMEOUT,
     "retry": _Q_TIMEOUT + 60,
     "queue_limit": SPAWNER_WORKERS,
-    "poll": _env_float("SPAWNER_BROKER_POLL", 0.02),
+    # The ORM broker's pusher is woken when a message is committed (spawner.engine.wake); this poll is
+    # the fallback for a wake-up that never comes (a launch on another machine sharing PostgreSQL).
+    "poll": _env_float("SPAWNER_BROKER_POLL", 0.1),
     "guard_cycle": 0.5,
     "ack_failures": True,
     "max_attempts": 1,
@@ -251,7 +255,8 @@ SERVESTATIC_USE_FINDERS = True
 # Where batches launched from the browser run (a spec's `cwd` is relative to it).
 SPAWNER_WORKDIR = Path(os.environ.get("SPAWNER_WORKDIR", BASE_DIR))
 DASHBOARD = {
-    # How often the relay reads new events from the log; bounds the live latency.
+    # How often the relay reads new events from the log when no wake-up comes (spawner.engine.wake
+    # wakes it on each commit of events); bounds the live latency only without wake-ups.
     "RELAY_POLL_SECONDS": _env_float("SPAWNER_RELAY_POLL_SECONDS", 0.1),
     "PAGE_SIZE": 25,
     # Bytes of full log returned by each "load earlier output".

@@ -4,6 +4,11 @@ One asyncio task per event loop, started by the first websocket that connects an
 ended when the last one leaves. Each step reads the events after the last one seen,
 hands them to the topics that want them, and sends each due topic's fragment once to
 its group. Database work runs on one dedicated thread, which keeps its connection.
+
+A step runs when the committing process wakes the relay (`selectors.event_wakeups`:
+a local socket, or Redis pub/sub at scale), and at the latest every RELAY_POLL_SECONDS,
+which covers a wake-up that never came. A wake-up carries nothing: the step reads the
+log as a poll would, so the gap handling below is the same either way.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from django.db import connection
 from django.db.models import Max, Q
 
 from dashboard.live.topics import Event, Topic
+from spawner import selectors
 from spawner.models import RunEvent
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,8 @@ FETCH_LIMIT = 5000
 # still committing (PostgreSQL hands out ids before commit); look for it this long.
 GAP_SECONDS = 10.0
 MAX_GAPS = 1000
+# Wake-ups closer than this share a step (a burst of commits costs one read per interval, not one each).
+MIN_STEP_SECONDS = 0.005
 # Close codes: the htmx ws extension reconnects on 1011 (then gets a snapshot), not on 4404.
 TRY_AGAIN = 1011
 GONE = 4404
@@ -42,6 +50,7 @@ class Relay:
         self.last_id: int | None = None
         self.gaps: dict[int, float] = {}
         self.task: asyncio.Task | None = None
+        self.wakeups = None  # while the loop runs: how commits wake it
         self.starting = asyncio.Lock()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay")
         self.layer = get_channel_layer()
@@ -74,6 +83,8 @@ class Relay:
         if not channels:
             self.watchers.pop(topic.name, None)
             self.topics.pop(topic.name, None)
+        if not self.topics and self.wakeups is not None:
+            self.wakeups.poke()  # the loop ends now, not after its poll
 
     async def snapshot(self, topic: Topic) -> list[str]:
         return await self._db(topic.snapshot)
@@ -81,15 +92,22 @@ class Relay:
     # --- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while self.topics:
-            started = time.monotonic()
-            try:
-                await self.step()
-            except Exception:
-                log.exception("relay step failed; retrying")
-                await asyncio.sleep(1)
-            # A steady cadence: a slow step eats into the pause instead of adding to it.
-            await asyncio.sleep(max(0.0, self.poll_seconds - (time.monotonic() - started)))
+        self.wakeups = wakeups = selectors.event_wakeups()
+        try:
+            while self.topics:
+                started = time.monotonic()
+                try:
+                    await self.step()
+                except Exception:
+                    log.exception("relay step failed; retrying")
+                    await asyncio.sleep(1)
+                # A steady cadence: a slow step eats into the pause instead of adding to it.
+                if await wakeups.wait(max(0.0, self.poll_seconds - (time.monotonic() - started))):
+                    await asyncio.sleep(max(0.0, MIN_STEP_SECONDS - (time.monotonic() - started)))
+        finally:
+            wakeups.close()
+            if self.wakeups is wakeups:
+                self.wakeups = None
 
     async def step(self) -> bool:
         """Read new events, send the fragments that are due. Returns whether anything was sent."""

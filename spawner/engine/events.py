@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spawner.engine import wake
 from spawner.models import RunEvent
 
 
@@ -17,7 +18,7 @@ def record(
     data: dict[str, Any] | None = None,
     actor=None,
 ) -> RunEvent:
-    return RunEvent.objects.create(
+    event = RunEvent.objects.create(
         batch_id=batch_id,
         run_id=run_id,
         attempt=attempt,
@@ -26,3 +27,5 @@ def record(
         data=data or {},
         actor=actor if actor is not None and actor.is_authenticated else None,
     )
+    wake.after_commit(wake.EVENTS)  # the relays need not wait for their poll
+    return event

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
+from spawner.engine import wake
 from spawner.models import RunAttempt
 
 EXECUTE = "spawner.engine.tasks.execute_attempt"
@@ -26,5 +27,6 @@ def enqueue_attempt(attempt: RunAttempt, batch_id: int) -> None:
 
     if settings.Q_CLUSTER.get("orm") == "default":
         send()
+        wake.after_commit(wake.DISPATCH)  # the pushers need not wait for their poll
     else:
         transaction.on_commit(send)

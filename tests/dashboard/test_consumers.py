@@ -351,3 +351,28 @@ def test_the_result_page_hears_of_new_reviews(member, make_batch, cookie, settin
     snapshot, approved = run_async(scenario)
     assert 'id="result-header"' in snapshot and "No reviews yet" in snapshot
     assert "review: approved" in approved and "<strong>mia</strong>" in approved
+
+
+@pytest.mark.parametrize("wake_ups", [True, False], ids=["woken", "polling"])
+def test_a_committed_change_reaches_the_browser_woken_or_polled(member, make_batch, cookie, settings, wake_ups):
+    """Woken: the relay's poll is ten minutes, so only the commit's wake-up can bring the row.
+    Polling (wake-ups off): the relay's poll alone brings it, as before wake-ups existed."""
+    settings.SPAWNER = {**settings.SPAWNER, "WAKE": wake_ups}
+    settings.DASHBOARD = {**settings.DASHBOARD, "RELAY_POLL_SECONDS": 600 if wake_ups else 0.1}
+    batch = make_batch(member)
+    lint = batch.runs.get(key="lint")
+
+    async def scenario():
+        ws = await connect(f"/ws/batches/{batch.id}/", cookie)
+        await receive_until(ws, 'id="run-rows"')
+        await asyncio.sleep(0.3)  # the relay has taken its first step and now waits
+        await database_sync_to_async(move)(lint, "running")
+        row = await receive_until(ws, f'id="run-{lint.id}"', timeout=30)
+        await database_sync_to_async(lambda: move(AgentRun.objects.get(id=lint.id), "succeeded"))()
+        done = await receive_until(ws, "Succeeded", timeout=30)
+        await ws.disconnect()
+        return row, done
+
+    row, done = run_async(scenario)
+    assert "Running" in row
+    assert f'id="run-{lint.id}"' in done
