@@ -8,6 +8,7 @@ import time
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 
+from spawner.core import outbox
 from spawner.engine import lifecycle, recovery
 
 
@@ -16,7 +17,15 @@ class _Holding:
         if lifecycle.draining():
             time.sleep(max(Conf.POLL, 0.1))
             return None
-        tasks = super().dequeue()
+        try:
+            tasks = super().dequeue()
+        except Exception as exc:
+            if not outbox.unreachable(exc):
+                raise
+            # The broker is down (Redis restarting): try again shortly rather than let q2's pusher
+            # die, wait 10 s and be started again by the sentinel.
+            time.sleep(0.5)
+            return None
         if tasks:
             recovery.stamp_held(tasks)
         return tasks
