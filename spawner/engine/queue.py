@@ -180,7 +180,7 @@ def send_committed(attempts: dict[int, int], merges: set[int]) -> None:
     merged = outbox.send_round(sorted(merges), _send_merge) if merges else outbox.Round((), (), False)
     if done.broker_down or merged.broker_down:
         log.warning(
-            "broker unreachable: %d attempt(s) and %d merge queue(s) stay owed; the sender loop sends them",
+            "the broker is unreachable: %d run(s) and %d merge queue(s) are stored and start when it is back",
             len(done.retry),
             len(merged.retry),
         )

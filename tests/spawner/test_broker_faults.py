@@ -168,6 +168,11 @@ def figures(batch, marks: Path | None = None) -> tuple[int, int]:
     return lost, dupes
 
 
+def gate(path: Path) -> str:
+    """An agent command that waits until the test creates `path` (bounded: 120 s)."""
+    return f"for i in $(seq 1200); do [ -e {path} ] && break; sleep 0.1; done"
+
+
 def two_waves(n: int, marks: Path, first: str) -> str:
     """Wave 1: n tasks; wave 2: n tasks, each after one of the first. Every agent stamps its start."""
     lines = [f"name: waves\nagent: sh\nmax_parallel: {2 * n}\nretries: 0\ntasks:"]
@@ -185,7 +190,8 @@ def test_the_next_wave_is_sent_when_redis_is_back(shape, agent_types, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     n = 10
-    batch = launch(two_waves(n, marks, "sleep 2"), tmp_path)
+    go = tmp_path / "go"
+    batch = launch(two_waves(n, marks, gate(go)), tmp_path)
     wave1 = AgentRun.objects.filter(batch=batch, key__startswith="a")
     wait_for(lambda: wave1.filter(status=RunStatus.RUNNING).count() == n, 60, "wave 1 to run")
 
@@ -193,6 +199,7 @@ def test_the_next_wave_is_sent_when_redis_is_back(shape, agent_types, tmp_path):
     seen = {}
 
     def during():
+        go.touch()  # wave 1 ends while Redis is down
         wait_for(lambda: owed.count() == n, 30, "wave 2 to be queued while Redis is down, its messages owed")
         seen["owed"] = owed.count()
 
@@ -222,13 +229,13 @@ def test_a_launch_during_the_outage_is_stored_and_starts_when_redis_is_back(shap
     shape.cluster("c1")
     marks = tmp_path / "marks"
     marks.mkdir()
-    spec = "name: during\nagent: sh\nretries: 0\ntasks:\n" + "".join(
+    spec = "name: during\nagent: sh\nmax_parallel: 5\nretries: 0\ntasks:\n" + "".join(
         f"  - {{key: t{i}, prompt: 'echo x >> {marks}/t{i}'}}\n" for i in range(5)
     )
     cli_marks = tmp_path / "cli-marks"
     cli_marks.mkdir()
     spec_file = tmp_path / "cli.yaml"
-    spec_file.write_text(spec.replace(str(marks), str(cli_marks)).replace("during", "during-cli"))
+    spec_file.write_text(spec.replace(str(marks), str(cli_marks)).replace("name: during", "name: during-cli"))
     out = {}
 
     def during():
@@ -243,11 +250,12 @@ def test_a_launch_during_the_outage_is_stored_and_starts_when_redis_is_back(shap
         )
         batch = out["batch"]
         assert batch.runs.count() == 5
-        wait_for(
-            lambda: RunAttempt.objects.filter(run__batch__name="during-cli", send_due__isnull=False).count() == 5,
-            30,
-            "the CLI's batch to be stored with its messages owed",
-        )
+        cli_owed = RunAttempt.objects.filter(run__batch__name="during-cli", send_due__isnull=False)
+        try:
+            wait_for(lambda: cli_owed.count() == 5 or out["cli"].poll() is not None, 30, "the CLI's launch")
+        finally:
+            if out["cli"].poll() is not None:
+                pytest.fail(f"spawn ended during the outage:\n{out['cli'].communicate()[0]}")
         out["owed"] = RunAttempt.objects.filter(run__batch=batch, send_due__isnull=False).count()
 
     back = shape.outage(during=during)
@@ -288,6 +296,7 @@ class Watcher:
         self.status = ""
         self.messages = 0
         self.reconnects = 0
+        self.errors: list[str] = []
         self.last_message = time.monotonic()
 
     def apply(self, html: str) -> None:
@@ -316,7 +325,8 @@ class Watcher:
                         except TimeoutError:
                             continue
                         self.apply(html)
-            except (OSError, websockets.ConnectionClosed, websockets.InvalidStatus, TimeoutError):
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                self.errors.append(repr(exc))
                 self.reconnects += 1
                 await asyncio.sleep(0.5)
 
@@ -379,20 +389,25 @@ def test_clusters_and_the_web_server_recover_by_themselves_after_a_redis_restart
     marks = tmp_path / "marks"
     marks.mkdir()
     n = 10
-    batch = launch(two_waves(n, marks, "sleep 3"), tmp_path)
+    go = tmp_path / "go"
+    batch = launch(two_waves(n, marks, gate(go)), tmp_path)
     ws_url = web.url.replace("http://", "ws://") + f"/ws/batches/{batch.id}/"
-    watchers = [Watcher(ws_url, web.url, session_cookie()) for _ in range(3)]
+    cookie = session_cookie()
+    watchers = [Watcher(ws_url, web.url, cookie) for _ in range(3)]
     _thread, stop = watch_in_thread(watchers, timeout=200)
     try:
-        wait_for(lambda: all(w.status == "running" for w in watchers), 60, "the readers' snapshots")
+        try:
+            wait_for(lambda: all(w.status == "running" for w in watchers), 60, "the readers' snapshots")
+        except AssertionError:
+            pytest.fail(f"no snapshot: {watchers[0].errors[-3:]}\n{(tmp_path / 'daphne.log').read_text()[-3000:]}")
         wave1 = AgentRun.objects.filter(batch=batch, key__startswith="a")
         wait_for(lambda: wave1.filter(status=RunStatus.RUNNING).count() == n, 60, "wave 1 to run")
-        back = shape.outage()
+        back = shape.outage(during=go.touch)
         wait_for(lambda: batch.__class__.objects.get(id=batch.id).status in TERMINAL, 90, "the batch to end")
         ended = time.monotonic() - back
         # A batch launched after the restart starts promptly: the pushers pull again.
         (tmp_path / "after").mkdir()
-        after = launch(two_waves(2, tmp_path / "after", "true").replace("waves", "after"), tmp_path)
+        after = launch(two_waves(2, tmp_path / "after", "true").replace("name: waves", "name: after"), tmp_path)
         wait_batch(after, timeout=60)
         wait_for(lambda: settled(watchers, batch), 60, "every reader's page to equal the database")
     finally:
