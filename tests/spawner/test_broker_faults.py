@@ -96,9 +96,23 @@ class Shape:
         return c
 
     def web(self):
-        from tests.browser.conftest import WebServer
+        """daphne as `serve` runs it, but with a longer websocket handshake limit than its 5 s: on this
+        shared 2-core machine (load 20) fifty readers' first connects queue behind one another."""
+        from tests.browser.conftest import WebServer, free_port
 
-        server = WebServer({**self.env, "SPAWNER_WORKDIR": str(self.tmp)}, self.tmp / "daphne.log")
+        server = WebServer.__new__(WebServer)
+        server.port = free_port()
+        server.url = f"http://127.0.0.1:{server.port}"
+        server.log_path = self.tmp / "daphne.log"
+        server.log = open(server.log_path, "ab")  # noqa: SIM115 - closed by server.stop()
+        argv = [sys.executable, "-m", "spawner.webserver", "-b", "127.0.0.1", "-p", str(server.port)]
+        server.proc = subprocess.Popen(
+            [*argv, "--websocket_connect_timeout", "60", "spawner.asgi:application"],
+            env={**self.env, "SPAWNER_WORKDIR": str(self.tmp)},
+            cwd=ROOT,
+            stdout=server.log,
+            stderr=subprocess.STDOUT,
+        )
         self.processes.append(server)
         server.wait_ready(timeout=60)
         return server
@@ -327,9 +341,10 @@ class Watcher:
         if m := HEADER.search(html):
             self.status = m.group(1)
 
-    async def watch(self, stop: asyncio.Event, deadline: float) -> None:
+    async def watch(self, stop: asyncio.Event, deadline: float, delay: float = 0.0) -> None:
         import websockets
 
+        await asyncio.sleep(delay)  # readers arrive one after another, not in one instant
         while not stop.is_set() and time.monotonic() < deadline:
             try:
                 async with websockets.connect(
@@ -337,7 +352,8 @@ class Watcher:
                     origin=self.origin,
                     additional_headers={"Cookie": self.cookie},
                     max_size=None,
-                    open_timeout=30,
+                    open_timeout=60,
+                    ping_interval=None,  # a busy server's late pong must not end the reader's view
                 ) as ws:
                     while not stop.is_set():
                         try:
@@ -362,7 +378,7 @@ def watch_in_thread(watchers: list[Watcher], timeout: float):
         async def main():
             holder["stop"] = asyncio.Event()
             deadline = time.monotonic() + timeout
-            await asyncio.gather(*(w.watch(holder["stop"], deadline) for w in watchers))
+            await asyncio.gather(*(w.watch(holder["stop"], deadline, i * 0.2) for i, w in enumerate(watchers)))
 
         loop.run_until_complete(main())
         loop.close()
