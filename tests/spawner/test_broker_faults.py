@@ -29,7 +29,7 @@ from tests.conftest import CLUSTER_ENV, ROOT, ClusterProcess, database_url_for_s
 from tests.spawner.helpers import launch, wait_batch, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
-BIG = pytest.mark.timeout(600)
+BIG = pytest.mark.timeout(1200)
 
 OUTAGE_SECONDS = 5.0
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -480,7 +480,7 @@ def test_a_thousand_runs_watched_by_fifty_websocket_readers_end_equal_to_the_dat
     ws_url = web.url.replace("http://", "ws://") + f"/ws/batches/{batch.id}/"
     cookie = session_cookie()
     watchers = [Watcher(ws_url, web.url, cookie) for _ in range(50)]
-    _thread, stop = watch_in_thread(watchers, timeout=560)
+    _thread, stop = watch_in_thread(watchers, timeout=1150)
     try:
         connecting = time.monotonic()
         try:
@@ -492,7 +492,7 @@ def test_a_thousand_runs_watched_by_fifty_websocket_readers_end_equal_to_the_dat
         snapshots = time.monotonic() - connecting
         go.touch()
         began = time.monotonic()
-        batch = wait_batch(batch, timeout=200)
+        batch = wait_batch(batch, timeout=900)  # minutes only when the machine is shared (load 20-30 on 2 cores)
         wall = time.monotonic() - began
         wait_for(lambda: settled(watchers, batch), 60, "every reader's page to equal the database")
         caught_up = time.monotonic() - began - wall
