@@ -290,6 +290,9 @@ class Workspace(models.Model):
         null=True, blank=True, help_text="Pre-check: which pairs of runs conflict, on which files."
     )
     matrix_at = models.DateTimeField(null=True, blank=True, help_text="When the conflict matrix was computed.")
+    merge_send_due = models.DateTimeField(
+        null=True, blank=True, help_text="The merge queue's task is owed to the broker (the outbox); see RunAttempt."
+    )
 
     def __str__(self) -> str:
         return f"workspace of batch {self.batch_id}"
@@ -413,6 +416,12 @@ class RunAttempt(models.Model):
         max_length=220, blank=True, help_text="host:pid of the cluster whose queue holds this queued attempt."
     )
     sent_at = models.DateTimeField(null=True, blank=True, help_text="Last time it was sent again (recovery).")
+    send_due = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Its broker message is owed (the outbox): a cluster's sender loop sends it from then on; "
+        "cleared once the broker took it. Never set with the ORM broker (the message is a row of the same commit).",
+    )
     worktree = models.CharField(max_length=500, blank=True, help_text="Its git worktree, while it exists.")
     branch = models.CharField(max_length=250, blank=True)
     base_commit = models.CharField(max_length=64, blank=True, help_text="What its worktree started from.")
@@ -427,6 +436,10 @@ class RunAttempt(models.Model):
     class Meta:
         ordering = ["run", "number"]
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="unique_attempt_number")]
+        # Only the few rows whose message is owed: the sender loop's query stays cheap at any size.
+        indexes = [
+            models.Index(fields=["send_due"], name="attempt_send_due", condition=models.Q(send_due__isnull=False))
+        ]
 
     def __str__(self) -> str:
         return f"{self.run} attempt {self.number}"

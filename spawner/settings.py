@@ -178,6 +178,13 @@ SPAWNER = {
     "WEBHOOK_BACKOFF_SECONDS": _env_float("SPAWNER_WEBHOOK_BACKOFF_SECONDS", 5),
     "WEBHOOK_BACKOFF_MAX_SECONDS": _env_float("SPAWNER_WEBHOOK_BACKOFF_MAX_SECONDS", 600),
     "WEBHOOK_POLL_SECONDS": _env_float("SPAWNER_WEBHOOK_POLL_SECONDS", 0.5),
+    # The broker outbox (spawner.engine.queue, with Redis): a message owed is sent right after its commit;
+    # a cluster's sender loop sends it after OUTBOX_GRACE_SECONDS if that did not happen (the committing
+    # process died), and again after a failed send, from OUTBOX_RETRY_SECONDS doubling up to the max.
+    "OUTBOX_GRACE_SECONDS": _env_float("SPAWNER_OUTBOX_GRACE_SECONDS", 10),
+    "OUTBOX_RETRY_SECONDS": _env_float("SPAWNER_OUTBOX_RETRY_SECONDS", 0.5),
+    "OUTBOX_RETRY_MAX_SECONDS": _env_float("SPAWNER_OUTBOX_RETRY_MAX_SECONDS", 5),
+    "OUTBOX_POLL_SECONDS": _env_float("SPAWNER_OUTBOX_POLL_SECONDS", 0.5),
     # Cost (issue 10): the new-batch page asks for a confirmation above this estimated cost (USD).
     "CONFIRM_COST_USD": _env_float("SPAWNER_CONFIRM_COST_USD", 5.0),
     # Review: how many approvals make a combined result approved, and whether the batch's owner's own

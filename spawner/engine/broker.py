@@ -17,6 +17,7 @@ from django_q.brokers.orm import ORM
 from django_q.conf import Conf
 from django_q.models import OrmQ
 
+from spawner.core import outbox
 from spawner.engine import lifecycle, recovery, wake
 
 # Messages one pusher takes in one go, at most (q2's `bulk` if set higher). The pusher hands them to
@@ -33,7 +34,15 @@ class _Holding:
         if lifecycle.draining():
             time.sleep(max(Conf.POLL, 0.1))
             return None
-        tasks = super().dequeue()
+        try:
+            tasks = super().dequeue()
+        except Exception as exc:
+            if not outbox.unreachable(exc):
+                raise
+            # The broker is down (Redis restarting): try again shortly rather than let q2's pusher
+            # die, wait 10 s and be started again by the sentinel.
+            time.sleep(0.5)
+            return None
         if tasks:
             recovery.stamp_held(tasks)
         return tasks

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from spawner.core import changes as changes_rules
 from spawner.core import merge_queue as rules
-from spawner.engine import events, git, transitions, workspaces
+from spawner.engine import events, git, queue, transitions, workspaces
 from spawner.models import AgentRun, Aggregation, Batch, Escalation, MergeStep, RunAttempt, Workspace
 from spawner.states import EventKind, RunStatus
 
@@ -119,19 +119,19 @@ def enter_queue(batch: Batch) -> int:
         else:
             error = f"its re-run on the integration branch ended {run.status}: {run.error or 'no error text'}"
             _conflicted(ws, step, step.conflict or {}, error=error)
-    transaction.on_commit(lambda: send(batch.id))
+    send_on_commit(batch.id)
     return created
 
 
 def send(batch_id: int) -> None:
-    """Hand the batch's merge queue to a q2 worker."""
-    from django_q.tasks import async_task
-
-    async_task(TASK, batch_id, task_name=f"merge-{batch_id}-{time.monotonic_ns()}", group=f"batch-{batch_id}")
+    """Hand the batch's merge queue to a q2 worker now (through the outbox: a broker that is down
+    gets it when it is back)."""
+    queue.enqueue_merge(batch_id)
 
 
 def send_on_commit(batch_id: int) -> None:
-    transaction.on_commit(lambda: send(batch_id))
+    """Hand the batch's merge queue to a q2 worker once the current transaction commits (the outbox)."""
+    queue.enqueue_merge(batch_id)
 
 
 def resend_stalled(now=None) -> int:

@@ -120,7 +120,8 @@ def resend_stranded(now=None) -> int:
         if rules.holder_dead(attempt.held_by, live):
             sent += _resend(attempt, held_by=attempt.held_by, sent_at=attempt.sent_at, now=now)
     cutoff = now - lease
-    unheld = queued.filter(held_by="", heartbeat_at__isnull=True).filter(
+    # An attempt whose message is still owed (send_due) never reached the broker: the outbox sends it.
+    unheld = queued.filter(held_by="", heartbeat_at__isnull=True, send_due__isnull=True).filter(
         Q(sent_at__lt=cutoff) | Q(sent_at__isnull=True, queued_at__lt=cutoff)
     )
     if unheld.exists():

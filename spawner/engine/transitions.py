@@ -141,7 +141,10 @@ def attempt_queue(
     )
     if not queued:
         return None
-    attempt = RunAttempt.objects.create(run=run, number=number, not_before=not_before, **attempt_fields)
+    # Its broker message is owed from this commit on (the outbox, see engine.queue): no extra write.
+    attempt = RunAttempt.objects.create(
+        run=run, number=number, not_before=not_before, send_due=queue.attempt_due(), **attempt_fields
+    )
     run.attempt, run.status = number, RunStatus.QUEUED
     events.record(
         batch_id=run.batch_id,

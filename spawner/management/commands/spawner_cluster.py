@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, connections
 
-from spawner.engine import execution, housekeeping, lifecycle, reaper, recovery, webhooks
+from spawner.engine import execution, housekeeping, lifecycle, queue, reaper, recovery, webhooks
 from spawner.models import RunAttempt
 from spawner.states import AttemptStatus
 
@@ -60,6 +60,8 @@ class Command(BaseCommand):
         cluster.start()
         # Started after the fork above: webhooks go out from this process, never from a worker.
         hooks, hooks_stop = webhooks.start_delivery_thread()
+        # With Redis: what a commit owed the broker and could not send (the broker was down, its process died).
+        _, outbox_stop = queue.start_sender_thread()
         # Worktrees nobody needs any more, a bounded number every SPAWNER_GC_SECONDS (spawner_gc by hand).
         _, gc_stop = housekeeping.start_gc_thread()
         # The first beat says "ready" (what `ensure_cluster` waits for). A peer's reaper that ticks in
@@ -82,6 +84,7 @@ class Command(BaseCommand):
                 self.pause(0.2 if drain_until else settings.SPAWNER["REAPER_SECONDS"], signals)
         finally:
             hooks_stop.set()
+            outbox_stop.set()
             gc_stop.set()
             self.shutdown(cluster, pid, workers | q2_children(cluster))
             hooks.join(timeout=settings.SPAWNER["WEBHOOK_TIMEOUT_SECONDS"] * 3)
