@@ -19,7 +19,7 @@ from django.urls import reverse
 from ninja import Query, Router, Status
 from ninja.errors import HttpError
 
-from dashboard.api import schemas
+from dashboard.api import schemas, stream
 from dashboard.api.problems import problem
 from dashboard.pages import exports, fanin_queries, queries
 from dashboard.pages.downloads import file_download
@@ -79,22 +79,7 @@ def _timings(batch: Batch) -> dict:
 
 
 def _batch_detail(batch: Batch) -> dict:
-    summary = selectors.batch_summary(batch)
-    run_ids = dict(AgentRun.objects.filter(batch_id=batch.id).values_list("key", "id"))
-    runs = [
-        {**r, "id": run_ids[r["key"]], "url": reverse("api-1:run", args=[run_ids[r["key"]]])} for r in summary["runs"]
-    ]
-    return {
-        **summary,
-        "id": batch.id,
-        "owner": _who(batch.owner),
-        "cancel_requested": batch.cancel_requested,
-        "launched_at": batch.launched_at,
-        "finished_at": batch.finished_at,
-        "sequential_of": batch.sequential_of_id,
-        "runs": runs,
-        "url": reverse("api-1:batch", args=[batch.id]),
-    }
+    return selectors.batch_record(batch)
 
 
 def _spec_text(request: HttpRequest) -> str:
@@ -244,6 +229,47 @@ def batch_plan(request, sequential: bool = False):
 def batch_get(request, batch_id: int):
     """A batch: its summary, timings and runs."""
     return _batch_detail(get_object_or_404(Batch.objects.select_related("owner"), id=batch_id))
+
+
+@router.get(
+    "/batches/{int:batch_id}/events",
+    response={200: str, 400: schemas.Problem, **ERRORS},
+    openapi_extra={
+        "parameters": [
+            {
+                "in": "header",
+                "name": "Last-Event-ID",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+                "description": "Resume after this event (what a reconnecting EventSource sends); wins over `after`.",
+            }
+        ],
+        "responses": {
+            200: {
+                "description": "Server-Sent Events: `snapshot` (the batch, when neither `after` nor Last-Event-ID "
+                "is given), one event per log entry (`id`: its id, `event`: its kind, `data`: JSON with kind, "
+                "status, run, key, attempt, at), `: keep-alive` comments, and `end` once the batch has ended.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    },
+    url_name="batch-events",
+    tags=["batches"],
+)
+def batch_events(
+    request,
+    batch_id: int,
+    after: int | None = Query(None, ge=0, le=2**62, description="Send the events after this event id."),
+):
+    """Follow a batch live without polling: its events as they are logged, until it ends."""
+    get_object_or_404(Batch.objects.only("id"), id=batch_id)
+    resume = request.headers.get("Last-Event-ID")
+    if resume is not None:
+        resume = resume.strip()
+        if not resume.isascii() or not resume.isdigit() or len(resume) > 18:
+            raise HttpError(400, f"Last-Event-ID must be an event id (a whole number), not {resume[:40]!r}")
+        after = int(resume)
+    return stream.response(request, batch_id, after)
 
 
 @router.post(
