@@ -973,11 +973,15 @@ def schedule_outcomes(links) -> dict[int, dict]:
 
 
 def webhook_deliveries(*, state: str = "", limit: int = 200):
-    """The latest webhook calls, newest first, with their batch's name (the admins' delivery log)."""
+    """The latest webhook calls, newest first, with their batch's name, to whom a personal one went
+    and who last redelivered it (the admins' delivery log)."""
     from spawner.models import WebhookDelivery
 
-    rows = WebhookDelivery.objects.select_related("batch").only(
+    rows = WebhookDelivery.objects.select_related("batch", "redelivered_by", "recipient").only(
         "id",
+        "redelivered_at",
+        "redelivered_by__username",
+        "recipient__username",
         "event",
         "url",
         "state",
@@ -1022,3 +1026,10 @@ def events_after(batch_id: int, after: int, limit: int = 500) -> list[dict]:
 
 def batch_status(batch_id: int) -> str | None:
     return Batch.objects.filter(id=batch_id).values_list("status", flat=True).first()
+
+
+def personal_webhook(user):
+    """The person's own notification webhook (PersonalWebhook) or None."""
+    from spawner.models import PersonalWebhook
+
+    return PersonalWebhook.objects.filter(user_id=user.id).first()

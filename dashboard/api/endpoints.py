@@ -24,7 +24,7 @@ from dashboard.api.problems import problem
 from dashboard.pages import exports, fanin_queries, queries
 from dashboard.pages.downloads import file_download
 from spawner import permissions, selectors, services
-from spawner.errors import SpecInvalid
+from spawner.errors import NotAllowed, SpecInvalid
 from spawner.models import AgentRun, AgentType, Batch, Escalation, Role, RunAttempt
 from spawner.states import BatchStatus, Mode
 
@@ -674,6 +674,20 @@ def roles(request):
 # --- saved templates: list, read, launch with variables ------------------------------------------
 
 
+def _schedule(s) -> dict:
+    return {
+        "id": s.id,
+        "template": s.template_id,
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "paused": s.schedule.repeats == 0,
+        "next_run": s.schedule.next_run,
+        "variables": s.variables,
+        "run_as": _who(s.run_as) if s.run_as_id else None,
+        "url": reverse("api-1:schedule", args=[s.id]),
+    }
+
+
 def _template(t, *, launches: bool = True) -> dict:
     from django.db.models import Sum
 
@@ -697,17 +711,7 @@ def _template(t, *, launches: bool = True) -> dict:
             }
             for b in found
         ]
-    schedules = [
-        {
-            "id": s.id,
-            "cron": s.cron,
-            "timezone": s.timezone,
-            "paused": s.schedule.repeats == 0,
-            "next_run": s.schedule.next_run,
-            "variables": s.variables,
-        }
-        for s in t.schedules.all()
-    ]
+    schedules = [_schedule(s) for s in t.schedules.all()]
     return {
         "id": t.id,
         "name": t.name,
@@ -757,3 +761,149 @@ def template_launch(request, template_id: int, body: schemas.TemplateLaunchIn):
     t = get_object_or_404(BatchTemplate, id=template_id)
     batch = services.template_launch(template=t, values=body.variables, actor=actor(request))
     return Status(201, _batch_detail(batch))
+
+
+def _declarations(variables: dict[str, str | None]) -> str:
+    """The API's {name: default or null} as the declarations the template pages take."""
+    from spawner.core import template_vars
+
+    for name, default in variables.items():
+        if "\n" in name or "=" in name or (default is not None and ("\n" in default or default != default.strip())):
+            raise services.TemplateInvalid(
+                [spec_error("variables", f"{name!r}: a name and a default on one line, without spaces around")]
+            )
+    return template_vars.declarations_text(variables)
+
+
+def spec_error(field: str, message: str):
+    from spawner.errors import FieldError
+
+    return FieldError("template", field, message)
+
+
+def _save(request, body: schemas.TemplateIn, template=None):
+    return services.template_save(
+        actor=actor(request),
+        name=body.name.strip(),
+        spec_text=body.spec_text,
+        variables_text=_declarations(body.variables),
+        description=body.description.strip(),
+        shared=body.shared if template is None else template.owner_id is None,
+        template=template,
+    )
+
+
+@router.post(
+    "/templates",
+    response={201: schemas.TemplateOut, 422: schemas.SpecProblem, **WRITE_ERRORS},
+    url_name="template-create",
+    tags=["templates"],
+)
+def template_create(request, body: schemas.TemplateIn):
+    """Save a batch spec as a named template (yours, or for everyone with `shared`, admins only). Its
+    spec is checked as a launch would check it, filled with the variables' defaults; a name you
+    already use is a 409."""
+    permissions.require(actor(request), permissions.may_launch)
+    return Status(201, _template(_save(request, body)))
+
+
+@router.put(
+    "/templates/{int:template_id}",
+    response={200: schemas.TemplateOut, 422: schemas.SpecProblem, **WRITE_ERRORS},
+    url_name="template-update",
+    tags=["templates"],
+)
+def template_update(request, template_id: int, body: schemas.TemplateIn):
+    """Change a template (the whole of it): its owner, or an admin. `shared` cannot change."""
+    from spawner.models import BatchTemplate
+
+    template = get_object_or_404(BatchTemplate.objects.select_related("owner"), id=template_id)
+    if not services.may_edit_template(actor(request), template):
+        raise NotAllowed("only its owner or an admin (with the permission to launch) may change this template")
+    return _template(_save(request, body, template))
+
+
+@router.delete(
+    "/templates/{int:template_id}",
+    response={204: None, **WRITE_ERRORS},
+    url_name="template-delete",
+    tags=["templates"],
+)
+def template_delete(request, template_id: int):
+    """Delete a template and its schedules: its owner, or an admin. Its batches stay."""
+    from spawner.models import BatchTemplate
+
+    template = get_object_or_404(BatchTemplate, id=template_id)
+    services.template_delete(template=template, actor=actor(request))
+    return Status(204, None)
+
+
+@router.post(
+    "/templates/{int:template_id}/schedules",
+    response={201: schemas.ScheduleOut, 422: schemas.SpecProblem, **WRITE_ERRORS},
+    url_name="schedule-create",
+    tags=["templates"],
+)
+def schedule_create(request, template_id: int, body: schemas.ScheduleIn):
+    """Launch the template on a cron expression in a time zone, as you (its owner or an admin), with
+    these variables. A bad cron expression, time zone or variable is a 422 naming it."""
+    from spawner.models import BatchTemplate
+
+    template = get_object_or_404(BatchTemplate.objects.select_related("owner"), id=template_id)
+    link = services.schedule_create(
+        template=template, cron=body.cron, tz=body.timezone.strip(), values=body.variables, actor=actor(request)
+    )
+    return Status(201, _schedule(link))
+
+
+def _link(schedule_id: int):
+    from spawner.models import TemplateSchedule
+
+    return get_object_or_404(TemplateSchedule.objects.select_related("template", "schedule", "run_as"), id=schedule_id)
+
+
+@router.get(
+    "/schedules/{int:schedule_id}",
+    response={200: schemas.ScheduleOut, **ERRORS},
+    url_name="schedule",
+    tags=["templates"],
+)
+def schedule_get(request, schedule_id: int):
+    return _schedule(_link(schedule_id))
+
+
+@router.delete(
+    "/schedules/{int:schedule_id}",
+    response={204: None, **WRITE_ERRORS},
+    url_name="schedule-delete",
+    tags=["templates"],
+)
+def schedule_delete(request, schedule_id: int):
+    services.schedule_delete(link=_link(schedule_id), actor=actor(request))
+    return Status(204, None)
+
+
+@router.post(
+    "/schedules/{int:schedule_id}/pause",
+    response={200: schemas.ScheduleOut, **WRITE_ERRORS},
+    url_name="schedule-pause",
+    tags=["templates"],
+)
+def schedule_pause(request, schedule_id: int):
+    """Stop launching until resumed."""
+    link = _link(schedule_id)
+    services.schedule_set_paused(link=link, paused=True, actor=actor(request))
+    return _schedule(_link(schedule_id))
+
+
+@router.post(
+    "/schedules/{int:schedule_id}/resume",
+    response={200: schemas.ScheduleOut, **WRITE_ERRORS},
+    url_name="schedule-resume",
+    tags=["templates"],
+)
+def schedule_resume(request, schedule_id: int):
+    """Launch again on the schedule, from its next time."""
+    link = _link(schedule_id)
+    services.schedule_set_paused(link=link, paused=False, actor=actor(request))
+    return _schedule(_link(schedule_id))

@@ -24,4 +24,5 @@ urlpatterns = [
     path("api/", _api_urls()),
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<id:token_id>/revoke/", tokens.token_revoke, name="token-revoke"),
+    path("tokens/notifications/", tokens.personal_webhook, name="personal-webhook"),
 ]
