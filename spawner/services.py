@@ -1035,6 +1035,23 @@ def template_check(*, name: str, spec_text: str, variables_text: str, actor) -> 
     return declared
 
 
+def template_declarations(variables: Mapping[str, str | None]) -> str:
+    """Variables given as {name: default or None} (the API) as the declarations text the pages send;
+    a name or default that would not survive that text (a newline, `=`, spaces around) is refused."""
+    from spawner.core import template_vars
+
+    for name, default in variables.items():
+        if "\n" in name or "=" in name or (default is not None and ("\n" in default or default != default.strip())):
+            raise TemplateInvalid(
+                [
+                    spec.FieldError(
+                        "template", "variables", f"{name!r}: a name and a default on one line, without spaces around"
+                    )
+                ]
+            )
+    return template_vars.declarations_text(variables)
+
+
 def template_save(
     *,
     actor,

@@ -763,30 +763,12 @@ def template_launch(request, template_id: int, body: schemas.TemplateLaunchIn):
     return Status(201, _batch_detail(batch))
 
 
-def _declarations(variables: dict[str, str | None]) -> str:
-    """The API's {name: default or null} as the declarations the template pages take."""
-    from spawner.core import template_vars
-
-    for name, default in variables.items():
-        if "\n" in name or "=" in name or (default is not None and ("\n" in default or default != default.strip())):
-            raise services.TemplateInvalid(
-                [spec_error("variables", f"{name!r}: a name and a default on one line, without spaces around")]
-            )
-    return template_vars.declarations_text(variables)
-
-
-def spec_error(field: str, message: str):
-    from spawner.errors import FieldError
-
-    return FieldError("template", field, message)
-
-
 def _save(request, body: schemas.TemplateIn, template=None):
     return services.template_save(
         actor=actor(request),
         name=body.name.strip(),
         spec_text=body.spec_text,
-        variables_text=_declarations(body.variables),
+        variables_text=services.template_declarations(body.variables),
         description=body.description.strip(),
         shared=body.shared if template is None else template.owner_id is None,
         template=template,
