@@ -18,6 +18,7 @@ It goes through the same services as the browser and the CLI.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import threading
 import time
@@ -28,12 +29,11 @@ from typing import Any, TypeVar
 import yaml
 from asgiref.sync import sync_to_async
 from django.db import connections
-from django.urls import NoReverseMatch, reverse
 
 from spawner import selectors, services
 from spawner.api_types import BatchDetail, ResultsSummary, RunSummary, Timings
 from spawner.engine import cluster
-from spawner.models import AgentRun, Batch
+from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL
 
 __all__ = ["BatchDetail", "ParallelSpawner", "ResultsSummary", "RunSummary", "Timings"]
@@ -92,42 +92,16 @@ def _blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return out["value"]
 
 
-def _api_url(name: str, pk: int) -> str:
-    """The REST API's address of this object ('' in a project that does not mount the API)."""
-    try:
-        return reverse(f"api-1:{name}", args=[pk])
-    except NoReverseMatch:
-        return ""
-
-
 def batch_detail(batch: Batch) -> BatchDetail:
-    """A batch as the REST API's `GET /api/batches/{id}` answers it."""
-    summary = selectors.batch_summary(batch)
-    run_ids = dict(AgentRun.objects.filter(batch_id=batch.id).values_list("key", "id"))
-    runs = [
-        RunSummary(**{**r, "id": run_ids[r["key"]], "url": _api_url("run", run_ids[r["key"]])}) for r in summary["runs"]
-    ]
+    """A batch as the REST API's `GET /api/batches/{id}` answers it (selectors.batch_record)."""
+    record = selectors.batch_record(batch)
+    fields = {f.name for f in dataclasses.fields(BatchDetail)}
     return BatchDetail(
-        id=batch.id,
-        batch=batch.id,
-        name=summary["name"],
-        owner=batch.owner.get_username() if batch.owner_id else None,
-        status=summary["status"],
-        mode=summary["mode"],
-        max_parallel=summary["max_parallel"],
-        cancel_requested=batch.cancel_requested,
-        launched_at=batch.launched_at,
-        finished_at=batch.finished_at,
-        sequential_of=batch.sequential_of_id,
-        counts=summary["counts"],
-        timings=Timings(**summary["timings"]),
-        open_escalations=summary["open_escalations"],
-        cost=summary["cost"],
-        succeeded=summary["succeeded"],
-        failed=summary["failed"],
-        aggregation=summary["aggregation"],
-        runs=runs,
-        url=_api_url("batch", batch.id),
+        **{
+            **{k: v for k, v in record.items() if k in fields},
+            "timings": Timings(**record["timings"]),
+            "runs": [RunSummary(**r) for r in record["runs"]],
+        }
     )
 
 

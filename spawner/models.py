@@ -585,6 +585,23 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Sent to this person's own address (their notification webhook), not the batch's.",
+    )
+    redelivered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who last sent it again from the delivery log.",
+    )
+    redelivered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -596,6 +613,23 @@ class WebhookDelivery(models.Model):
 
 
 # --- cost: the price table and the daily budgets (spawner.core.pricing, spawner.core.budget) ---
+
+
+class PersonalWebhook(models.Model):
+    """A person's own notification address: what concerns them (an escalation assigned to them) is
+    also sent here, signed like every webhook. Set on their tokens page."""
+
+    class Format(models.TextChoices):
+        JSON = "json", "JSON (signed)"
+        SLACK = "slack", "Slack-compatible"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="personal_webhook")
+    url = models.URLField(max_length=200)
+    format = models.CharField(max_length=8, choices=Format.choices, default=Format.JSON)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.user}'s notification webhook"
 
 
 class ModelPrice(models.Model):

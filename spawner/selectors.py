@@ -75,6 +75,35 @@ def batch_summary(batch: Batch) -> dict:
     }
 
 
+def api_url(name: str, pk: int) -> str:
+    """The REST API's address of this object ('' in a project that does not mount the API)."""
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse(f"api-1:{name}", args=[pk])
+    except NoReverseMatch:
+        return ""
+
+
+def batch_record(batch: Batch) -> dict:
+    """A batch as the REST API's `GET /api/batches/{id}` and the Python API's BatchDetail give it:
+    its summary, owner and times, each run with its id and API address (one builder for both)."""
+    summary = batch_summary(batch)
+    run_ids = dict(AgentRun.objects.filter(batch_id=batch.id).values_list("key", "id"))
+    runs = [{**r, "id": run_ids[r["key"]], "url": api_url("run", run_ids[r["key"]])} for r in summary["runs"]]
+    return {
+        **summary,
+        "id": batch.id,
+        "owner": batch.owner.get_username() if batch.owner_id else None,
+        "cancel_requested": batch.cancel_requested,
+        "launched_at": batch.launched_at,
+        "finished_at": batch.finished_at,
+        "sequential_of": batch.sequential_of_id,
+        "runs": runs,
+        "url": api_url("batch", batch.id),
+    }
+
+
 def batch_summary_timings(batch: Batch) -> dict:
     """A batch's figures for the summary, the API and the CLI. The definitions of spawner.core.timings:
     wall is busy time (idle waits for a person's retry left out); `speedup` is the batch's parallelism
@@ -1005,11 +1034,15 @@ def schedule_outcomes(links) -> dict[int, dict]:
 
 
 def webhook_deliveries(*, state: str = "", limit: int = 200):
-    """The latest webhook calls, newest first, with their batch's name (the admins' delivery log)."""
+    """The latest webhook calls, newest first, with their batch's name, to whom a personal one went
+    and who last redelivered it (the admins' delivery log)."""
     from spawner.models import WebhookDelivery
 
-    rows = WebhookDelivery.objects.select_related("batch").only(
+    rows = WebhookDelivery.objects.select_related("batch", "redelivered_by", "recipient").only(
         "id",
+        "redelivered_at",
+        "redelivered_by__username",
+        "recipient__username",
         "event",
         "url",
         "state",
@@ -1031,3 +1064,39 @@ def event_wakeups() -> wake.AsyncListener:
     """For the relay (in its event loop): `await .wait(timeout)` returns early when events are committed;
     `.close()` when done. Without wake-ups (SPAWNER_WAKE=off, or none can be received) it only times out."""
     return wake.AsyncListener(wake.EVENTS)
+
+
+# --- the API's event stream ----------------------------------------------------------------------
+
+
+def last_event_id(batch_id: int) -> int:
+    """The id of the batch's latest event (0: none yet)."""
+    from spawner.models import RunEvent
+
+    return RunEvent.objects.filter(batch_id=batch_id).order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def events_after(batch_id: int, after: int, limit: int = 500) -> list[dict]:
+    """The batch's events after `after`, oldest first (at most `limit`): what each says, never its data."""
+    from spawner.models import RunEvent
+
+    rows = (
+        RunEvent.objects.filter(batch_id=batch_id, id__gt=after)
+        .order_by("id")
+        .values_list("id", "kind", "status", "run_id", "run__key", "attempt", "created_at")[:limit]
+    )
+    return [
+        {"id": i, "kind": k, "status": s, "run": r, "key": key, "attempt": a, "at": at.isoformat()}
+        for i, k, s, r, key, a, at in rows
+    ]
+
+
+def batch_status(batch_id: int) -> str | None:
+    return Batch.objects.filter(id=batch_id).values_list("status", flat=True).first()
+
+
+def personal_webhook(user):
+    """The person's own notification webhook (PersonalWebhook) or None."""
+    from spawner.models import PersonalWebhook
+
+    return PersonalWebhook.objects.filter(user_id=user.id).first()

@@ -1035,6 +1035,23 @@ def template_check(*, name: str, spec_text: str, variables_text: str, actor) -> 
     return declared
 
 
+def template_declarations(variables: Mapping[str, str | None]) -> str:
+    """Variables given as {name: default or None} (the API) as the declarations text the pages send;
+    a name or default that would not survive that text (a newline, `=`, spaces around) is refused."""
+    from spawner.core import template_vars
+
+    for name, default in variables.items():
+        if "\n" in name or "=" in name or (default is not None and ("\n" in default or default != default.strip())):
+            raise TemplateInvalid(
+                [
+                    spec.FieldError(
+                        "template", "variables", f"{name!r}: a name and a default on one line, without spaces around"
+                    )
+                ]
+            )
+    return template_vars.declarations_text(variables)
+
+
 def template_save(
     *,
     actor,
@@ -1188,6 +1205,27 @@ def schedule_fire(link_id: int) -> Batch | None:
 
 # --- webhooks ----------------------------------------------------------------------------------
 
+
+def personal_webhook_set(*, user, url: str, fmt: str = "json"):
+    """Set a person's own notification webhook (an escalation assigned to them is sent there), or
+    remove it with an empty URL. The same rules as a batch's webhook: http(s), a public address
+    unless the host is in SPAWNER_WEBHOOK_ALLOW_HOSTS (checked again after the lookup when sent)."""
+    from spawner.models import PersonalWebhook
+
+    url = url.strip()
+    if not url:
+        PersonalWebhook.objects.filter(user_id=user.id).delete()
+        return None
+    if len(url) > spec.MAX_WEBHOOK_CHARS:
+        raise ActionRefused(f"the URL is {len(url)} characters long; the maximum is {spec.MAX_WEBHOOK_CHARS}")
+    if problem := netcheck.url_problem(url, netcheck.allow_list(settings.SPAWNER["WEBHOOK_ALLOW_HOSTS"])):
+        raise ActionRefused(f"the URL {problem}")
+    if fmt not in PersonalWebhook.Format.values:
+        raise ActionRefused(f"format: json or slack, not {fmt[:20]!r}")
+    own, _ = PersonalWebhook.objects.update_or_create(user_id=user.id, defaults={"url": url, "format": fmt})
+    return own
+
+
 WEBHOOKS_ADMIN_ONLY = "only an admin may see and redeliver webhook calls"
 
 
@@ -1197,5 +1235,5 @@ def webhook_redeliver(*, delivery_id: int, actor) -> None:
 
     if actor is not None and not permissions.may_run_admin_only(actor):
         raise NotAllowed(WEBHOOKS_ADMIN_ONLY)
-    if not webhooks.requeue(delivery_id):
+    if not webhooks.requeue(delivery_id, actor=actor):
         raise ActionRefused(f"webhook call #{delivery_id} is already queued")

@@ -185,6 +185,12 @@ SPAWNER = {
     "OUTBOX_RETRY_SECONDS": _env_float("SPAWNER_OUTBOX_RETRY_SECONDS", 0.5),
     "OUTBOX_RETRY_MAX_SECONDS": _env_float("SPAWNER_OUTBOX_RETRY_MAX_SECONDS", 5),
     "OUTBOX_POLL_SECONDS": _env_float("SPAWNER_OUTBOX_POLL_SECONDS", 0.5),
+    # The API's event stream (GET /api/batches/{id}/events): how often an idle stream looks at the
+    # log again, the keep-alive comment's interval, and how long one stream lasts before the client
+    # resumes it (Last-Event-ID).
+    "EVENTS_WAIT_SECONDS": _env_float("SPAWNER_EVENTS_WAIT_SECONDS", 0.5),
+    "EVENTS_KEEPALIVE_SECONDS": _env_float("SPAWNER_EVENTS_KEEPALIVE_SECONDS", 15),
+    "EVENTS_STREAM_SECONDS": _env_float("SPAWNER_EVENTS_STREAM_SECONDS", 1800),
     # Cost (issue 10): the new-batch page asks for a confirmation above this estimated cost (USD).
     "CONFIRM_COST_USD": _env_float("SPAWNER_CONFIRM_COST_USD", 5.0),
     # Review: how many approvals make a combined result approved, and whether the batch's owner's own

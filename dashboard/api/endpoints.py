@@ -19,12 +19,12 @@ from django.urls import reverse
 from ninja import Query, Router, Status
 from ninja.errors import HttpError
 
-from dashboard.api import schemas
+from dashboard.api import schemas, stream
 from dashboard.api.problems import problem
 from dashboard.pages import exports, fanin_queries, queries
 from dashboard.pages.downloads import file_download
 from spawner import permissions, selectors, services
-from spawner.errors import SpecInvalid
+from spawner.errors import NotAllowed, SpecInvalid
 from spawner.models import AgentRun, AgentType, Batch, Escalation, Role, RunAttempt
 from spawner.states import BatchStatus, Mode
 
@@ -79,22 +79,7 @@ def _timings(batch: Batch) -> dict:
 
 
 def _batch_detail(batch: Batch) -> dict:
-    summary = selectors.batch_summary(batch)
-    run_ids = dict(AgentRun.objects.filter(batch_id=batch.id).values_list("key", "id"))
-    runs = [
-        {**r, "id": run_ids[r["key"]], "url": reverse("api-1:run", args=[run_ids[r["key"]]])} for r in summary["runs"]
-    ]
-    return {
-        **summary,
-        "id": batch.id,
-        "owner": _who(batch.owner),
-        "cancel_requested": batch.cancel_requested,
-        "launched_at": batch.launched_at,
-        "finished_at": batch.finished_at,
-        "sequential_of": batch.sequential_of_id,
-        "runs": runs,
-        "url": reverse("api-1:batch", args=[batch.id]),
-    }
+    return selectors.batch_record(batch)
 
 
 def _spec_text(request: HttpRequest) -> str:
@@ -228,6 +213,47 @@ def batch_plan(request, sequential: bool = False):
 def batch_get(request, batch_id: int):
     """A batch: its summary, timings and runs."""
     return _batch_detail(get_object_or_404(Batch.objects.select_related("owner"), id=batch_id))
+
+
+@router.get(
+    "/batches/{int:batch_id}/events",
+    response={200: str, 400: schemas.Problem, **ERRORS},
+    openapi_extra={
+        "parameters": [
+            {
+                "in": "header",
+                "name": "Last-Event-ID",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+                "description": "Resume after this event (what a reconnecting EventSource sends); wins over `after`.",
+            }
+        ],
+        "responses": {
+            200: {
+                "description": "Server-Sent Events: `snapshot` (the batch, when neither `after` nor Last-Event-ID "
+                "is given), one event per log entry (`id`: its id, `event`: its kind, `data`: JSON with kind, "
+                "status, run, key, attempt, at), `: keep-alive` comments, and `end` once the batch has ended.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            }
+        },
+    },
+    url_name="batch-events",
+    tags=["batches"],
+)
+def batch_events(
+    request,
+    batch_id: int,
+    after: int | None = Query(None, ge=0, le=2**62, description="Send the events after this event id."),
+):
+    """Follow a batch live without polling: its events as they are logged, until it ends."""
+    get_object_or_404(Batch.objects.only("id"), id=batch_id)
+    resume = request.headers.get("Last-Event-ID")
+    if resume is not None:
+        resume = resume.strip()
+        if not resume.isascii() or not resume.isdigit() or len(resume) > 18:
+            raise HttpError(400, f"Last-Event-ID must be an event id (a whole number), not {resume[:40]!r}")
+        after = int(resume)
+    return stream.response(request, batch_id, after)
 
 
 @router.post(
@@ -618,6 +644,20 @@ def roles(request):
 # --- saved templates: list, read, launch with variables ------------------------------------------
 
 
+def _schedule(s) -> dict:
+    return {
+        "id": s.id,
+        "template": s.template_id,
+        "cron": s.cron,
+        "timezone": s.timezone,
+        "paused": s.schedule.repeats == 0,
+        "next_run": s.schedule.next_run,
+        "variables": s.variables,
+        "run_as": _who(s.run_as) if s.run_as_id else None,
+        "url": reverse("api-1:schedule", args=[s.id]),
+    }
+
+
 def _template(t, *, launches: bool = True) -> dict:
     from django.db.models import Sum
 
@@ -641,17 +681,7 @@ def _template(t, *, launches: bool = True) -> dict:
             }
             for b in found
         ]
-    schedules = [
-        {
-            "id": s.id,
-            "cron": s.cron,
-            "timezone": s.timezone,
-            "paused": s.schedule.repeats == 0,
-            "next_run": s.schedule.next_run,
-            "variables": s.variables,
-        }
-        for s in t.schedules.all()
-    ]
+    schedules = [_schedule(s) for s in t.schedules.all()]
     return {
         "id": t.id,
         "name": t.name,
@@ -701,3 +731,131 @@ def template_launch(request, template_id: int, body: schemas.TemplateLaunchIn):
     t = get_object_or_404(BatchTemplate, id=template_id)
     batch = services.template_launch(template=t, values=body.variables, actor=actor(request))
     return Status(201, _batch_detail(batch))
+
+
+def _save(request, body: schemas.TemplateIn, template=None):
+    return services.template_save(
+        actor=actor(request),
+        name=body.name.strip(),
+        spec_text=body.spec_text,
+        variables_text=services.template_declarations(body.variables),
+        description=body.description.strip(),
+        shared=body.shared if template is None else template.owner_id is None,
+        template=template,
+    )
+
+
+@router.post(
+    "/templates",
+    response={201: schemas.TemplateOut, 422: schemas.SpecProblem, **WRITE_ERRORS},
+    url_name="template-create",
+    tags=["templates"],
+)
+def template_create(request, body: schemas.TemplateIn):
+    """Save a batch spec as a named template (yours, or for everyone with `shared`, admins only). Its
+    spec is checked as a launch would check it, filled with the variables' defaults; a name you
+    already use is a 409."""
+    permissions.require(actor(request), permissions.may_launch)
+    return Status(201, _template(_save(request, body)))
+
+
+@router.put(
+    "/templates/{int:template_id}",
+    response={200: schemas.TemplateOut, 422: schemas.SpecProblem, **WRITE_ERRORS},
+    url_name="template-update",
+    tags=["templates"],
+)
+def template_update(request, template_id: int, body: schemas.TemplateIn):
+    """Change a template (the whole of it): its owner, or an admin. `shared` cannot change."""
+    from spawner.models import BatchTemplate
+
+    template = get_object_or_404(BatchTemplate.objects.select_related("owner"), id=template_id)
+    if not services.may_edit_template(actor(request), template):
+        raise NotAllowed("only its owner or an admin (with the permission to launch) may change this template")
+    return _template(_save(request, body, template))
+
+
+@router.delete(
+    "/templates/{int:template_id}",
+    response={204: None, **WRITE_ERRORS},
+    url_name="template-delete",
+    tags=["templates"],
+)
+def template_delete(request, template_id: int):
+    """Delete a template and its schedules: its owner, or an admin. Its batches stay."""
+    from spawner.models import BatchTemplate
+
+    template = get_object_or_404(BatchTemplate, id=template_id)
+    services.template_delete(template=template, actor=actor(request))
+    return Status(204, None)
+
+
+@router.post(
+    "/templates/{int:template_id}/schedules",
+    response={201: schemas.ScheduleOut, 422: schemas.SpecProblem, **WRITE_ERRORS},
+    url_name="schedule-create",
+    tags=["templates"],
+)
+def schedule_create(request, template_id: int, body: schemas.ScheduleIn):
+    """Launch the template on a cron expression in a time zone, as you (its owner or an admin), with
+    these variables. A bad cron expression, time zone or variable is a 422 naming it."""
+    from spawner.models import BatchTemplate
+
+    template = get_object_or_404(BatchTemplate.objects.select_related("owner"), id=template_id)
+    link = services.schedule_create(
+        template=template, cron=body.cron, tz=body.timezone.strip(), values=body.variables, actor=actor(request)
+    )
+    return Status(201, _schedule(link))
+
+
+def _link(schedule_id: int):
+    from spawner.models import TemplateSchedule
+
+    return get_object_or_404(TemplateSchedule.objects.select_related("template", "schedule", "run_as"), id=schedule_id)
+
+
+@router.get(
+    "/schedules/{int:schedule_id}",
+    response={200: schemas.ScheduleOut, **ERRORS},
+    url_name="schedule",
+    tags=["templates"],
+)
+def schedule_get(request, schedule_id: int):
+    return _schedule(_link(schedule_id))
+
+
+@router.delete(
+    "/schedules/{int:schedule_id}",
+    response={204: None, **WRITE_ERRORS},
+    url_name="schedule-delete",
+    tags=["templates"],
+)
+def schedule_delete(request, schedule_id: int):
+    services.schedule_delete(link=_link(schedule_id), actor=actor(request))
+    return Status(204, None)
+
+
+@router.post(
+    "/schedules/{int:schedule_id}/pause",
+    response={200: schemas.ScheduleOut, **WRITE_ERRORS},
+    url_name="schedule-pause",
+    tags=["templates"],
+)
+def schedule_pause(request, schedule_id: int):
+    """Stop launching until resumed."""
+    link = _link(schedule_id)
+    services.schedule_set_paused(link=link, paused=True, actor=actor(request))
+    return _schedule(_link(schedule_id))
+
+
+@router.post(
+    "/schedules/{int:schedule_id}/resume",
+    response={200: schemas.ScheduleOut, **WRITE_ERRORS},
+    url_name="schedule-resume",
+    tags=["templates"],
+)
+def schedule_resume(request, schedule_id: int):
+    """Launch again on the schedule, from its next time."""
+    link = _link(schedule_id)
+    services.schedule_set_paused(link=link, paused=False, actor=actor(request))
+    return _schedule(_link(schedule_id))

@@ -14,7 +14,7 @@ from dashboard.api.auth import SessionAuth, TokenAuth, request_user
 from dashboard.api.limits import MAX_BODY_BYTES
 from dashboard.api.problems import field_errors, problem
 from spawner.errors import ActionRefused, NotAllowed, SpecInvalid
-from spawner.services import IdempotencyConflict
+from spawner.services import IdempotencyConflict, TemplateInvalid, TemplateNameTaken
 
 
 def docs_auth(view):
@@ -78,6 +78,18 @@ def on_spec_invalid(request, exc: SpecInvalid):
         f"the spec cannot run: {count} error{'s' if count != 1 else ''}; nothing was launched",
         kind="spec-invalid",
         title="Invalid spec",
+        errors=field_errors(exc.errors),
+    )
+
+
+@api.exception_handler(TemplateInvalid)
+def on_template_invalid(request, exc: TemplateInvalid):
+    taken = isinstance(exc, TemplateNameTaken)
+    return problem(
+        409 if taken else 422,
+        "; ".join(f"{e.field}: {e.message}" for e in exc.errors) or "the template is not valid",
+        kind="template-name-taken" if taken else "template-invalid",
+        title="Template name taken" if taken else "Invalid template",
         errors=field_errors(exc.errors),
     )
 

@@ -9,7 +9,7 @@ from django.http import HttpResponse
 from spawner.errors import FieldError
 
 CONTENT_TYPE = "application/problem+json"
-TYPE_BASE = "/api/docs#problem-"
+TYPE_BASE = "/api/problems/"  # each type is explained there (dashboard.api.problem_pages)
 
 TITLES = {
     400: "Bad request",

@@ -285,6 +285,18 @@ class TemplateLaunchRow(Schema):
     url: str
 
 
+class ScheduleOut(Schema):
+    id: int
+    template: int
+    cron: str
+    timezone: str
+    paused: bool
+    next_run: datetime | None
+    variables: dict[str, str]
+    run_as: str | None = Field(None, description="Who the scheduled launches run as (who scheduled it).")
+    url: str
+
+
 class TemplateOut(Schema):
     id: int
     name: str
@@ -292,10 +304,26 @@ class TemplateOut(Schema):
     description: str
     variables: list[TemplateVariable]
     spec_text: str = Field(description="The spec, with ${name} where a variable is filled in.")
-    schedules: list[dict[str, Any]]
+    schedules: list[ScheduleOut]
     launches: list[TemplateLaunchRow] = Field(description="The newest batches launched from it (at most 50).")
     url: str
 
 
 class TemplateLaunchIn(Schema):
+    variables: dict[str, str] = Field(default_factory=dict, description="Values of the template's variables.")
+
+
+class TemplateIn(Schema):
+    name: str = Field(max_length=100, description="Letters, digits, - and _; unique among yours (or the global ones).")
+    spec_text: str = Field(max_length=1_000_000, description="The batch spec (YAML or JSON) with ${name} variables.")
+    variables: dict[str, str | None] = Field(
+        default_factory=dict, description="Every variable the spec uses: {name: default}; null: required at launch."
+    )
+    description: str = Field("", max_length=300)
+    shared: bool = Field(False, description="A global template, for everyone (admins only; on creation).")
+
+
+class ScheduleIn(Schema):
+    cron: str = Field(max_length=100, description="A cron expression, e.g. `0 3 * * 1-5`.")
+    timezone: str = Field("UTC", max_length=64, description="An IANA time zone the cron is read in.")
     variables: dict[str, str] = Field(default_factory=dict, description="Values of the template's variables.")

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from spawner import permissions, selectors, services
 from spawner.errors import ActionRefused, NotAllowed
-from spawner.models import ApiToken
+from spawner.models import ApiToken, PersonalWebhook
 
 
 class TokenForm(forms.Form):
@@ -29,7 +29,7 @@ class TokenForm(forms.Form):
             self.fields["scope"].choices = [c for c in ApiToken.Scope.choices if c[0] != ApiToken.Scope.ADMIN]
 
 
-def _page(request, *, form=None, secret="", created=None, error="", status=200):
+def _page(request, *, form=None, secret="", created=None, error="", hook_error="", status=200):
     context = {
         "form": form or TokenForm(user=request.user),
         "tokens": selectors.api_tokens(request.user),
@@ -38,6 +38,9 @@ def _page(request, *, form=None, secret="", created=None, error="", status=200):
         "error": error,
         "now": timezone.now(),
         "server": request.build_absolute_uri("/").rstrip("/"),
+        "personal": selectors.personal_webhook(request.user),
+        "hook_error": hook_error,
+        "formats": PersonalWebhook.Format.choices,
     }
     return render(request, "dashboard/tokens.html", context, status=status)
 
@@ -72,4 +75,20 @@ def token_revoke(request, token_id: int):
     except ActionRefused as exc:
         return _page(request, error=str(exc), status=409)
     messages.success(request, "The token is revoked: it no longer opens the API.")
+    return redirect("tokens")
+
+
+@require_POST
+@login_required
+def personal_webhook(request):
+    """Set (or, empty, remove) my own notification webhook: escalations assigned to me go there."""
+    url = request.POST.get("url", "")[:2000]
+    try:
+        own = services.personal_webhook_set(user=request.user, url=url, fmt=request.POST.get("format", "json"))
+    except ActionRefused as exc:
+        return _page(request, hook_error=str(exc), status=400)
+    if own is None:
+        messages.success(request, "Your notification webhook is removed.")
+    else:
+        messages.success(request, "Your notification webhook is saved: escalations assigned to you are sent there.")
     return redirect("tokens")

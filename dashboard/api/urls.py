@@ -6,7 +6,7 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from dashboard import ids  # noqa: F401  (registers <id:...>)
-from dashboard.api import tokens
+from dashboard.api import problem_pages, tokens
 from dashboard.api.main import api, docs_auth
 
 
@@ -20,8 +20,18 @@ def _api_urls():
     return patterns, app_name, namespace
 
 
+def _open_to_tokens(view):
+    """Signed in or a token (else a 401 problem), like the API's own docs page."""
+    wrapped = docs_auth(view)
+    wrapped.login_required = False
+    return wrapped
+
+
 urlpatterns = [
+    path("api/problems/", _open_to_tokens(problem_pages.problem_list), name="api-problems"),
+    path("api/problems/<slug:slug>", _open_to_tokens(problem_pages.problem_detail), name="api-problem"),
     path("api/", _api_urls()),
     path("tokens/", tokens.token_list, name="tokens"),
     path("tokens/<id:token_id>/revoke/", tokens.token_revoke, name="token-revoke"),
+    path("tokens/notifications/", tokens.personal_webhook, name="personal-webhook"),
 ]

@@ -41,27 +41,51 @@ def conf(name: str):
     return settings.SPAWNER[name]
 
 
+def _queue(batch, kind: str, data: dict, *, url: str, fmt: str, recipient=None) -> WebhookDelivery:
+    payload = {"event": kind, "batch": batch.id, "name": batch.name, "status": batch.status, **data}
+    if fmt == "slack":
+        payload = {"text": delivery.slack_text(payload)}
+    return WebhookDelivery.objects.create(
+        batch_id=batch.id,
+        event=kind,
+        url=url,
+        payload=payload,
+        next_attempt_at=timezone.now(),
+        recipient=recipient,
+    )
+
+
 def notify(batch, kind: str, data: dict) -> WebhookDelivery | None:
     """Queue a call to the batch's webhook (call inside the transaction that makes the change)."""
     if not batch.webhook_url:
         return None
-    payload = {"event": kind, "batch": batch.id, "name": batch.name, "status": batch.status, **data}
-    if getattr(batch, "webhook_format", "json") == "slack":
-        payload = {"text": delivery.slack_text(payload)}
-    return WebhookDelivery.objects.create(
-        batch_id=batch.id, event=kind, url=batch.webhook_url, payload=payload, next_attempt_at=timezone.now()
-    )
+    return _queue(batch, kind, data, url=batch.webhook_url, fmt=getattr(batch, "webhook_format", "json"))
 
 
-def escalation_assigned(escalation, assignee) -> WebhookDelivery | None:
-    """Queue `escalation.assigned` to the escalation's batch's webhook."""
+def notify_person(person, batch, kind: str, data: dict) -> WebhookDelivery | None:
+    """Queue a call to a person's own notification webhook (PersonalWebhook), if they set one."""
+    from spawner.models import PersonalWebhook
+
+    if person is None:
+        return None
+    own = PersonalWebhook.objects.filter(user_id=person.id).first()
+    if own is None or not own.url:
+        return None
+    return _queue(batch, kind, data, url=own.url, fmt=own.format, recipient=person)
+
+
+def escalation_assigned(escalation, assignee) -> list[WebhookDelivery]:
+    """Queue `escalation.assigned` to the escalation's batch's webhook and to the assignee's own
+    notification webhook (theirs only: the call tells them it is now theirs)."""
     data = {
         "escalation": escalation.id,
         "kind": escalation.kind,
         "run": escalation.run_id,
         "assignee": assignee.get_username() if assignee else None,
     }
-    return notify(escalation.batch, "escalation.assigned", data)
+    queued = [notify(escalation.batch, "escalation.assigned", data)]
+    queued.append(notify_person(assignee, escalation.batch, "escalation.assigned", {**data, "to_you": True}))
+    return [d for d in queued if d is not None]
 
 
 def budget_reached(batch, *, escalation: int, reason: str) -> WebhookDelivery | None:
@@ -70,13 +94,23 @@ def budget_reached(batch, *, escalation: int, reason: str) -> WebhookDelivery | 
     return notify(batch, "budget.reached", data)
 
 
-def requeue(delivery_id: int) -> bool:
-    """Send a delivered or failed call again, from a fresh count of tries; False if it is still queued."""
+def requeue(delivery_id: int, actor=None) -> bool:
+    """Send a delivered or failed call again, from a fresh count of tries, recording who asked and
+    when; False if it is still queued."""
     now = timezone.now()
+    who = actor if actor is not None and actor.is_authenticated else None
     return bool(
         WebhookDelivery.objects.filter(id=delivery_id)
         .exclude(state=State.PENDING)
-        .update(state=State.PENDING, attempts=0, next_attempt_at=now, delivered_at=None, updated_at=now)
+        .update(
+            state=State.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            delivered_at=None,
+            updated_at=now,
+            redelivered_by=who,
+            redelivered_at=now,
+        )
     )
 
 

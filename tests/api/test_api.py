@@ -34,7 +34,13 @@ POSTS = {
     "api-1:escalation-assign",
     "api-1:escalation-resolve",
     "api-1:template-launch",
+    "api-1:template-create",
+    "api-1:schedule-create",
+    "api-1:schedule-pause",
+    "api-1:schedule-resume",
 }
+METHODS = {"api-1:template-update": "put", "api-1:template-delete": "delete", "api-1:schedule-delete": "delete"}
+WRITES = POSTS | set(METHODS)
 
 
 def is_problem(response, status: int) -> dict:
@@ -48,13 +54,15 @@ def is_problem(response, status: int) -> dict:
 @pytest.fixture
 def ids(reviewed):
     run = reviewed.runs.get(key="critical")
+    template = services.template_save(
+        actor=reviewed.owner, name="api", spec_text="name: x\nagent: sh\ntasks: [{key: a, prompt: echo a}]"
+    )
     return {
         "batch_id": reviewed.id,
         "run_id": run.id,
         "escalation_id": Escalation.objects.get(batch=reviewed).id,
-        "template_id": services.template_save(
-            actor=reviewed.owner, name="api", spec_text="name: x\nagent: sh\ntasks: [{key: a, prompt: echo a}]"
-        ).id,
+        "template_id": template.id,
+        "schedule_id": services.schedule_create(template=template, cron="0 3 * * *", actor=reviewed.owner).id,
     }
 
 
@@ -77,8 +85,9 @@ def test_every_endpoint_needs_a_token(ids, name, route, token_for, member):
     client = Client()
 
     def call(headers):
-        if name in POSTS:
-            return client.post(url, "{}", content_type="application/json", headers=headers)
+        if name in WRITES:
+            method = getattr(client, METHODS.get(name, "post"))
+            return method(url, "{}", content_type="application/json", headers=headers)
         return client.get(url, headers=headers)
 
     for headers in ({}, {"Authorization": "Bearer spn_not-a-token"}, {"Authorization": "Basic bWlhOnB3"}):
@@ -95,7 +104,7 @@ def test_every_endpoint_needs_a_token(ids, name, route, token_for, member):
         is_problem(call({"Authorization": f"Bearer {secret}"}), 401)
 
 
-@pytest.mark.parametrize(("name", "route"), [u for u in API_URLS if u[0] not in POSTS])
+@pytest.mark.parametrize(("name", "route"), [u for u in API_URLS if u[0] not in WRITES])
 def test_every_read_answers_a_read_token(ids, name, route, api_as, viewer, settings, tmp_path):
     log = tmp_path / "critical.log"
     log.write_bytes(b"line one\nline two\n")
@@ -104,16 +113,25 @@ def test_every_read_answers_a_read_token(ids, name, route, api_as, viewer, setti
     assert response.status_code == (302 if name == "api-1:api-root" else 200), (name, response.status_code)
 
 
-@pytest.mark.parametrize("name", sorted(POSTS))
+@pytest.mark.parametrize("name", sorted(WRITES))
 def test_a_read_token_changes_nothing(ids, name, api_as, admin):
-    from spawner.models import RunEvent
+    from django_q.models import Schedule
+
+    from spawner.models import BatchTemplate, RunEvent
 
     route = dict(API_URLS)[name]
-    events, batches = RunEvent.objects.count(), Batch.objects.count()
-    response = api_as(admin, "read").post(url_of(route, ids)[4:], GOOD)
+    counts = [RunEvent.objects.count(), Batch.objects.count(), BatchTemplate.objects.count(), Schedule.objects.count()]
+    api = api_as(admin, "read")
+    method = getattr(api.client, METHODS.get(name, "post"))
+    response = method(url_of(route, ids), json.dumps(GOOD), content_type="application/json", headers=api.headers)
     body = is_problem(response, 403)
     assert "read" in body["detail"]
-    assert (RunEvent.objects.count(), Batch.objects.count()) == (events, batches)
+    assert counts == [
+        RunEvent.objects.count(),
+        Batch.objects.count(),
+        BatchTemplate.objects.count(),
+        Schedule.objects.count(),
+    ]
 
 
 def test_unknown_paths_and_wrong_methods_are_problems_too(api_as, member, ids):

@@ -77,6 +77,7 @@ WRITES = {
     # One's own API tokens (someone else's token is not one's to revoke: 409).
     "tokens": ("self", {"name": "ci", "scope": "read"}),
     "token-revoke": ("self", {}),
+    "personal-webhook": ("self", {"url": ""}),
     # Saved templates: anyone who may launch saves one and launches any; changing and scheduling
     # someone else's template is for an admin ("edit").
     "templates": ("launch", {"name": "mine", "spec_text": "name: x\nagent: sh\ntasks: [{key: a}]"}),
@@ -104,6 +105,9 @@ PUBLIC = {"login", "logout", "admin:login", "admin:logout", "favicon"}
 ADMIN_SITE = "admin:"
 # The REST API answers with problem details (401 without a token): tests/api/ checks each endpoint.
 API = "api-1:"
+# The pages the API's problem `type` URIs point at: like the API's docs, a session or a token, else
+# a 401 problem (tests/api/test_problem_pages.py).
+API_PAGES = {"api-problems", "api-problem"}
 # Websocket routes: the live pages (any signed-in person) and the fallback for unknown paths.
 WS_LIVE = {"list", "batch", "compare", "result", "run", "escalations", "site"}
 
@@ -196,14 +200,14 @@ def client_for(person) -> Client:
 
 
 def test_every_dashboard_url_is_classified():
-    known = READS | ADMIN_READS | set(WRITES) | PUBLIC
+    known = READS | ADMIN_READS | set(WRITES) | PUBLIC | API_PAGES
     unknown = [(name, route) for name, route in DASHBOARD_URLS if name not in known]
     assert not unknown, f"say who may use these URLs in READS or WRITES: {unknown}"
 
 
 def test_the_url_conf_has_the_dashboard_pages():
     names = {name for name, _ in ALL_URLS}
-    assert READS | ADMIN_READS | set(WRITES) | PUBLIC <= names, "a classified URL no longer exists"
+    assert READS | ADMIN_READS | set(WRITES) | PUBLIC | API_PAGES <= names, "a classified URL no longer exists"
 
 
 @pytest.mark.parametrize(("name", "route"), [u for u in DASHBOARD_URLS if u[0] in READS])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--server",
             metavar="URL",
-            help="run it on another Spawner through its REST API (the token from SPAWNER_TOKEN); follows it",
+            help="run it on another Spawner through its REST API (token: SPAWNER_TOKEN or the config file); follows it",
         )
         parser.add_argument(
             "--template", metavar="NAME", help="launch a saved template (OWNER/NAME: someone's own) instead of a file"
@@ -166,9 +165,15 @@ class Command(BaseCommand):
     # --- on another server, through its REST API --------------------------------------
 
     def _remote(self, opts) -> None:
-        token = os.environ.get("SPAWNER_TOKEN", "").strip()
+        try:
+            token, _ = remote.token_for(opts["server"])
+        except remote.RemoteError as exc:
+            raise CommandError(exc.detail) from None
         if not token:
-            raise CommandError("--server needs a token: make one on the server's tokens page, then SPAWNER_TOKEN=spn_…")
+            raise CommandError(
+                "--server needs a token: make one on the server's tokens page, then SPAWNER_TOKEN=spn_… or "
+                f'[servers."{opts["server"].rstrip("/")}"] token = "spn_…" in {remote.config_path()} (chmod 600)'
+            )
         path = opts["file"]
         text = sys.stdin.read() if path == "-" else self._read(path)
         try:

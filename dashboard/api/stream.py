@@ -1,0 +1,122 @@
+"""A batch's events as Server-Sent Events (`GET /api/batches/{id}/events`): `spawn --server`
+follows a batch through it instead of polling.
+
+Each event of the batch's log (spawner.models.RunEvent) after the last one the client has
+(`?after=` or the `Last-Event-ID` header) goes out as `id: N`, `event: <kind>` and a JSON `data:`
+line (kind, status, run id and key, attempt, time; never the event's data). Without either, the
+stream opens with a `snapshot`: the batch as `GET /api/batches/{id}` gives it, at the log's last
+event then. While nothing happens a `: keep-alive` comment goes out every EVENTS_KEEPALIVE_SECONDS.
+The stream ends with an `end` event once the batch has ended and every event before is sent, or
+silently after EVENTS_STREAM_SECONDS (the client resumes with Last-Event-ID).
+
+Memory stays bounded per client: under daphne (ASGI) the body is an async iterator, and each chunk
+is read from the log only once the last one was handed to the connection, which spawner.webserver
+holds back while the client is not reading; at most EVENTS_PER_READ events are read at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import StreamingHttpResponse
+
+from spawner import selectors
+from spawner.models import Batch
+from spawner.states import BATCH_TERMINAL
+
+EVENTS_PER_READ = 500
+RETRY_MILLISECONDS = 2000  # how long a browser's EventSource waits before it reconnects
+
+
+def conf(name: str) -> float:
+    return settings.SPAWNER[name]
+
+
+def frame(event_id: int, name: str, data) -> bytes:
+    body = json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False, separators=(",", ":"))
+    return f"id: {event_id}\nevent: {name}\ndata: {body}\n\n".encode()
+
+
+class EventStream:
+    """One client's stream: `step()` reads the log once and says what to send."""
+
+    def __init__(self, batch_id: int, after: int | None):
+        self.batch_id = batch_id
+        self.after = after or 0
+        self.snapshot = after is None
+        self.started = self.last_sent = time.monotonic()
+        self.done = False
+
+    def step(self) -> tuple[bytes, bool]:
+        """(what to send, whether the log is idle: wait before the next step)."""
+        now = time.monotonic()
+        if self.snapshot:
+            self.snapshot = False
+            self.after = selectors.last_event_id(self.batch_id)  # first: a later event is sent again, never lost
+            batch = Batch.objects.select_related("owner").filter(id=self.batch_id).first()
+            if batch is None:
+                self.done = True
+                return frame(self.after, "end", {"status": None}), False
+            self.last_sent = now
+            return f"retry: {RETRY_MILLISECONDS}\n\n".encode() + frame(
+                self.after, "snapshot", selectors.batch_record(batch)
+            ), False
+        status = selectors.batch_status(self.batch_id)  # before the events: none written before it ended is missed
+        events = selectors.events_after(self.batch_id, self.after, EVENTS_PER_READ)
+        if events:
+            self.after, self.last_sent = events[-1]["id"], now
+            return b"".join(frame(e["id"], e["kind"], e) for e in events), len(events) < EVENTS_PER_READ
+        if status is None or status in BATCH_TERMINAL:
+            self.done = True
+            return frame(self.after, "end", {"status": status}), False
+        if now - self.started >= conf("EVENTS_STREAM_SECONDS"):
+            self.done = True
+            return b": this stream ends here; resume it with Last-Event-ID\n\n", False
+        if now - self.last_sent >= conf("EVENTS_KEEPALIVE_SECONDS"):
+            self.last_sent = now
+            return b": keep-alive\n\n", True
+        return b"", True
+
+
+async def wait_for_events(batch_id: int, after: int) -> None:
+    """Until the batch may have events after `after`: a short sleep (one indexed read follows)."""
+    await asyncio.sleep(conf("EVENTS_WAIT_SECONDS"))
+
+
+def _wait_for_events_sync(batch_id: int, after: int) -> None:
+    time.sleep(conf("EVENTS_WAIT_SECONDS"))
+
+
+async def _async_body(stream: EventStream):
+    step = sync_to_async(stream.step)  # the request's own thread: one database connection per stream
+    while not stream.done:
+        chunk, idle = await step()
+        if chunk:
+            yield chunk
+        if idle and not stream.done:
+            await wait_for_events(stream.batch_id, stream.after)
+
+
+def _sync_body(stream: EventStream):
+    """Under a WSGI server (the test server): the same stream, holding its thread."""
+    while not stream.done:
+        chunk, idle = stream.step()
+        if chunk:
+            yield chunk
+        if idle and not stream.done:
+            _wait_for_events_sync(stream.batch_id, stream.after)
+
+
+def response(request, batch_id: int, after: int | None) -> StreamingHttpResponse:
+    stream = EventStream(batch_id, after)
+    body = _async_body(stream) if isinstance(request, ASGIRequest) else _sync_body(stream)
+    answer = StreamingHttpResponse(body, content_type="text/event-stream; charset=utf-8")
+    answer["Cache-Control"] = "no-cache"
+    answer["X-Accel-Buffering"] = "no"  # a proxy in front must not hold the stream back
+    return answer

@@ -1,0 +1,161 @@
+"""Following a batch without polling: the API's event stream (Server-Sent Events) under daphne, a
+real cluster running the batch; `spawn --server` following through it, its token from a config file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from spawner import remote
+from tests.browser.conftest import WebServer
+from tests.conftest import ROOT, database_url_for_subprocess
+
+pytestmark = pytest.mark.integration
+
+SPEC = """\
+name: streamed
+agent: sh
+tasks:
+  - {key: a, prompt: "sleep 1.5; echo a"}
+  - {key: b, prompt: "echo b", depends_on: [a]}
+"""
+
+
+@pytest.fixture
+def web(cluster, tmp_path, agent_types):
+    """daphne (as `manage.py serve` runs it) on this test's database, with a short keep-alive."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_subprocess(),
+        "SPAWNER_WORKDIR": str(workdir),
+        "SPAWNER_LOG_DIR": cluster.env["SPAWNER_LOG_DIR"],
+        "SPAWNER_WORKSPACE_DIR": cluster.env["SPAWNER_WORKSPACE_DIR"],
+        "SPAWNER_EVENTS_KEEPALIVE_SECONDS": "0.4",
+    }
+    server = WebServer(env, tmp_path / "daphne.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def launch(url: str, token: str, spec: str = SPEC) -> dict:
+    answer = httpx.post(
+        f"{url}/api/batches",
+        content=spec,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/yaml"},
+        timeout=30,
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def read_stream(url: str, token: str, batch_id: int, headers=None, **params) -> tuple[list[remote.Event], list[str]]:
+    """Every event until the stream ends (bounded by the read timeout), and the raw lines."""
+    lines: list[str] = []
+
+    def tap(source):
+        for line in source:
+            lines.append(line)
+            yield line
+
+    with httpx.stream(
+        "GET",
+        f"{url}/api/batches/{batch_id}/events",
+        params=params,
+        headers={"Authorization": f"Bearer {token}", **(headers or {})},
+        timeout=httpx.Timeout(30, read=20),
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = list(remote.read_events(tap(response.iter_lines())))
+    return events, lines
+
+
+def test_the_event_stream_follows_a_batch_to_its_end_and_resumes(web, member, token_for):
+    token = token_for(member, "read")
+    batch = launch(web.url, token_for(member, "launch"))
+
+    events, lines = read_stream(web.url, token, batch["id"])
+    assert events[0].name == "snapshot" and json.loads(events[0].data)["id"] == batch["id"]
+    assert events[-1].name == "end" and json.loads(events[-1].data) == {"status": "succeeded"}
+    logged = [e for e in events[1:-1]]
+    ids = [e.id for e in logged]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) and ids[0] > events[0].id - 1
+    seen = [(json.loads(e.data)["key"], e.name) for e in logged]
+    # `a` may already run when the snapshot is taken; everything after it comes as events, in order.
+    snapshot_runs = {r["key"]: r["status"] for r in json.loads(events[0].data)["runs"]}
+    assert snapshot_runs["b"] == "pending", snapshot_runs
+    assert ("a", "run.succeeded") in seen and ("b", "run.running") in seen and ("b", "run.succeeded") in seen, seen
+    assert seen.index(("a", "run.succeeded")) < seen.index(("b", "run.running")) < seen.index(("b", "run.succeeded"))
+    assert ": keep-alive" in lines  # `a` sleeps 1.5 s; the keep-alive interval is 0.4 s
+
+    # Resume after an event (Last-Event-ID, as a reconnecting client): only the later ones, no snapshot.
+    middle = logged[len(logged) // 2]
+    resumed, _ = read_stream(web.url, token, batch["id"], headers={"Last-Event-ID": str(middle.id)})
+    assert [e.id for e in resumed[:-1]] == [e.id for e in logged if e.id > middle.id]
+    assert resumed[-1].name == "end"
+    by_query, _ = read_stream(web.url, token, batch["id"], after=middle.id)
+    assert [e.id for e in by_query] == [e.id for e in resumed]
+
+    # Refusals are problem details.
+    base = f"{web.url}/api/batches/{batch['id']}/events"
+    assert httpx.get(base, timeout=10).status_code == 401
+    bad = httpx.get(base, headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "soon"}, timeout=10)
+    assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
+    missing = httpx.get(f"{web.url}/api/batches/999999/events", headers={"Authorization": f"Bearer {token}"})
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+def test_remote_follow_reads_the_stream_not_polling(web, member, token_for):
+    token = token_for(member, "launch")
+    asked: list[str] = []
+    server = remote.Remote(web.url, token)
+    server.client.event_hooks["request"] = [lambda request: asked.append(request.url.path)]
+    try:
+        batch = server.launch(SPEC)
+        shown: list[tuple] = []
+        done = server.follow(batch["id"], on_change=lambda d: shown.append(tuple(r["status"] for r in d["runs"])))
+    finally:
+        server.close()
+    assert done["status"] == "succeeded" and done["succeeded"] == ["a", "b"]
+    assert asked.count(f"/api/batches/{batch['id']}/events") == 1
+    assert asked.count(f"/api/batches/{batch['id']}") == 1  # the summary at the end, nothing polled
+    assert ("running", "pending") in shown and shown[-1] == ("succeeded", "succeeded"), shown
+
+
+def spawn(*args: str, env: dict, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "spawn", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_spawn_on_a_server_with_the_token_in_a_config_file(web, member, token_for, tmp_path):
+    spec = tmp_path / "streamed.yaml"
+    spec.write_text(SPEC)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[servers."{web.url}/"]\ntoken = "{token_for(member, "launch")}"\n')
+    config.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "SPAWNER_TOKEN"}
+    env.update(SPAWNER_CONFIG=str(config), COLUMNS="160")
+
+    done = spawn(str(spec), "--server", web.url, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "launched batch #" in done.stdout and "streamed" in done.stdout and "parallelism" in done.stdout
+
+    config.chmod(0o644)
+    refused = spawn(str(spec), "--server", web.url, env=env, cwd=tmp_path)
+    assert refused.returncode == 1 and f"chmod 600 {config}" in refused.stderr, refused.stderr
