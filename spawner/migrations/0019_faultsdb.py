@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('spawner', '0017_hooks'),
+        ('spawner', '0018_api12'),
     ]
 
     operations = [
