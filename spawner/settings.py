@@ -136,6 +136,9 @@ SPAWNER = {
     "WORKSPACE_DIR": Path(os.environ.get("SPAWNER_WORKSPACE_DIR", VAR_DIR / "workspaces")),
     # An attempt whose heartbeat is older than this is lost (its worker died).
     "LEASE_SECONDS": _env_float("SPAWNER_LEASE_SECONDS", 30),
+    # An agent whose worker's heartbeat has not reached the database for this long is stopped by its
+    # own launcher, before any other cluster may run it again (0: 0.6 x the lease).
+    "FENCE_SECONDS": _env_float("SPAWNER_FENCE_SECONDS", 0),
     # How often a running attempt writes its heartbeat, and polls for cancel.
     "HEARTBEAT_SECONDS": _env_float("SPAWNER_HEARTBEAT_SECONDS", 5),
     "POLL_SECONDS": _env_float("SPAWNER_POLL_SECONDS", 0.2),

@@ -26,10 +26,14 @@ lease runs out is killed and retried rather than adopted: the reaper does not su
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 from datetime import timedelta
 from pathlib import Path
 
+import psutil
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.db.models import Q
@@ -38,7 +42,7 @@ from django.utils import timezone
 from spawner.core import recovery as rules
 from spawner.engine import execution, lifecycle, queue
 from spawner.models import RunAttempt, WorkerHeartbeat
-from spawner.runners.command import read_exit_record, stop_groups
+from spawner.runners.command import owns_group, read_exit_record, stop_groups, was_fenced
 from spawner.states import AttemptStatus
 
 log = logging.getLogger(__name__)
@@ -135,11 +139,43 @@ def resend_stranded(now=None) -> int:
 # --- harvesting and handing back ----------------------------------------------------------
 
 
+def log_path_of(attempt: RunAttempt) -> Path:
+    return Path(attempt.log_path) if attempt.log_path else execution.attempt_paths(attempt)[0]
+
+
+def kill_orphans() -> int:
+    """At a cluster's start: stop the agents of this host that no live worker supervises (their cluster
+    was killed; their launchers fence them too, unless those were stopped with it). A group is killed
+    only while it is still the attempt's (a pid may have been reused since)."""
+    running = RunAttempt.objects.select_related("run").filter(
+        status=AttemptStatus.RUNNING, host=lifecycle.HOST, pgid__isnull=False
+    )
+    killed = 0
+    for attempt in running:
+        if _supervised(attempt.worker_pid) or not owns_group(attempt.pgid, log_path_of(attempt)):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(attempt.pgid, signal.SIGKILL)
+            killed += 1
+            log.warning("stopped orphaned agent of attempt %s (process group %s)", attempt.id, attempt.pgid)
+    return killed
+
+
+def _supervised(worker_pid: int | None) -> bool:
+    """A worker of a cluster runs with this pid on this machine."""
+    try:
+        return "spawner_cluster" in " ".join(psutil.Process(worker_pid).cmdline())
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
 def finish_unwatched(attempt: RunAttempt, *, otherwise: str, error: str) -> str | None:
     """End an attempt whose worker is gone (its process group already stopped): the agent's own end if
     its exit record says it ended, else `otherwise`. The status recorded, or None if it was stale."""
-    log_path = Path(attempt.log_path) if attempt.log_path else execution.attempt_paths(attempt)[0]
+    log_path = log_path_of(attempt)
     code = read_exit_record(log_path)
+    if code is None and (fenced := was_fenced(log_path)):
+        error = f"{error}; its launcher stopped the agent ({fenced})"
     if code is not None and _in_workspace(attempt):
         # Its worker died somewhere between the agent's end and the attempt's: whether its changes were
         # committed, scope-checked and gated is not known here, so nothing may call it done. It ends as

@@ -164,7 +164,7 @@ def test_a_short_drain_hands_back_the_rest_and_the_next_cluster_runs_them(
 
 def test_an_agent_that_finishes_while_its_worker_is_dead_is_not_run_again(cluster, agent_types, tmp_path):
     marker = tmp_path / "ran"
-    batch = launch(fan_out(1, f"echo x >> {marker}; sleep 1.5", retries=1), tmp_path)
+    batch = launch(fan_out(1, f"echo x >> {marker}; sleep 0.8", retries=1), tmp_path)
     attempt = wait_for(lambda: RunAttempt.objects.filter(run__batch=batch, pgid__isnull=False).first(), 30)
 
     os.kill(attempt.worker_pid, signal.SIGKILL)
