@@ -201,6 +201,18 @@ SPAWNER_WORKERS = _env_int("SPAWNER_WORKERS", 20)
 _Q_TIMEOUT = (
     SPAWNER["MAX_TIMEOUT"] + int(max(SPAWNER["BACKOFF_MAX_SECONDS"], SPAWNER["RATE_LIMIT_MAX_WAIT_SECONDS"])) + 120
 )
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # A process stopped or cut off in the middle of a transaction holds its row locks until its
+    # session ends, and several such processes queued for one row (a batch's) hand the lock from one
+    # to the next: PostgreSQL ends a session idle in a transaction after this long (a sixth of the
+    # lease, at least 1 s), so the clusters still alive can reap its attempts and move its batches on.
+    _idle_tx = _env_float("SPAWNER_DB_IDLE_TRANSACTION_SECONDS", max(1.0, SPAWNER["LEASE_SECONDS"] / 6))
+    if _idle_tx > 0:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = (
+            _options.get("options", "") + f" -c idle_in_transaction_session_timeout={int(_idle_tx * 1000)}"
+        ).strip()
+
 Q_CLUSTER = {
     "name": "spawner",
     "workers": SPAWNER_WORKERS,

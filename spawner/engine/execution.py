@@ -318,6 +318,38 @@ def _finish(db: _Database, attempt: RunAttempt, **end) -> bool:
 
 def run_attempt(attempt_id: int) -> str:
     """The q2 task body. Returns what happened, for q2's task record."""
+    claimed = _claim_when_due(attempt_id)
+    if isinstance(claimed, str):
+        return claimed
+    return _run_claimed(*claimed)
+
+
+def _claim_when_due(attempt_id: int) -> tuple[RunAttempt, float] | str:
+    """Wait out the attempt's backoff or stagger, then claim it: (attempt, when the claim began), or
+    what happened instead. A database that goes away meanwhile is waited for (a message this worker
+    holds would otherwise strand its attempt), with a backoff, within a bound."""
+    pause, deadline = 0.1, time.monotonic() + 10 * conf("LEASE_SECONDS")
+    away = None
+    while True:
+        try:
+            claimed = _wait_and_claim(attempt_id)
+        except DB_ERRORS as exc:
+            if away is None:
+                away = time.monotonic()
+                log.warning("attempt %s: the database went away before its claim (%s); waiting", attempt_id, exc)
+            with contextlib.suppress(Exception):
+                connection.close()
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, FINISH_BACKOFF_MAX)
+            continue
+        if away is not None:
+            log.warning("attempt %s: the database is back after %.1f s", attempt_id, time.monotonic() - away)
+        return claimed
+
+
+def _wait_and_claim(attempt_id: int) -> tuple[RunAttempt, float] | str:
     attempt = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(id=attempt_id).first()
     if attempt is None or attempt.status != AttemptStatus.QUEUED:
         return "stale: attempt is not queued"
@@ -342,11 +374,13 @@ def run_attempt(attempt_id: int) -> str:
         claim_at = time.time()  # at most the heartbeat the claim records: the lease starts no later
         claimed, wait = attempt_claim(attempt)
         if claimed:
-            break
+            return attempt, claim_at
         if not wait:
             return "stale: attempt already claimed"
         not_before = timezone.now() + timedelta(seconds=wait)
 
+
+def _run_claimed(attempt: RunAttempt, claim_at: float) -> str:
     run = attempt.run
     log_path, result_path, prompt_path = attempt_paths(attempt)
     deps = dependency_results(run)
