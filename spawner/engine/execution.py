@@ -151,8 +151,8 @@ def _stagger_wait(attempt: RunAttempt, now) -> float:
     # The lock order every writer follows: the batch row, then the agent type's. A claim that
     # took the type first would deadlock with a batch advancing (batch, then type) as soon as
     # the claim's event row waits for the batch it refers to.
-    Batch.objects.select_for_update().filter(id=attempt.run.batch_id).first()
-    AgentType.objects.select_for_update().filter(id=attempt.run.agent_type_id).first()
+    Batch.objects.select_for_update(no_key=True).filter(id=attempt.run.batch_id).first()
+    AgentType.objects.select_for_update(no_key=True).filter(id=attempt.run.agent_type_id).first()
     wait = 0.0
     if gap:
         last = RunAttempt.objects.filter(

@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, connection
 from spawner import services
 from spawner.models import AgentRun, AgentType, RunAttempt, RunEvent, WorkerHeartbeat
 from spawner.states import RUN_TERMINAL, AttemptStatus, BatchStatus, RunStatus
-from tests.conftest import CLUSTER_ENV, ROOT, database_url_for_subprocess
+from tests.conftest import CLUSTER_ENV, ROOT
 from tests.spawner.helpers import launch
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(200)]
@@ -115,14 +115,16 @@ def _sid(pid: int) -> int | None:
 
 
 @pytest.fixture
-def fault_env(transactional_db, tmp_path, settings):
+def fault_env(private_postgres, tmp_path, settings):
+    """The clusters' environment, on a PostgreSQL of the test's own (it may be restarted; and three
+    clusters of 20 workers need more connections than a shared server may spare)."""
     log_dir = tmp_path / "logs"
     settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": log_dir, "LEASE_SECONDS": LEASE}
     AgentType.objects.get_or_create(name="bash", defaults={"argv": ["bash", "-c", "{prompt}"]})
     return {
         **os.environ,
         **FAULT_ENV,
-        "DATABASE_URL": database_url_for_subprocess(),
+        "DATABASE_URL": private_postgres["url"],
         "SPAWNER_LOG_DIR": str(log_dir),
         "SPAWNER_WORKSPACE_DIR": str(tmp_path / "workspaces"),
     }
@@ -466,7 +468,7 @@ def web_ok(port: int, token: str, batch_id: int) -> bool:
         return False
 
 
-def test_a_postgresql_restart_and_dropped_connections_lose_nothing(fault_env, private_postgres, clusters, tmp_path):
+def test_a_postgresql_restart_and_dropped_connections_lose_nothing(private_postgres, fault_env, clusters, tmp_path):
     """Mid-batch, the database restarts (down ~3 s), later every connection is terminated: clusters
     and the web server recover by themselves, no attempt ends lost, nothing runs twice."""
     from django.contrib.auth.models import User
@@ -474,7 +476,7 @@ def test_a_postgresql_restart_and_dropped_connections_lose_nothing(fault_env, pr
     n = 100
     stamps = tmp_path / "stamps"
     stamps.touch()
-    env = {**fault_env, "DATABASE_URL": private_postgres["url"], "SPAWNER_LEASE_SECONDS": "15"}
+    env = {**fault_env, "SPAWNER_LEASE_SECONDS": "15"}
     clusters(env, "host-a", "host-b")
     admin = User.objects.create_superuser("ada", password="pw-ada-12345")
     token = services.token_create(user=admin, name="faults", scope="launch")[1]
