@@ -62,8 +62,9 @@ def conf(name: str):
 
 def fence_seconds() -> float:
     """How long an agent may run without its worker's heartbeat before its launcher stops it: safely
-    below the lease after which another cluster may run the attempt again."""
-    return conf("FENCE_SECONDS") or 0.6 * conf("LEASE_SECONDS")
+    below the lease after which another cluster may run the attempt again (capped at 0.9 x the lease)."""
+    lease = conf("LEASE_SECONDS")
+    return min(conf("FENCE_SECONDS") or 0.6 * lease, 0.9 * lease)
 
 
 def attempt_paths(attempt: RunAttempt) -> tuple[Path, Path, Path]:

@@ -22,6 +22,30 @@ worker is gone (killed, or its cluster stopped) is first stopped (its whole grou
 can no longer change), then its record decides: the agent ended on its own -> its real result, no
 new attempt; no record -> lost (or handed back), as before. An agent still running when its worker's
 lease runs out is killed and retried rather than adopted: the reaper does not supervise processes.
+
+What is promised: at-least-once with fencing, never two copies at once. A run may be executed again
+(its worker died or was cut off while the agent ran), but a new attempt never starts while an old
+one's agent still runs, on any machine:
+- Each agent has a lease file beside its log whose mtime is the time of its worker's last heartbeat
+  the database accepted (`runners.command.renew_lease`, at each beat in `execution._supervise`). The
+  agent's launcher stops the whole group once that file is older than the fence time
+  (SPAWNER_FENCE_SECONDS, 0.6 x the lease by default), recording "fenced" instead of an exit code:
+  the worker was killed, stopped (SIGSTOP), or cut off from the database. The worker fences a model
+  agent (a thread, no launcher) the same way.
+- The reaper takes an attempt over only once its heartbeat is older than the full lease; an attempt
+  of another machine only when no cluster beats there any more (that machine's own reaper otherwise
+  stops the group and reads the exit record). By then its agent has been fenced for 0.4 x the lease.
+  (This assumes the machines' clocks agree to well within that margin, and that the launcher itself
+  runs: a frozen machine's agents are frozen too, and are fenced within 0.1 s of its thawing.)
+- Late answers change nothing: every write of a worker is a conditional update on the attempt.
+- A cluster that starts stops the agents of its machine that no live worker supervises (its previous
+  instance was killed), after checking that the process group is still the attempt's (`owns_group`).
+- An agent that ends on its own while its worker is dead (within the fence time) is harvested: its
+  real result, not run again, so a short agent runs exactly once across a worker's crash.
+- A process stopped in the middle of a transaction holds its row locks until PostgreSQL ends its
+  session: `idle_in_transaction_session_timeout` (settings, a sixth of the lease) bounds that.
+A database blip (restart, dropped connections) is not a lost worker: supervision keeps the agent,
+reconnects on the next step and records the end once the database is back (`execution._Database`).
 """
 
 from __future__ import annotations
