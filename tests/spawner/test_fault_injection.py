@@ -264,7 +264,12 @@ def test_kill_9_of_one_of_three_clusters(fault_env, clusters, tmp_path):
     started = time.monotonic()
     batch = launch(stamping_spec(n, stamps, retries=1, parallel=60, seconds=0.6, long_every=10), tmp_path)
     on_c = RunAttempt.objects.filter(run__batch=batch, host="host-c", status=AttemptStatus.RUNNING)
-    wait(lambda: terminal(batch) >= n // 4 and on_c.exclude(pgid=None).count() >= 10, 120, "the batch to be under way")
+    long_on_c = on_c.exclude(pgid=None).filter(run__key__in=[f"t{i}" for i in range(0, n, 10)])
+    wait(
+        lambda: terminal(batch) >= n // 4 and long_on_c.filter(started_at__lt=_ago(1)).exists(),
+        120,
+        "the batch to be under way, a long agent running on host-c",
+    )
 
     c.kill_group()
     killed_at, killed_wall = time.monotonic(), time.time()
@@ -326,7 +331,12 @@ def test_a_partition_longer_than_the_lease(fault_env, clusters, tmp_path):
     started = time.monotonic()
     batch = launch(stamping_spec(n, stamps, retries=1, parallel=20, seconds=0.6, long_every=2), tmp_path)
     on_b = RunAttempt.objects.filter(run__batch=batch, host="host-b", status=AttemptStatus.RUNNING)
-    wait(lambda: terminal(batch) >= n // 5 and on_b.exclude(pgid=None).count() >= 5, 120, "the batch to be under way")
+    long_on_b = on_b.exclude(pgid=None).filter(run__key__in=[f"t{i}" for i in range(0, n, 2)])
+    wait(
+        lambda: terminal(batch) >= n // 5 and long_on_b.filter(started_at__lt=_ago(1)).count() >= 2,
+        120,
+        "the batch to be under way, long agents running on host-b",
+    )
 
     b.signal_all(signal.SIGSTOP)
     stopped_at = time.time()
