@@ -35,7 +35,7 @@ from spawner.states import RUN_TERMINAL, AttemptStatus, BatchStatus, RunStatus
 from tests.conftest import CLUSTER_ENV, ROOT
 from tests.spawner.helpers import launch
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(200)]
+pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(300)]
 
 LEASE = 8.0
 FAULT_ENV = {
@@ -271,7 +271,7 @@ def test_kill_9_of_one_of_three_clusters(fault_env, clusters, tmp_path):
     stamps.touch()
     a, b, c = clusters(fault_env, "host-a", "host-b", "host-c")
     started = time.monotonic()
-    batch = launch(stamping_spec(n, stamps, retries=1, parallel=60, seconds=0.6, long_every=10), tmp_path)
+    batch = launch(stamping_spec(n, stamps, retries=1, parallel=30, seconds=0.6, long_every=10), tmp_path)
     on_c = RunAttempt.objects.filter(run__batch=batch, host="host-c", status=AttemptStatus.RUNNING)
     long_on_c = on_c.exclude(pgid=None).filter(run__key__in=[f"t{i}" for i in range(0, n, 10)])
     wait(
