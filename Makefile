@@ -7,7 +7,7 @@ REDIS_URL_TEST ?= redis://127.0.0.1:6379/5
 CLAUDE_CODE_VERSION ?= 2.1.332
 CODEX_VERSION ?= 0.169.0
 
-.PHONY: setup agents run test test-sqlite test-postgres test-redis lint bench clean
+.PHONY: setup agents run test test-sqlite test-postgres test-redis test-faults lint bench clean
 
 setup: .venv/.installed
 
@@ -33,7 +33,7 @@ run: setup
 	-$(PY) manage.py spawner_demo   # the parallel-coding example's repository; needs git, optional
 	$(PY) manage.py serve
 
-test: test-sqlite test-postgres test-redis
+test: test-sqlite test-postgres test-redis test-faults
 
 test-sqlite: setup agents
 	$(PY) -m pytest
@@ -41,11 +41,16 @@ test-sqlite: setup agents
 # The engine's integration suite again, on PostgreSQL (skips when the server is
 # unreachable, fails instead when CI=true).
 test-postgres: setup
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli and not slow" tests/spawner
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli and not slow and not faults" tests/spawner
 
 # The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite.
 test-redis: setup
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_URL_TEST) $(PY) -m pytest -m integration tests/spawner/test_execution.py
+
+# Faults at scale on PostgreSQL + Redis: kill -9 of one of three clusters, a partition longer than
+# the lease, a PostgreSQL restart (a private instance) and dropped connections. Prints `faults:` lines.
+test-faults: setup
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_URL_TEST) $(PY) -m pytest -m faults -s tests/spawner/test_fault_injection.py tests/spawner/test_broker_faults.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -422,7 +422,7 @@ def batch_cancel(*, batch: Batch, actor=None) -> None:
 def run_cancel(*, run: AgentRun, actor=None) -> None:
     permissions.require(actor, permissions.may_cancel, run.batch)
     with transaction.atomic():
-        Batch.objects.select_for_update().get(id=run.batch_id)
+        Batch.objects.select_for_update(no_key=True).get(id=run.batch_id)
         run = AgentRun.objects.get(id=run.id)
         if run.status in RUN_TERMINAL:
             raise ActionRefused(f"run '{run.key}' has already ended ({run.status})")
@@ -434,7 +434,7 @@ def run_retry(*, run: AgentRun, actor=None) -> None:
     """A new attempt for a run that ended without success; reopens its batch if it had ended."""
     permissions.require(actor, permissions.may_launch)
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().get(id=run.batch_id)
+        batch = Batch.objects.select_for_update(no_key=True).get(id=run.batch_id)
         run = AgentRun.objects.get(id=run.id)
         _refuse_admin_only([run], actor)
         if run.status not in RUN_TERMINAL or run.status == RunStatus.SUCCEEDED:
@@ -651,7 +651,7 @@ def merge_step_rerun(*, step: MergeStep, actor=None) -> RunAttempt:
         integration=changes_rules.integration_branch(step.batch_id), conflict=step.conflict or {}
     )
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().get(id=step.batch_id)
+        batch = Batch.objects.select_for_update(no_key=True).get(id=step.batch_id)
         run = AgentRun.objects.get(id=step.run_id)
         if run.status != RunStatus.SUCCEEDED:
             raise ActionRefused(f"run '{run.key}' is {run.status}; only a succeeded run re-runs on top")

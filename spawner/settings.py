@@ -136,6 +136,9 @@ SPAWNER = {
     "WORKSPACE_DIR": Path(os.environ.get("SPAWNER_WORKSPACE_DIR", VAR_DIR / "workspaces")),
     # An attempt whose heartbeat is older than this is lost (its worker died).
     "LEASE_SECONDS": _env_float("SPAWNER_LEASE_SECONDS", 30),
+    # An agent whose worker's heartbeat has not reached the database for this long is stopped by its
+    # own launcher, before any other cluster may run it again (0: 0.6 x the lease).
+    "FENCE_SECONDS": _env_float("SPAWNER_FENCE_SECONDS", 0),
     # How often a running attempt writes its heartbeat, and polls for cancel.
     "HEARTBEAT_SECONDS": _env_float("SPAWNER_HEARTBEAT_SECONDS", 5),
     "POLL_SECONDS": _env_float("SPAWNER_POLL_SECONDS", 0.2),
@@ -213,6 +216,18 @@ SPAWNER_WORKERS = _env_int("SPAWNER_WORKERS", 20)
 _Q_TIMEOUT = (
     SPAWNER["MAX_TIMEOUT"] + int(max(SPAWNER["BACKOFF_MAX_SECONDS"], SPAWNER["RATE_LIMIT_MAX_WAIT_SECONDS"])) + 120
 )
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql"):
+    # A process stopped or cut off in the middle of a transaction holds its row locks until its
+    # session ends, and several such processes queued for one row (a batch's) hand the lock from one
+    # to the next: PostgreSQL ends a session idle in a transaction after this long (a sixth of the
+    # lease, at least 1 s), so the clusters still alive can reap its attempts and move its batches on.
+    _idle_tx = _env_float("SPAWNER_DB_IDLE_TRANSACTION_SECONDS", max(1.0, SPAWNER["LEASE_SECONDS"] / 6))
+    if _idle_tx > 0:
+        _options = DATABASES["default"].setdefault("OPTIONS", {})
+        _options["options"] = (
+            _options.get("options", "") + f" -c idle_in_transaction_session_timeout={int(_idle_tx * 1000)}"
+        ).strip()
+
 Q_CLUSTER = {
     "name": "spawner",
     "workers": SPAWNER_WORKERS,

@@ -23,7 +23,7 @@ def _type_limits(runs: list[AgentRun]) -> dict:
     types = {t.id: t for t in AgentType.objects.filter(id__in=type_ids)}
     # Lock capped and rate-limited types (batch, then types, by id) so two batches cannot both count one free slot.
     capped_ids = sorted(t.id for t in types.values() if t.max_concurrency or t.requests_per_minute)
-    list(AgentType.objects.select_for_update().filter(id__in=capped_ids).order_by("id").values_list("id"))
+    list(AgentType.objects.select_for_update(no_key=True).filter(id__in=capped_ids).order_by("id").values_list("id"))
     capped = [t.id for t in types.values() if t.max_concurrency]
     active = dict(
         AgentRun.objects.filter(agent_type_id__in=capped, status__in=RUN_ACTIVE)
@@ -79,7 +79,7 @@ def batch_advance(batch_id: int, *, actor=None) -> scheduling.Decision | None:
 
 def _advance(batch_id: int) -> scheduling.Decision | None:
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().filter(id=batch_id).first()
+        batch = Batch.objects.select_for_update(no_key=True).filter(id=batch_id).first()
         if batch is None or batch.status != BatchStatus.RUNNING:
             return None
         runs = list(batch.runs.all())

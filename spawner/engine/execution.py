@@ -2,11 +2,19 @@
 
 Every write here is a conditional update naming the attempt, so a re-delivered
 q2 task or a late answer from an attempt that was reaped or cancelled changes nothing.
+
+A database blip (a dropped connection, a restart) does not end the supervision: the step that
+failed closes its connection and the next step tries again, the agent keeps running, and its end
+is recorded once the database is back (tried again with a backoff until the lease is over: by then
+the reaper may have taken the attempt, and the conditional update changes nothing). Each successful
+heartbeat renews the agent's lease file; past the fence time without one, the agent's launcher
+stops it (see `spawner.engine.recovery`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -16,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -35,6 +43,7 @@ from spawner.engine import (
 )
 from spawner.models import AgentRun, AgentType, Batch, Escalation, RunAttempt
 from spawner.runners import Invocation, RunnerError, runner_for
+from spawner.runners.command import renew_lease, was_fenced
 from spawner.runners.model import model_call_for
 from spawner.spec import templating
 from spawner.states import AttemptStatus, BatchStatus, EventKind, RunStatus
@@ -42,10 +51,20 @@ from spawner.states import AttemptStatus, BatchStatus, EventKind, RunStatus
 RESULT_MAX_BYTES = 1_000_000
 log = logging.getLogger(__name__)
 HOST = lifecycle.HOST
+# What a lost or restarting database raises (OperationalError is a DatabaseError).
+DB_ERRORS = (DatabaseError, InterfaceError)
+FINISH_BACKOFF_MAX = 2.0
 
 
 def conf(name: str):
     return settings.SPAWNER[name]
+
+
+def fence_seconds() -> float:
+    """How long an agent may run without its worker's heartbeat before its launcher stops it: safely
+    below the lease after which another cluster may run the attempt again (capped at 0.9 x the lease)."""
+    lease = conf("LEASE_SECONDS")
+    return min(conf("FENCE_SECONDS") or 0.6 * lease, 0.9 * lease)
 
 
 def attempt_paths(attempt: RunAttempt) -> tuple[Path, Path, Path]:
@@ -133,8 +152,8 @@ def _stagger_wait(attempt: RunAttempt, now) -> float:
     # The lock order every writer follows: the batch row, then the agent type's. A claim that
     # took the type first would deadlock with a batch advancing (batch, then type) as soon as
     # the claim's event row waits for the batch it refers to.
-    Batch.objects.select_for_update().filter(id=attempt.run.batch_id).first()
-    AgentType.objects.select_for_update().filter(id=attempt.run.agent_type_id).first()
+    Batch.objects.select_for_update(no_key=True).filter(id=attempt.run.batch_id).first()
+    AgentType.objects.select_for_update(no_key=True).filter(id=attempt.run.agent_type_id).first()
     wait = 0.0
     if gap:
         last = RunAttempt.objects.filter(
@@ -236,8 +255,102 @@ def attempt_finish(
 # --- supervising ------------------------------------------------------------------------
 
 
+class _Database:
+    """The supervisor's hold on the database. A step that fails on it closes the connection and says
+    so (once per outage); the next step reconnects. Knows when the last heartbeat was accepted."""
+
+    def __init__(self, attempt_id: int, since: float):
+        self.attempt_id = attempt_id
+        self.away_since: float | None = None  # monotonic
+        self.beat_at = since  # wall clock of the last heartbeat the database accepted (at most)
+
+    def call(self, step, *args, default=None, **kwargs):
+        try:
+            result = step(*args, **kwargs)
+        except DB_ERRORS as exc:
+            if self.away_since is None:
+                self.away_since = time.monotonic()
+                log.warning("attempt %s: the database went away (%s); the agent keeps running", self.attempt_id, exc)
+            with contextlib.suppress(Exception):
+                connection.close()
+            return default
+        if self.away_since is not None:
+            log.warning(
+                "attempt %s: the database is back after %.1f s", self.attempt_id, time.monotonic() - self.away_since
+            )
+            self.away_since = None
+        return result
+
+    def beat(self, log_path: Path | None) -> None:
+        at = time.time()
+
+        def step() -> bool:
+            return bool(
+                RunAttempt.objects.filter(id=self.attempt_id, status=AttemptStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+            )
+
+        if self.call(step, default=False):
+            self.beat_at = at
+            if log_path is not None:
+                renew_lease(log_path, at)
+
+    def silent(self) -> float:
+        """Seconds since the last heartbeat the database accepted."""
+        return time.time() - self.beat_at
+
+
+def _finish(db: _Database, attempt: RunAttempt, **end) -> bool:
+    """attempt_finish, tried again while the database is away, until the lease since the last accepted
+    heartbeat is over (then the reaper owns the attempt: it harvests the exit record, or retries)."""
+    deadline = db.beat_at + conf("LEASE_SECONDS") + conf("REAPER_SECONDS")
+    pause = 0.1
+    while True:
+        recorded = db.call(attempt_finish, attempt, default=None, **end)
+        if recorded is not None:
+            return recorded
+        if time.time() + pause > deadline:
+            log.error("attempt %s: its end (%s) could not be recorded before its lease ran out", attempt.id, end)
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, FINISH_BACKOFF_MAX)
+
+
 def run_attempt(attempt_id: int) -> str:
     """The q2 task body. Returns what happened, for q2's task record."""
+    claimed = _claim_when_due(attempt_id)
+    if isinstance(claimed, str):
+        return claimed
+    return _run_claimed(*claimed)
+
+
+def _claim_when_due(attempt_id: int) -> tuple[RunAttempt, float] | str:
+    """Wait out the attempt's backoff or stagger, then claim it: (attempt, when the claim began), or
+    what happened instead. A database that goes away meanwhile is waited for (a message this worker
+    holds would otherwise strand its attempt), with a backoff, within a bound."""
+    pause, deadline = 0.1, time.monotonic() + 10 * conf("LEASE_SECONDS")
+    away = None
+    while True:
+        try:
+            claimed = _wait_and_claim(attempt_id)
+        except DB_ERRORS as exc:
+            if away is None:
+                away = time.monotonic()
+                log.warning("attempt %s: the database went away before its claim (%s); waiting", attempt_id, exc)
+            with contextlib.suppress(Exception):
+                connection.close()
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, FINISH_BACKOFF_MAX)
+            continue
+        if away is not None:
+            log.warning("attempt %s: the database is back after %.1f s", attempt_id, time.monotonic() - away)
+        return claimed
+
+
+def _wait_and_claim(attempt_id: int) -> tuple[RunAttempt, float] | str:
     attempt = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(id=attempt_id).first()
     if attempt is None or attempt.status != AttemptStatus.QUEUED:
         return "stale: attempt is not queued"
@@ -259,19 +372,23 @@ def run_attempt(attempt_id: int) -> str:
                 last_beat = time.monotonic()
         if lifecycle.draining():  # the stopping cluster releases it to the next one
             return "left queued: this cluster is draining"
+        claim_at = time.time()  # at most the heartbeat the claim records: the lease starts no later
         claimed, wait = attempt_claim(attempt)
         if claimed:
-            break
+            return attempt, claim_at
         if not wait:
             return "stale: attempt already claimed"
         not_before = timezone.now() + timedelta(seconds=wait)
 
+
+def _run_claimed(attempt: RunAttempt, claim_at: float) -> str:
     run = attempt.run
     log_path, result_path, prompt_path = attempt_paths(attempt)
     deps = dependency_results(run)
     deps_path = log_path.with_name(f"{run.key}.{attempt.number}.deps.json")
     workspace = workspaces.of(run)
     keeper = _Keeper(attempt.id)
+    db = _Database(attempt.id, since=claim_at)
     try:
         env = agent_env(run.agent_type)
         cwd = Path(run.cwd or run.batch.cwd or settings.BASE_DIR)
@@ -301,9 +418,11 @@ def run_attempt(attempt_id: int) -> str:
             )
             if run.agent_type.is_model
             else None,
+            fence_seconds=fence_seconds(),
         )
         prompts.check_at_spawn(run.agent_type, invocation.prompt, invocation.cwd)
-        process = runner_for(run.agent_type).start(invocation)
+        db.beat(None)  # the agent's lease starts at a heartbeat the database has
+        process = runner_for(run.agent_type).start(dataclasses.replace(invocation, lease_since=db.beat_at))
     except Exception as exc:  # noqa: BLE001 - whatever it was, the attempt failed to start, visibly
         if not isinstance(exc, RunnerError | OSError | ValueError | workspaces.WorkspaceError):
             log.exception("attempt %s could not start", attempt.id)
@@ -312,8 +431,8 @@ def run_attempt(attempt_id: int) -> str:
             f.write(f"spawner: could not start: {exc}\n")
         attempt_finish(attempt, status=AttemptStatus.FAILED, error=f"could not start: {exc}")
         return f"failed to start: {exc}"
-    RunAttempt.objects.filter(id=attempt.id).update(pgid=process.pgid)
-    return _supervise(attempt, process, log_path, workspace, keeper)
+    db.call(lambda: RunAttempt.objects.filter(id=attempt.id).update(pgid=process.pgid))
+    return _supervise(attempt, process, log_path, workspace, keeper, db)
 
 
 @contextlib.contextmanager
@@ -381,26 +500,40 @@ def _finish_in_workspace(attempt: RunAttempt, workspace, log_path: Path, code: i
     return f"exit {code}" + (f"; {error}" if error and code in attempt.run.agent_type.exit_codes else "")
 
 
-def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, keeper=None) -> str:
+def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, keeper=None, db=None) -> str:
     run = attempt.run
+    db = db or _Database(attempt.id, since=time.time())
     started = time.monotonic()
     last_beat = last_output = started
     last_size = -1
     poll = conf("POLL_SECONDS")
+    fence = fence_seconds()
+    lease_file = log_path if process.pgid else None  # a model agent is a thread here: no launcher to fence it
     while True:
         code = process.wait(poll)
         if code is not None:
             # What the agent left running in the background goes with it.
             process.stop(conf("KILL_GRACE_SECONDS"))
+            if fenced := was_fenced(log_path):
+                # Its launcher stopped it: this worker's heartbeat had not reached the database for
+                # longer than the fence time. Another attempt may be running by now; this one is lost.
+                _finish(db, attempt, status=AttemptStatus.LOST, error=f"worker {HOST}:{os.getpid()} {fenced}")
+                return fenced
             ok = code in run.agent_type.exit_codes
             if not ok and (limited := _rate_limited(run.agent_type, process, code, log_path)):
-                attempt_finish(
-                    attempt, status=AttemptStatus.RATE_LIMITED, exit_code=code, error=limited[0], retry_after=limited[1]
+                _finish(
+                    db,
+                    attempt,
+                    status=AttemptStatus.RATE_LIMITED,
+                    exit_code=code,
+                    error=limited[0],
+                    retry_after=limited[1],
                 )
                 return f"rate limited: {limited[0]}"
             if workspace:
                 return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper)
-            attempt_finish(
+            _finish(
+                db,
                 attempt,
                 status=AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED,
                 exit_code=code,
@@ -410,7 +543,8 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
         now = time.monotonic()
         if now - started > run.timeout:
             code = process.stop(conf("KILL_GRACE_SECONDS"))
-            attempt_finish(
+            _finish(
+                db,
                 attempt,
                 status=AttemptStatus.TIMED_OUT,
                 exit_code=code,
@@ -418,20 +552,31 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
                 + ("process group stopped" if process.pgid else "stream closed"),
             )
             return "timed out"
-        if not _still(attempt.id, AttemptStatus.RUNNING):
+        if db.silent() > fence:
+            # The same fence as the launcher's, for an agent with no launcher (a model call).
+            process.stop(conf("KILL_GRACE_SECONDS"))
+            silent = db.silent()
+            _finish(
+                db,
+                attempt,
+                status=AttemptStatus.LOST,
+                error=f"worker {HOST}:{os.getpid()} fenced: no heartbeat for {silent:.1f} s (fence {fence:g} s)",
+            )
+            return "fenced"
+        if not db.call(_still, attempt.id, AttemptStatus.RUNNING, default=True):
             # Cancelled, or reaped as lost while we stalled: stop, mask what it printed, say nothing more.
             process.stop(conf("KILL_GRACE_SECONDS"))
             secrets = redaction.secret_values(run.agent_type)
             for path in attempt_paths(attempt)[:2]:
                 redaction.rewrite_file(path, secrets)
-            usage.record_attempt_end(attempt, log_path=log_path, secrets=secrets, stopped=True)  # spent anyway
+            db.call(usage.record_attempt_end, attempt, log_path=log_path, secrets=secrets, stopped=True)
             return "stopped: attempt no longer current"
-        if now - last_beat >= conf("HEARTBEAT_SECONDS"):
-            _beat(attempt.id, AttemptStatus.RUNNING)
+        if now - last_beat >= conf("HEARTBEAT_SECONDS") or db.away_since is not None:
+            db.beat(lease_file)
             last_beat = now
-        if now - last_output >= conf("OUTPUT_SECONDS"):
+        if now - last_output >= conf("OUTPUT_SECONDS") and db.away_since is None:
             last_output = now
-            last_size = _publish_output(attempt, log_path, last_size)
+            last_size = db.call(_publish_output, attempt, log_path, last_size, default=last_size)
 
 
 def _rate_limited(agent_type, process, code: int, log_path: Path) -> tuple[str, float | None] | None:

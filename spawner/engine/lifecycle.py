@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import socket
 
-HOST = socket.gethostname()
+# The machine this process runs on, as attempts and cluster heartbeats name it. SPAWNER_HOST overrides
+# the host name, so several "machines" can share one box (the fault-injection suite runs three).
+HOST = os.environ.get("SPAWNER_HOST") or socket.gethostname()
 # Set by spawner_cluster before q2 forks, so its pusher and workers inherit both.
 CLUSTER_ID = ""
 _drain = None

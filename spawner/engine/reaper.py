@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from spawner.engine import dispatch, execution, merging, queue, recovery
 from spawner.models import RunAttempt, WorkerHeartbeat
+from spawner.runners.command import owns_group
 from spawner.states import AttemptStatus
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
 def reap_lost(now=None) -> int:
     """Attempts whose heartbeat is older than the lease: their worker is gone. An agent that ended on
     its own meanwhile is harvested (its exit record is its result); the rest are lost, then retried
-    or failed. An attempt of another machine is reaped here only when no cluster runs there any more
-    (its agent may then still be running on that machine: nothing here can stop it)."""
+    or failed. An attempt of another machine is reaped here only when no cluster runs there any more;
+    its agent is stopped by then: its launcher fences it once its worker's heartbeat is older than the
+    fence time, which is shorter than the lease."""
     now = now or timezone.now()
     lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
     stale = RunAttempt.objects.select_related("run__agent_type", "run__batch").filter(
@@ -75,8 +77,11 @@ def resend_abandoned(now=None) -> int:
 
 
 def _kill_orphan(attempt: RunAttempt) -> None:
-    """The dead worker's agent process may still run here: stop its group."""
+    """The dead worker's agent process may still run here (its launcher fences it, unless it was
+    stopped too): stop its group, once sure the group is still this attempt's."""
     if attempt.host != execution.HOST or not attempt.pgid:
+        return
+    if not owns_group(attempt.pgid, recovery.log_path_of(attempt)):
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(attempt.pgid, signal.SIGKILL)

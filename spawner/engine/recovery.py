@@ -22,14 +22,42 @@ worker is gone (killed, or its cluster stopped) is first stopped (its whole grou
 can no longer change), then its record decides: the agent ended on its own -> its real result, no
 new attempt; no record -> lost (or handed back), as before. An agent still running when its worker's
 lease runs out is killed and retried rather than adopted: the reaper does not supervise processes.
+
+What is promised: at-least-once with fencing, never two copies at once. A run may be executed again
+(its worker died or was cut off while the agent ran), but a new attempt never starts while an old
+one's agent still runs, on any machine:
+- Each agent has a lease file beside its log whose mtime is the time of its worker's last heartbeat
+  the database accepted (`runners.command.renew_lease`, at each beat in `execution._supervise`). The
+  agent's launcher stops the whole group once that file is older than the fence time
+  (SPAWNER_FENCE_SECONDS, 0.6 x the lease by default), recording "fenced" instead of an exit code:
+  the worker was killed, stopped (SIGSTOP), or cut off from the database. The worker fences a model
+  agent (a thread, no launcher) the same way.
+- The reaper takes an attempt over only once its heartbeat is older than the full lease; an attempt
+  of another machine only when no cluster beats there any more (that machine's own reaper otherwise
+  stops the group and reads the exit record). By then its agent has been fenced for 0.4 x the lease.
+  (This assumes the machines' clocks agree to well within that margin, and that the launcher itself
+  runs: a frozen machine's agents are frozen too, and are fenced within 0.1 s of its thawing.)
+- Late answers change nothing: every write of a worker is a conditional update on the attempt.
+- A cluster that starts stops the agents of its machine that no live worker supervises (its previous
+  instance was killed), after checking that the process group is still the attempt's (`owns_group`).
+- An agent that ends on its own while its worker is dead (within the fence time) is harvested: its
+  real result, not run again, so a short agent runs exactly once across a worker's crash.
+- A process stopped in the middle of a transaction holds its row locks until PostgreSQL ends its
+  session: `idle_in_transaction_session_timeout` (settings, a sixth of the lease) bounds that.
+A database blip (restart, dropped connections) is not a lost worker: supervision keeps the agent,
+reconnects on the next step and records the end once the database is back (`execution._Database`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 from datetime import timedelta
 from pathlib import Path
 
+import psutil
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.db.models import Q
@@ -38,7 +66,7 @@ from django.utils import timezone
 from spawner.core import recovery as rules
 from spawner.engine import execution, lifecycle, queue
 from spawner.models import RunAttempt, WorkerHeartbeat
-from spawner.runners.command import read_exit_record, stop_groups
+from spawner.runners.command import owns_group, read_exit_record, stop_groups, was_fenced
 from spawner.states import AttemptStatus
 
 log = logging.getLogger(__name__)
@@ -136,11 +164,43 @@ def resend_stranded(now=None) -> int:
 # --- harvesting and handing back ----------------------------------------------------------
 
 
+def log_path_of(attempt: RunAttempt) -> Path:
+    return Path(attempt.log_path) if attempt.log_path else execution.attempt_paths(attempt)[0]
+
+
+def kill_orphans() -> int:
+    """At a cluster's start: stop the agents of this host that no live worker supervises (their cluster
+    was killed; their launchers fence them too, unless those were stopped with it). A group is killed
+    only while it is still the attempt's (a pid may have been reused since)."""
+    running = RunAttempt.objects.select_related("run").filter(
+        status=AttemptStatus.RUNNING, host=lifecycle.HOST, pgid__isnull=False
+    )
+    killed = 0
+    for attempt in running:
+        if _supervised(attempt.worker_pid) or not owns_group(attempt.pgid, log_path_of(attempt)):
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(attempt.pgid, signal.SIGKILL)
+            killed += 1
+            log.warning("stopped orphaned agent of attempt %s (process group %s)", attempt.id, attempt.pgid)
+    return killed
+
+
+def _supervised(worker_pid: int | None) -> bool:
+    """A worker of a cluster runs with this pid on this machine."""
+    try:
+        return "spawner_cluster" in " ".join(psutil.Process(worker_pid).cmdline())
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
 def finish_unwatched(attempt: RunAttempt, *, otherwise: str, error: str) -> str | None:
     """End an attempt whose worker is gone (its process group already stopped): the agent's own end if
     its exit record says it ended, else `otherwise`. The status recorded, or None if it was stale."""
-    log_path = Path(attempt.log_path) if attempt.log_path else execution.attempt_paths(attempt)[0]
+    log_path = log_path_of(attempt)
     code = read_exit_record(log_path)
+    if code is None and (fenced := was_fenced(log_path)):
+        error = f"{error}; its launcher stopped the agent ({fenced})"
     if code is not None and _in_workspace(attempt):
         # Its worker died somewhere between the agent's end and the attempt's: whether its changes were
         # committed, scope-checked and gated is not known here, so nothing may call it done. It ends as

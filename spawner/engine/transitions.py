@@ -222,7 +222,9 @@ def attempt_end(
     """Record an attempt's end, then retry its run or end it. False if the attempt was no longer running."""
     now = timezone.now()
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().get(id=attempt.run.batch_id)
+        # FOR NO KEY UPDATE: ends of one batch queue here, while rows that merely refer to the batch
+        # (events, the heartbeat's neighbours) are inserted without waiting for the lock.
+        batch = Batch.objects.select_for_update(no_key=True).get(id=attempt.run.batch_id)
         ended = move(
             "attempt_ended",
             attempt.id,

@@ -97,7 +97,7 @@ def record_attempt_end(
         return None
     usage = redaction.mask_json(usage, list(secrets)) if secrets else usage
     with transaction.atomic():
-        AgentRun.objects.select_for_update().filter(id=attempt.run_id).first()
+        AgentRun.objects.select_for_update(no_key=True).filter(id=attempt.run_id).first()
         statuses = [AttemptStatus.CANCELLED, AttemptStatus.LOST] if stopped else [AttemptStatus.RUNNING]
         stored = RunAttempt.objects.filter(id=attempt.id, status__in=statuses, usage__isnull=True).update(usage=usage)
         if not stored:

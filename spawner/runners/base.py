@@ -40,6 +40,9 @@ class Invocation:
     prompt_path: Path
     env: dict[str, str] = field(default_factory=dict)
     model: ModelCall | None = None  # a model agent: the call to make instead of a process
+    # Seconds without a renewed lease file after which the agent's own launcher stops it (0: never).
+    fence_seconds: float = 0.0
+    lease_since: float = 0.0  # the wall-clock time of the worker's last heartbeat (0: now)
 
 
 class Started(Protocol):

@@ -26,12 +26,13 @@ from spawner.runners.base import Invocation, RunnerError
 from spawner.states import PromptVia
 
 # The shim: $1 is the exit record, $2 the Python that runs the launcher, $3 the launcher's code, $4
-# the log, $5 its stderr sidecar, the rest the agent's argv. The shell's own messages (e.g.
-# "Terminated") go to /dev/null; PWD is unset so the agent's environment is unchanged (the launcher
-# also takes back the LC_CTYPE that Python may add for itself, unless it was there: $6).
+# the log, $5 its stderr sidecar, $6 the lease file, $7 the fence time, the rest the agent's argv.
+# The shell's own messages (e.g. "Terminated") go to /dev/null; PWD is unset so the agent's
+# environment is unchanged (the launcher also takes back the LC_CTYPE that Python may add for
+# itself, unless it was there: $8 of the launcher).
 SHIM = (
-    "f=$1; py=$2; code=$3; log=$4; side=$5; shift 5; unset PWD; exec 2>/dev/null; "
-    'exec "$py" -I -S -c "$code" "$f" "$log" "$side" "${LC_CTYPE+kept}" "$@"'
+    "f=$1; py=$2; code=$3; log=$4; side=$5; lease=$6; fence=$7; shift 7; unset PWD; exec 2>/dev/null; "
+    'exec "$py" -I -S -c "$code" "$f" "$log" "$side" "$lease" "$fence" "${LC_CTYPE+kept}" "$@"'
 )
 # The launcher starts the agent with its stdout on the log and its stderr on a pipe, and relays
 # the pipe into the same log through its own file description (O_APPEND: the offset after a write
@@ -40,9 +41,16 @@ SHIM = (
 # agent has ended and nothing came for a quarter of a second (a background child that kept stderr
 # open does not hold it up), then writes the exit record and exits with the agent's code. A record
 # is written only when the agent ended on its own: a signal to the group stops the launcher too.
+#
+# Fencing: the worker renews the lease file (its mtime is the time of the worker's last heartbeat
+# the database accepted) while it supervises the agent. When the file is older than the fence time
+# (below the lease after which another cluster may retry the run) the worker is dead, stopped, or cut
+# off from the database: the launcher records "fenced" in place of an exit code (the attempt did
+# not end on its own) and stops the whole group, itself included. A fence time of 0 turns this off.
 LAUNCHER = """
-import os, select, sys
-record, log, side, lc_ctype, *argv = sys.argv[1:]
+import os, select, signal, sys, time
+record, log, side, lease, fence, lc_ctype, *argv = sys.argv[1:]
+fence = float(fence)
 if not lc_ctype:
     os.environ.pop("LC_CTYPE", None)
 r, w = os.pipe()
@@ -59,6 +67,26 @@ if pid == 0:
 os.close(w)
 out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 idx = os.open(side, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def fenced():
+    try:
+        silent = time.time() - os.stat(lease).st_mtime
+    except OSError:
+        silent = fence + 1
+    if silent <= fence:
+        return
+    with open(record + ".tmp", "w") as f:
+        f.write("fenced: no heartbeat for %.1f s (fence %g s)\\n" % (silent, fence))
+    os.rename(record + ".tmp", record)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    deadline = time.monotonic() + 1
+    while time.monotonic() < deadline and not os.waitpid(pid, os.WNOHANG)[0]:
+        time.sleep(0.02)
+    os.killpg(0, signal.SIGKILL)
+
+
 poll = select.poll()
 poll.register(r, select.POLLIN)
 status = None
@@ -66,6 +94,8 @@ while True:
     if status is None:
         ended, status = os.waitpid(pid, os.WNOHANG)
         status = status if ended else None
+        if status is None and fence:
+            fenced()
     if not poll.poll(250 if status is not None else 100):
         if status is not None:
             break
@@ -78,8 +108,12 @@ while True:
         view = view[os.write(out, view):]
     end = os.lseek(out, 0, os.SEEK_CUR)
     os.write(idx, b"%d %d\\n" % (end - len(data), end))
-if status is None:
-    status = os.waitpid(pid, 0)[1]
+while status is None:  # it closed its stderr but runs on
+    ended, status = os.waitpid(pid, os.WNOHANG if fence else 0)
+    if not ended:
+        status = None
+        fenced()
+        time.sleep(0.1)
 code = os.waitstatus_to_exitcode(status)
 code = 128 - code if code < 0 else code
 with open(record, "w") as f:
@@ -110,6 +144,46 @@ def build_argv(invocation: Invocation) -> list[str]:
 def exit_record_path(log_path: Path) -> Path:
     """Where the shim records the agent's exit code: beside its log."""
     return log_path.with_name(log_path.name.removesuffix(".log") + ".exit")
+
+
+def lease_path(log_path: Path) -> Path:
+    """The file whose mtime says when the agent's worker last heartbeat: beside its log."""
+    return log_path.with_name(log_path.name.removesuffix(".log") + ".lease")
+
+
+def renew_lease(log_path: Path, at: float) -> None:
+    """The worker's heartbeat at `at` (a wall-clock time taken before the database accepted it) holds
+    the fence off until `at` + fence time. Set to the time of the beat, not of this call: a beat that
+    was slow to be accepted must not extend the agent's life beyond what the reaper assumes."""
+    with contextlib.suppress(OSError):
+        os.utime(lease_path(log_path), (at, at))
+
+
+def was_fenced(log_path: Path) -> str:
+    """Why the launcher stopped the agent, if it fenced it (its worker's heartbeat lapsed); else ""."""
+    try:
+        text = exit_record_path(log_path).read_text()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return ""
+    return text.strip() if text.startswith("fenced") else ""
+
+
+def owns_group(pgid: int, log_path: Path) -> bool:
+    """The process group is still this attempt's agent (a pid may be reused): its launcher names the
+    attempt's exit record on its command line, or one of its processes has its result file set."""
+    import psutil
+
+    record = str(exit_record_path(log_path))
+    result = str(log_path.with_name(log_path.name.removesuffix(".log") + ".result.json"))
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            if record in proc.cmdline() or proc.environ().get("SPAWNER_RESULT_FILE") == result:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def read_exit_record(log_path: Path) -> int | None:
@@ -241,6 +315,9 @@ class CommandRunner:
             invocation.prompt_path.write_text(invocation.prompt, encoding="utf-8")
         invocation.result_path.unlink(missing_ok=True)
         exit_record.unlink(missing_ok=True)
+        lease = lease_path(invocation.log_path)
+        lease.touch()
+        renew_lease(invocation.log_path, invocation.lease_since or time.time())
         stderr_path(invocation.log_path).unlink(missing_ok=True)
         with open(invocation.log_path, "ab") as log:  # after what setup wrote, if any
             stdin = (
@@ -260,6 +337,8 @@ class CommandRunner:
                         LAUNCHER,
                         str(invocation.log_path),
                         str(stderr_path(invocation.log_path)),
+                        str(lease),
+                        repr(float(invocation.fence_seconds)),
                         *argv,
                     ],
                     stdin=stdin,

@@ -87,9 +87,13 @@ def test_a_hard_killed_cluster_strands_no_run(cluster, another_cluster, agent_ty
 
     assert batch.status == BatchStatus.SUCCEEDED
     assert recovered < 3 + 2 + 15, "within the lease plus a run plus a generous margin"
+    lost_attempts = RunAttempt.objects.filter(run__batch=batch, status=AttemptStatus.LOST)
+    lost = set(lost_attempts.values_list("run__key", flat=True))
+    assert lost and lost <= started_first, "the kill met running agents, and only those were lost"
     for run in batch.runs.all():
+        # An agent that had ended just before the kill (its worker not done recording it) is harvested.
         ran = len(lines(marks / run.key))
-        assert ran == (2 if run.key in started_first else 1), f"{run.key} ran {ran} times"
+        assert ran == (2 if run.key in lost else 1), f"{run.key} ran {ran} times"
     assert not Escalation.objects.filter(batch=batch).exists()
 
 
@@ -164,7 +168,7 @@ def test_a_short_drain_hands_back_the_rest_and_the_next_cluster_runs_them(
 
 def test_an_agent_that_finishes_while_its_worker_is_dead_is_not_run_again(cluster, agent_types, tmp_path):
     marker = tmp_path / "ran"
-    batch = launch(fan_out(1, f"echo x >> {marker}; sleep 1.5", retries=1), tmp_path)
+    batch = launch(fan_out(1, f"echo x >> {marker}; sleep 0.8", retries=1), tmp_path)
     attempt = wait_for(lambda: RunAttempt.objects.filter(run__batch=batch, pgid__isnull=False).first(), 30)
 
     os.kill(attempt.worker_pid, signal.SIGKILL)
@@ -216,3 +220,37 @@ def test_serve_stops_daphne_promptly_when_started_with_sigint_ignored(cluster, t
         if serve.poll() is None:
             serve.kill()
         log.close()
+
+
+def test_a_starting_cluster_stops_its_machines_orphans_and_nothing_else(agent_types, tmp_path, settings):
+    """An attempt of this machine whose worker is gone: its agent's group is killed. Another's (pid
+    reused since) and another machine's are left alone."""
+    from spawner.engine import execution, recovery
+    from spawner.runners import CommandRunner, Invocation
+    from tests.spawner.helpers import claimed, queued_batch
+
+    settings.SPAWNER = {**settings.SPAWNER, "LOG_DIR": tmp_path / "logs"}
+    batch = queued_batch(tmp_path)
+    orphan, elsewhere = claimed(batch, "a"), claimed(batch, "b")
+    dead_worker = subprocess.Popen(["true"])
+    dead_worker.wait()
+    agents = []
+    for attempt in (orphan, elsewhere):
+        log = execution.attempt_paths(attempt)[0]
+        paths = (log, log.with_suffix(".json"), log.with_suffix(".txt"))
+        agents.append(CommandRunner().start(Invocation(("sleep", "30"), "", "arg", "k", tmp_path, *paths)))
+    unrelated = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    RunAttempt.objects.filter(id=elsewhere.id).update(worker_pid=dead_worker.pid, pgid=agents[1].pgid, host="other")
+    try:
+        # Its group id now names a process that is not the attempt's agent (reused): left alone.
+        RunAttempt.objects.filter(id=orphan.id).update(worker_pid=dead_worker.pid, pgid=unrelated.pid)
+        assert recovery.kill_orphans() == 0
+        RunAttempt.objects.filter(id=orphan.id).update(pgid=agents[0].pgid)
+        assert recovery.kill_orphans() == 1
+        wait_for(lambda: agents[0].poll() is not None, 10, "the orphan to be stopped")
+        assert unrelated.poll() is None, "an unrelated process group"
+        assert agents[1].poll() is None, "another machine's agent"
+    finally:
+        unrelated.kill()
+        for agent in agents:
+            agent.stop(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -12,7 +13,7 @@ import pytest
 from spawner import presets
 from spawner.engine import execution, redaction
 from spawner.runners import CommandRunner, Invocation, RunnerError
-from spawner.runners.command import build_argv
+from spawner.runners.command import build_argv, owns_group, read_exit_record, renew_lease, was_fenced
 from tests.spawner.helpers import pid_alive, wait_for
 
 NASTY = "hello $(touch PWNED) `touch PWNED2`; rm -rf / && echo 'quoted' \"double\" \n second line"
@@ -163,3 +164,58 @@ def test_a_nul_byte_in_a_prompt_fails_the_start_clearly(tmp_path):
 
     with pytest.raises(RunnerError, match="cannot pass the prompt"):
         CommandRunner().start(invocation(tmp_path, ["echo", "{prompt}"], "a\x00b"))
+
+
+def test_the_launcher_fences_its_agent_when_the_lease_file_is_not_renewed(tmp_path):
+    """Its worker's heartbeat lapsed (dead, stopped, cut off): the whole group stops, grandchildren
+    included, and the exit record says "fenced", not an exit code (so it is never harvested)."""
+    pidfile = tmp_path / "grandchild"
+    argv = ["sh", "-c", f"sh -c 'echo $$ > {pidfile}; trap \"\" TERM; sleep 60' & sleep 60"]
+    inv = dataclasses.replace(invocation(tmp_path, argv, prompt=""), fence_seconds=1.0)
+    t0 = time.monotonic()
+    started = CommandRunner().start(inv)
+    wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the grandchild")
+    grandchild = int(pidfile.read_text())
+
+    wait_for(lambda: started.poll() is not None, 10, "the launcher to fence the agent")
+    fenced_after = time.monotonic() - t0
+
+    assert 1.0 <= fenced_after < 6
+    wait_for(lambda: not pid_alive(grandchild), 5, "the TERM-ignoring grandchild to be killed")
+    assert was_fenced(inv.log_path).startswith("fenced: no heartbeat for")
+    assert read_exit_record(inv.log_path) is None
+
+
+def test_a_renewed_lease_keeps_the_agent_running_to_its_own_end(tmp_path):
+    inv = dataclasses.replace(invocation(tmp_path, ["sh", "-c", "sleep 2; exit 3"], prompt=""), fence_seconds=1.0)
+    started = CommandRunner().start(inv)
+    deadline = time.monotonic() + 15
+    while started.poll() is None and time.monotonic() < deadline:
+        renew_lease(inv.log_path, time.time())
+        time.sleep(0.2)
+
+    assert started.poll() == 3
+    assert read_exit_record(inv.log_path) == 3
+    assert was_fenced(inv.log_path) == ""
+
+
+def test_a_lease_renewed_late_counts_from_the_heartbeat_not_from_the_renewal(tmp_path):
+    """A heartbeat the database was slow to accept must not lengthen the agent's life: the file's
+    time is the beat's."""
+    inv = dataclasses.replace(invocation(tmp_path, ["sleep", "30"], prompt=""), fence_seconds=1.0)
+    started = CommandRunner().start(inv)
+    renew_lease(inv.log_path, time.time() - 5)
+    wait_for(lambda: started.poll() is not None, 5, "the launcher to fence the agent")
+    assert was_fenced(inv.log_path)
+
+
+def test_a_process_group_is_the_attempts_only_while_its_launcher_names_the_attempt(tmp_path):
+    inv = invocation(tmp_path, ["sleep", "30"], prompt="")
+    started = CommandRunner().start(inv)
+    try:
+        wait_for(lambda: owns_group(started.pgid, inv.log_path), 10, "the launcher to run")
+        assert not owns_group(started.pgid, tmp_path / "another.log"), "another attempt's files"
+        assert not owns_group(os.getpgrp(), inv.log_path), "a group that is not the agent's"
+    finally:
+        started.stop(0.5)
+    assert not owns_group(started.pgid, inv.log_path)

@@ -12,7 +12,7 @@ import time
 import psutil
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, connections
 
 from spawner.engine import execution, housekeeping, lifecycle, queue, reaper, recovery, webhooks
 from spawner.models import RunAttempt
@@ -49,6 +49,10 @@ class Command(BaseCommand):
             recovery.release_held(lifecycle.CLUSTER_ID)
         except DatabaseError:
             log.exception("could not release what a previous instance held; the reaper will find it")
+        try:  # agents of this host left running by a cluster that was killed: nobody watches them
+            recovery.kill_orphans()
+        except DatabaseError:
+            log.exception("could not look for orphaned agents; their launchers fence them")
         connections.close_all()  # never share a connection with the forked sentinel
         gc.collect()
         gc.freeze()
@@ -95,14 +99,21 @@ class Command(BaseCommand):
         if not signals or now - signals[-1] >= SAME_REQUEST_SECONDS:
             signals.append(now)
 
-    @staticmethod
-    def step(pid: int, workers: int) -> None:
-        """One reaper step: say we are alive, reap, resend, advance."""
+    db_away_since: float | None = None
+
+    def step(self, pid: int, workers: int) -> None:
+        """One reaper step: say we are alive, reap, resend, advance. A database that went away is
+        said once, and that it is back; each step reconnects."""
         try:
             reaper.cluster_heartbeat(pid, workers)
+            if self.db_away_since is not None:
+                log.warning("the database is back after %.1f s", time.monotonic() - self.db_away_since)
+                self.db_away_since = None
             reaper.tick()
-        except DatabaseError:
-            log.exception("reaper step failed; trying again")
+        except (DatabaseError, InterfaceError) as exc:
+            if self.db_away_since is None:
+                self.db_away_since = time.monotonic()
+                log.warning("reaper step failed on the database (%s); trying again", exc)
             connections.close_all()
         except Exception:  # the reaper must outlive any one bad row
             log.exception("reaper step failed; trying again")
