@@ -81,6 +81,7 @@ class _Live:
 
 
 _LIVE: dict[int, _Live] = {}
+_WITH_ROWS: set[int] = set()  # attempts of this worker whose live rows are still to be removed
 
 
 def publish_live(attempt: RunAttempt, log_path: Path, secrets: list[str]) -> int:
@@ -114,9 +115,11 @@ def store_attempt(attempt: RunAttempt, secrets: list[str], base: Path | None = N
     """Mask the attempt's files in place and save them to the storage, replacing any earlier copy;
     the live rows stay until `forget_live` (a reader between the two still finds the output).
     Returns the names saved. Nothing to do on one machine: the files are where readers look."""
-    _LIVE.pop(attempt.id, None)
+    live = _LIVE.pop(attempt.id, None)
     if not shared():
         return []
+    if live is not None and live.kept:
+        _WITH_ROWS.add(attempt.id)
     target = storage()
     base = base or local_path(attempt)
     if base is None:
@@ -144,8 +147,9 @@ def store_attempt(attempt: RunAttempt, secrets: list[str], base: Path | None = N
 
 
 def forget_live(attempt_id: int) -> None:
-    """Drop the live rows of an attempt whose files are stored."""
-    if shared():
+    """Drop the live rows of an attempt whose files are stored (no statement when it wrote none)."""
+    if attempt_id in _WITH_ROWS:
+        _WITH_ROWS.discard(attempt_id)
         LogChunk.objects.filter(attempt_id=attempt_id).delete()
 
 
