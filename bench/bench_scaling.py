@@ -141,6 +141,7 @@ def measure(name: str, spec: dict, folder: Path) -> dict:
     statuses = Counter(batch.runs.values_list("status", flat=True))
     return {
         "name": name,
+        "batch_id": batch.id,
         "agents": agents,
         "attempts": attempts,
         "statuses": dict(statuses),
@@ -174,6 +175,40 @@ def report(m: dict) -> None:
     print(f"   events/s during the batch: {m['events'] / m['wall']:.0f}; statements/s: {total / m['wall']:.0f}")
     if m["pg"]:
         print(f"   commits/s: {m['pg']['commits'] / m['wall']:.0f}")
+
+
+def event_capacity(batch_id: int, threads: int, seconds: float) -> tuple[int, float]:
+    """Events committed per second by `threads` connections, each event its own transaction with the
+    run-row update a transition makes beside it: a lower bound of what this PostgreSQL takes (the
+    writers are Python on the same 2 cores)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from spawner.engine import events
+    from spawner.models import AgentRun
+
+    run_id = AgentRun.objects.filter(batch_id=batch_id).values_list("id", flat=True).first()
+    counts = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def write(i: int) -> None:
+        try:
+            while time.monotonic() < stop:
+                with transaction.atomic():
+                    AgentRun.objects.filter(id=run_id).update(output_tail=f"tick {counts[i]}")
+                    events.record(batch_id=batch_id, run_id=run_id, attempt=1, kind="run.output", data={"bytes": 1})
+                counts[i] += 1
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=write, args=(i,)) for i in range(threads)]
+    t0 = time.monotonic()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts), time.monotonic() - t0
 
 
 def main() -> None:
@@ -246,6 +281,11 @@ def main() -> None:
             ]
         for m in results:
             report(m)
+        last = results[-1]["batch_id"]
+        print("\n## events committed per second (each with a run-row update, one transaction each)")
+        for threads in (1, 4, 8):
+            n, took = event_capacity(last, threads, 5.0)
+            print(f"   {threads} connection(s): {n / took:.0f} events/s")
     finally:
         bc.cleanup()
 
