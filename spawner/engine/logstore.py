@@ -172,7 +172,38 @@ class LogSource:
         self._close()
 
 
+def _from_s3(target: Storage, key: str, kind: str) -> LogSource | None:
+    """An S3-compatible storage (django-storages' S3Storage) read by HTTP range requests: its own
+    File would download the whole object first."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from storages.utils import clean_name
+
+    obj = target.bucket.Object(target._normalize_name(clean_name(key)))
+    try:
+        size = obj.content_length  # one HEAD request
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            log.warning("log storage: could not open %s", key, exc_info=True)
+        return None
+    except BotoCoreError:
+        log.warning("log storage: could not open %s", key, exc_info=True)
+        return None
+
+    def read(offset: int, count: int) -> bytes:
+        stop = min(offset + count, size)
+        if stop <= offset:
+            return b""
+        try:
+            return obj.get(Range=f"bytes={offset}-{stop - 1}", IfMatch=obj.e_tag)["Body"].read()
+        except (ClientError, BotoCoreError) as exc:
+            raise OSError(f"log storage: reading {key}: {exc}") from exc
+
+    return LogSource(kind, f"{kind}:s3:{target.bucket.name}:{key}", obj.e_tag, size, read)
+
+
 def _from_storage(target: Storage, key: str, kind: str) -> LogSource | None:
+    if hasattr(target, "bucket") and type(target).__module__.startswith("storages.backends.s3"):
+        return _from_s3(target, key, kind)
     try:
         f = target.open(key, "rb")
     except (FileNotFoundError, IsADirectoryError, PermissionError, ValueError, SuspiciousFileOperation):

@@ -117,3 +117,54 @@ def test_on_one_machine_nothing_is_copied_and_the_file_is_read_in_place(attempt,
     assert not LogChunk.objects.exists()
     assert _read_all(attempt) == ("file", b"here\n")
     assert logstore.open_log(attempt, ".stderr") is None
+
+
+def test_an_s3_compatible_storage_is_read_by_ranges(attempt, settings, monkeypatch):
+    """django-storages' S3Storage against moto's in-process S3: the stored log is read by HTTP
+    range requests (never the whole object), and a missing one is no log."""
+    moto = pytest.importorskip("moto", reason="moto and django-storages[s3] are not installed (optional)")
+    pytest.importorskip("storages.backends.s3", reason="django-storages[s3] is not installed (optional)")
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with moto.mock_aws():
+        boto3.client("s3").create_bucket(Bucket="spawner-logs")
+        settings.SPAWNER = {**settings.SPAWNER, "LOG_STORAGE": "spawner_logs"}
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "spawner_logs": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": "spawner-logs"}},
+        }
+        data = b"".join(f"line {i} {SECRET}\n".encode() for i in range(20_000))
+        _append(attempt, data)
+        assert logstore.store_attempt(attempt, [SECRET], logstore.local_path(attempt)) == [
+            f"batch-{attempt.run.batch_id}/one.1.log"
+        ]
+        RunAttempt.objects.filter(id=attempt.id).update(status="succeeded")
+        attempt.refresh_from_db()
+        masked = data.replace(SECRET.encode(), b"***")
+        ranges = []
+        with logstore.opened(attempt) as source:
+            assert source.kind == "stored" and source.size == len(masked)
+            real_read = source.read
+
+            def counting(offset, count):
+                ranges.append(count)
+                return real_read(offset, count)
+
+            source.read = counting
+            assert source.read(123_456, 50) == masked[123_456:123_506]
+            assert source.read(len(masked) - 5, 100) == masked[-5:]
+        assert ranges == [50, 100]
+        from spawner import selectors
+
+        assert [line.text for line in selectors.log_lines(attempt, 19_999, 20_000)] == [
+            "line 19998 ***",
+            "line 19999 ***",
+        ]
+        assert selectors.log_search(attempt, "line 12345 ").hits[0].number == 12_346
+        assert logstore.open_log(attempt, ".diff") is None

@@ -87,7 +87,7 @@ def test_a_web_server_on_another_machine_shows_live_and_finished_logs(transactio
             cluster.start()
         web_env = {**base, "SPAWNER_LOG_DIR": str(machines["web"] / "logs")}
         web = WebServer(web_env, tmp_path / "web.out")
-        web.wait_ready(60)
+        web.wait_ready(150)  # a busy 2-core machine: daphne may take a minute to import
         client = _client(web.url)
 
         batch = launch(SPEC, tmp_path)
