@@ -451,6 +451,21 @@ class RunAttempt(models.Model):
         return None
 
 
+class LogChunk(models.Model):
+    """A piece of a running attempt's output, masked, for web servers on other machines (only when
+    finished logs go to a shared storage; see spawner/engine/logstore.py). Removed once the attempt's
+    files are stored."""
+
+    attempt = models.ForeignKey(RunAttempt, on_delete=models.CASCADE, related_name="log_chunks")
+    start = models.BigIntegerField(help_text="Offset of its first byte in the (masked) log.")
+    end = models.BigIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["attempt", "start"]
+        indexes = [models.Index(fields=["attempt", "start"])]
+
+
 class RunEvent(models.Model):
     """The append-only event log: the audit trail and the source of everything live."""
 

@@ -18,7 +18,7 @@ from spawner.core import budget as budget_rules
 from spawner.core import graph as graph_layout
 from spawner.core import merge_queue as merge_rules
 from spawner.core import review as review_rules
-from spawner.engine import budgets, housekeeping, merging, redaction, wake
+from spawner.engine import budgets, housekeeping, logstore, merging, redaction, wake
 from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, RunStatus
 
@@ -168,9 +168,25 @@ def log_secrets(attempt) -> list[str]:
     return redaction.secret_values(attempt.run.agent_type)
 
 
-def log_range(path, start: int, end: int, secrets: list[str]) -> bytes:
-    """Bytes [start, end) of a log, masked (a secret crossing either edge too)."""
-    return redaction.read_range(path, start, end, secrets)
+def log_open(attempt, suffix: str = ".log") -> logstore.LogSource | None:
+    """A reader over one of the attempt's files (`.log`, `.diff`, ...) wherever it is kept now: in
+    place on one machine, the shared storage once the attempt ended, the live rows while it runs.
+    None when no store holds it. The caller closes it (or reads through `log_opened`)."""
+    return logstore.open_log(attempt, suffix)
+
+
+log_opened = logstore.opened
+
+
+def log_size(attempt, suffix: str = ".log") -> int | None:
+    """The size of one of the attempt's files, or None when no store holds it."""
+    with logstore.opened(attempt, suffix) as source:
+        return source.size if source is not None else None
+
+
+def log_range(source: logstore.LogSource, start: int, end: int, secrets: list[str]) -> bytes:
+    """Bytes [start, end) of an opened log, masked (a secret crossing either edge too)."""
+    return redaction.read_range_from(source.read, start, min(end, source.size), secrets)
 
 
 def log_masker(secrets: list[str]) -> masking.StreamMasker:
@@ -180,9 +196,10 @@ def log_masker(secrets: list[str]) -> masking.StreamMasker:
 
 # --- the log viewer: an attempt's log as numbered lines, paged, searched, stderr marked -----------
 # The line index of each log this process has looked at is kept (a few numbers per thousand lines)
-# and extended as the log grows; a log rewritten in place (masked at the end) is indexed again.
+# and extended as the log grows; a log rewritten in place (masked at the end) or moved to the
+# shared storage is indexed again.
 
-_LOG_INDEXES: OrderedDict[str, tuple[int, logview.LineIndex]] = OrderedDict()
+_LOG_INDEXES: OrderedDict[str, tuple[object, logview.LineIndex]] = OrderedDict()
 _LOG_INDEXES_KEPT = 64
 _LOG_INDEX_LOCK = threading.Lock()
 
@@ -204,50 +221,37 @@ def log_clean_query(value: str | None) -> str:
     return logview.clean_query(value)
 
 
-def log_index(path: Path) -> logview.LineIndex | None:
-    """The log's line index, up to date with the file as it is now; None without a readable file."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    if not path.is_file():
-        return None
-    key = str(path)
+def _index(source: logstore.LogSource) -> logview.LineIndex | None:
     with _LOG_INDEX_LOCK:
-        kept = _LOG_INDEXES.get(key)
-        index = kept[1] if kept and kept[0] == stat.st_ino and kept[1].size <= stat.st_size else None
+        kept = _LOG_INDEXES.get(source.key)
+        index = kept[1] if kept and kept[0] == source.version and kept[1].size <= source.size else None
         if index is None:
             index = logview.LineIndex()
-        if index.size < stat.st_size:
+        if index.size < source.size:
             try:
-                with open(path, "rb") as f:
-                    reader = _file_reader(f)
-                    for piece in logview.line_chunks(reader, stat.st_size, start=index.size):
-                        if not piece.endswith(b"\n") and len(piece) < 4 * logview.SEARCH_CHUNK_BYTES:
-                            break  # the last line is still being written: index it once it ends
-                        index.feed(piece)
+                for piece in logview.line_chunks(source.read, source.size, start=index.size):
+                    if not piece.endswith(b"\n") and len(piece) < 4 * logview.SEARCH_CHUNK_BYTES:
+                        break  # the last line is still being written: index it once it ends
+                    index.feed(piece)
             except OSError:
                 return None
-        index.file_size = stat.st_size
-        _LOG_INDEXES[key] = (stat.st_ino, index)
-        _LOG_INDEXES.move_to_end(key)
+        index.file_size = source.size
+        _LOG_INDEXES[source.key] = (source.version, index)
+        _LOG_INDEXES.move_to_end(source.key)
         while len(_LOG_INDEXES) > _LOG_INDEXES_KEPT:
             _LOG_INDEXES.popitem(last=False)
         return index
 
 
-def _file_reader(f):
-    def read(offset: int, size: int) -> bytes:
-        f.seek(offset)
-        return f.read(size)
-
-    return read
+def log_index(attempt) -> logview.LineIndex | None:
+    """The attempt's line index, up to date with its log as it is now; None when no store holds it."""
+    with logstore.opened(attempt) as source:
+        return _index(source) if source is not None else None
 
 
-def log_file(attempt) -> Path | None:
-    """The attempt's log if this server can read it (it may live on a worker's disk)."""
-    path = Path(attempt.log_path) if attempt is not None and attempt.log_path else None
-    return path if path is not None and path.is_file() else None
+def log_available(attempt) -> bool:
+    """Whether this server can read the attempt's full log (wherever it is kept)."""
+    return log_size(attempt) is not None
 
 
 def _line_masker(secrets: list[str]):
@@ -256,45 +260,42 @@ def _line_masker(secrets: list[str]):
 
 
 def log_lines(attempt, first: int, last: int) -> list[logview.Line]:
-    """Lines first..last of the attempt's log, masked, stderr marked (empty without the file)."""
-    path = log_file(attempt)
-    index = log_index(path) if path else None
-    if index is None:
-        return []
-    try:
-        with open(path, "rb") as f:
-            lines = logview.read_lines(_file_reader(f), index, first, last, mask=_line_masker(log_secrets(attempt)))
-    except OSError:
-        return []
-    logview.mark_stderr(lines, log_stderr_ranges(path))
+    """Lines first..last of the attempt's log, masked, stderr marked (empty when no store holds it)."""
+    with logstore.opened(attempt) as source:
+        index = _index(source) if source is not None else None
+        if index is None:
+            return []
+        try:
+            lines = logview.read_lines(source.read, index, first, last, mask=_line_masker(log_secrets(attempt)))
+        except OSError:
+            return []
+    logview.mark_stderr(lines, log_stderr_ranges(attempt))
     return lines
 
 
-def log_stderr_ranges(path: Path) -> list[tuple[int, int]]:
+def log_stderr_ranges(attempt) -> list[tuple[int, int]]:
     """The byte ranges of the log that the agent wrote to stderr (the runner's sidecar)."""
-    try:
-        with open(logview.stderr_path(path), "rb") as f:
-            return logview.parse_ranges(f.read(logview.STDERR_INDEX_MAX_BYTES).decode("ascii", "replace"))
-    except OSError:
-        return []
+    with logstore.opened(attempt, ".stderr") as source:
+        if source is None:
+            return []
+        try:
+            raw = source.read(0, min(source.size, logview.STDERR_INDEX_MAX_BYTES))
+        except OSError:
+            return []
+    return logview.parse_ranges(raw.decode("ascii", "replace"))
 
 
 def log_search(attempt, query: str) -> logview.SearchResult | None:
-    """Lines of the attempt's log holding `query` (plain text, masked log); None without the file."""
-    path = log_file(attempt)
-    if path is None:
-        return None
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return None
+    """Lines of the attempt's log holding `query` (plain text, masked log); None when no store holds it."""
     mask = _line_masker(log_secrets(attempt))
-    try:
-        with open(path, "rb") as f:
-            chunks = logview.line_chunks(_file_reader(f), size)
+    with logstore.opened(attempt) as source:
+        if source is None:
+            return None
+        try:
+            chunks = logview.line_chunks(source.read, source.size)
             return logview.search((mask(c) for c in chunks) if mask else chunks, query)
-    except OSError:
-        return None
+        except OSError:
+            return None
 
 
 # --- what the pages need to know of specs, plans and results --------------------------------------
@@ -432,12 +433,14 @@ def integration_take_commands(batch: Batch) -> list[str]:
 CANDIDATE_DIFF_MAX_BYTES = 200_000
 
 
-def _read_bounded(path, max_bytes: int) -> tuple[str, bool]:
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(max_bytes + 1)
-    except (FileNotFoundError, IsADirectoryError, TypeError):
-        return "", False
+def _read_bounded(attempt, suffix: str, max_bytes: int) -> tuple[str, bool]:
+    with logstore.opened(attempt, suffix) as source:
+        if source is None:
+            return "", False
+        try:
+            raw = source.read(0, min(source.size, max_bytes + 1))
+        except OSError:
+            return "", False
     return raw[:max_bytes].decode("utf-8", "replace"), len(raw) > max_bytes
 
 
@@ -445,16 +448,13 @@ def merge_candidates(batch: Batch, *, max_bytes: int = CANDIDATE_DIFF_MAX_BYTES)
     """Every run of a batch whose coding agents ran in worktrees, side by side: status, whether its gate
     passed (None without a gate), duration, diff size and diff text, its place in the merge queue, and
     which one the aggregation picked. None without worktrees."""
-    from pathlib import Path
-
-    from spawner.engine import workspaces
     from spawner.models import AgentRun, RunAttempt, RunEvent, Workspace
 
     ws = Workspace.objects.filter(batch_id=batch.id, isolation=Workspace.Isolation.WORKTREE).first()
     if ws is None:
         return None
     runs = list(AgentRun.objects.filter(batch=batch).select_related("agent_type").order_by("order"))
-    rows = RunAttempt.objects.filter(run__batch=batch).only("run_id", "number", "log_path")
+    rows = RunAttempt.objects.filter(run__batch=batch).only("run_id", "number", "status", "log_path")
     attempts = {(a.run_id, a.number): a for a in rows}
     gates: dict[tuple[int, int], int] = {}
     for run_id, attempt, data in RunEvent.objects.filter(batch=batch, kind="run.gate").values_list(
@@ -468,7 +468,8 @@ def merge_candidates(batch: Batch, *, max_bytes: int = CANDIDATE_DIFF_MAX_BYTES)
         attempt = attempts.get((run.id, run.attempt))
         text, truncated = "", False
         if attempt and attempt.log_path:
-            text, truncated = _read_bounded(workspaces.diff_path(Path(attempt.log_path)), max_bytes)
+            attempt.run = run
+            text, truncated = _read_bounded(attempt, ".diff", max_bytes)
         code = gates.get((run.id, run.attempt), "none")
         step = steps.get(run.id)
         out.append(
@@ -510,13 +511,9 @@ def workspace_of(batch_id: int):
     return Workspace.objects.filter(batch_id=batch_id).first()
 
 
-def attempt_diff_path(attempt):
-    """Where the engine wrote the attempt's unified diff (beside its log), or None without a log."""
-    from pathlib import Path
-
-    from spawner.engine.workspaces import diff_path
-
-    return diff_path(Path(attempt.log_path)) if attempt.log_path else None
+def attempt_diff(attempt) -> logstore.LogSource | None:
+    """A reader over the attempt's unified diff (kept beside its log), or None; the caller closes it."""
+    return logstore.open_log(attempt, ".diff")
 
 
 def attempt_gate(attempt) -> dict | None:

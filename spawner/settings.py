@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -206,6 +207,33 @@ SPAWNER = {
     ),
 }
 SPAWNER["LOG_DIR"].mkdir(parents=True, exist_ok=True)
+
+# --- where finished logs are kept, for every web server to read ----------------------------------
+# Agents write their output under SPAWNER_LOG_DIR on their own machine while they run. Unset, the
+# logs stay there (one machine: the web server reads them in place, nothing is copied). With
+# SPAWNER_LOG_STORAGE_DIR (a directory every machine mounts) or SPAWNER_LOG_STORAGE_BACKEND (any
+# Django storage, e.g. storages.backends.s3.S3Storage, configured by SPAWNER_LOG_STORAGE_OPTIONS as
+# JSON), a finished attempt's files are stored there and its live output goes through the database.
+_LOG_STORAGE_BACKEND = os.environ.get("SPAWNER_LOG_STORAGE_BACKEND", "")
+_LOG_STORAGE_DIR = os.environ.get("SPAWNER_LOG_STORAGE_DIR", "")
+_LOG_STORAGE_OPTIONS = json.loads(os.environ.get("SPAWNER_LOG_STORAGE_OPTIONS") or "{}")
+if not isinstance(_LOG_STORAGE_OPTIONS, dict):
+    raise ValueError('SPAWNER_LOG_STORAGE_OPTIONS must be a JSON object, e.g. {"bucket_name": "logs"}')
+if not _LOG_STORAGE_BACKEND:
+    _LOG_STORAGE_OPTIONS.setdefault("location", _LOG_STORAGE_DIR or str(SPAWNER["LOG_DIR"]))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "spawner_logs": {
+        "BACKEND": _LOG_STORAGE_BACKEND or "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": _LOG_STORAGE_OPTIONS,
+    },
+}
+# The storage alias finished logs go to; "" keeps them in SPAWNER_LOG_DIR (the single-machine default).
+SPAWNER["LOG_STORAGE"] = "spawner_logs" if (_LOG_STORAGE_BACKEND or _LOG_STORAGE_DIR) else ""
+# Live output kept in the database per running attempt at most (shared storage only); past it the
+# viewer shows what came so far and the whole log once the attempt ends.
+SPAWNER["LIVE_LOG_MAX_BYTES"] = _env_int("SPAWNER_LIVE_LOG_MAX_BYTES", 32 * 1024 * 1024)
 
 # --- django-q2 ------------------------------------------------------------------
 # Agents mostly wait on their processes, so workers are not bounded by cores.

@@ -9,7 +9,6 @@ now a 409, a spec that cannot run a 422 listing every field error.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -506,15 +505,22 @@ def run_output(
     run = get_object_or_404(AgentRun.objects.select_related("agent_type"), id=run_id)
     number = attempt or run.attempt
     found = get_object_or_404(RunAttempt.objects.select_related("run__agent_type"), run_id=run.id, number=number)
-    path = Path(found.log_path) if found.log_path else None
-    if path is None or not path.is_file():
+    source = selectors.log_open(found)
+    if source is None:
         raise Http404(f"the log of attempt {number} is not on this server")
     secrets = selectors.log_secrets(found)
     if whole:
         masker = selectors.log_masker(secrets) if secrets else None
         name = f"batch-{run.batch_id}-{run.key}-attempt-{number}.log"
-        return file_download(path, filename=name, content_type="text/plain; charset=utf-8", masker=masker)
-    size = path.stat().st_size
+        return file_download(source, filename=name, content_type="text/plain; charset=utf-8", masker=masker)
+    try:
+        return _output_range(source, secrets, tail=tail, start=start, end=end)
+    finally:
+        source.close()
+
+
+def _output_range(source, secrets: list[str], *, tail: int | None, start: int | None, end: int | None):
+    size = source.size
     if start is not None or end is not None:
         begin, stop = start or 0, size if end is None else min(end, size)
         if begin > stop or (begin >= size and size > 0):
@@ -529,7 +535,7 @@ def run_output(
     else:
         stop = size
         begin = max(0, size - (tail or settings.SPAWNER["TAIL_BYTES"]))
-    data = selectors.log_range(path, begin, stop, secrets)
+    data = selectors.log_range(source, begin, stop, secrets)
     response = HttpResponse(data, content_type="text/plain; charset=utf-8")
     response["X-Log-Start"], response["X-Log-End"], response["X-Log-Size"] = str(begin), str(stop), str(size)
     return response

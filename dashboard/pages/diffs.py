@@ -294,11 +294,11 @@ def split_rows(f: FileDiff) -> SafeString:
 
 def read_diff(attempt: RunAttempt, limit: int = SHOW_BYTES) -> tuple[str, int] | None:
     """(the first `limit` bytes of the attempt's diff, masked and decoded; the whole file's size)."""
-    path = selectors.attempt_diff_path(attempt)
-    if path is None or not path.is_file():
-        return None
-    size = path.stat().st_size
-    data = selectors.log_range(path, 0, min(size, limit), selectors.log_secrets(attempt))
+    with selectors.log_opened(attempt, ".diff") as source:
+        if source is None:
+            return None
+        size = source.size
+        data = selectors.log_range(source, 0, min(size, limit), selectors.log_secrets(attempt))
     if size > limit and (cut := data.rfind(b"\n")) > 0:
         data = data[: cut + 1]  # whole lines only
     return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd"), size

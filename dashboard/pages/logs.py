@@ -98,8 +98,7 @@ def section_context(run: AgentRun, attempt: RunAttempt | None, *, page: int | No
         "log_highlight": line,
         "log_page_lines": PAGE_LINES,
     }
-    path = selectors.log_file(attempt)
-    index = selectors.log_index(path) if path else None
+    index = selectors.log_index(attempt)
     if attempt is None or index is None:
         context.update(log_available=False, log_mode="tail", log_tail_text=_db_tail(run, attempt))
         return context
@@ -140,7 +139,7 @@ def section_context(run: AgentRun, attempt: RunAttempt | None, *, page: int | No
 
 
 def _db_tail(run: AgentRun, attempt: RunAttempt | None) -> str:
-    """The stored tail when the log is not on this server: whole lines only when it was cut."""
+    """The stored tail when no store holds the log: whole lines only when it was cut."""
     tail = run.output_tail or ""
     if attempt is not None and attempt.number != run.attempt:
         return ""

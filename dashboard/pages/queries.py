@@ -8,7 +8,6 @@ Nothing here depends on who is looking: fragments are rendered once for everyone
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -401,9 +400,4 @@ def run_context(run: AgentRun) -> dict:
 
 def log_size(attempt: RunAttempt | None) -> int | None:
     """Size of an attempt's full log, or None when this server cannot read it."""
-    if attempt is None or not attempt.log_path:
-        return None
-    try:
-        return os.stat(attempt.log_path).st_size
-    except OSError:
-        return None
+    return selectors.log_size(attempt)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, JsonResponse
@@ -91,21 +89,21 @@ def run_diff(request: HtmxHttpRequest, run_id: int, number: int):
 def run_diff_download(request: HtmxHttpRequest, run_id: int, number: int):
     """The attempt's whole unified diff, streamed and masked like its log."""
     attempt = get_object_or_404(RunAttempt.objects.select_related("run__agent_type"), run_id=run_id, number=number)
-    path = selectors.attempt_diff_path(attempt)
-    if path is None or not path.is_file():
+    source = selectors.attempt_diff(attempt)
+    if source is None:
         raise Http404(f"the diff of attempt {number} is not on this server")
     name = f"batch-{attempt.run.batch_id}-{attempt.run.key}-attempt-{number}.diff"
     secrets = selectors.log_secrets(attempt)
     masker = selectors.log_masker(secrets) if secrets else None
-    return file_download(path, filename=name, content_type="text/x-diff; charset=utf-8", masker=masker)
+    return file_download(source, filename=name, content_type="text/x-diff; charset=utf-8", masker=masker)
 
 
-def _log_file(attempt: RunAttempt) -> Path:
-    """The attempt's full log, if this web server can read it (it may live on a worker's disk)."""
-    path = Path(attempt.log_path) if attempt.log_path else None
-    if path is None or not path.is_file():
+def _log_source(attempt: RunAttempt):
+    """The attempt's full log, opened, wherever it is kept (in place, shared storage, live rows)."""
+    source = selectors.log_open(attempt)
+    if source is None:
         raise Http404(f"the log of attempt {attempt.number} is not on this server")
-    return path
+    return source
 
 
 @require_GET
@@ -113,16 +111,18 @@ def _log_file(attempt: RunAttempt) -> Path:
 def run_log(request: HtmxHttpRequest, run_id: int, number: int):
     """An earlier piece of an attempt's log: the bytes just before `before` (default: before the tail)."""
     attempt = get_object_or_404(RunAttempt.objects.select_related("run__agent_type"), run_id=run_id, number=number)
-    path = _log_file(attempt)
-    size = path.stat().st_size
-    chunk = settings.DASHBOARD["LOG_CHUNK_BYTES"]
-    try:
-        end = int(request.GET["before"])
-    except (KeyError, ValueError):
-        end = size - settings.SPAWNER["TAIL_BYTES"]
-    end = min(max(end, 0), size)
-    start = max(0, end - chunk)
-    data = selectors.log_range(path, start, end, selectors.log_secrets(attempt))
+    with selectors.log_opened(attempt) as source:
+        if source is None:
+            raise Http404(f"the log of attempt {attempt.number} is not on this server")
+        size = source.size
+        chunk = settings.DASHBOARD["LOG_CHUNK_BYTES"]
+        try:
+            end = int(request.GET["before"])
+        except (KeyError, ValueError):
+            end = size - settings.SPAWNER["TAIL_BYTES"]
+        end = min(max(end, 0), size)
+        start = max(0, end - chunk)
+        data = selectors.log_range(source, start, end, selectors.log_secrets(attempt))
     if start > 0 and (newline := data.find(b"\n")) != -1:
         # Begin at a line start; the bytes before it come with the next, earlier piece.
         start, data = start + newline + 1, data[newline + 1 :]
@@ -140,8 +140,8 @@ def run_log(request: HtmxHttpRequest, run_id: int, number: int):
 @login_required
 def run_log_download(request: HtmxHttpRequest, run_id: int, number: int):
     attempt = get_object_or_404(RunAttempt.objects.select_related("run__agent_type"), run_id=run_id, number=number)
-    path = _log_file(attempt)
+    source = _log_source(attempt)
     name = f"batch-{attempt.run.batch_id}-{attempt.run.key}-attempt-{number}.log"
     secrets = selectors.log_secrets(attempt)
     masker = selectors.log_masker(secrets) if secrets else None
-    return file_download(path, filename=name, content_type="text/plain", masker=masker)
+    return file_download(source, filename=name, content_type="text/plain", masker=masker)

@@ -35,6 +35,7 @@ from spawner.engine import (
     events,
     final_message,
     lifecycle,
+    logstore,
     prompts,
     redaction,
     transitions,
@@ -221,6 +222,7 @@ def attempt_finish(
         result = final_message.result_from_log(run.agent_type.output_format, log_path)
     result, result_error, error = redaction.mask_json([result, result_error, error], secrets)
     usage.record_attempt_end(attempt, log_path=log_path, result=result, secrets=secrets)  # tokens and cost
+    logstore.store_attempt(attempt, secrets, log_path)  # several machines: its files, masked, to the shared storage
     end = transitions.AttemptEnd(
         status=status,
         exit_code=exit_code,
@@ -237,7 +239,9 @@ def attempt_finish(
         max_total_seconds=conf("RATE_LIMIT_MAX_TOTAL_SECONDS"),
         max_one_wait=conf("RATE_LIMIT_MAX_WAIT_SECONDS"),
     )
-    if not transitions.attempt_end(attempt, end, backoff_cap=conf("BACKOFF_MAX_SECONDS"), rate_limits=bounds):
+    ended = transitions.attempt_end(attempt, end, backoff_cap=conf("BACKOFF_MAX_SECONDS"), rate_limits=bounds)
+    logstore.forget_live(attempt.id)  # readers now find the stored files
+    if not ended:
         return False
     dispatch.batch_advance(run.batch_id)
     if run.agent_type.max_concurrency:
@@ -570,6 +574,8 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
             for path in attempt_paths(attempt)[:2]:
                 redaction.rewrite_file(path, secrets)
             db.call(usage.record_attempt_end, attempt, log_path=log_path, secrets=secrets, stopped=True)
+            db.call(logstore.store_attempt, attempt, secrets, log_path)
+            db.call(logstore.forget_live, attempt.id)
             return "stopped: attempt no longer current"
         if now - last_beat >= conf("HEARTBEAT_SECONDS") or db.away_since is not None:
             db.beat(lease_file)
@@ -606,7 +612,9 @@ def _publish_output(attempt: RunAttempt, log_path: Path, last_size: int) -> int:
         return last_size
     if size == last_size:
         return size
-    tail = redaction.read_tail(log_path, conf("TAIL_BYTES"), redaction.secret_values(attempt.run.agent_type))
+    secrets = redaction.secret_values(attempt.run.agent_type)
+    logstore.publish_live(attempt, log_path, secrets)  # several machines: the new output, for every web server
+    tail = redaction.read_tail(log_path, conf("TAIL_BYTES"), secrets)
     with transaction.atomic():
         updated = AgentRun.objects.filter(id=attempt.run_id, attempt=attempt.number, status=RunStatus.RUNNING).update(
             output_tail=tail

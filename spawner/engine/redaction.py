@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from spawner.core import masking
@@ -36,15 +36,24 @@ def _hold(secrets: Sequence[bytes]) -> int:
 
 def read_range(path: Path, start: int, end: int, secrets: Sequence[str]) -> bytes:
     """Bytes [start, end) of a file, masked: a secret crossing either edge is masked too."""
+    try:
+        with open(path, "rb") as f:
+
+            def read(offset: int, count: int) -> bytes:
+                f.seek(offset)
+                return f.read(count)
+
+            return read_range_from(read, start, end, secrets)
+    except FileNotFoundError:
+        return b""
+
+
+def read_range_from(read: Callable[[int, int], bytes], start: int, end: int, secrets: Sequence[str]) -> bytes:
+    """Bytes [start, end) of what `read(offset, count)` reads (a file, a stored log), masked."""
     bsecrets = masking.as_bytes(secrets)
     hold = _hold(bsecrets)
     begin = max(0, start - hold)
-    try:
-        with open(path, "rb") as f:
-            f.seek(begin)
-            data = f.read(max(0, end - begin + hold))
-    except FileNotFoundError:
-        return b""
+    data = read(begin, max(0, end - begin + hold))
     return masking.mask_window(data, start - begin, end - begin, bsecrets)
 
 
