@@ -93,7 +93,7 @@ def test_the_api_lists_clusters_for_an_admin_token_only(admin, viewer, registere
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_the_drain_button_drains_a_real_cluster(cluster, admin, agent_types, tmp_path):
-    tasks = "  - {key: a, prompt: 'sleep 3'}\n  - {key: b, prompt: 'true'}\n"
+    tasks = "  - {key: a, prompt: 'sleep 8'}\n  - {key: b, prompt: 'true'}\n"
     spec = "name: drained\nagent: sh\nmax_parallel: 1\ntasks:\n" + tasks
     batch = launch(spec, tmp_path)
     wait_run(batch, "a", "running", timeout=60)
@@ -105,6 +105,7 @@ def test_the_drain_button_drains_a_real_cluster(cluster, admin, agent_types, tmp
     assert f"Cluster {row.name} drains at its next reaper step" in page
     wait_for(lambda: WorkerHeartbeat.objects.filter(pid=cluster.proc.pid, state="draining").exists(), 20, "draining")
     assert 'class="badge draining">draining' in client.get("/clusters/").content.decode()
+    assert RunAttempt.objects.get(run__batch=batch, run__key="a").status == "running", "drained while it ran"
 
     assert cluster.proc.wait(timeout=60) == 0, "the cluster exits once its agent is done"
     attempt = RunAttempt.objects.get(run__batch=batch, run__key="a")
