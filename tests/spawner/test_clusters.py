@@ -174,7 +174,9 @@ def two_clusters(transactional_db, tmp_path, settings):
         env = {
             **os.environ,
             **CLUSTER_ENV,
-            "SPAWNER_WORKERS": "4",
+            # Few workers: a cluster holds at most its workers plus as many prefetched messages (plus one in
+            # its pusher's hand), so a batch of 8 cannot all land in the first cluster to ask.
+            "SPAWNER_WORKERS": "2",
             "SPAWNER_CLUSTER_NAME": name,
             "DATABASE_URL": database_url_for_subprocess(),
             "SPAWNER_LOG_DIR": str(log_dir),
