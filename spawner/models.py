@@ -465,6 +465,7 @@ class WorkerHeartbeat(models.Model):
     `cluster`); no two live clusters share one."""
 
     class State(models.TextChoices):
+        STARTING = "starting"  # joined under its name; its workers are not up yet
         RUNNING = "running"
         DRAINING = "draining"
 

@@ -85,15 +85,22 @@ def join(*, name: str, host: str, pid: int, workers: int) -> WorkerHeartbeat:
             WorkerHeartbeat.objects.filter(name=name).delete()
             WorkerHeartbeat.objects.filter(host=host, pid=pid).delete()
             return WorkerHeartbeat.objects.create(
-                name=name, host=host, pid=pid, workers=workers, version=version(), seen_at=now
+                name=name,
+                host=host,
+                pid=pid,
+                workers=workers,
+                version=version(),
+                seen_at=now,
+                state=WorkerHeartbeat.State.STARTING,  # ready at its first beat
             )
     except IntegrityError as exc:  # another cluster joined under this name at the same moment
         raise NameTaken(f"a cluster named {name!r} joined at the same moment: use another name") from exc
 
 
 def beat(*, name: str, host: str, pid: int, workers: int, draining: bool) -> bool:
-    """Say this cluster is alive, what it runs and whether it drains. True when an admin asked it to
-    drain. Raises NameLost when another cluster took its name meanwhile."""
+    """Say this cluster is alive (its first beat: ready to take work), what it runs and whether it
+    drains. True when an admin asked it to drain. Raises NameLost when another cluster took its name
+    meanwhile."""
     now = timezone.now()
     busy = RunAttempt.objects.filter(status=AttemptStatus.RUNNING, cluster=name).count()
     state = WorkerHeartbeat.State.DRAINING if draining else WorkerHeartbeat.State.RUNNING

@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
             model_name="workerheartbeat",
             name="state",
             field=models.CharField(
-                choices=[("running", "Running"), ("draining", "Draining")], default="running", max_length=10
+                choices=[("starting", "Starting"), ("running", "Running"), ("draining", "Draining")], default="running", max_length=10
             ),
         ),
         migrations.AddField(

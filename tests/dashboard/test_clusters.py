@@ -28,6 +28,7 @@ def registered(db):
     registry.join(name="west", host="machine-b", pid=202, workers=4)
     WorkerHeartbeat.objects.filter(name="west").update(busy=3)
     registry.join(name="gone", host="machine-c", pid=303, workers=2)
+    WorkerHeartbeat.objects.update(state="running")  # each has beaten since it joined
     WorkerHeartbeat.objects.filter(name="gone").update(seen_at=timezone.now() - timedelta(minutes=10))
 
 

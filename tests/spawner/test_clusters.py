@@ -56,7 +56,7 @@ def test_a_dead_clusters_name_is_taken_over(db):
 
 
 def test_the_beat_counts_busy_attempts_and_carries_the_drain_request(db, agent_types, tmp_path):
-    registry.join(name="east", host=HOST, pid=os.getpid(), workers=3)
+    assert registry.join(name="east", host=HOST, pid=os.getpid(), workers=3).state == "starting"
     batch = launch("name: b\nagent: sh\ntasks:\n  - {key: a, prompt: x}\n  - {key: b, prompt: y}\n", tmp_path)
     RunAttempt.objects.filter(run__batch=batch, run__key="a").update(status="running", cluster="east")
     RunAttempt.objects.filter(run__batch=batch, run__key="b").update(status="running", cluster="west")
