@@ -43,9 +43,11 @@ test-sqlite: setup agents
 test-postgres: setup
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli and not slow and not faults" tests/spawner
 
-# The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite.
+# The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite and two
+# named clusters serving the same batches (caps, staggers, budgets across both).
 test-redis: setup
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_URL_TEST) $(PY) -m pytest -m integration tests/spawner/test_execution.py
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_URL_TEST) $(PY) -m pytest -m integration tests/spawner/test_execution.py \
+		tests/spawner/test_clusters.py
 
 # Faults at scale on PostgreSQL + Redis: kill -9 of one of three clusters, a partition longer than
 # the lease, a PostgreSQL restart (a private instance) and dropped connections. Prints `faults:` lines.

@@ -233,7 +233,7 @@ class Cluster:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
-        while not WorkerHeartbeat.objects.filter(pid=self.proc.pid).exists():
+        while not WorkerHeartbeat.objects.filter(pid=self.proc.pid).exclude(state="starting").exists():
             if self.proc.poll() is not None or time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"cluster did not start:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.05)

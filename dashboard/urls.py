@@ -6,6 +6,7 @@ from django.urls import path
 from dashboard import ids  # noqa: F401  (registers <id:...>)
 from dashboard.pages import (
     actions,
+    clusters,
     escalations,
     history,
     logs,
@@ -50,6 +51,8 @@ urlpatterns = [
     path("escalations/<id:escalation_id>/resolve/", escalations.escalation_resolve, name="escalation-resolve"),
     path("webhooks/", webhook_pages.webhook_list, name="webhooks"),
     path("webhooks/<id:delivery_id>/redeliver/", webhook_pages.webhook_redeliver, name="webhook-redeliver"),
+    path("clusters/", clusters.cluster_list, name="clusters"),
+    path("clusters/drain/", clusters.cluster_drain, name="cluster-drain"),
     path("runs/<id:run_id>/", views.run_detail, name="run"),
     path("runs/<id:run_id>/cancel/", actions.run_cancel, name="run-cancel"),
     path("runs/<id:run_id>/retry/", actions.run_retry, name="run-retry"),

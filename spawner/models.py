@@ -413,8 +413,9 @@ class RunAttempt(models.Model):
     worker_pid = models.IntegerField(null=True, blank=True)
     pgid = models.IntegerField(null=True, blank=True)
     held_by = models.CharField(
-        max_length=220, blank=True, help_text="host:pid of the cluster whose queue holds this queued attempt."
+        max_length=220, blank=True, help_text="The name of the cluster whose queue holds this queued attempt."
     )
+    cluster = models.CharField(max_length=200, blank=True, help_text="The name of the cluster that ran it.")
     sent_at = models.DateTimeField(null=True, blank=True, help_text="Last time it was sent again (recovery).")
     send_due = models.DateTimeField(
         null=True,
@@ -487,16 +488,36 @@ class RunEvent(models.Model):
 
 
 class WorkerHeartbeat(models.Model):
-    """A live cluster (qcluster + reaper) says it is alive here."""
+    """The cluster registry: each live cluster (qcluster + reaper) says here, every reaper step, that it
+    is alive, what it runs and whether it drains. Its `name` identifies it (held attempts, attempts'
+    `cluster`); no two live clusters share one."""
 
+    class State(models.TextChoices):
+        STARTING = "starting"  # joined under its name; its workers are not up yet
+        RUNNING = "running"
+        DRAINING = "draining"
+
+    name = models.CharField(max_length=200, help_text="SPAWNER_CLUSTER_NAME, or host:pid.")
     host = models.CharField(max_length=200)
     pid = models.IntegerField()
+    version = models.CharField(max_length=100, blank=True, help_text="Spawner's version and git commit.")
     workers = models.PositiveIntegerField()
+    busy = models.PositiveIntegerField(default=0, help_text="Attempts running in this cluster.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RUNNING)
+    drain_requested_at = models.DateTimeField(null=True, blank=True, help_text="An admin asked it to drain.")
+    drain_requested_by = models.CharField(max_length=150, blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
-    seen_at = models.DateTimeField()
+    seen_at = models.DateTimeField(help_text="Its last heartbeat.")
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="unique_worker")]
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "pid"], name="unique_worker"),
+            models.UniqueConstraint(fields=["name"], name="unique_cluster_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Aggregation(models.Model):

@@ -3,6 +3,7 @@
 - launch (and so retry and re-run): `spawner.add_batch`
 - cancel a batch or a run: `spawner.cancel_batch`, or owning the batch
 - run an admin-only agent type (the shell): staff
+- see the clusters and drain one: staff or superuser
 - assign and resolve escalations: `spawner.resolve_escalation`
 - review a batch's combined result: `spawner.review_batch`
 
@@ -43,6 +44,11 @@ def may_run_admin_only(user) -> bool:
     return _active(user) and user.is_staff
 
 
+def may_manage_clusters(user) -> bool:
+    """See the clusters and tell one to drain: staff and superusers."""
+    return _active(user) and (user.is_staff or user.is_superuser)
+
+
 def may_resolve_escalations(user) -> bool:
     return _active(user) and user.has_perm(RESOLVE_ESCALATION)
 
@@ -55,6 +61,7 @@ REFUSALS: dict[Callable[..., bool], str] = {
     may_launch: "you need the permission to launch batches",
     may_cancel: "you need the permission to cancel batches (or to own this one)",
     may_run_admin_only: "only an admin may run this agent type",
+    may_manage_clusters: "only an admin may see the clusters and drain one",
     may_resolve_escalations: "you need the permission to assign and resolve escalations",
     may_review: "you need the permission to review results",
 }

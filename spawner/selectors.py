@@ -1097,3 +1097,25 @@ def personal_webhook(user):
     from spawner.models import PersonalWebhook
 
     return PersonalWebhook.objects.filter(user_id=user.id).first()
+
+
+# --- clusters ---------------------------------------------------------------------------
+
+
+def clusters() -> list:
+    """The cluster registry for the clusters page and the API: every cluster seen within the last hour,
+    by name, each with `alive` (a heartbeat within the lease) and `age` (seconds since its last one).
+    Callers check `permissions.may_manage_clusters`."""
+    from django.utils import timezone
+
+    from spawner.engine import registry
+    from spawner.models import WorkerHeartbeat
+
+    now = timezone.now()
+    lease = registry.lease()
+    rows = list(WorkerHeartbeat.objects.order_by("name"))
+    for row in rows:
+        row.age = max(0.0, (now - row.seen_at).total_seconds())
+        row.alive = now - row.seen_at <= lease
+        row.shown_state = row.state if row.alive else "silent"
+    return rows

@@ -1237,3 +1237,23 @@ def webhook_redeliver(*, delivery_id: int, actor) -> None:
         raise NotAllowed(WEBHOOKS_ADMIN_ONLY)
     if not webhooks.requeue(delivery_id, actor=actor):
         raise ActionRefused(f"webhook call #{delivery_id} is already queued")
+
+
+# --- clusters ---------------------------------------------------------------------------
+
+
+def cluster_drain(*, name: str, actor):
+    """Tell the live cluster `name` to drain (finish what it runs, take nothing new, release what it
+    holds, then exit), at its next reaper step. Admins only; None is the local command line."""
+    from spawner.engine import registry
+
+    permissions.require(actor, permissions.may_manage_clusters)
+    name = (name or "").strip()
+    if not name:
+        raise ActionRefused("name the cluster to drain")
+    row = registry.request_drain(name, by=actor.get_username() if actor is not None else "command line")
+    if row is None:
+        live = sorted(registry.live().values_list("name", flat=True))
+        known = f"live clusters: {', '.join(live)}" if live else "no cluster is running"
+        raise ActionRefused(f"no live cluster is named {name!r} ({known})")
+    return row

@@ -108,7 +108,8 @@ class ClusterProcess:
             cwd=ROOT,
         )
         deadline = time.monotonic() + 60
-        while not WorkerHeartbeat.objects.filter(pid=self.proc.pid).exists():
+        # Its registry row is written at start ("starting"); the first beat after q2 is up makes it ready.
+        while not WorkerHeartbeat.objects.filter(pid=self.proc.pid).exclude(state="starting").exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"cluster did not start; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}")
             time.sleep(0.1)

@@ -102,6 +102,4 @@ def test_every_spawner_variable_the_deployment_sets_is_one_spawner_reads():
     used = set(re.findall(r"\b(SPAWNER_[A-Z_]+)\b", COMPOSE.read_text() + DOCKERFILE.read_text()))
     unknown = {name for name in used if f'"{name}"' not in read and name != "SPAWNER_IMAGE"}
     unknown.discard("SPAWNER_PORT")  # compose's own: the published port
-    # The cluster registry (issue 13) reads it; until that lands a cluster takes its host name instead.
-    unknown.discard("SPAWNER_CLUSTER_NAME")
     assert not unknown, f"set by the deployment, read by nothing: {sorted(unknown)}"

@@ -474,6 +474,7 @@ def run_attempts(request, run_id: int):
             "exit_code": a.exit_code,
             "error": a.error,
             "host": a.host,
+            "cluster": a.cluster,
             "log_bytes": _log_bytes(a),
             "branch": a.branch,
             "head_commit": a.head_commit,

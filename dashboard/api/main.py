@@ -9,7 +9,7 @@ from django.http import Http404
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from dashboard.api import endpoints
+from dashboard.api import clusters, endpoints
 from dashboard.api.auth import SessionAuth, TokenAuth, request_user
 from dashboard.api.limits import MAX_BODY_BYTES
 from dashboard.api.problems import field_errors, problem
@@ -40,6 +40,7 @@ api = NinjaAPI(
     docs_decorator=docs_auth,
 )
 api.add_router("/", endpoints.router)
+api.add_router("/", clusters.router)  # the cluster registry (admins)
 
 
 def _unauthenticated():

@@ -168,6 +168,7 @@ class AttemptOut(Schema):
     exit_code: int | None
     error: str
     host: str
+    cluster: str = Field("", description="The name of the cluster that ran it (SPAWNER_CLUSTER_NAME).")
     log_bytes: int | None = Field(None, description="Size of the full log, when this server can read it.")
     branch: str
     head_commit: str
@@ -327,3 +328,18 @@ class ScheduleIn(Schema):
     cron: str = Field(max_length=100, description="A cron expression, e.g. `0 3 * * 1-5`.")
     timezone: str = Field("UTC", max_length=64, description="An IANA time zone the cron is read in.")
     variables: dict[str, str] = Field(default_factory=dict, description="Values of the template's variables.")
+
+
+class ClusterOut(Schema):
+    name: str
+    host: str
+    pid: int
+    version: str
+    state: str = Field(description="running, draining, or silent (no heartbeat within the lease)")
+    workers: int
+    busy: int = Field(description="Attempts running in this cluster.")
+    started_at: datetime
+    last_heartbeat: datetime
+    heartbeat_age_seconds: float
+    drain_requested_at: datetime | None
+    drain_requested_by: str

@@ -49,8 +49,9 @@ def alive() -> bool:
 
 
 def ready(proc: subprocess.Popen) -> bool:
-    """This cluster (not another one) has said it is alive: its own WorkerHeartbeat row exists."""
-    return WorkerHeartbeat.objects.filter(host=execution.HOST, pid=proc.pid).exists()
+    """This cluster (not another one) has said it is alive: its own WorkerHeartbeat row, past starting."""
+    mine = WorkerHeartbeat.objects.filter(host=execution.HOST, pid=proc.pid)
+    return mine.exclude(state=WorkerHeartbeat.State.STARTING).exists()
 
 
 def stop(proc: subprocess.Popen | None) -> None:

@@ -187,7 +187,12 @@ def _claim(attempt: RunAttempt) -> tuple[bool, float]:
         if wait := _stagger_wait(attempt, now):
             return False, wait
         claimed = transitions.attempt_start(
-            attempt, now=now, host=HOST, pid=os.getpid(), log_path=str(attempt_paths(attempt)[0])
+            attempt,
+            now=now,
+            host=HOST,
+            pid=os.getpid(),
+            log_path=str(attempt_paths(attempt)[0]),
+            cluster=lifecycle.CLUSTER_ID,
         )
     return claimed, 0.0
 

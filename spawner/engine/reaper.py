@@ -15,8 +15,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from spawner.engine import dispatch, execution, merging, queue, recovery
-from spawner.models import RunAttempt, WorkerHeartbeat
+from spawner.engine import dispatch, execution, merging, queue, recovery, registry
+from spawner.models import RunAttempt
 from spawner.runners.command import owns_group
 from spawner.states import AttemptStatus
 
@@ -95,21 +95,8 @@ def tick() -> int:
     return found
 
 
-def cluster_heartbeat(pid: int, workers: int) -> None:
-    now = timezone.now()
-    WorkerHeartbeat.objects.update_or_create(
-        host=execution.HOST, pid=pid, defaults={"seen_at": now, "workers": workers}
-    )
-    WorkerHeartbeat.objects.filter(seen_at__lt=now - timedelta(hours=1)).delete()
-
-
-def cluster_gone(pid: int) -> None:
-    WorkerHeartbeat.objects.filter(host=execution.HOST, pid=pid).delete()
-
-
 def _live():
-    lease = timedelta(seconds=settings.SPAWNER["LEASE_SECONDS"])
-    return WorkerHeartbeat.objects.filter(seen_at__gte=timezone.now() - lease)
+    return registry.live()
 
 
 def live_clusters() -> int:

@@ -1,21 +1,23 @@
 """Recovery: no message a dead cluster holds strands a run, a stopping cluster drains, a finished
 agent is harvested, not re-run.
 
-Who holds a queued attempt. q2's pusher prefetches messages into its cluster's memory (and, with
-the ORM broker, locks them for q2's retry window, hours; Redis pops them for good). So the pusher's
-broker (`spawner.engine.broker`) stamps each attempt it takes with its cluster, `held_by =
-"host:pid"`, before any worker can see it. Every cluster beats in `WorkerHeartbeat`; the reaper
-sends a queued attempt again when its holder stopped beating for a lease, once (a conditional
-update clears `held_by`), and a live cluster stamps it anew when it takes it. A healthy cluster with
-a backlog holds its prefetched attempts and beats, so they are never duplicated. An attempt no
-cluster holds (its message was lost between Redis's pop and the stamp, or never sent) is sent again
-only when the broker has nothing waiting and at most once per lease. A duplicate that does arrive
-is a no-op: claims are conditional updates.
+Who holds a queued attempt. q2's pusher prefetches messages into its cluster's memory (and, with the
+ORM broker, locks them for q2's retry window, hours; Redis pops them for good). So the pusher's
+broker (`spawner.engine.broker`) stamps each attempt it takes with its cluster's name, `held_by`
+(`SPAWNER_CLUSTER_NAME`, else "host:pid"), before any worker can see it. Every cluster beats in the
+registry (`WorkerHeartbeat`, `spawner.engine.registry`); the reaper sends a queued attempt again
+when its holder stopped beating for a lease, once (a conditional update clears `held_by`), and a
+live cluster stamps it anew when it takes it. A healthy cluster with a backlog holds its prefetched
+attempts and beats, so they are never duplicated. An attempt no cluster holds (its message was lost
+between Redis's pop and the stamp, or never sent) is sent again only when the broker has nothing
+waiting and at most once per lease. A duplicate that does arrive is a no-op: claims are conditional
+updates.
 
-Draining. The first SIGTERM/SIGINT to a cluster sets a flag its forked processes share: the pusher
-stops pulling, workers take nothing new (an attempt they are handed stays queued and is released),
-running agents finish. What is left when the grace ends is handed back: the agent is stopped and
-its attempt ends `handed_back`, which spends no retry and opens no escalation.
+Draining. The first SIGTERM/SIGINT to a cluster, or an admin's drain request in its registry row
+(seen at its next reaper step), sets a flag its forked processes share: the pusher stops pulling,
+workers take nothing new (an attempt they are handed stays queued and is released), running agents
+finish. What is left when the grace ends is handed back: the agent is stopped and its attempt ends
+`handed_back`, which spends no retry and opens no escalation.
 
 Harvesting. The runner's shim records each agent's exit code beside its log. An attempt whose
 worker is gone (killed, or its cluster stopped) is first stopped (its whole group, so the record
@@ -78,8 +80,9 @@ def _lease() -> timedelta:
 
 
 def live_cluster_ids() -> set[str]:
+    """The names of the clusters that beat within the lease (what `held_by` records)."""
     seen = WorkerHeartbeat.objects.filter(seen_at__gte=timezone.now() - _lease())
-    return {lifecycle.cluster_id(host, pid) for host, pid in seen.values_list("host", "pid")}
+    return set(seen.values_list("name", flat=True))
 
 
 # --- holding ----------------------------------------------------------------------------

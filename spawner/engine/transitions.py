@@ -159,8 +159,8 @@ def attempt_queue(
     return attempt
 
 
-def attempt_start(attempt: RunAttempt, *, now: datetime, host: str, pid: int, log_path: str) -> bool:
-    """The worker claims a queued attempt; its run is running."""
+def attempt_start(attempt: RunAttempt, *, now: datetime, host: str, pid: int, log_path: str, cluster: str = "") -> bool:
+    """The worker (of the cluster named `cluster`) claims a queued attempt; its run is running."""
     claimed = move(
         "attempt_started",
         attempt.id,
@@ -170,6 +170,7 @@ def attempt_start(attempt: RunAttempt, *, now: datetime, host: str, pid: int, lo
         heartbeat_at=now,
         host=host,
         worker_pid=pid,
+        cluster=cluster,
     )
     if not claimed:
         return False
@@ -187,7 +188,7 @@ def attempt_start(attempt: RunAttempt, *, now: datetime, host: str, pid: int, lo
         attempt=attempt.number,
         kind=EventKind.RUN_RUNNING,
         status=RunStatus.RUNNING,
-        data={"host": host, "worker_pid": pid},
+        data={"host": host, "worker_pid": pid, "cluster": cluster},
     )
     return True
 

@@ -55,7 +55,7 @@ READS = {
     "template",
 }
 # Pages only an admin (staff) may read; any other signed-in person gets 403.
-ADMIN_READS = {"webhooks"}
+ADMIN_READS = {"webhooks", "clusters"}
 # Writes (POST only): what each needs, and a body that would succeed.
 WRITES = {
     "batch-new": (
@@ -90,6 +90,8 @@ WRITES = {
     "schedule-action": ("edit", {"action": "pause"}),
     # The webhook delivery log's redelivery (admins only).
     "webhook-redeliver": ("admin", {}),
+    # Draining a cluster (admins only; no cluster runs here, so the admin's ask is refused: 302 with a message).
+    "cluster-drain": ("admin", {"name": "nowhere"}),
 }
 # What each person was granted; the admin may do everything.
 GRANTED = {

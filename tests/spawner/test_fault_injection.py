@@ -79,7 +79,7 @@ class Cluster:
     def ready(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"cluster {self.host} died at start:\n{self.log_path.read_text()[-3000:]}")
-        return WorkerHeartbeat.objects.filter(host=self.host, pid=self.proc.pid).exists()
+        return WorkerHeartbeat.objects.filter(host=self.host, pid=self.proc.pid).exclude(state="starting").exists()
 
     def processes(self) -> list[psutil.Process]:
         """The cluster's own processes (its agents run in sessions of their own)."""

@@ -11,10 +11,11 @@ import time
 
 import psutil
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, InterfaceError, connections
 
-from spawner.engine import execution, housekeeping, lifecycle, queue, reaper, recovery, webhooks
+from spawner.engine import execution, housekeeping, lifecycle, queue, reaper, recovery, registry, webhooks
+from spawner.errors import ActionRefused
 from spawner.models import RunAttempt
 from spawner.states import AttemptStatus
 
@@ -27,11 +28,21 @@ SAME_REQUEST_SECONDS = 1.0
 
 class Command(BaseCommand):
     help = (
-        "Start a qcluster with Spawner's reaper. SIGTERM/Ctrl-C drains: nothing new starts, running agents "
-        "finish (up to SPAWNER_DRAIN_SECONDS); a second signal hands the rest back at once."
+        "Start a qcluster with Spawner's reaper, named SPAWNER_CLUSTER_NAME (default host:pid). SIGTERM/Ctrl-C, "
+        "or `--drain NAME` from anywhere that shares the database, drains: nothing new starts, running agents "
+        "finish (up to SPAWNER_DRAIN_SECONDS), then it exits; a second signal hands the rest back at once."
     )
 
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--drain",
+            metavar="NAME",
+            help="Do not start a cluster: ask the live cluster NAME to drain and exit (as its page's button does).",
+        )
+
     def handle(self, *args, **options):
+        if options.get("drain") is not None:
+            return self.ask_drain(options["drain"])
         from django_q.cluster import Cluster
         from django_q.conf import Conf
 
@@ -44,7 +55,11 @@ class Command(BaseCommand):
         import spawner.engine.tasks  # noqa: F401
 
         pid = os.getpid()
-        lifecycle.cluster_begin(pid)
+        try:
+            name = lifecycle.cluster_begin(pid)
+            registry.join(name=name, host=execution.HOST, pid=pid, workers=Conf.WORKERS)
+        except (ValueError, registry.NameTaken) as exc:
+            raise CommandError(f"spawner cluster not started: {exc}") from exc
         try:  # a previous instance with this name (same host and pid after a restart) may have held attempts
             recovery.release_held(lifecycle.CLUSTER_ID)
         except DatabaseError:
@@ -68,23 +83,26 @@ class Command(BaseCommand):
         _, outbox_stop = queue.start_sender_thread()
         # Worktrees nobody needs any more, a bounded number every SPAWNER_GC_SECONDS (spawner_gc by hand).
         _, gc_stop = housekeeping.start_gc_thread()
-        # The first beat says "ready" (what `ensure_cluster` waits for). A peer's reaper that ticks in
+        # Joining the registry above wrote its row; the first beat after q2 is up says "ready"
+        # (what `ensure_cluster` waits for). A peer's reaper that ticks in
         # the few ms between our pusher's first take and this beat resends that attempt once: a no-op.
-        self.step(pid, Conf.WORKERS)
+        asked = self.step(pid, Conf.WORKERS)
         self.stdout.write(
-            f"spawner cluster {pid}: {Conf.WORKERS} workers, lease {settings.SPAWNER['LEASE_SECONDS']} s", ending="\n"
+            f"spawner cluster {name} (pid {pid}, {registry.version()}): {Conf.WORKERS} workers, "
+            f"lease {settings.SPAWNER['LEASE_SECONDS']} s",
+            ending="\n",
         )
         self.stdout.flush()
         workers: set[int] = set()
         drain_until = None
         try:
             while cluster.sentinel.is_alive():
-                if signals and drain_until is None:
-                    drain_until = self.drain_begin(cluster)
+                if (signals or asked) and drain_until is None:
+                    drain_until = self.drain_begin(cluster, asked=asked and not signals)
                 if drain_until is not None and (len(signals) > 1 or time.monotonic() >= drain_until):
                     break
                 workers |= q2_children(cluster)
-                self.step(pid, Conf.WORKERS)
+                asked = self.step(pid, Conf.WORKERS) or asked
                 self.pause(0.2 if drain_until else settings.SPAWNER["REAPER_SECONDS"], signals)
         finally:
             hooks_stop.set()
@@ -101,15 +119,22 @@ class Command(BaseCommand):
 
     db_away_since: float | None = None
 
-    def step(self, pid: int, workers: int) -> None:
-        """One reaper step: say we are alive, reap, resend, advance. A database that went away is
-        said once, and that it is back; each step reconnects."""
+    def step(self, pid: int, workers: int) -> bool:
+        """One reaper step: say we are alive, reap, resend, advance. True when the registry says drain
+        (an admin asked, or another cluster took this one's name while it was silent). A database that
+        went away is said once, and that it is back; each step reconnects."""
+        drain = False
         try:
-            reaper.cluster_heartbeat(pid, workers)
+            drain = registry.beat(
+                name=lifecycle.CLUSTER_ID, host=execution.HOST, pid=pid, workers=workers, draining=lifecycle.draining()
+            )
             if self.db_away_since is not None:
                 log.warning("the database is back after %.1f s", time.monotonic() - self.db_away_since)
                 self.db_away_since = None
             reaper.tick()
+        except registry.NameLost as exc:
+            self.stderr.write(f"spawner cluster {lifecycle.CLUSTER_ID}: {exc}; draining")
+            drain = True
         except (DatabaseError, InterfaceError) as exc:
             if self.db_away_since is None:
                 self.db_away_since = time.monotonic()
@@ -117,6 +142,16 @@ class Command(BaseCommand):
             connections.close_all()
         except Exception:  # the reaper must outlive any one bad row
             log.exception("reaper step failed; trying again")
+        return drain
+
+    def ask_drain(self, name: str) -> None:
+        from spawner import services
+
+        try:
+            row = services.cluster_drain(name=name, actor=None)
+        except ActionRefused as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"cluster {row.name} ({row.host}, pid {row.pid}) will drain at its next reaper step")
 
     @staticmethod
     def pause(seconds: float, signals: list[float]) -> None:
@@ -125,7 +160,7 @@ class Command(BaseCommand):
         while len(signals) == seen and time.monotonic() < deadline:
             time.sleep(0.05)
 
-    def drain_begin(self, cluster) -> float:
+    def drain_begin(self, cluster, asked: bool = False) -> float:
         """Take nothing new; let running agents finish; give what we hold to whoever runs next."""
         lifecycle.drain_start()  # the pusher stops pulling, workers start nothing
         cluster.stop_event.set()  # q2 stops its workers as each becomes idle
@@ -134,7 +169,11 @@ class Command(BaseCommand):
             recovery.release_held(lifecycle.CLUSTER_ID)
         except DatabaseError:
             log.exception("could not release queued attempts; the next cluster's reaper will")
-        self.stdout.write(f"spawner cluster draining: agents may finish within {grace:.0f} s; signal again to stop now")
+        why = "an admin asked it to drain" if asked else "signalled"
+        self.stdout.write(
+            f"spawner cluster {lifecycle.CLUSTER_ID} draining ({why}): agents may finish within {grace:.0f} s; "
+            "signal again to stop now"
+        )
         self.stdout.flush()
         return time.monotonic() + grace
 
@@ -158,10 +197,13 @@ class Command(BaseCommand):
             )
             handed = recovery.hand_back(list(running), settings.SPAWNER["KILL_GRACE_SECONDS"])
             recovery.release_held(lifecycle.CLUSTER_ID)
-            reaper.cluster_gone(pid)
+            registry.leave(name=lifecycle.CLUSTER_ID, host=execution.HOST, pid=pid)
         except DatabaseError:
             log.exception("could not hand attempts back; the reaper will find them")
-        self.stdout.write(f"spawner cluster {pid} stopped ({handed} handed back, {time.monotonic() - started:.1f} s)")
+        took = time.monotonic() - started
+        self.stdout.write(
+            f"spawner cluster {lifecycle.CLUSTER_ID} (pid {pid}) stopped ({handed} handed back, {took:.1f} s)"
+        )
 
 
 def q2_children(cluster) -> set[int]:
