@@ -45,8 +45,8 @@ def may_run_admin_only(user) -> bool:
 
 
 def may_manage_clusters(user) -> bool:
-    """See the clusters and tell one to drain: staff and superusers."""
-    return _active(user) and (user.is_staff or user.is_superuser)
+    """See the clusters and tell one to drain: staff (an API token below `admin` never acts as staff)."""
+    return _active(user) and user.is_staff
 
 
 def may_resolve_escalations(user) -> bool:

@@ -207,6 +207,11 @@ SPAWNER = {
     ),
 }
 SPAWNER["LOG_DIR"].mkdir(parents=True, exist_ok=True)
+# An agent's launcher stops it once its worker's heartbeat is older than the fence (0.6 x the lease
+# by default, spawner.engine.execution.fence_seconds): the heartbeat must renew it well within that,
+# whatever the lease is set to, or every agent would be fenced. So it beats at least 3 times a fence.
+_FENCE = min(SPAWNER["FENCE_SECONDS"] or 0.6 * SPAWNER["LEASE_SECONDS"], 0.9 * SPAWNER["LEASE_SECONDS"])
+SPAWNER["HEARTBEAT_SECONDS"] = min(SPAWNER["HEARTBEAT_SECONDS"], _FENCE / 3)
 
 # --- where finished logs are kept, for every web server to read ----------------------------------
 # Agents write their output under SPAWNER_LOG_DIR on their own machine while they run. Unset, the

@@ -24,6 +24,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
 from django.http import StreamingHttpResponse
 
 from spawner import selectors
@@ -31,6 +32,11 @@ from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL
 
 EVENTS_PER_READ = 500
+# PostgreSQL hands out event ids before commit: an id below the newest one seen that is not in the log
+# yet may belong to a transaction still committing. Events past such a hole wait this long for it to
+# fill (the websocket relay's rule); a hole older than that was a rolled-back insert.
+GAP_SECONDS = 10.0
+GAP_SPAN = 20_000  # a wider range of ids is not checked one by one (the relay's MAX_GAPS, roomier)
 RETRY_MILLISECONDS = 2000  # how long a browser's EventSource waits before it reconnects
 
 
@@ -43,6 +49,24 @@ def frame(event_id: int, name: str, data) -> bytes:
     return f"id: {event_id}\nevent: {name}\ndata: {body}\n\n".encode()
 
 
+def settled(events: list[dict], present: set[int] | None, after: int, missing_since: dict[int, float], now: float):
+    """The leading events that may go out now: those below the first id after `after` that the log
+    lacks and has lacked for less than GAP_SECONDS (`missing_since` remembers when each hole was
+    first seen). `present`: the log's ids in (after, last event's id], or None (not checked)."""
+    if not events or present is None:
+        return events
+    holes = [i for i in range(after + 1, events[-1]["id"] + 1) if i not in present]
+    for i in list(missing_since):
+        if i <= after:
+            del missing_since[i]
+    for i in holes:
+        missing_since.setdefault(i, now)
+    open_holes = [i for i in holes if now - missing_since[i] < GAP_SECONDS]
+    if not open_holes:
+        return events
+    return [e for e in events if e["id"] < open_holes[0]]
+
+
 class EventStream:
     """One client's stream: `step()` reads the log once and says what to send."""
 
@@ -52,6 +76,7 @@ class EventStream:
         self.snapshot = after is None
         self.started = self.last_sent = time.monotonic()
         self.done = False
+        self.missing_since: dict[int, float] = {}
 
     def step(self) -> tuple[bytes, bool]:
         """(what to send, whether the log is idle: wait before the next step)."""
@@ -68,16 +93,24 @@ class EventStream:
                 self.after, "snapshot", selectors.batch_record(batch)
             ), False
         status = selectors.batch_status(self.batch_id)  # before the events: none written before it ended is missed
-        events = selectors.events_after(self.batch_id, self.after, EVENTS_PER_READ)
+        read = selectors.events_after(self.batch_id, self.after, EVENTS_PER_READ)
+        present = selectors.event_ids_between(self.after, read[-1]["id"], GAP_SPAN) if read else set()
+        events = settled(read, present, self.after, self.missing_since, now)
         if events:
             self.after, self.last_sent = events[-1]["id"], now
-            return b"".join(frame(e["id"], e["kind"], e) for e in events), len(events) < EVENTS_PER_READ
+            return b"".join(frame(e["id"], e["kind"], e) for e in events), len(read) < EVENTS_PER_READ
+        if read:  # held back behind a hole that may still fill: look again shortly, never end yet
+            return b"", True
         if status is None or status in BATCH_TERMINAL:
             self.done = True
             return frame(self.after, "end", {"status": status}), False
         if now - self.started >= conf("EVENTS_STREAM_SECONDS"):
             self.done = True
             return b": this stream ends here; resume it with Last-Event-ID\n\n", False
+        if now - self.last_sent >= 2 and not connection.in_atomic_block:
+            # An idle stream gives its database connection back (a stream lasts up to half an hour;
+            # fifty followers must not hold fifty connections the clusters need).
+            connection.close()
         if now - self.last_sent >= conf("EVENTS_KEEPALIVE_SECONDS"):
             self.last_sent = now
             return b": keep-alive\n\n", True

@@ -272,6 +272,7 @@ class _Database:
         self.attempt_id = attempt_id
         self.away_since: float | None = None  # monotonic
         self.beat_at = since  # wall clock of the last heartbeat the database accepted (at most)
+        self.pgid: int | None = None  # the agent's process group, until the database has it
 
     def call(self, step, *args, default=None, **kwargs):
         try:
@@ -294,14 +295,13 @@ class _Database:
         at = time.time()
 
         def step() -> bool:
-            return bool(
-                RunAttempt.objects.filter(id=self.attempt_id, status=AttemptStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-            )
+            fields = {"heartbeat_at": timezone.now()}
+            if self.pgid is not None:  # a blip lost its first write: what stops an orphan needs it
+                fields["pgid"] = self.pgid
+            return bool(RunAttempt.objects.filter(id=self.attempt_id, status=AttemptStatus.RUNNING).update(**fields))
 
         if self.call(step, default=False):
-            self.beat_at = at
+            self.beat_at, self.pgid = at, None
             if log_path is not None:
                 renew_lease(log_path, at)
 
@@ -440,7 +440,9 @@ def _run_claimed(attempt: RunAttempt, claim_at: float) -> str:
             f.write(f"spawner: could not start: {exc}\n")
         attempt_finish(attempt, status=AttemptStatus.FAILED, error=f"could not start: {exc}")
         return f"failed to start: {exc}"
-    db.call(lambda: RunAttempt.objects.filter(id=attempt.id).update(pgid=process.pgid))
+    db.pgid = process.pgid
+    if db.call(lambda: RunAttempt.objects.filter(id=attempt.id).update(pgid=process.pgid)) is not None:
+        db.pgid = None  # stored; else the next heartbeat stores it
     return _supervise(attempt, process, log_path, workspace, keeper, db)
 
 
@@ -474,18 +476,24 @@ class _Keeper:
         self.last = time.monotonic()
 
     def __call__(self) -> bool:
-        if not _still(self.attempt_id, AttemptStatus.RUNNING):
-            return False
-        if time.monotonic() - self.last >= conf("HEARTBEAT_SECONDS"):
-            _beat(self.attempt_id, AttemptStatus.RUNNING)
-            self.last = time.monotonic()
+        try:
+            if not _still(self.attempt_id, AttemptStatus.RUNNING):
+                return False
+            if time.monotonic() - self.last >= conf("HEARTBEAT_SECONDS"):
+                _beat(self.attempt_id, AttemptStatus.RUNNING)
+                self.last = time.monotonic()
+        except DB_ERRORS:  # a database blip: the step goes on; its end is recorded when it is back
+            with contextlib.suppress(Exception):
+                connection.close()
         return True
 
     def started(self, pgid: int) -> None:
         RunAttempt.objects.filter(id=self.attempt_id, status=AttemptStatus.RUNNING).update(pgid=pgid)
 
 
-def _finish_in_workspace(attempt: RunAttempt, workspace, log_path: Path, code: int, ok: bool, keeper) -> str:
+def _finish_in_workspace(
+    attempt: RunAttempt, workspace, log_path: Path, code: int, ok: bool, keeper, db: _Database
+) -> str:
     """The agent ended on its own: its worktree's changes are committed and checked before the run ends."""
     error = "" if ok else f"exit code {code}"
     escalation = None
@@ -499,7 +507,8 @@ def _finish_in_workspace(attempt: RunAttempt, workspace, log_path: Path, code: i
         ok, error = False, outcome.error
     if outcome.escalation:
         escalation = (Escalation.Kind.SCOPE, f"run '{attempt.run.key}' {outcome.escalation}")
-    attempt_finish(
+    _finish(
+        db,
         attempt,
         status=AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED,
         exit_code=code,
@@ -540,7 +549,7 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
                 )
                 return f"rate limited: {limited[0]}"
             if workspace:
-                return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper)
+                return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper, db)
             _finish(
                 db,
                 attempt,

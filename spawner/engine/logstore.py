@@ -77,11 +77,12 @@ def local_path(attempt: RunAttempt, suffix: str = ".log") -> Path | None:
 class _Live:
     raw: int = 0  # bytes of the local log already read
     kept: int = 0  # bytes (masked) already in LogChunk rows
+    pending: bytes = b""  # masked bytes a failed write did not store
     masker: masking.StreamMasker | None = None
 
 
 _LIVE: dict[int, _Live] = {}
-_WITH_ROWS: set[int] = set()  # attempts of this worker whose live rows are still to be removed
+_WITH_ROWS: set[int] = set()  # attempts whose log this process stored: their live rows go next
 
 
 def publish_live(attempt: RunAttempt, log_path: Path, secrets: list[str]) -> int:
@@ -100,14 +101,20 @@ def publish_live(attempt: RunAttempt, log_path: Path, secrets: list[str]) -> int
     except OSError:
         return 0
     live.raw += len(data)
-    out = live.masker.feed(data) if data else b""
-    rows = []
+    # What a failed write could not store goes first next time: the rows stay contiguous.
+    out, live.pending = live.pending + (live.masker.feed(data) if data else b""), b""
+    rows, kept = [], live.kept
     for at in range(0, len(out), CHUNK_ROW_BYTES):
         piece = out[at : at + CHUNK_ROW_BYTES]
-        rows.append(LogChunk(attempt_id=attempt.id, start=live.kept, end=live.kept + len(piece), data=piece))
-        live.kept += len(piece)
+        rows.append(LogChunk(attempt_id=attempt.id, start=kept, end=kept + len(piece), data=piece))
+        kept += len(piece)
     if rows:
-        LogChunk.objects.bulk_create(rows)
+        try:
+            LogChunk.objects.bulk_create(rows)
+        except Exception:
+            live.pending = out
+            raise
+    live.kept = kept
     return len(out)
 
 
@@ -115,11 +122,9 @@ def store_attempt(attempt: RunAttempt, secrets: list[str], base: Path | None = N
     """Mask the attempt's files in place and save them to the storage, replacing any earlier copy;
     the live rows stay until `forget_live` (a reader between the two still finds the output).
     Returns the names saved. Nothing to do on one machine: the files are where readers look."""
-    live = _LIVE.pop(attempt.id, None)
+    _LIVE.pop(attempt.id, None)
     if not shared():
         return []
-    if live is not None and live.kept:
-        _WITH_ROWS.add(attempt.id)
     target = storage()
     base = base or local_path(attempt)
     if base is None:
@@ -143,6 +148,10 @@ def store_attempt(attempt: RunAttempt, secrets: list[str], base: Path | None = N
         if got != key:
             log.warning("attempt %s: the storage kept %s as %s", attempt.id, key, got)
         saved.append(got)
+        if suffix == ".log":
+            # Its live rows (any worker's: this may be the reaper or a draining cluster) go once the
+            # whole log is stored; a log not stored here keeps them, the only copy then.
+            _WITH_ROWS.add(attempt.id)
     return saved
 
 

@@ -437,7 +437,11 @@ def run_step(step: str, command: str, cwd: Path, log_path: Path, *, timeout: flo
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={k: v for k, v in os.environ.items() if k in conf("ENV_ALLOWLIST")},
+            # SPAWNER_ATTEMPT_LOG names the attempt, so a reaper can tell this group is still its own.
+            env={
+                **{k: v for k, v in os.environ.items() if k in conf("ENV_ALLOWLIST")},
+                "SPAWNER_ATTEMPT_LOG": str(log_path),
+            },
         )
         tick.started(proc.pid)
         deadline = time.monotonic() + timeout

@@ -170,7 +170,8 @@ def was_fenced(log_path: Path) -> str:
 
 def owns_group(pgid: int, log_path: Path) -> bool:
     """The process group is still this attempt's agent (a pid may be reused): its launcher names the
-    attempt's exit record on its command line, or one of its processes has its result file set."""
+    attempt's exit record on its command line, or one of its processes has its result file set (an agent)
+    or its log named (a workspace's setup or gate step)."""
     import psutil
 
     record = str(exit_record_path(log_path))
@@ -179,7 +180,10 @@ def owns_group(pgid: int, log_path: Path) -> bool:
         try:
             if os.getpgid(proc.pid) != pgid:
                 continue
-            if record in proc.cmdline() or proc.environ().get("SPAWNER_RESULT_FILE") == result:
+            if record in proc.cmdline():
+                return True
+            env = proc.environ()
+            if env.get("SPAWNER_RESULT_FILE") == result or env.get("SPAWNER_ATTEMPT_LOG") == str(log_path):
                 return True
         except (ProcessLookupError, psutil.Error):
             continue

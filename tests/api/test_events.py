@@ -159,3 +159,24 @@ def test_spawn_on_a_server_with_the_token_in_a_config_file(web, member, token_fo
     config.chmod(0o644)
     refused = spawn(str(spec), "--server", web.url, env=env, cwd=tmp_path)
     assert refused.returncode == 1 and f"chmod 600 {config}" in refused.stderr, refused.stderr
+
+
+def test_events_past_a_hole_in_the_log_wait_for_it_then_go():
+    """PostgreSQL hands out ids before commit: an event past an id the log lacks waits for that id
+    (its transaction may still commit) until the hole is old enough to be a rolled-back insert."""
+    from dashboard.api import stream
+
+    events = [{"id": 11}, {"id": 13}, {"id": 14}]
+    since: dict[int, float] = {}
+    # 12 is missing: only 11 may go now.
+    assert stream.settled(events, {11, 13, 14}, 10, since, now=100.0) == [{"id": 11}]
+    # Still missing a moment later: still held back.
+    assert stream.settled(events[1:], {13, 14}, 11, since, now=105.0) == []
+    # It committed: everything goes.
+    assert stream.settled(events[1:], {12, 13, 14}, 11, since, now=106.0) == events[1:]
+    # A hole older than GAP_SECONDS was a rolled-back insert: nothing waits for it.
+    since.clear()
+    assert stream.settled(events[1:], {13, 14}, 11, since, now=200.0) == []
+    assert stream.settled(events[1:], {13, 14}, 11, since, now=200.0 + stream.GAP_SECONDS) == events[1:]
+    # Unchecked (too wide a range): nothing held back.
+    assert stream.settled(events, None, 10, {}, now=1.0) == events
