@@ -651,17 +651,17 @@ def roles(request):
 # --- saved templates: list, read, launch with variables ------------------------------------------
 
 
-def _schedule(s) -> dict:
+def _schedule(row) -> dict:
     return {
-        "id": s.id,
-        "template": s.template_id,
-        "cron": s.cron,
-        "timezone": s.timezone,
-        "paused": s.schedule.repeats == 0,
-        "next_run": s.schedule.next_run,
-        "variables": s.variables,
-        "run_as": _who(s.run_as) if s.run_as_id else None,
-        "url": reverse("api-1:schedule", args=[s.id]),
+        "id": row.id,
+        "template": row.template_id,
+        "cron": row.cron,
+        "timezone": row.timezone,
+        "paused": row.schedule.repeats == 0,
+        "next_run": row.schedule.next_run,
+        "variables": row.variables,
+        "run_as": _who(row.run_as) if row.run_as_id else None,
+        "url": reverse("api-1:schedule", args=[row.id]),
     }
 
 
@@ -688,7 +688,7 @@ def _template(t, *, launches: bool = True) -> dict:
             }
             for b in found
         ]
-    schedules = [_schedule(s) for s in t.schedules.all()]
+    schedules = [_schedule(one) for one in t.schedules.all()]
     return {
         "id": t.id,
         "name": t.name,

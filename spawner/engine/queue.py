@@ -36,7 +36,7 @@ from django.conf import settings
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from spawner.core import outbox
+from spawner.core import outbox, words
 from spawner.engine import wake
 from spawner.models import RunAttempt, Workspace
 from spawner.states import AttemptStatus
@@ -183,9 +183,9 @@ def send_committed(attempts: dict[int, int], merges: set[int]) -> None:
     merged = outbox.send_round(sorted(merges), _send_merge) if merges else outbox.Round((), (), False)
     if done.broker_down or merged.broker_down:
         log.warning(
-            "the broker is unreachable: %d run(s) and %d merge queue(s) are stored and start when it is back",
-            len(done.retry),
-            len(merged.retry),
+            "the broker is unreachable: %s and %s are stored and start when it is back",
+            words.plural(len(done.retry), "run"),
+            words.plural(len(merged.retry), "merge queue"),
         )
     try:
         if done.sent:
@@ -243,7 +243,7 @@ def send_owed(now: datetime | None = None, failures: int = 0) -> tuple[int, bool
                 Workspace.objects.filter(id=ws_id, merge_send_due=until).update(merge_send_due=again)
                 down = down or merged.broker_down
     if sent or done.retry:
-        log.info("outbox: sent %d owed message(s), %d wait for the broker", sent, len(done.retry))
+        log.info("outbox: sent %s, %d wait for the broker", words.plural(sent, "owed message"), len(done.retry))
     return sent, down
 
 
