@@ -88,7 +88,8 @@ def test_merged_and_discarded_runs_lose_their_worktrees_before_retention(cluster
 def test_a_running_batch_is_left_alone(cluster, agent_types, tmp_path):
     repo = make_repo(tmp_path / "repo")
     batch = launch(spec_text(repo, "  - {key: slow, prompt: 'sleep 30'}\n"), tmp_path)
-    path = wait_for(lambda: worktrees(batch).get("slow"), 30, "the worktree")
+    # The worktree is recorded before git creates it (a dead worker's next attempt finds it): wait for both.
+    path = wait_for(lambda: (p := worktrees(batch).get("slow")) and Path(p, ".git").exists() and p, 30, "the worktree")
     assert "removed 0 worktrees" in gc("--older-than", "0")
     assert Path(path).is_dir()
     services.batch_cancel(batch=batch)
