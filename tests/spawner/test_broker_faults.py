@@ -9,13 +9,10 @@ Each test prints one figure line (runs, fault, time to recover, lost, duplicates
 
 from __future__ import annotations
 
-import asyncio
 import os
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from spawner.models import AgentRun, RunAttempt
 from spawner.states import AttemptStatus, BatchStatus, RunStatus
 from tests.conftest import CLUSTER_ENV, ROOT, ClusterProcess, database_url_for_subprocess
 from tests.spawner.helpers import launch, wait_batch, wait_for
+from tests.spawner.readers import TERMINAL, Watcher, database_view, session_cookie, settled, watch_in_thread
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.timeout(300)]
 BIG = pytest.mark.timeout(1200)
@@ -310,109 +308,6 @@ def test_a_launch_during_the_outage_is_stored_and_starts_when_redis_is_back(shap
     assert "Traceback" not in cli_out and "ConnectionError" not in cli_out, cli_out
     assert cli_batch.status == BatchStatus.SUCCEEDED
     assert lost + cli_lost == 0 and dupes + cli_dupes == 0
-
-
-# --- websockets --------------------------------------------------------------------------------
-
-ROW = re.compile(r'<tr id="run-(\d+)" class="run-row" data-status="([a-z_]+)" data-attempt="(\d+)"')
-HEADER = re.compile(r'<section id="batch-header" class="card" data-status="([a-z_]+)"')
-TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
-
-
-class Watcher:
-    """One reader of a batch page over a real websocket: what its page shows, applied fragment by
-    fragment, as htmx swaps by id. It reconnects after a close (as the page's ws extension does)
-    and starts again from the snapshot."""
-
-    def __init__(self, url: str, origin: str, cookie: str):
-        self.url, self.origin, self.cookie = url, origin, cookie
-        self.rows: dict[int, tuple[str, int]] = {}
-        self.status = ""
-        self.messages = 0
-        self.reconnects = 0
-        self.errors: list[str] = []
-        self.last_message = time.monotonic()
-
-    def apply(self, html: str) -> None:
-        self.messages += 1
-        self.last_message = time.monotonic()
-        for run_id, status, attempt in ROW.findall(html):
-            self.rows[int(run_id)] = (status, int(attempt))
-        if m := HEADER.search(html):
-            self.status = m.group(1)
-
-    async def watch(self, stop: asyncio.Event, deadline: float, delay: float = 0.0) -> None:
-        import websockets
-
-        await asyncio.sleep(delay)  # readers arrive one after another, not in one instant
-        while not stop.is_set() and time.monotonic() < deadline:
-            try:
-                async with websockets.connect(
-                    self.url,
-                    origin=self.origin,
-                    additional_headers={"Cookie": self.cookie},
-                    max_size=None,
-                    open_timeout=60,
-                    ping_interval=None,  # a busy server's late pong must not end the reader's view
-                ) as ws:
-                    while not stop.is_set():
-                        try:
-                            html = await asyncio.wait_for(ws.recv(), 0.5)
-                        except TimeoutError:
-                            continue
-                        self.apply(html)
-            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-                self.errors.append(repr(exc))
-                self.reconnects += 1
-                await asyncio.sleep(0.5)
-
-
-def watch_in_thread(watchers: list[Watcher], timeout: float):
-    """Run the watchers in their own event loop thread; returns (thread, stop)."""
-    loop = asyncio.new_event_loop()
-    holder = {}
-
-    def run():
-        asyncio.set_event_loop(loop)
-
-        async def main():
-            holder["stop"] = asyncio.Event()
-            deadline = time.monotonic() + timeout
-            await asyncio.gather(*(w.watch(holder["stop"], deadline, i * 0.2) for i, w in enumerate(watchers)))
-
-        loop.run_until_complete(main())
-        loop.close()
-
-    thread = threading.Thread(target=run, name="watchers", daemon=True)
-    thread.start()
-    wait_for(lambda: "stop" in holder, 10, "the watchers' loop")
-
-    def stop():
-        loop.call_soon_threadsafe(holder["stop"].set)
-        thread.join(timeout=30)
-
-    return thread, stop
-
-
-def session_cookie() -> str:
-    from django.contrib.auth.models import User
-    from django.test import Client
-
-    client = Client()
-    client.force_login(User.objects.create_superuser("watcher", password="a-long-watcher-pw"))
-    return f"sessionid={client.cookies['sessionid'].value}"
-
-
-def database_view(batch) -> tuple[dict[int, tuple[str, int]], str]:
-    batch.refresh_from_db()
-    return {r.id: (r.status, r.attempt) for r in AgentRun.objects.filter(batch=batch)}, batch.status
-
-
-def settled(watchers: list[Watcher], batch, quiet: float = 2.0) -> bool:
-    """Every watcher shows what the database holds, and nothing arrived for `quiet` seconds."""
-    rows, status = database_view(batch)
-    now = time.monotonic()
-    return all(w.rows == rows and w.status == status and now - w.last_message > quiet for w in watchers)
 
 
 def test_clusters_and_the_web_server_recover_by_themselves_after_a_redis_restart(shape, agent_types, tmp_path):

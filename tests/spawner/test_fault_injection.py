@@ -32,8 +32,10 @@ from django.db import InterfaceError, OperationalError, connection
 from spawner import services
 from spawner.models import AgentRun, AgentType, RunAttempt, RunEvent, WorkerHeartbeat
 from spawner.states import RUN_TERMINAL, AttemptStatus, BatchStatus, RunStatus
+from tests.browser.conftest import WebServer
 from tests.conftest import CLUSTER_ENV, ROOT
 from tests.spawner.helpers import launch
+from tests.spawner.readers import EventReader, Watcher, session_cookie, settled, watch_in_thread
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(300)]
 
@@ -270,8 +272,16 @@ def test_kill_9_of_one_of_three_clusters(fault_env, clusters, tmp_path):
     stamps = tmp_path / "stamps"
     stamps.touch()
     a, b, c = clusters(fault_env, "host-a", "host-b", "host-c")
+    web = WebServer({**fault_env, "SPAWNER_WORKDIR": str(tmp_path)}, tmp_path / "daphne.log")
+    web.wait_ready(timeout=60)
     started = time.monotonic()
     batch = launch(stamping_spec(n, stamps, retries=1, parallel=30, seconds=0.6, long_every=10), tmp_path)
+    # Watching from the start, as a person and an API client would: the batch page over a websocket,
+    # and the batch's event stream (every event id it gets).
+    cookie = session_cookie()
+    page = Watcher(web.url.replace("http://", "ws://") + f"/ws/batches/{batch.id}/", web.url, cookie)
+    _thread, stop_page = watch_in_thread([page], timeout=280)
+    events = EventReader(web.url, batch.id, cookie).start()
     on_c = RunAttempt.objects.filter(run__batch=batch, host="host-c", status=AttemptStatus.RUNNING)
     long_on_c = on_c.exclude(pgid=None).filter(run__key__in=[f"t{i}" for i in range(0, n, 10)])
     wait(
@@ -294,6 +304,14 @@ def test_kill_9_of_one_of_three_clusters(fault_env, clusters, tmp_path):
     batch.refresh_from_db()
     wait(lambda: batch.refresh_from_db() or batch.status in (BatchStatus.SUCCEEDED, BatchStatus.FAILED), 150, "the end")
     wall = time.monotonic() - started
+    try:
+        wait(lambda: events.ended, 60, "the event stream's end")
+        wait(lambda: settled([page], batch), 60, "the watching page to equal the database")
+    finally:
+        events.stop()
+        stop_page()
+        web.stop()
+    logged = list(RunEvent.objects.filter(batch=batch).order_by("id").values_list("id", flat=True))
 
     attempts = list(RunAttempt.objects.filter(run__batch=batch).select_related("run").order_by("run_id", "number"))
     lost = [x for x in attempts if x.status == AttemptStatus.LOST]
@@ -310,7 +328,9 @@ def test_kill_9_of_one_of_three_clusters(fault_env, clusters, tmp_path):
         f"{max((x.finished_at.timestamp() - killed_wall for x in lost), default=0):.1f} s after it, "
         f"retries started {(first_retry.timestamp() - killed_wall) if first_retry else 0:.1f}-"
         f"{(recovered.timestamp() - killed_wall) if recovered else 0:.1f} s after it, "
-        f"run twice at once: {twice} (smallest gap {gap:.1f} s), batch wall {wall:.1f} s"
+        f"run twice at once: {twice} (smallest gap {gap:.1f} s), batch wall {wall:.1f} s, "
+        f"events: {len(logged)} in the log, {len(events.ids)} seen by the watching client "
+        f"({events.reconnects} reconnects), the page equal to the database"
     )
 
     assert batch.status == BatchStatus.SUCCEEDED
@@ -329,6 +349,7 @@ def test_kill_9_of_one_of_three_clusters(fault_env, clusters, tmp_path):
         f"t{i}" for i in range(n)
     )
     assert events_complete(batch) == []
+    assert events.ids == logged, "the watching client got every event of the batch, once, in order"
 
 
 def test_a_partition_longer_than_the_lease(fault_env, clusters, tmp_path):
