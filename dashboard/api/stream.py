@@ -9,6 +9,9 @@ event then. While nothing happens a `: keep-alive` comment goes out every EVENTS
 The stream ends with an `end` event once the batch has ended and every event before is sent, or
 silently after EVENTS_STREAM_SECONDS (the client resumes with Last-Event-ID).
 
+An idle stream waits for a wake-up (events committed anywhere: `Bell`), or EVENTS_WAIT_SECONDS at
+most, before it reads the log again; under a WSGI server it only sleeps.
+
 Memory stays bounded per client: under daphne (ASGI) the body is an async iterator, and each chunk
 is read from the log only once the last one was handed to the connection, which spawner.webserver
 holds back while the client is not reading; at most EVENTS_PER_READ events are read at a time.
@@ -17,6 +20,7 @@ holds back while the client is not reading; at most EVENTS_PER_READ events are r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -98,7 +102,8 @@ class EventStream:
         events = settled(read, present, self.after, self.missing_since, now)
         if events:
             self.after, self.last_sent = events[-1]["id"], now
-            return b"".join(frame(e["id"], e["kind"], e) for e in events), len(read) < EVENTS_PER_READ
+            # Not idle: look again at once (the batch may have ended with these; no wake-up follows).
+            return b"".join(frame(e["id"], e["kind"], e) for e in events), False
         if read:  # held back behind a hole that may still fill: look again shortly, never end yet
             return b"", True
         if status is None or status in BATCH_TERMINAL:
@@ -117,9 +122,51 @@ class EventStream:
         return b"", True
 
 
-async def wait_for_events(batch_id: int, after: int) -> None:
-    """Until the batch may have events after `after`: a short sleep (one indexed read follows)."""
-    await asyncio.sleep(conf("EVENTS_WAIT_SECONDS"))
+class Bell:
+    """One wake-up listener per web process (per event loop) for all its streams: a commit of events
+    rings it, and every stream waiting reads the log again at once instead of after its
+    EVENTS_WAIT_SECONDS sleep, which stays as the fallback. A stream takes the current `ring` before
+    it reads the log, so a commit between the read and the wait still wakes it."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.listener = None
+        self.task: asyncio.Task | None = None
+        self.ring = asyncio.Event()
+        self.streams = 0
+
+    def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is not loop:  # a new loop (tests): what the old one held went with it
+            self.loop, self.task, self.listener, self.streams = loop, None, None, 0
+        self.streams += 1
+        if self.task is None:
+            self.ring = asyncio.Event()
+            self.listener = selectors.event_wakeups()
+            self.task = loop.create_task(self._listen(self.listener))
+
+    def close(self) -> None:
+        if self.loop is not asyncio.get_running_loop():
+            return
+        self.streams -= 1
+        if self.streams <= 0 and self.task is not None:
+            self.task.cancel()
+            self.listener.close()
+            self.task = self.listener = None
+
+    async def _listen(self, listener) -> None:
+        while True:
+            if await listener.wait(60.0):
+                ring, self.ring = self.ring, asyncio.Event()
+                ring.set()
+
+    async def wait(self, ring: asyncio.Event, timeout: float) -> None:
+        """Until `ring` rings or `timeout` seconds pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ring.wait(), timeout)
+
+
+bell = Bell()
 
 
 def _wait_for_events_sync(batch_id: int, after: int) -> None:
@@ -128,12 +175,17 @@ def _wait_for_events_sync(batch_id: int, after: int) -> None:
 
 async def _async_body(stream: EventStream):
     step = sync_to_async(stream.step)  # the request's own thread: one database connection per stream
-    while not stream.done:
-        chunk, idle = await step()
-        if chunk:
-            yield chunk
-        if idle and not stream.done:
-            await wait_for_events(stream.batch_id, stream.after)
+    bell.open()
+    try:
+        while not stream.done:
+            ring = bell.ring  # before the read: a commit after it rings this one
+            chunk, idle = await step()
+            if chunk:
+                yield chunk
+            if idle and not stream.done:
+                await bell.wait(ring, conf("EVENTS_WAIT_SECONDS"))
+    finally:
+        bell.close()
 
 
 def _sync_body(stream: EventStream):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -29,6 +30,16 @@ tasks:
 @pytest.fixture
 def web(cluster, tmp_path, agent_types):
     """daphne (as `manage.py serve` runs it) on this test's database, with a short keep-alive."""
+    yield from serve(cluster, tmp_path)
+
+
+@pytest.fixture
+def web_waiting_long(cluster, tmp_path, agent_types):
+    """The same, with a fallback read of the log only every 60 s: what arrives sooner was woken."""
+    yield from serve(cluster, tmp_path, SPAWNER_EVENTS_WAIT_SECONDS="60")
+
+
+def serve(cluster, tmp_path, **extra: str):
     workdir = tmp_path / "work"
     workdir.mkdir()
     env = {
@@ -38,6 +49,7 @@ def web(cluster, tmp_path, agent_types):
         "SPAWNER_LOG_DIR": cluster.env["SPAWNER_LOG_DIR"],
         "SPAWNER_WORKSPACE_DIR": cluster.env["SPAWNER_WORKSPACE_DIR"],
         "SPAWNER_EVENTS_KEEPALIVE_SECONDS": "0.4",
+        **extra,
     }
     server = WebServer(env, tmp_path / "daphne.log")
     try:
@@ -113,6 +125,19 @@ def test_the_event_stream_follows_a_batch_to_its_end_and_resumes(web, member, to
     assert bad.status_code == 400 and "Last-Event-ID" in bad.json()["detail"]
     missing = httpx.get(f"{web.url}/api/batches/999999/events", headers={"Authorization": f"Bearer {token}"})
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
+
+
+def test_a_waiting_stream_is_woken_by_the_commit_not_its_fallback_read(web_waiting_long, member, token_for):
+    """Streams wait for a wake-up from the committing process (the cluster), not for their next read
+    of the log: with that read 60 s apart, a batch of two short runs is followed to its end at once."""
+    token = token_for(member, "read")
+    batch = launch(web_waiting_long.url, token_for(member, "launch"))
+    started = time.monotonic()
+    events, _ = read_stream(web_waiting_long.url, token, batch["id"])
+    took = time.monotonic() - started
+    seen = [(json.loads(e.data)["key"], e.name) for e in events[1:-1]]
+    assert ("b", "run.succeeded") in seen and events[-1].name == "end", seen
+    assert took < 30, f"followed in {took:.1f} s: the stream waited for its fallback read"
 
 
 def test_remote_follow_reads_the_stream_not_polling(web, member, token_for):
