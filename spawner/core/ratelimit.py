@@ -28,7 +28,8 @@ def next_request_at(starts: Iterable[float], rpm: int | None, now: float, window
 
     def fits(t: float) -> bool:
         # Every window (u - window, u] that holds t must have room: check u = t and each later start.
-        ends = [t] + [s for s in recent if t < s < t + window]
+        # (`s - window < t`, not `s < t + window`: the same float arithmetic as the count below.)
+        ends = [t] + [s for s in recent if t < s and s - window < t]
         return all(sum(1 for s in recent if u - window < s <= u) < rpm for u in ends)
 
     # Room appears only at `now` or as a start leaves the window (at s + window).

@@ -140,3 +140,12 @@ def test_a_rate_limited_attempt_follows_after_its_wait_and_spends_no_retry():
     failed = AttemptStatus.FAILED
     assert rules.retry_delay(attempt_status=failed, attempt_number=3, retries=1, handed_back=2, **common) == 1
     assert rules.retry_delay(attempt_status=failed, attempt_number=4, retries=1, handed_back=2, **common) is None
+
+
+def test_a_start_scheduled_a_window_ahead_is_counted_with_float_rounding():
+    """Found by the property above: 64.26513026362227 - 60 < 4.265130263622275, yet 4.265130263622275
+    + 60 is not above 64.26513026362227 in floats; both sides of the check use the same arithmetic."""
+    now = 4.265130263622275
+    later = ratelimit.next_request_at([], 1, now + 60.0)
+    assert ratelimit.next_request_at([later], 1, now) > now
+    assert windows_ok([later, ratelimit.next_request_at([later], 1, now)], 1)
