@@ -193,6 +193,7 @@ def merge_context(batch: Batch, may: dict | None = None) -> dict:
         "take": selectors.integration_take_commands(batch),
         "resettable": any(s["state"] in ("merged", "conflict", "gate_failed") for s in queue["steps"]),
         "candidates": batch.aggregation in RACES,
+        "disk": selectors.workspace_disk(batch),
     }
 
 

@@ -301,3 +301,15 @@ def test_picking_a_candidate_when_another_is_merged_resets_then_merges_it(cluste
     wait_steps(batch, {"a": "skipped", "b": "merged", "c": "skipped"})
     assert show(repo, integration(batch), "README.md") == "one\nfrom b\nthree\n"
     assert show(repo, integration(batch), "c.txt") is None
+
+
+def test_the_section_shows_the_disk_the_batchs_worktrees_use(nine, member, tmp_path):
+    page = f"/batches/{nine.id}/"
+    assert "worktrees on disk: none left" in client_for(member).get(page).content.decode()
+    tree = tmp_path / "wt-a"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(b"x" * 300_000)
+    RunAttempt.objects.filter(run__batch=nine, run__key="merged").update(worktree=str(tree))
+    html = client_for(member).get(page).content.decode()
+    shown = re.search(r"worktrees on disk: ([\d.]+)\xa0KB", html)
+    assert shown and 290 <= float(shown.group(1)) <= 320, html.split('class="disk"', 1)[1][:400]
