@@ -446,7 +446,7 @@ def _read_bounded(attempt, suffix: str, max_bytes: int) -> tuple[str, bool]:
 
 def merge_candidates(batch: Batch, *, max_bytes: int = CANDIDATE_DIFF_MAX_BYTES) -> dict | None:
     """Every run of a batch whose coding agents ran in worktrees, side by side: status, whether its gate
-    passed (None without a gate), duration, diff size and diff text, its place in the merge queue, and
+    passed (None without a gate), duration, cost and tokens, diff size and diff text, its place in the merge queue, and
     which one the aggregation picked. None without worktrees."""
     from spawner.models import AgentRun, RunAttempt, RunEvent, Workspace
 
@@ -483,6 +483,8 @@ def merge_candidates(batch: Batch, *, max_bytes: int = CANDIDATE_DIFF_MAX_BYTES)
                 "gate": None if code == "none" or not ws.gate else code == 0,
                 "gate_exit": None if code == "none" else code,
                 "changes": run.changes or {},
+                "usage": run.usage,
+                "cost_usd": run.cost_usd,
                 "diff": text,
                 "truncated": truncated,
                 "step": {"id": step.id, "state": step.state} if step else None,

@@ -220,6 +220,9 @@ def race(make_batch, member, tmp_path, settings):
         RunAttempt.objects.filter(run=run).update(log_path=str(log))
         changes = {"files": [{"path": "won.txt", "added": 1, "removed": 1}], "added": 1, "removed": 1, "changed": 1}
         AgentRun.objects.filter(id=run.id).update(changes=changes)
+        if run.key == "one":
+            usage = {"input_tokens": 1200, "output_tokens": 300, "cost_usd": 0.0421, "source": "claude-json"}
+            AgentRun.objects.filter(id=run.id).update(usage=usage, cost_usd=0.0421)
         RunEvent.objects.create(
             batch=batch, run=run, attempt=1, kind="run.gate", data={"exit_code": 1 if run.key == "three" else 0}
         )
@@ -236,6 +239,7 @@ def test_the_candidates_side_by_side(race, member):
         assert f'id="candidate-{AgentRun.objects.get(batch=race, key=key).id}"' in html
     one = html.split('id="candidate-')[1]
     assert "passed" in one and "+1" in one and "one &lt;script&gt;" in one and "Pick one" in one
+    assert "$0.0421" in one and "1.5k tok" in one  # cost and tokens beside duration and diff size
     three = html.split('id="candidate-')[3]
     assert "failed (exit 1)" in three and "Pick three" not in three
     # Linked from the batch page.
