@@ -263,6 +263,28 @@ def test_a_race_merges_only_its_winner(cluster, sh1, tmp_path):
     assert show(repo, integration(batch), "won.txt") == "fast\n"
 
 
+def test_a_race_is_won_by_the_first_run_that_passes_its_gate(cluster, sh1, tmp_path):
+    """Best of N decided by the gate: the fastest run fails it, the slower one that passes wins and is
+    the only one merged."""
+    repo = new_repo(tmp_path)
+    tasks = (
+        "  - {key: fast, prompt: 'echo fast > won.txt'}\n"
+        "  - {key: slow, prompt: 'sleep 2; echo slow > won.txt'}\n"
+        "  - {key: slowest, prompt: 'sleep 30; echo slowest > won.txt'}\n"
+    )
+    gate = '  gate: "grep -q slow won.txt"\n'
+    spec = spec_text(repo, tasks, workspace=gate, aggregation="first_success", retries=0)
+    batch = wait_batch(launch(spec, tmp_path), timeout=60)
+    runs = {r.key: r for r in AgentRun.objects.filter(batch=batch)}
+    assert runs["fast"].status == "failed" and "gate" in runs["fast"].error, runs["fast"].error
+    assert runs["slow"].status == "succeeded"
+    assert runs["slowest"].status == "cancelled"  # the race was won: the loser stopped
+    assert selectors.merge_candidates(batch)["winner"] == "slow"
+    wait_for(lambda: steps(batch).get("slow") and steps(batch)["slow"].state == "merged", 60, "the winner merged")
+    assert [k for k, s in steps(batch).items() if s.state == "merged"] == ["slow"]
+    assert show(repo, integration(batch), "won.txt") == "slow\n"
+
+
 def test_merge_actions_need_the_permission(cluster, sh1, tmp_path, django_user_model):
     repo = new_repo(tmp_path)
     batch = wait_batch(launch(spec_text(repo, "  - {key: a, prompt: 'echo a > a.txt'}\n"), tmp_path), timeout=60)
