@@ -103,7 +103,7 @@ def test_spawn_on_a_server(cluster, live_server, workdir, member, token_for):
     good = workdir / "good.yaml"
     good.write_text("name: remote\nagent: sh\ntasks:\n  - {key: a, prompt: echo one}\n  - {key: b, prompt: echo two}\n")
     planned = run_spawn(str(good), "--server", live_server.url, "--plan", token=token, cwd=workdir)
-    assert planned.returncode == 0 and "wave 0: a, b" in planned.stdout, planned.stderr
+    assert planned.returncode == 0 and "wave 1: a, b" in planned.stdout, planned.stderr
     assert not Batch.objects.exists()
     done = run_spawn(str(good), "--server", live_server.url, token=token, cwd=workdir)
     assert done.returncode == 0, done.stderr + done.stdout

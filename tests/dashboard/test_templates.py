@@ -224,7 +224,7 @@ def test_api_launch_errors_and_permissions(template, member, viewer, api_as):  #
 def test_cli_plans_a_template_with_vars(template, capsys):
     call_command("spawn", "--template", "nightly", "--var", "ticket=T-1", "--var", "branch=rel", "--plan")
     out = capsys.readouterr().out
-    assert "wave 0: a" in out and "wave 1: b" in out
+    assert "wave 1: a" in out and "wave 2: b" in out
     assert not Batch.objects.exists()
 
 

@@ -38,7 +38,7 @@ def test_plan_prints_waves_and_checks_and_runs_nothing(agent_types, tmp_path, ca
     call_command("spawn", str(path), "--plan")
 
     out = capsys.readouterr().out
-    assert "wave 0: a" in out and "wave 1: b" in out
+    assert "wave 1: a" in out and "wave 2: b" in out
     assert "critical path: a -> b" in out
     assert "aggregation defined" in out
     assert not Batch.objects.exists()

@@ -231,7 +231,7 @@ class Command(BaseCommand):
             table.add_column(col, justify=justify)
         for r in runs[:60]:
             style = STATUS_STYLE.get(r["status"], "")
-            table.add_row(r["key"], str(r["wave"]), f"[{style}]{r['status']}[/]", str(r["attempts"] or ""))
+            table.add_row(r["key"], str(r["wave"] + 1), f"[{style}]{r['status']}[/]", str(r["attempts"] or ""))
         if len(runs) > 60:
             table.add_row(f"… {len(runs) - 60} more", "", "", "")
         done = sum(1 for r in runs if r["status"] in RUN_TERMINAL)
@@ -243,7 +243,7 @@ class Command(BaseCommand):
             f"[bold]{escape(plan['name'])}[/bold]: {plan['tasks']} tasks, max_parallel {plan['max_parallel']}, "
             f"{plan['mode']}"
         )
-        for n, wave in enumerate(plan["waves"]):
+        for n, wave in enumerate(plan["waves"], start=1):  # counted from 1, as the pages do
             c.print(f"  wave {n}: {', '.join(wave)}")
         unit = "s" if plan["durations_known"] else " units (no durations known: each task counts 1)"
         c.print(f"  critical path: {' -> '.join(plan['critical_path'])} ({plan['critical_path_seconds']:g}{unit})")
@@ -302,7 +302,7 @@ class Command(BaseCommand):
             table.add_column("cost", justify="right")
         for key, status, attempt, wave, usage, run_cost in runs[:60]:
             style = STATUS_STYLE.get(status, "")
-            cells = [key, str(wave), f"[{style}]{status}[/]", str(attempt or "")]
+            cells = [key, str(wave + 1), f"[{style}]{status}[/]", str(attempt or "")]
             table.add_row(*cells, *([cost_cell(usage, run_cost)] if costs else []))
         if len(runs) > 60:
             table.add_row(f"… {len(runs) - 60} more", "", "", "", *([""] if costs else []))
@@ -319,7 +319,7 @@ class Command(BaseCommand):
             f"[bold]{escape(batch_spec.name)}[/bold]: {len(batch_spec.tasks)} tasks, "
             f"max_parallel {batch_spec.max_parallel}, {mode}"
         )
-        for n, wave in enumerate(plan.waves):
+        for n, wave in enumerate(plan.waves, start=1):  # counted from 1, as the pages do
             c.print(f"  wave {n}: {', '.join(wave)}")
         unit = "s" if plan.durations_known else " units (no durations known: each task counts 1)"
         c.print(f"  critical path: {' -> '.join(plan.critical_path)} ({plan.critical_path_seconds:g}{unit})")
