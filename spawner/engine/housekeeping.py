@@ -8,8 +8,12 @@ A worktree goes once its batch has ended and its run's work is:
 - expired: the batch ended longer ago than the retention period (SPAWNER_WORKTREE_RETENTION_HOURS).
 Directories under SPAWNER_WORKSPACE_DIR of batches that no longer exist go too (orphans).
 
-Branches stay: a run's branch is its work; it goes when it is merged or discarded by whoever
-merges. Only worktrees on this host are touched, and never those of a batch still running.
+A run's branch is its work: it stays while the batch is within the retention period (a person may
+reset the integration branch and merge again). Past it, a run branch whose work is on the
+integration branch (merged) or whose run was cancelled or its merge step skipped (discarded) is
+deleted, and its last commit printed so it can be brought back (`git branch NAME COMMIT`); a branch
+nobody merged or discarded stays, and so does the integration branch. Only worktrees on this host
+are touched, and never those of a batch still running.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from spawner.core import changes as changes_rules
 from spawner.core import merge_queue as merge_rules
 from spawner.core.words import plural
 from spawner.engine import git, lifecycle, merging, workspaces
-from spawner.models import Batch, MergeStep, RunAttempt, Workspace
+from spawner.models import AgentRun, Batch, MergeStep, RunAttempt, Workspace
 from spawner.states import BATCH_TERMINAL, RunStatus
 
 log = logging.getLogger(__name__)
@@ -106,9 +110,19 @@ class Removal:
     bytes: int = 0
 
 
+@dataclass(frozen=True)
+class BranchRemoval:
+    repo: str
+    branch: str
+    commit: str  # where it pointed: `git branch <branch> <commit>` brings it back
+    reason: str  # merged | discarded
+    batch_id: int
+
+
 @dataclass
 class Report:
     removed: list[Removal] = field(default_factory=list)
+    branches: list[BranchRemoval] = field(default_factory=list)
     kept: int = 0  # worktrees of ended batches that stay (work not merged yet, within retention)
     dry_run: bool = False
 
@@ -249,6 +263,46 @@ def _integration_worktrees(now, older_than: timedelta) -> list[Removal]:
     return out
 
 
+def _stale_branches(now, older_than: timedelta, limit: int | None) -> list[BranchRemoval]:
+    """Run branches of batches that ended longer ago than `older_than` whose work is merged (on the
+    integration branch) or discarded (run cancelled, merge step skipped). One `for-each-ref` per
+    repository; branches of other batches, integration branches and unmerged work are left."""
+    by_repo: dict[str, set[int]] = {}
+    ended = Workspace.objects.filter(
+        isolation=Workspace.Isolation.WORKTREE,
+        batch__status__in=BATCH_TERMINAL,
+        batch__finished_at__lte=now - older_than,
+    ).values_list("repo", "batch_id")
+    for repo, batch_id in ended:
+        if repo and Path(repo).is_dir():
+            by_repo.setdefault(repo, set()).add(batch_id)
+    out: list[BranchRemoval] = []
+    for repo, batch_ids in by_repo.items():
+        listed = git.run(
+            repo, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/spawner/", check=False
+        )
+        heads = dict(line.split(" ", 1) for line in listed.stdout.splitlines() if " " in line)
+        if not heads:
+            continue
+        rows = AgentRun.objects.filter(batch_id__in=batch_ids).values_list("id", "batch_id", "key", "status")
+        branches = {changes_rules.run_branch(b, key): (run_id, b, status) for run_id, b, key, status in rows}
+        present = {name: run for name, run in branches.items() if name in heads}
+        states = _merge_states([run_id for run_id, _, _ in present.values()])
+        for name, (run_id, batch_id, status) in sorted(present.items()):
+            if limit is not None and len(out) >= limit:
+                return out
+            commit = heads[name].strip()
+            if states.get(run_id) == merge_rules.SKIPPED or status == RunStatus.CANCELLED:
+                reason = "discarded"
+            else:
+                integration = heads.get(changes_rules.integration_branch(batch_id), "").strip()
+                if not integration or not _is_ancestor(repo, commit, integration):
+                    continue  # work nobody merged or discarded: a person decides
+                reason = "merged"
+            out.append(BranchRemoval(repo=repo, branch=name, commit=commit, reason=reason, batch_id=batch_id))
+    return out
+
+
 def _orphans() -> list[Removal]:
     """Batch directories under the workspace directory whose batch is gone from the database."""
     root = Path(settings.SPAWNER["WORKSPACE_DIR"])
@@ -292,12 +346,16 @@ def _unless_merging(removal: Removal):
 def collect(
     *, older_than: timedelta | None = None, dry_run: bool = False, limit: int | None = None, now=None
 ) -> Report:
-    """Remove what `plan` says may go (nothing with `dry_run`); git's records of them are pruned,
-    their branches kept. Returns what was (or would be) removed and the disk it freed."""
+    """Remove what `plan` says may go (nothing with `dry_run`); git's records of them are pruned.
+    Past the retention, merged and discarded run branches go too (`_stale_branches`). Returns what
+    was (or would be) removed and the disk it freed."""
     removals, kept = plan(older_than=older_than, limit=limit, now=now)
+    now = now or timezone.now()
+    retention = older_than if older_than is not None else timedelta(hours=conf_retention())
+    stale = _stale_branches(now, retention, limit)
     report = Report(kept=kept, dry_run=dry_run)
     if dry_run:
-        report.removed = removals
+        report.removed, report.branches = removals, stale
         return report
     for removal in removals:
         if removal.reason != "orphan" and not _still_ended(removal):
@@ -317,7 +375,17 @@ def collect(
             ).update(worktree="")
         _drop_empty(path.parent)
         report.removed.append(removal)
+    report.branches = _delete_branches(stale)
     return report
+
+
+def _delete_branches(stale: list[BranchRemoval]) -> list[BranchRemoval]:
+    """`git branch -D` each (git refuses one still checked out in a worktree: it stays)."""
+    deleted = []
+    for b in stale:
+        if git.run(b.repo, "branch", "-D", "--", b.branch, check=False).returncode == 0:
+            deleted.append(b)
+    return deleted
 
 
 def _still_ended(removal: Removal) -> bool:
@@ -342,9 +410,12 @@ def gc_loop(stop: threading.Event) -> None:
     while not stop.wait(interval):
         try:
             report = collect(limit=settings.SPAWNER["GC_LIMIT"])
-            if report.removed:
+            if report.removed or report.branches:
                 log.warning(
-                    "spawner gc: removed %s, freed %d bytes", plural(len(report.removed), "worktree"), report.freed
+                    "spawner gc: removed %s, freed %d bytes; deleted %s",
+                    plural(len(report.removed), "worktree"),
+                    report.freed,
+                    plural(len(report.branches), "merged or discarded branch", "merged or discarded branches"),
                 )
         except DatabaseError:
             log.exception("spawner gc failed; trying again next round")

@@ -13,7 +13,7 @@ from django.core.management import call_command
 from spawner import selectors, services
 from spawner.core import changes
 from spawner.engine import housekeeping
-from spawner.models import RunAttempt
+from spawner.models import AgentRun, RunAttempt
 from tests.spawner.helpers import launch, wait_batch, wait_for
 from tests.spawner.test_workspaces import git, make_repo, spec_text
 
@@ -166,3 +166,27 @@ def test_a_cluster_collects_on_its_own_every_gc_seconds(transactional_db, agent_
         assert git(repo, "rev-parse", "--verify", changes.run_branch(batch.id, "a")).strip()
     finally:
         cluster.stop()
+
+
+def test_past_retention_merged_and_discarded_branches_go_and_the_rest_stay(cluster, agent_types, tmp_path):
+    tasks = TWO + "  - {key: c, prompt: 'echo c > c.txt'}\n"
+    repo, batch = ended_batch(tmp_path, tasks)
+    a, b, c = (changes.run_branch(batch.id, k) for k in "abc")
+    integration = changes.integration_branch(batch.id)
+    git(repo, "branch", integration, a)  # a's work is merged
+    AgentRun.objects.filter(batch=batch, key="b").update(status="cancelled")  # b's is discarded
+    tips = {k: git(repo, "rev-parse", changes.run_branch(batch.id, k)).strip() for k in "abc"}
+
+    out = gc()  # within the retention period every branch stays (a reset may merge them again)
+    assert "deleted 0 branches" in out and git(repo, "rev-parse", "--verify", a).strip() == tips["a"]
+
+    out = gc("--older-than", "0", "--dry-run")
+    assert f"would delete branch {a} (was {tips['a'][:12]}, merged)" in out
+    assert f"would delete branch {b} (was {tips['b'][:12]}, discarded)" in out
+    assert c not in out and "would delete 2 branches" in out
+    out = gc("--older-than", "0")
+    assert "deleted 2 branches" in out, out
+    heads = git(repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/spawner/{batch.id}/")
+    assert sorted(heads.split()) == sorted([c, integration])  # unmerged work and the integration branch stay
+    git(repo, "branch", b, tips["b"])  # the printed commit brings a branch back
+    assert git(repo, "show", f"{b}:b.txt") == "b\n"

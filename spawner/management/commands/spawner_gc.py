@@ -22,8 +22,9 @@ def size(n: int) -> str:
 class Command(BaseCommand):
     help = (
         "Remove worktrees of ended batches whose work is merged or discarded, or that ended longer ago than "
-        "SPAWNER_WORKTREE_RETENTION_HOURS; prune git's records of them. Branches stay. Running batches are "
-        "left alone."
+        "SPAWNER_WORKTREE_RETENTION_HOURS; prune git's records of them. Past the retention, run branches "
+        "whose work is merged or discarded are deleted too (each printed with its last commit); other "
+        "branches stay. Running batches are left alone."
     )
 
     def add_arguments(self, parser):
@@ -50,7 +51,11 @@ class Command(BaseCommand):
             else:
                 what = f"batch {r.batch_id} {r.key}".rstrip()
             self.stdout.write(f"{verb} {r.path}  ({what}, {r.reason}, {size(r.bytes)})")
+        gone = "would delete" if report.dry_run else "deleted"
+        for b in report.branches:
+            self.stdout.write(f"{gone} branch {b.branch} (was {b.commit[:12]}, {b.reason}) in {b.repo}")
         self.stdout.write(
             f"{verb} {plural(len(report.removed), 'worktree')}, {'would free' if report.dry_run else 'freed'} "
-            f"{size(report.freed)}; {report.kept} kept (work not merged yet, within retention); branches kept"
+            f"{size(report.freed)}; {report.kept} kept (work not merged yet, within retention); "
+            f"{gone} {plural(len(report.branches), 'branch', 'branches')}"
         )
