@@ -116,7 +116,7 @@ def test_every_state_is_shown_with_words_and_an_icon_and_its_actions(nine, membe
     assert "Reset integration branch" in section
     matrix = section.split('class="grid matrix"', 1)[1].split("</table>", 1)[0]
     assert matrix.count("README.md") == 3  # merged x conflict, conflict x merged, conflict x integration head
-    assert "integration head" in matrix
+    assert "integration head at queue start" in matrix
     assert "+3" in section and "app.py" in section and f"spawner/{nine.id}/integration" in section
     assert f"git merge spawner/{nine.id}/integration" in section
 
