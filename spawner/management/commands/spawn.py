@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        self.console = Console(stderr=opts["json"], highlight=False)
+        self.console = Console(stderr=opts["json"], highlight=False, width=console_width(opts["json"]))
         if opts["server"] and opts["template"]:
             raise CommandError("--template is for this server (on another: POST /api/templates/ID/launch)")
         if opts["server"]:
@@ -444,6 +445,18 @@ def speedup_words(ratio: float) -> str:
     if ratio >= 1:
         return f"parallel is {ratio:.2f}x faster than sequential"
     return f"parallel is {1 / ratio:.2f}x slower than sequential"
+
+
+def console_width(to_stderr: bool) -> int | None:
+    """The terminal's width; into a file or a pipe (a CI log) 120 columns, or COLUMNS, not rich's 80
+    that squeezes the results table."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    if stream.isatty():
+        return None
+    try:
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 120
 
 
 def progress_title(batch_id: int, name: str, done: int, total: int, width: int) -> Text:
