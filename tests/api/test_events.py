@@ -170,7 +170,7 @@ def spawn(*args: str, env: dict, cwd) -> subprocess.CompletedProcess:
 
 def test_spawn_on_a_server_with_the_token_in_a_config_file(web, member, token_for, tmp_path):
     spec = tmp_path / "streamed.yaml"
-    spec.write_text(SPEC)
+    spec.write_text(SPEC.replace("agent: sh\n", "agent: sh\nbudget_usd: 5\n"))
     config = tmp_path / "config.toml"
     config.write_text(f'[servers."{web.url}/"]\ntoken = "{token_for(member, "launch")}"\n')
     config.chmod(0o600)
@@ -180,6 +180,7 @@ def test_spawn_on_a_server_with_the_token_in_a_config_file(web, member, token_fo
     done = spawn(str(spec), "--server", web.url, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr + done.stdout
     assert "launched batch #" in done.stdout and "streamed" in done.stdout and "parallelism" in done.stdout
+    assert "spent $0" in done.stdout and "/ budget $5" in done.stdout, done.stdout  # as a local run shows it
 
     config.chmod(0o644)
     refused = spawn(str(spec), "--server", web.url, env=env, cwd=tmp_path)

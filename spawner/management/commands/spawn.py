@@ -236,7 +236,11 @@ class Command(BaseCommand):
         if len(runs) > 60:
             table.add_row(f"… {len(runs) - 60} more", "", "", "")
         done = sum(1 for r in runs if r["status"] in RUN_TERMINAL)
-        return Group(progress_title(detail["id"], detail["name"], done, len(runs), self.console.width), table)
+        title = progress_title(detail["id"], detail["name"], done, len(runs), self.console.width)
+        cost = detail.get("cost") or {}
+        if cost.get("runs_with_usage") or cost.get("budget_usd") is not None:  # as a local run prints it
+            return Group(title, spent_line(cost), table)
+        return Group(title, table)
 
     def _print_remote_plan(self, plan: dict) -> None:
         c = self.console
