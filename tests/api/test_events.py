@@ -3,6 +3,7 @@ real cluster running the batch; `spawn --server` following through it, its token
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -206,3 +207,19 @@ def test_events_past_a_hole_in_the_log_wait_for_it_then_go():
     assert stream.settled(events[1:], {13, 14}, 11, since, now=200.0 + stream.GAP_SECONDS) == events[1:]
     # Unchecked (too wide a range): nothing held back.
     assert stream.settled(events, None, 10, {}, now=1.0) == events
+
+
+def test_the_remote_progress_shows_spent_and_budget_while_the_batch_runs():
+    from rich.console import Console
+
+    from spawner.management.commands.spawn import Command
+
+    command = Command()
+    command.console = Console(width=120, record=True, file=io.StringIO())
+    cost = {"spent_usd": 0.5, "budget_usd": 2.0, "unknown_runs": 1, "tokens": 10, "over": False, "runs_with_usage": 2}
+    run = {"key": "a", "wave": 0, "status": "running", "attempts": 1}
+    command.console.print(command._remote_progress({"id": 3, "name": "x", "runs": [run], "cost": cost}))
+    shown = command.console.export_text()
+    assert "spent $0.5000 / budget $2.00 (1 run with cost unknown) · 10 tokens" in shown, shown
+    command.console.print(command._remote_progress({"id": 3, "name": "x", "runs": [run], "cost": {}}))
+    assert "spent" not in command.console.export_text()  # a batch without usage or budget: no line
