@@ -39,9 +39,10 @@ test-sqlite: setup agents
 	$(PY) -m pytest
 
 # The engine's integration suite again, on PostgreSQL (skips when the server is
-# unreachable, fails instead when CI=true).
+# unreachable, fails instead when CI=true). Tests marked `once` (git's work, not the database's)
+# ran on SQLite already.
 test-postgres: setup
-	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli and not slow and not faults" tests/spawner
+	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli and not slow and not faults and not once" tests/spawner
 
 # The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite and two
 # named clusters serving the same batches (caps, staggers, budgets across both).

@@ -78,6 +78,7 @@ def merge_tree(repo, a: str, b: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.integration
+@pytest.mark.once  # git's work, not the database's: the default backend only
 def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, settings):
     # The layout the example expects, in a temp dir: <root>/examples/parallel-coding.yaml, <root>/var/demo-repo;
     # <root> is the base directory, where the relative paths of a spec file inside it start.

@@ -17,7 +17,8 @@ from spawner.models import AgentRun, RunAttempt
 from tests.spawner.helpers import launch, wait_batch, wait_for
 from tests.spawner.test_workspaces import git, make_repo, spec_text
 
-pytestmark = pytest.mark.integration
+# Git's work, not the database's: run once, on the default backend (not again on PostgreSQL).
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 TWO = "  - {key: a, prompt: 'echo a > a.txt'}\n  - {key: b, prompt: 'echo b > b.txt'}\n"
 

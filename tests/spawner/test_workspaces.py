@@ -16,7 +16,8 @@ from spawner.models import AgentRun, Escalation, RunAttempt, Workspace
 from tests.conftest import ClusterProcess
 from tests.spawner.helpers import launch, wait_batch
 
-pytestmark = pytest.mark.integration
+# Git's work, not the database's: run once, on the default backend (not again on PostgreSQL).
+pytestmark = [pytest.mark.integration, pytest.mark.once]
 
 
 def git(repo: Path, *args: str) -> str:
