@@ -6,7 +6,8 @@ from __future__ import annotations
 # (`claude -p "--version"` printed the version); the JSON output mode is on, so the final
 # message can become the run's result (`output_format`); the permission mode lets a headless
 # agent edit files in its working directory and nothing outside it. Verified against the
-# real CLIs (tests/spawner/test_real_clis.py): claude-code and codex; gemini's argv only.
+# real CLIs (tests/spawner/test_real_clis.py): claude-code and codex; gemini's argv only;
+# aider's output against aider 0.86.2 (tests/fixtures/cli).
 CLAUDE_RESULT_HINT = (
     "Spawner runs you headless. Your result file (SPAWNER_RESULT_FILE) is {result_file}: "
     "you may write your result there as JSON with the Write tool."
@@ -55,10 +56,11 @@ CODING_AGENTS = {
         "output_format": "gemini-json",
     },
     "aider": {
-        # Not run here: from aider's documented options. The prompt is a file, never an option.
+        # The prompt is a file, never an option. aider prints no JSON: its "Tokens: … Cost: …"
+        # lines are read for the usage, and its last answer for the result (aider-text).
         "argv": ["aider", "--yes-always", "--no-pretty", "--no-check-update", "--message-file", "{prompt_file}"],
         "prompt_via": "file",
-        "output_format": "",
+        "output_format": "aider-text",
     },
 }
 # What these presets were before (a data migration moves rows that still hold them).
