@@ -207,7 +207,9 @@ def parse_aider(text: str) -> AgentOutput | None:
     The final message is what aider printed between its start-up lines (or the previous report)
     and the last report: with ``--no-pretty`` the answer is plain text. After a reflection (aider
     sent back an edit error or lint output and asked again) that text starts with aider's own
-    notes, which nothing tells apart from the answer; a fenced result at the end is still read.
+    notes, which nothing tells apart from the answer; so are other lines it prints before the
+    answer (in a git repository, the name of a file the prompt mentions, as it adds the file to
+    the chat). A fenced result at the end is still read.
     None when no report was printed (aider failed before any answer).
     """
     lines = text.splitlines()
