@@ -6,6 +6,7 @@ REDIS_URL_TEST ?= redis://127.0.0.1:6379/5
 # The real coding-agent CLIs the real_cli tests drive, installed inside the clone (.cache/agents).
 CLAUDE_CODE_VERSION ?= 2.1.332
 CODEX_VERSION ?= 0.169.0
+AIDER_VERSION ?= 0.86.2
 
 .PHONY: setup agents run test test-sqlite test-postgres test-redis test-faults lint bench clean
 
@@ -17,8 +18,9 @@ setup: .venv/.installed
 	$(PY) -m pip install -q -e '.[test,postgres,redis]'
 	touch $@
 
-# Claude Code and Codex from npm, pinned, into .cache/agents (never outside the clone).
-agents: .cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)
+# Claude Code and Codex from npm into .cache/agents, aider from PyPI into .cache/aider: pinned,
+# never outside the clone.
+agents: .cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION) .cache/aider/.installed-$(AIDER_VERSION)
 
 .cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION):
 	mkdir -p .cache/agents
@@ -26,6 +28,14 @@ agents: .cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)
 		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
 	.cache/agents/node_modules/.bin/claude --version
 	.cache/agents/node_modules/.bin/codex --version
+	touch $@
+
+# aider from PyPI, pinned, in a virtualenv of its own (its dependencies pin their own versions).
+.cache/aider/.installed-$(AIDER_VERSION):
+	rm -rf .cache/aider
+	python3 -m venv .cache/aider
+	.cache/aider/bin/pip install -q aider-chat==$(AIDER_VERSION)
+	.cache/aider/bin/aider --version
 	touch $@
 
 run: setup

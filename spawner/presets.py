@@ -6,11 +6,21 @@ from __future__ import annotations
 # (`claude -p "--version"` printed the version); the JSON output mode is on, so the final
 # message can become the run's result (`output_format`); the permission mode lets a headless
 # agent edit files in its working directory and nothing outside it. Verified against the
-# real CLIs (tests/spawner/test_real_clis.py): claude-code and codex; gemini's argv only.
+# real CLIs (tests/spawner/test_real_clis.py): claude-code, codex and aider; gemini's argv only.
+# `rate_limit_pattern`: what each CLI prints when its API answered 429 and it gave up (after
+# its own retries), so such a run waits and is queued again instead of failing
+# (tests/spawner/test_cli_rate_limits.py, on recorded output).
 CLAUDE_RESULT_HINT = (
     "Spawner runs you headless. Your result file (SPAWNER_RESULT_FILE) is {result_file}: "
     "you may write your result there as JSON with the Write tool."
 )
+CLAUDE_RATE_LIMIT = r'"api_error_status":\s*429\b|API Error: Request rejected \(429\)'
+CODEX_RATE_LIMIT = r'"message":\s*"exceeded retry limit, last status: 429'
+GEMINI_RATE_LIMIT = (
+    r"RESOURCE_EXHAUSTED|\b429\b[^\n]{0,40}(?:resource exhausted|too many requests)|"
+    r"exhausted your capacity|exceeded your current quota"
+)
+AIDER_RATE_LIMIT = r"litellm\.RateLimitError|The API provider has rate limited you"
 CODING_AGENTS = {
     "claude-code": {
         # acceptEdits: edits inside the working directory are accepted; anything that would ask
@@ -28,6 +38,8 @@ CODING_AGENTS = {
             CLAUDE_RESULT_HINT,
         ],
         "output_format": "claude-json",
+        # Claude Code 2.1.332 exits 1 with a result whose api_error_status is 429.
+        "rate_limit_pattern": CLAUDE_RATE_LIMIT,
     },
     "codex": {
         # The sandbox lets commands write in the working directory only (not /tmp, not $TMPDIR);
@@ -48,17 +60,26 @@ CODING_AGENTS = {
             "-",
         ],
         "output_format": "codex-jsonl",
+        # Codex 0.169.0 exits 1 with an error event (not its "Reconnecting... n/5" ones).
+        "rate_limit_pattern": CODEX_RATE_LIMIT,
     },
     "gemini": {
         # With stdin not a terminal and no -p, gemini runs headless on what stdin holds.
         "argv": ["gemini", "--output-format", "json", "--approval-mode", "auto_edit", "--skip-trust"],
         "output_format": "gemini-json",
+        # From Gemini CLI's documented errors; not seen from a real run.
+        "rate_limit_pattern": GEMINI_RATE_LIMIT,
     },
     "aider": {
-        # Not run here: from aider's documented options. The prompt is a file, never an option.
+        # The prompt is a file, never an option. aider prints no JSON: its "Tokens: … Cost: …"
+        # lines are read for the usage, and its last answer for the result (aider-text).
         "argv": ["aider", "--yes-always", "--no-pretty", "--no-check-update", "--message-file", "{prompt_file}"],
         "prompt_via": "file",
-        "output_format": "",
+        "output_format": "aider-text",
+        # aider 0.86.2 prints litellm's error after each of its retries, but then exits 0, so a
+        # run that gave up on a rate limit counts as succeeded (with no result) and this is
+        # not consulted; it takes effect if aider ever exits non-zero there.
+        "rate_limit_pattern": AIDER_RATE_LIMIT,
     },
 }
 # What these presets were before (a data migration moves rows that still hold them).

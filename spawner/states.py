@@ -106,6 +106,7 @@ class OutputFormat(models.TextChoices):
     CLAUDE_JSON = "claude-json", "Claude Code --output-format json"
     CODEX_JSONL = "codex-jsonl", "codex exec --json"
     GEMINI_JSON = "gemini-json", "Gemini CLI --output-format json"
+    AIDER_TEXT = "aider-text", "aider's printed Tokens / Cost lines (text)"
 
 
 class EventKind(models.TextChoices):

@@ -10,6 +10,9 @@ is not its JSON (warnings, progress lines, a half line) instead of failing on it
   last ``item.completed`` whose item is an ``agent_message``; usage is in ``turn.completed``.
 - ``gemini-json``: Gemini CLI's ``--output-format json``: one JSON object
   ``{"response": <final message>, "stats": {"models": {<model>: {"tokens": {...}}}}}``.
+- ``aider-text``: aider prints no JSON; after each message to the model it prints
+  ``Tokens: 2.5k sent, 45 received. Cost: $0.0066 message, $0.01 session.`` (see
+  ``parse_aider``).
 
 ``result_from_message`` turns a final message into a run result: its last fenced ```json
 block when that is a result (an object with ``summary``, ``verdict`` or ``findings``),
@@ -22,7 +25,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
-FORMATS = ("claude-json", "codex-jsonl", "gemini-json")
+FORMATS = ("claude-json", "codex-jsonl", "gemini-json", "aider-text")
 SUMMARY_MAX_CHARS = 4000
 RESULT_KEYS = ("summary", "verdict", "findings")
 _FENCE = re.compile(r"```[ \t]*json[ \t]*\r?\n(.*?)\r?\n[ \t]*```", re.DOTALL | re.IGNORECASE)
@@ -169,7 +172,87 @@ def parse_gemini(text: str) -> AgentOutput | None:
     )
 
 
-PARSERS = {"claude-json": parse_claude, "codex-jsonl": parse_codex, "gemini-json": parse_gemini}
+_AIDER_NUMBER = r"(\d+(?:\.\d+)?k?)"
+_AIDER_TOKENS = re.compile(
+    rf"^Tokens: {_AIDER_NUMBER} sent(?:, {_AIDER_NUMBER} cache write)?(?:, {_AIDER_NUMBER} cache hit)?, "
+    rf"{_AIDER_NUMBER} received\.(?:\s*Cost: \$(\d+(?:\.\d+)?) message, \$(\d+(?:\.\d+)?) session\.)?[ \t]*$",
+    re.MULTILINE,
+)
+_AIDER_COST = re.compile(r"^Cost: \$(\d+(?:\.\d+)?) message, \$(\d+(?:\.\d+)?) session\.[ \t]*$")
+_AIDER_HEADER = re.compile(
+    r"^(?:Aider v\S+|(?:Main |Weak |Editor )?[Mm]odel: .*|Git repo: .*|Repo-map: .*|Added .+ to the chat\.|"
+    r"Cur working dir: .*|Git working dir: .*)$"
+)
+_AIDER_MODEL = re.compile(r"^(?:Main model|Model): (\S+)")
+
+
+def aider_tokens(value: str) -> int:
+    """aider's count as printed: 950, 2.5k (one decimal under 10k), 12k (rounded to the thousand)."""
+    if value.endswith("k"):
+        return round(float(value[:-1]) * 1000)
+    return int(float(value))
+
+
+def parse_aider(text: str) -> AgentOutput | None:
+    """What aider printed: its token and cost reports, and its last answer.
+
+    After each message to the model aider prints ``Tokens: N sent[, N cache write][, N cache hit],
+    N received.`` and, when it knows the model's prices, ``Cost: $X message, $Y session.`` (on the
+    same line, or the next when both cache figures are there). The tokens are summed over the
+    reports; aider rounds them (``2.5k`` under 10,000, ``12k`` above: up to 50, then 500 tokens
+    off each), so the sums are approximate. "sent" includes the cache hits and writes, which are
+    kept apart here. The cost is the session's, from the last Cost report; none when aider printed
+    none (an unknown model). The model is the one aider's start-up lines name.
+
+    The final message is what aider printed between its start-up lines (or the previous report)
+    and the last report: with ``--no-pretty`` the answer is plain text. After a reflection (aider
+    sent back an edit error or lint output and asked again) that text starts with aider's own
+    notes, which nothing tells apart from the answer; so are other lines it prints before the
+    answer (in a git repository, the name of a file the prompt mentions, as it adds the file to
+    the chat). A fenced result at the end is still read.
+    None when no report was printed (aider failed before any answer).
+    """
+    lines = text.splitlines()
+    reports = [i for i, line in enumerate(lines) if _AIDER_TOKENS.match(line)]
+    if not reports:
+        return None
+    usage = Usage(turns=len(reports))
+    for i in reports:
+        found = _AIDER_TOKENS.match(lines[i])
+        sent, write, hit, received, _, session = found.groups()
+        cost = found.group(6)
+        if cost is None and i + 1 < len(lines) and (more := _AIDER_COST.match(lines[i + 1])):
+            session = more.group(2)
+        cache_write = aider_tokens(write) if write else 0
+        cache_read = aider_tokens(hit) if hit else 0
+        usage.input_tokens += max(0, aider_tokens(sent) - cache_write - cache_read)
+        usage.cache_write_tokens += cache_write
+        usage.cache_read_tokens += cache_read
+        usage.output_tokens += aider_tokens(received)
+        if session is not None:
+            usage.cost_usd = float(session)
+    start = 0
+    for i, line in enumerate(lines[: reports[0]]):
+        if line.startswith("Aider v"):
+            start = i
+            while start < reports[0] and (_AIDER_HEADER.match(lines[start]) or not lines[start].strip()):
+                if model := _AIDER_MODEL.match(lines[start]):
+                    usage.models = [model.group(1)]
+                start += 1
+    if len(reports) > 1:
+        start = reports[-2] + 1
+        if start < len(lines) and _AIDER_COST.match(lines[start]):
+            start += 1
+    message = "\n".join(lines[start : reports[-1]]).strip()
+    return AgentOutput(final_message=message or None, usage=usage)
+
+
+PARSERS = {
+    "claude-json": parse_claude,
+    "codex-jsonl": parse_codex,
+    "gemini-json": parse_gemini,
+    "aider-text": parse_aider,
+}
 
 
 def parse(output_format: str, text: str) -> AgentOutput | None:

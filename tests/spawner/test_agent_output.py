@@ -63,7 +63,67 @@ def test_gemini_json_pretty_printed_after_other_output():
     assert (out.usage.input_tokens, out.usage.cache_read_tokens, out.usage.output_tokens) == (60, 40, 7)
 
 
-@pytest.mark.parametrize("fmt", ["", "unknown", "claude-json", "codex-jsonl", "gemini-json"])
+def test_aider_text_one_message_usage_cost_and_final_message():
+    out = parse("aider-text", fixture("aider.text.log"))
+
+    # "Tokens: 2.5k sent, 76 received. Cost: $0.0069 message, $0.0069 session."
+    assert (out.usage.input_tokens, out.usage.output_tokens) == (2500, 76)
+    assert out.usage.cost_usd == 0.0069
+    assert out.usage.models == ["openai/gpt-4o"] and out.usage.turns == 1
+    assert out.final_message.startswith("minus adds; it should subtract.\n\ncalc.py\n```python\n<<<<<<< SEARCH")
+    assert "Tokens:" not in out.final_message and "Added calc.py" not in out.final_message
+    assert "Applied edit" not in out.final_message
+    result = result_from_message(out.final_message, out.usage)
+    assert result == {
+        "summary": "minus added where it should subtract; fixed",
+        "verdict": "pass",
+        "tokens": 2576,
+        "cost": 0.0069,
+    }
+
+
+def test_aider_text_sums_the_messages_and_takes_the_session_cost_from_the_last():
+    out = parse("aider-text", fixture("aider.reflection.log"))
+
+    # 2.5k + 2.6k sent, 45 + 83 received; "$0.0074 message, $0.01 session" last.
+    assert (out.usage.input_tokens, out.usage.output_tokens, out.usage.turns) == (5100, 128, 2)
+    assert out.usage.cost_usd == 0.01
+    # After a reflection, aider's notes (the edit error it sent back) come before the answer.
+    assert out.final_message.startswith("The LLM did not conform to the edit format.")
+    assert out.final_message.endswith('"verdict": "pass"}\n```')
+    assert "I will fix the sign." not in out.final_message, "the first answer is not the final message"
+    assert result_from_message(out.final_message)["verdict"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("report", "expected"),
+    [
+        # aider's format_tokens: as is under 1,000, one decimal under 10,000, else rounded to the thousand.
+        ("Tokens: 950 sent, 12 received.", (950, 0, 0, 12, None)),
+        ("Tokens: 12k sent, 1.2k received. Cost: $0.05 message, $0.05 session.", (12000, 0, 0, 1200, 0.05)),
+        # With both cache figures aider puts the cost on the next line.
+        (
+            "Tokens: 9.8k sent, 1.5k cache write, 6.0k cache hit, 250 received.\nCost: $0.02 message, $0.31 session.",
+            (2300, 1500, 6000, 250, 0.31),
+        ),
+        (
+            "Tokens: 3.1k sent, 2.0k cache hit, 99 received. Cost: $0.0011 message, $0.0011 session.",
+            (1100, 0, 2000, 99, 0.0011),
+        ),
+    ],
+)
+def test_aider_text_reports(report, expected):
+    out = parse("aider-text", f"Aider v0.86.2\nModel: openai/x with whole edit format\n\nDone.\n\n{report}\n")
+    u = out.usage
+    assert (u.input_tokens, u.cache_write_tokens, u.cache_read_tokens, u.output_tokens, u.cost_usd) == expected
+    assert out.final_message == "Done." and u.models == ["openai/x"]
+
+
+def test_aider_text_without_a_report_is_none():
+    assert parse("aider-text", fixture("aider.rate-limit.log")) is None, "it gave up before any answer"
+
+
+@pytest.mark.parametrize("fmt", ["", "unknown", "claude-json", "codex-jsonl", "gemini-json", "aider-text"])
 def test_nothing_to_read_is_none_not_an_error(fmt):
     assert parse(fmt, "plain text\n{not json\n\x00\n") is None
 

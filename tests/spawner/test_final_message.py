@@ -14,6 +14,7 @@ from spawner.models import AgentRun, AgentType, Role
 from tests.spawner.helpers import launch, wait_batch
 
 PRESET_MIGRATION = importlib.import_module("spawner.migrations.0011_coding_agent_presets")
+AIDER_TEXT_MIGRATION = importlib.import_module("spawner.migrations.0022_clirate")
 
 
 def claude_line(message: str) -> str:
@@ -72,6 +73,7 @@ def test_preset_migration_moves_only_rows_that_still_hold_the_old_presets():
     Role.objects.filter(name="tester").update(template="my own {{ task }}")
 
     PRESET_MIGRATION.coding_presets(apps, None)
+    AIDER_TEXT_MIGRATION.aider_text(apps, None)
 
     types = {t.name: t for t in AgentType.objects.all()}
     for name in ("claude-code", "codex", "aider"):
@@ -84,3 +86,22 @@ def test_preset_migration_moves_only_rows_that_still_hold_the_old_presets():
     roles = dict(Role.objects.values_list("name", "template"))
     assert roles["reviewer"] == presets.ROLES["reviewer"]
     assert roles["tester"] == "my own {{ task }}"
+
+
+@pytest.mark.django_db
+def test_aider_text_migration_leaves_an_admins_aider_alone():
+    shipped = next(t for t in presets.AGENT_TYPES if t["name"] == "aider")
+    AgentType.objects.update_or_create(
+        name="aider", defaults={"argv": shipped["argv"], "prompt_via": "file", "output_format": ""}
+    )
+    AgentType.objects.update_or_create(
+        name="my-aider", defaults={"argv": shipped["argv"], "prompt_via": "file", "output_format": ""}
+    )
+    AIDER_TEXT_MIGRATION.aider_text(apps, None)
+    assert AgentType.objects.get(name="aider").output_format == "aider-text"
+    assert AgentType.objects.get(name="my-aider").output_format == ""
+
+    AgentType.objects.filter(name="aider").update(argv=["aider", "--model", "mine", "--message-file", "{prompt_file}"])
+    AgentType.objects.filter(name="aider").update(output_format="")
+    AIDER_TEXT_MIGRATION.aider_text(apps, None)
+    assert AgentType.objects.get(name="aider").output_format == "", "an admin's argv: left as it is"

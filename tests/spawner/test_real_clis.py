@@ -1,7 +1,8 @@
-"""The coding-agent presets with the real Claude Code and Codex CLIs (`make agents`), a real
-cluster, and a scripted model server: the CLIs really edit files, the prompt is never an
-option, the JSON output's final message becomes the run's result, and writes outside the
-run's directory are refused. Without the CLIs these tests skip (they fail with CI=true)."""
+"""The coding-agent presets with the real Claude Code, Codex and aider CLIs (`make agents`), a
+real cluster, and a scripted model server: the CLIs really edit files, the prompt is never an
+option, the final message becomes the run's result, writes outside the run's directory are
+refused, and a 429 the CLI gave up on is a rate limit. Without the CLIs these tests skip (they
+fail with CI=true)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def claude():
 @pytest.fixture
 def codex():
     return clis.require("codex")
+
+
+@pytest.fixture
+def aider():
+    return clis.require("aider")
 
 
 @pytest.fixture
@@ -111,6 +117,54 @@ def test_codex_edits_its_directory_only_and_its_final_message_is_the_result(code
     clis.record(run, "codex.fenced")
     assert run.result["summary"] == "greeted" and run.result["verdict"] == "pass"
     assert run.result["tokens"] > 0
+
+
+def test_claude_code_rate_limited_waits_and_succeeds_without_spending_a_retry(claude, cluster, server, tmp_path):
+    agent_type = clis.install_claude(server, tmp_path / "home")
+    agent_type.env = {**agent_type.env, "CLAUDE_CODE_MAX_RETRIES": "0"}  # give up at the first 429
+    agent_type.save()
+    repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
+    # Claude Code puts the API's message in its result, so a delay the message advises is taken
+    # (Anthropic's own message advises none: then the wait is 30 s, too long for a test).
+    server.rate_limit("anthropic", times=1, retry_after="7", message="Rate limited. Please try again in 1s.")
+    server.script([ms.text("Fine now.")])
+
+    batch = wait_batch(launch(one_task("claude-code", "say hello"), repo), timeout=60)
+
+    run = AgentRun.objects.get(batch=batch)
+    assert batch.status == "succeeded", run.output_tail
+    assert server.rate_limited == 1
+    first, second = run.attempts.order_by("number")
+    assert first.status == "rate_limited" and first.error == "rate limited: exit code 1, retry after 1 s", first.error
+    assert second.status == "succeeded" and run.result["summary"] == "Fine now."
+    assert (second.started_at - first.finished_at).total_seconds() >= 0.9
+    assert run.retries == 0 and not batch.escalations.exists(), "the wait spent no retry (retries: 0)"
+
+
+def test_aider_edits_and_its_answer_and_printed_usage_are_the_result(aider, cluster, server, tmp_path):
+    clis.install_aider(server, tmp_path / "aider-home")
+    repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
+    server.chat(
+        "Greeting the world.\n\nhello.txt\n```\n<<<<<<< SEARCH\nhello\n=======\nhello, world\n>>>>>>> REPLACE\n```\n\n"
+        '```json\n{"summary": "greeted", "verdict": "pass"}\n```\n'
+    )
+
+    batch = wait_batch(launch(one_task("aider", DASH_PROMPT), repo), timeout=150)
+
+    run = AgentRun.objects.get(batch=batch)
+    assert batch.status == "succeeded", run.output_tail
+    assert (repo / "hello.txt").read_text() == "hello, world\n"
+    request = server.chat_requests()[0]
+    assert DASH_PROMPT in json.dumps(request.body["messages"]), "the prompt file reached the model as the prompt"
+    usage = run.attempts.get().usage
+    assert usage["source"] == "cli" and usage["models"] == ["openai/gpt-4o"] and usage["turns"] == 1
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0 and usage["cost_usd"] > 0, usage
+    assert run.result == {
+        "summary": "greeted",
+        "verdict": "pass",
+        "tokens": usage["input_tokens"] + usage["output_tokens"],
+        "cost": usage["cost_usd"],
+    }
 
 
 REVIEW_FINDING = {"severity": "high", "title": "prompt reaches an option", "file": "spawner/presets.py", "line": 5}

@@ -1,4 +1,4 @@
-"""The real coding-agent CLIs (`make agents` installs them in .cache/agents) set up for tests:
+"""The real coding-agent CLIs (`make agents` installs them in .cache) set up for tests:
 their preset agent types pointed at a scripted model server, with dummy keys and a home of their own."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from tests.support import model_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".cache" / "agents" / "node_modules" / ".bin"
+AIDER = ROOT / ".cache" / "aider" / "bin" / "aider"
 
 
 def require(name: str) -> Path:
     """The CLI's path; a test without it skips, except with CI=true, where it fails."""
-    path = BIN / name
+    path = AIDER if name == "aider" else BIN / name
     if not os.access(path, os.X_OK):
         message = f"{path} is not installed: run `make agents`"
         if os.environ.get("CI") == "true":
@@ -70,6 +71,30 @@ def install_codex(server: model_server.ModelServer, home: Path):
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(CODEX_CONFIG.format(url=server.url))
     fields["env"] = {"CODEX_HOME": str(home), "HOME": str(home), "OPENAI_API_KEY": model_server.DUMMY_KEY}
+    name = fields.pop("name")
+    agent_type, _ = AgentType.objects.update_or_create(name=name, defaults=fields)
+    return agent_type
+
+
+def install_aider(server: model_server.ModelServer, home: Path, model: str = "openai/gpt-4o"):
+    """The aider preset as shipped, its model behind the scripted server's chat completions (aider's
+    environment settings: no options added). No commits of its own, nothing asked or sent elsewhere."""
+    from spawner.models import AgentType
+
+    fields = preset("aider")
+    fields["argv"] = [str(require("aider")), *fields["argv"][1:]]
+    home.mkdir(parents=True, exist_ok=True)
+    fields["env"] = {
+        "HOME": str(home),
+        "OPENAI_API_BASE": f"{server.url}/v1",
+        "OPENAI_API_KEY": model_server.DUMMY_KEY,
+        "AIDER_MODEL": model,
+        "AIDER_AUTO_COMMITS": "false",
+        "AIDER_GITIGNORE": "false",
+        "AIDER_ANALYTICS": "false",
+        "AIDER_SHOW_RELEASE_NOTES": "false",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
     name = fields.pop("name")
     agent_type, _ = AgentType.objects.update_or_create(name=name, defaults=fields)
     return agent_type

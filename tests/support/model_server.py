@@ -20,6 +20,11 @@ It speaks, on 127.0.0.1 and a random port:
   Retry-After, or a stream cut after some tokens; ``server.chat_disconnects`` counts the streams
   whose client went away before the end (a cancel).
 
+``server.rate_limit(api, times=...)`` makes the next requests to an API (``"anthropic"``:
+``/v1/messages``; ``"openai"``: ``/v1/responses``) answer 429 with a ``Retry-After`` header and
+that API's error body, as the real APIs do when a key is over its limit; ``server.rate_limited``
+counts the 429s sent. ``server.api_error(api, status)`` answers another error status the same way.
+
 Anything else the CLIs ask for at start-up gets a small, harmless JSON answer (and is
 recorded, so a test can see it).
 
@@ -121,6 +126,43 @@ class ChatReply:
     cached_tokens: int = 0
 
 
+@dataclass
+class ApiError:
+    """An error answer (a 429 unless told) for the requests to one API (see ModelServer.rate_limit)."""
+
+    api: str  # "anthropic" | "openai"
+    times: int | None = None  # this many requests, then answers resume; None: every one
+    retry_after: str | None = "3"
+    status: int = 429
+    message: str = ""  # the error's message; empty: the API's usual one
+
+
+RATE_LIMIT_MESSAGE = "This request would exceed the rate limit for your organization. Please try again later."
+
+
+def rate_limit_body(api: str, message: str = "") -> dict:
+    """The error body each real API sends with its 429."""
+    if api == "anthropic":
+        return {"type": "error", "error": {"type": "rate_limit_error", "message": message or RATE_LIMIT_MESSAGE}}
+    return {
+        "error": {
+            "message": message or f"Rate limit reached for requests. {RATE_LIMIT_MESSAGE}",
+            "type": "rate_limit_exceeded",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+
+
+def error_body(api: str, status: int, message: str = "") -> dict:
+    """The error body each real API sends with this status."""
+    if status == 429:
+        return rate_limit_body(api, message)
+    if api == "anthropic":
+        return {"type": "error", "error": {"type": "api_error", "message": f"scripted {status}"}}
+    return {"error": {"message": f"scripted {status}", "type": "server_error", "param": None, "code": None}}
+
+
 def chat_tokens(answer: str) -> list[str]:
     """The answer as the stream sends it: a word (with its leading space) per chunk."""
     return re.findall(r"\s*\S+|\s+", answer) or [""]
@@ -202,6 +244,8 @@ class ModelServer:
         self.token_delay = 0.0  # seconds between two streamed chat tokens
         self.chat_disconnects = 0  # chat streams whose client left before the end
         self.chat_streams_open = 0
+        self.api_errors: list[ApiError] = []
+        self.rate_limited = 0  # 429s sent by rate_limit()
         self.lock = threading.Lock()
         self._ids = itertools.count(1)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -241,6 +285,31 @@ class ModelServer:
         with self.lock:
             self.chat_replies.insert(0, reply)
         return reply
+
+    def rate_limit(
+        self, api: str, times: int | None = None, retry_after: str | None = "3", message: str = ""
+    ) -> ApiError:
+        """Answer the next `times` requests to `api` ("anthropic" or "openai") with a 429."""
+        return self.api_error(api, 429, times, retry_after, message)
+
+    def api_error(
+        self, api: str, status: int, times: int | None = None, retry_after: str | None = None, message: str = ""
+    ) -> ApiError:
+        """Answer the next `times` requests to `api` with this error status and the API's error body."""
+        error = ApiError(api, times, retry_after, status, message)
+        with self.lock:
+            self.api_errors.insert(0, error)
+        return error
+
+    def api_error_for(self, request: Request) -> ApiError | None:
+        with self.lock:
+            for error in self.api_errors:
+                if error.api == request.api and (error.times is None or error.times > 0):
+                    if error.times is not None:
+                        error.times -= 1
+                    self.rate_limited += error.status == 429
+                    return error
+        return None
 
     def chat_reply_for(self, request: Request) -> ChatReply:
         messages = (request.body or {}).get("messages") or [] if isinstance(request.body, dict) else []
@@ -342,7 +411,11 @@ def _handler(server: ModelServer):
         def do_POST(self):
             request = self._read()
             body = request.body if isinstance(request.body, dict) else {}
-            if request.path.startswith("/v1/messages/count_tokens"):
+            error = None if request.path.startswith("/v1/messages/count_tokens") else server.api_error_for(request)
+            if error is not None:
+                extra = {"Retry-After": error.retry_after} if error.retry_after is not None else {}
+                self._json(error.status, error_body(error.api, error.status, error.message), extra)
+            elif request.path.startswith("/v1/messages/count_tokens"):
                 self._json(200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
             elif request.path.startswith("/v1/messages"):
                 turn = server.turn_for(request)
@@ -360,9 +433,8 @@ def _handler(server: ModelServer):
         def _chat(self, request: Request, body: dict) -> None:
             reply = server.chat_reply_for(request)
             if reply.status >= 400:
-                kind = "rate_limit_exceeded" if reply.status == 429 else "server_error"
                 extra = {"Retry-After": reply.retry_after} if reply.retry_after is not None else {}
-                self._json(reply.status, {"error": {"message": f"scripted {reply.status}", "type": kind}}, extra)
+                self._json(reply.status, error_body("chat", reply.status), extra)
                 return
             tokens = chat_tokens(reply.answer)
             model = body.get("model") or "scripted"

@@ -1,0 +1,126 @@
+"""The coding-agent presets' rate-limit patterns on what the real CLIs printed (tests/fixtures/cli):
+each CLI's give-up after a 429 is a rate limit; its normal output and its other failures are not."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+
+from spawner import presets
+from spawner.core.ratelimit import advised_in_text, cli_rate_limited
+from spawner.models import AgentType
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cli"
+MIGRATION = importlib.import_module("spawner.migrations.0023_clirate_rate_limits")
+CLIS = ("claude-code", "codex", "gemini", "aider")
+# The recorded give-ups after a 429, and the exit code each CLI ended with.
+RATE_LIMITED = {
+    "claude-code.rate-limit.log": ("claude-code", 1),
+    "codex.rate-limit.log": ("codex", 1),
+    "aider.rate-limit.log": ("aider", 0),
+}
+TAIL_BYTES = 8192  # what the engine reads of the log (execution._rate_limited)
+
+
+def preset(name: str) -> dict:
+    return next(t for t in presets.AGENT_TYPES if t["name"] == name)
+
+
+def tail(name: str) -> str:
+    return (FIXTURES / name).read_bytes()[-TAIL_BYTES:].decode("utf-8", "replace")
+
+
+def limited(name: str, text: str, exit_code: int) -> bool:
+    t = preset(name)
+    return cli_rate_limited(
+        exit_code=exit_code,
+        output_tail=text,
+        pattern=t.get("rate_limit_pattern", ""),
+        exit_codes=t.get("rate_limit_exit_codes", []),
+    )
+
+
+def test_every_coding_preset_has_a_pattern_that_compiles():
+    import re
+
+    for name in CLIS:
+        re.compile(preset(name)["rate_limit_pattern"])
+        assert len(preset(name)["rate_limit_pattern"]) <= 300, "it fits AgentType.rate_limit_pattern"
+        assert MIGRATION.PATTERNS[name] == preset(name)["rate_limit_pattern"], "the migration ships the same"
+
+
+@pytest.mark.parametrize(("fixture", "cli", "exit_code"), [(f, *v) for f, v in RATE_LIMITED.items() if v[1]])
+def test_a_recorded_429_give_up_is_a_rate_limit(fixture, cli, exit_code):
+    assert limited(cli, tail(fixture), exit_code)
+
+
+def test_claude_code_and_codex_advise_no_delay_so_the_default_wait_applies():
+    assert advised_in_text(tail("claude-code.rate-limit.log")) is None
+    assert advised_in_text(tail("codex.rate-limit.log")) is None
+
+
+def test_aider_gives_up_on_a_429_with_exit_0_so_its_pattern_is_not_consulted():
+    text = tail("aider.rate-limit.log")
+    assert not limited("aider", text, 0), "exit 0 is a success, whatever it printed"
+    assert limited("aider", text, 1), "the pattern matches what it printed"
+    assert advised_in_text(text) == 32, "its last 'Retrying in 32.0 seconds...'"
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    sorted(p.name for p in FIXTURES.glob("*.log") if p.name not in RATE_LIMITED),
+)
+@pytest.mark.parametrize("cli", CLIS)
+def test_normal_output_and_other_failures_are_not_rate_limits(fixture, cli):
+    """Recorded successes and failures (the API answered 500), read as if the CLI had failed."""
+    assert not limited(cli, tail(fixture), 1)
+
+
+def test_codex_reconnecting_after_a_429_then_failing_otherwise_is_not_a_rate_limit():
+    text = (
+        '{"type":"error","message":"Reconnecting... 1/5 (exceeded retry limit, last status: 429 Too Many Requests)"}\n'
+        '{"type":"error","message":"We\u2019re currently experiencing high demand."}\n'
+        '{"type":"turn.failed","error":{"message":"unexpected status 401 Unauthorized"}}\n'
+    )
+    assert not limited("codex", text, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # From Gemini CLI's documentation and reported output: not recorded from a real run.
+        "[API Error: You have exhausted your capacity on this model. Your quota will reset after 2h52m39s.]",
+        "API error: 429 - Resource exhausted",
+        '{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}',
+        "429 You exceeded your current quota, please check your plan and billing details.",
+    ],
+)
+def test_gemini_documented_rate_limit_errors(text):
+    assert limited("gemini", text, 1)
+
+
+@pytest.mark.django_db
+def test_the_migration_sets_the_patterns_only_where_none_was_set():
+    for name in CLIS:
+        AgentType.objects.update_or_create(
+            name=name, defaults={"argv": [name], "rate_limit_pattern": "", "rate_limit_exit_codes": []}
+        )
+    AgentType.objects.filter(name="codex").update(rate_limit_pattern="my own")
+    AgentType.objects.filter(name="gemini").update(rate_limit_exit_codes=[75])
+    AgentType.objects.update_or_create(name="my-claude", defaults={"argv": ["claude"], "rate_limit_pattern": ""})
+
+    MIGRATION.cli_rate_limits(apps, None)
+
+    patterns = dict(AgentType.objects.values_list("name", "rate_limit_pattern"))
+    assert patterns["claude-code"] == presets.CLAUDE_RATE_LIMIT
+    assert patterns["aider"] == presets.AIDER_RATE_LIMIT
+    assert patterns["codex"] == "my own", "an admin's pattern is kept"
+    assert patterns["gemini"] == "", "an admin's exit codes: their rate-limit settings are left alone"
+    assert patterns["my-claude"] == ""
+
+    MIGRATION.no_rate_limits(apps, None)
+    assert AgentType.objects.get(name="claude-code").rate_limit_pattern == ""
+    assert AgentType.objects.get(name="codex").rate_limit_pattern == "my own"
