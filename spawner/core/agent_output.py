@@ -184,6 +184,8 @@ _AIDER_HEADER = re.compile(
     r"Cur working dir: .*|Git working dir: .*)$"
 )
 _AIDER_MODEL = re.compile(r"^(?:Main model|Model): (\S+)")
+# An API error aider reports and then gives up on, still exiting 0 (litellm's exception name first).
+_AIDER_API_ERROR = re.compile(r"^(?:litellm\.\w+Error\b|The API provider has rate limited you)")
 
 
 def aider_tokens(value: str) -> int:
@@ -210,12 +212,17 @@ def parse_aider(text: str) -> AgentOutput | None:
     notes, which nothing tells apart from the answer; so are other lines it prints before the
     answer (in a git repository, the name of a file the prompt mentions, as it adds the file to
     the chat). A fenced result at the end is still read.
-    None when no report was printed (aider failed before any answer).
+    None when no report was printed (aider failed before any answer). `is_error` when an API error
+    (litellm's, or its "rate limited you") follows the last report: aider gave up, though it exits 0.
     """
     lines = text.splitlines()
     reports = [i for i, line in enumerate(lines) if _AIDER_TOKENS.match(line)]
+    # aider exits 0 even when it gave up on the API (a rate limit it retried until its own limit):
+    # an API error after its last report (or with none) is the attempt's end, reported as an error.
+    after = reports[-1] + 1 if reports else 0
+    gave_up = any(_AIDER_API_ERROR.match(line) for line in lines[after:])
     if not reports:
-        return None
+        return AgentOutput(is_error=True) if gave_up else None
     usage = Usage(turns=len(reports))
     for i in reports:
         found = _AIDER_TOKENS.match(lines[i])
@@ -244,8 +251,13 @@ def parse_aider(text: str) -> AgentOutput | None:
         if start < len(lines) and _AIDER_COST.match(lines[start]):
             start += 1
     message = "\n".join(lines[start : reports[-1]]).strip()
-    return AgentOutput(final_message=message or None, usage=usage)
+    return AgentOutput(final_message=message or None, usage=usage, is_error=gave_up)
 
+
+# CLIs that exit 0 even when they gave up (aider after an API error it retried to its own limit):
+# for these the output's `is_error` decides. The others' exit code already does (and their
+# `is_error` may mark a passing trouble, like Codex's "Reconnecting..." events).
+EXIT_ZERO_ON_ERROR = frozenset({"aider-text"})
 
 PARSERS = {
     "claude-json": parse_claude,

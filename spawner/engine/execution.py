@@ -28,7 +28,7 @@ from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from spawner.core import ratelimit
+from spawner.core import agent_output, ratelimit
 from spawner.engine import (
     contention,
     dispatch,
@@ -538,7 +538,10 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
                 _finish(db, attempt, status=AttemptStatus.LOST, error=f"worker {HOST}:{os.getpid()} {fenced}")
                 return fenced
             ok = code in run.agent_type.exit_codes
-            if not ok and (limited := _rate_limited(run.agent_type, process, code, log_path)):
+            # An agent that exits 0 though its own output says it gave up (aider after an API error).
+            reported = ok and _reported_error(run.agent_type, log_path)
+            ok = ok and not reported
+            if not ok and (limited := _rate_limited(run.agent_type, process, code, log_path, exit_says=not reported)):
                 _finish(
                     db,
                     attempt,
@@ -550,12 +553,13 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
                 return f"rate limited: {limited[0]}"
             if workspace:
                 return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper, db)
+            failed = f"exit code {code}" + (", but its output reports an error" if reported else "")
             _finish(
                 db,
                 attempt,
                 status=AttemptStatus.SUCCEEDED if ok else AttemptStatus.FAILED,
                 exit_code=code,
-                error="" if ok else (getattr(process, "error", "") or f"exit code {code}"),
+                error="" if ok else (getattr(process, "error", "") or failed),
             )
             return f"exit {code}"
         now = time.monotonic()
@@ -599,16 +603,27 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
             last_size = db.call(_publish_output, attempt, log_path, last_size, default=last_size)
 
 
-def _rate_limited(agent_type, process, code: int, log_path: Path) -> tuple[str, float | None] | None:
+def _reported_error(agent_type, log_path: Path) -> bool:
+    """The agent's own output says it ended on an error, for a CLI that exits 0 all the same."""
+    if agent_type.is_model or agent_type.output_format not in agent_output.EXIT_ZERO_ON_ERROR:
+        return False
+    found = final_message.parsed_log(agent_type.output_format, log_path)
+    return bool(found and found.is_error)
+
+
+def _rate_limited(
+    agent_type, process, code: int, log_path: Path, *, exit_says: bool = True
+) -> tuple[str, float | None] | None:
     """(why, advised seconds) when the attempt ended on a rate limit: a model call's HTTP 429, or a CLI's
-    rate-limit exit code or output as its agent type configures them; None otherwise."""
+    rate-limit exit code or output as its agent type configures them; None otherwise. `exit_says`
+    False: the exit code says nothing (0 from an agent whose output reports the error)."""
     if getattr(process, "rate_limited", False):
         return process.error or "rate limited", process.retry_after
     if agent_type.is_model or not (agent_type.rate_limit_pattern or agent_type.rate_limit_exit_codes):
         return None
     tail = redaction.read_tail(log_path, 8192, [])
     if not ratelimit.cli_rate_limited(
-        exit_code=code,
+        exit_code=code if exit_says else None,
         output_tail=tail,
         pattern=agent_type.rate_limit_pattern,
         exit_codes=agent_type.rate_limit_exit_codes or [],

@@ -119,8 +119,9 @@ def test_aider_text_reports(report, expected):
     assert out.final_message == "Done." and u.models == ["openai/x"]
 
 
-def test_aider_text_without_a_report_is_none():
-    assert parse("aider-text", fixture("aider.rate-limit.log")) is None, "it gave up before any answer"
+def test_aider_text_without_a_report_is_an_error_when_it_gave_up_on_the_api():
+    found = parse("aider-text", fixture("aider.rate-limit.log"))
+    assert found.is_error and found.usage is None and found.final_message is None, "it gave up before any answer"
 
 
 @pytest.mark.parametrize("fmt", ["", "unknown", "claude-json", "codex-jsonl", "gemini-json", "aider-text"])

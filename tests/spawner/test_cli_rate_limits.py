@@ -4,14 +4,17 @@ each CLI's give-up after a 429 is a rate limit; its normal output and its other 
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import pytest
 from django.apps import apps
 
 from spawner import presets
+from spawner.core import agent_output
 from spawner.core.ratelimit import advised_in_text, cli_rate_limited
-from spawner.models import AgentType
+from spawner.models import AgentRun, AgentType
+from tests.spawner.helpers import launch, wait_batch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 MIGRATION = importlib.import_module("spawner.migrations.0023_clirate_rate_limits")
@@ -62,11 +65,48 @@ def test_claude_code_and_codex_advise_no_delay_so_the_default_wait_applies():
     assert advised_in_text(tail("codex.rate-limit.log")) is None
 
 
-def test_aider_gives_up_on_a_429_with_exit_0_so_its_pattern_is_not_consulted():
+def test_aider_gives_up_on_a_429_with_exit_0_and_its_output_says_so():
     text = tail("aider.rate-limit.log")
-    assert not limited("aider", text, 0), "exit 0 is a success, whatever it printed"
-    assert limited("aider", text, 1), "the pattern matches what it printed"
+    assert not limited("aider", text, 0), "for the exit code, 0 is a success"
+    assert limited("aider", text, None), "the engine asks without it when the output reports the error"
+    assert agent_output.parse_aider(text).is_error, "an API error after aider's last report: it gave up"
+    assert not agent_output.parse_aider((FIXTURES / "aider.text.log").read_text()).is_error
     assert advised_in_text(text) == 32, "its last 'Retrying in 32.0 seconds...'"
+
+
+# What aider prints when it gives up on a 429 (as in aider.rate-limit.log, with a short last delay).
+AIDER_GIVES_UP = """Aider v0.86.2
+Model: openai/gpt-4o with diff edit format
+litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for requests.
+The API provider has rate limited you. Try again later or check your quotas.
+Retrying in 0.5 seconds...
+litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for requests.
+The API provider has rate limited you. Try again later or check your quotas.
+"""
+
+
+@pytest.mark.integration
+def test_an_aider_that_gives_up_on_a_429_and_exits_0_waits_and_runs_again_without_spending_a_retry(cluster, tmp_path):
+    """A real cluster and an agent that prints aider's give-up then exits 0, and its normal answer
+    the second time: the first attempt is rate limited (not succeeded with nothing), the second
+    succeeds, no retry spent."""
+    gave_up, answer, once = tmp_path / "gave-up.txt", FIXTURES / "aider.text.log", tmp_path / "once"
+    gave_up.write_text(AIDER_GIVES_UP)
+    AgentType.objects.create(
+        name="aiderish",
+        argv=["sh", "-c", "{prompt}"],
+        output_format="aider-text",
+        rate_limit_pattern=preset("aider")["rate_limit_pattern"],
+    )
+    script = f"if [ -e {once} ]; then cat {answer}; else touch {once}; cat {gave_up}; fi; exit 0"
+    spec = {"name": "aider-429", "agent": "aiderish", "retries": 0, "tasks": [{"key": "a", "prompt": script}]}
+    batch = wait_batch(launch(json.dumps(spec), tmp_path), timeout=60)
+    run = AgentRun.objects.get(batch=batch)
+    first, second = run.attempts.order_by("number")
+    assert first.status == "rate_limited", (first.status, first.error)
+    assert first.error == "rate limited: exit code 0, retry after 0.5 s"
+    assert second.status == "succeeded" and batch.status == "succeeded"
+    assert run.retries == 0 and not batch.escalations.exists(), "the wait spent no retry (retries: 0)"
 
 
 @pytest.mark.parametrize(
