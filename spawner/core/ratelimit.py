@@ -119,12 +119,19 @@ def cli_rate_limited(*, exit_code: int | None, output_tail: str, pattern: str, e
 
 
 def rate_limit_wait(
-    *, advised: float | None, waits_so_far: int, waited_so_far: float, max_waits: int, max_total: float
+    *,
+    advised: float | None,
+    waits_so_far: int,
+    waited_so_far: float,
+    max_waits: int,
+    max_total: float,
+    max_one: float = MAX_ADVISED,
 ) -> float | None:
     """Seconds to wait before the next attempt of a rate-limited run, or None once the waits are spent.
 
-    At most `max_waits` waits and `max_total` seconds in all per run: a limit that never lifts ends the run."""
-    delay = DEFAULT_WAIT if advised is None else max(0.0, advised)
+    The advised delay (DEFAULT_WAIT when none), at most `max_one`. At most `max_waits` waits and
+    `max_total` seconds in all per run: a limit that never lifts ends the run."""
+    delay = min(DEFAULT_WAIT if advised is None else max(0.0, advised), max_one)
     if waits_so_far >= max_waits or waited_so_far + delay > max_total:
         return None
     return delay

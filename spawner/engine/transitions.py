@@ -262,11 +262,12 @@ def attempt_end(
         if end.status == AttemptStatus.RATE_LIMITED:
             waits, waited = _rate_limit_history(run, before=attempt.number)
             wait = ratelimit.rate_limit_wait(
-                advised=None if end.retry_after is None else min(end.retry_after, rate_limits.max_one_wait),
+                advised=end.retry_after,
                 waits_so_far=waits,
                 waited_so_far=waited,
                 max_waits=rate_limits.max_waits,
                 max_total=rate_limits.max_total_seconds,
+                max_one=rate_limits.max_one_wait,
             )
             if wait is None:
                 spent_note = f"; rate-limit waits spent ({waits} waits, {waited:.0f} s in all)"

@@ -126,6 +126,9 @@ def test_rate_limit_waits_are_bounded_by_count_and_total():
     assert wait(advised=None, waits_so_far=0, waited_so_far=0, max_waits=3, max_total=60) == ratelimit.DEFAULT_WAIT
     assert wait(advised=2, waits_so_far=3, waited_so_far=6, max_waits=3, max_total=60) is None
     assert wait(advised=30, waits_so_far=1, waited_so_far=40, max_waits=3, max_total=60) is None
+    # Each wait is cut to the cap, the default one too (a CLI that advises nothing).
+    assert wait(advised=None, waits_so_far=0, waited_so_far=0, max_waits=3, max_total=60, max_one=5) == 5
+    assert wait(advised=90, waits_so_far=0, waited_so_far=0, max_waits=3, max_total=600, max_one=5) == 5
 
 
 def test_a_rate_limited_attempt_follows_after_its_wait_and_spends_no_retry():
