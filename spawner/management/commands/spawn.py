@@ -369,7 +369,7 @@ class Command(BaseCommand):
                 r["key"],
                 r["agent_type"],
                 r["priority"],
-                str(r["wave"]),
+                str(r["wave"] + 1),  # counted from 1, as the pages do (the JSON keeps the index)
                 f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]",
                 str(r["attempts"]),
                 "" if r["exit_code"] is None else str(r["exit_code"]),
