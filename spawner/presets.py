@@ -73,12 +73,22 @@ CODING_AGENTS = {
     "aider": {
         # The prompt is a file, never an option. aider prints no JSON: its "Tokens: … Cost: …"
         # lines are read for the usage, and its last answer for the result (aider-text).
-        "argv": ["aider", "--yes-always", "--no-pretty", "--no-check-update", "--message-file", "{prompt_file}"],
+        # --no-auto-commits: Spawner commits the worktree itself (and aider's commit message would
+        # be one more model call after its answer, whose errors would read like a give-up).
+        "argv": [
+            "aider",
+            "--yes-always",
+            "--no-pretty",
+            "--no-check-update",
+            "--no-auto-commits",
+            "--message-file",
+            "{prompt_file}",
+        ],
         "prompt_via": "file",
         "output_format": "aider-text",
-        # aider 0.86.2 prints litellm's error after each of its retries, but then exits 0, so a
-        # run that gave up on a rate limit counts as succeeded (with no result) and this is
-        # not consulted; it takes effect if aider ever exits non-zero there.
+        # aider 0.86.2 prints litellm's error after each of its retries, then exits 0: its output
+        # format reports the give-up (agent_output.parse_aider), and this pattern says it was a
+        # rate limit.
         "rate_limit_pattern": AIDER_RATE_LIMIT,
     },
 }

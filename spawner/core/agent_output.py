@@ -186,6 +186,8 @@ _AIDER_HEADER = re.compile(
 _AIDER_MODEL = re.compile(r"^(?:Main model|Model): (\S+)")
 # An API error aider reports and then gives up on, still exiting 0 (litellm's exception name first).
 _AIDER_API_ERROR = re.compile(r"^(?:litellm\.\w+Error\b|The API provider has rate limited you)")
+# What aider prints when it goes on after such an error: a retry, or a commit made all the same.
+_AIDER_WENT_ON = re.compile(r"^(?:Retrying in \d|Commit [0-9a-f]{7,}\b|Failed to generate commit message)")
 
 
 def aider_tokens(value: str) -> int:
@@ -213,14 +215,16 @@ def parse_aider(text: str) -> AgentOutput | None:
     answer (in a git repository, the name of a file the prompt mentions, as it adds the file to
     the chat). A fenced result at the end is still read.
     None when no report was printed (aider failed before any answer). `is_error` when an API error
-    (litellm's, or its "rate limited you") follows the last report: aider gave up, though it exits 0.
+    (litellm's, or its "rate limited you") follows the last report and nothing after it says aider
+    went on (a "Retrying in", a commit): aider gave up, though it exits 0.
     """
     lines = text.splitlines()
     reports = [i for i, line in enumerate(lines) if _AIDER_TOKENS.match(line)]
     # aider exits 0 even when it gave up on the API (a rate limit it retried until its own limit):
     # an API error after its last report (or with none) is the attempt's end, reported as an error.
     after = reports[-1] + 1 if reports else 0
-    gave_up = any(_AIDER_API_ERROR.match(line) for line in lines[after:])
+    errors = [i for i in range(after, len(lines)) if _AIDER_API_ERROR.match(lines[i])]
+    gave_up = bool(errors) and not any(_AIDER_WENT_ON.match(line) for line in lines[errors[-1] + 1 :])
     if not reports:
         return AgentOutput(is_error=True) if gave_up else None
     usage = Usage(turns=len(reports))

@@ -492,10 +492,10 @@ class _Keeper:
 
 
 def _finish_in_workspace(
-    attempt: RunAttempt, workspace, log_path: Path, code: int, ok: bool, keeper, db: _Database
+    attempt: RunAttempt, workspace, log_path: Path, code: int, ok: bool, keeper, db: _Database, failed: str = ""
 ) -> str:
     """The agent ended on its own: its worktree's changes are committed and checked before the run ends."""
-    error = "" if ok else f"exit code {code}"
+    error = "" if ok else (failed or f"exit code {code}")
     escalation = None
     try:
         with _beating(attempt.id):
@@ -551,9 +551,9 @@ def _supervise(attempt: RunAttempt, process, log_path: Path, workspace=None, kee
                     retry_after=limited[1],
                 )
                 return f"rate limited: {limited[0]}"
-            if workspace:
-                return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper, db)
             failed = f"exit code {code}" + (", but its output reports an error" if reported else "")
+            if workspace:
+                return _finish_in_workspace(attempt, workspace, log_path, code, ok, keeper, db, failed=failed)
             _finish(
                 db,
                 attempt,

@@ -1,21 +1,25 @@
 from django.db import migrations, models
 
-# Frozen here: the aider preset's argv and prompt (spawner/presets.py may change later).
+# Frozen here: the aider preset's argv before and after (spawner/presets.py may change later).
 AIDER_ARGV = ["aider", "--yes-always", "--no-pretty", "--no-check-update", "--message-file", "{prompt_file}"]
+AIDER_ARGV_NOW = [*AIDER_ARGV[:4], "--no-auto-commits", *AIDER_ARGV[4:]]
 
 
 def aider_text(apps, schema_editor):
-    """The aider preset reads aider's printed token and cost lines: set on rows that still hold the
-    preset as shipped with no output format; an admin's edit is never overwritten."""
+    """The aider preset reads aider's printed token and cost lines, and leaves commits to Spawner:
+    set on rows that still hold the preset as shipped with no output format; an admin's edit is
+    never overwritten."""
     AgentType = apps.get_model("spawner", "AgentType")
     AgentType.objects.filter(name="aider", argv=AIDER_ARGV, prompt_via="file", output_format="").update(
-        output_format="aider-text"
+        output_format="aider-text", argv=AIDER_ARGV_NOW
     )
 
 
 def plain_text(apps, schema_editor):
     AgentType = apps.get_model("spawner", "AgentType")
-    AgentType.objects.filter(name="aider", argv=AIDER_ARGV, output_format="aider-text").update(output_format="")
+    AgentType.objects.filter(name="aider", argv=AIDER_ARGV_NOW, output_format="aider-text").update(
+        output_format="", argv=AIDER_ARGV
+    )
 
 
 class Migration(migrations.Migration):

@@ -163,3 +163,25 @@ def test_the_agents_own_tokens_and_cost_are_kept():
     usage = agent_output.Usage(input_tokens=5, output_tokens=5, cost_usd=1.0)
     message = '```json\n{"summary": "s", "tokens": 3, "cost": 0.5}\n```'
     assert result_from_message(message, usage) == {"summary": "s", "tokens": 3, "cost": 0.5}
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        # aider's commit message is one more model call after its answer: a limit it retried, then the commit.
+        "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached\n"
+        "The API provider has rate limited you. Try again later or check your quotas.\n"
+        "Retrying in 0.2 seconds...\nCommit 3f9c2e1 feat: greet the world\n",
+        # a weak model the gateway does not serve: aider falls back to the main model and commits.
+        "litellm.NotFoundError: OpenAIException - The model `gpt-4o-mini` does not exist\n"
+        "Failed to generate commit message!\nCommit 3f9c2e1 (no commit message provided)\n",
+    ],
+)
+def test_aider_going_on_after_an_api_error_is_not_a_give_up(after):
+    found = parse("aider-text", fixture("aider.text.log") + after)
+    assert not found.is_error and found.usage.tokens > 0
+
+
+def test_aider_giving_up_after_its_answer_is_an_error():
+    after = "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached\n"
+    assert parse("aider-text", fixture("aider.text.log") + after).is_error

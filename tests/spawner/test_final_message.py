@@ -91,14 +91,17 @@ def test_preset_migration_moves_only_rows_that_still_hold_the_old_presets():
 @pytest.mark.django_db
 def test_aider_text_migration_leaves_an_admins_aider_alone():
     shipped = next(t for t in presets.AGENT_TYPES if t["name"] == "aider")
+    before = AIDER_TEXT_MIGRATION.AIDER_ARGV  # the preset as the previous release shipped it
     AgentType.objects.update_or_create(
-        name="aider", defaults={"argv": shipped["argv"], "prompt_via": "file", "output_format": ""}
+        name="aider", defaults={"argv": before, "prompt_via": "file", "output_format": ""}
     )
     AgentType.objects.update_or_create(
-        name="my-aider", defaults={"argv": shipped["argv"], "prompt_via": "file", "output_format": ""}
+        name="my-aider", defaults={"argv": before, "prompt_via": "file", "output_format": ""}
     )
     AIDER_TEXT_MIGRATION.aider_text(apps, None)
     assert AgentType.objects.get(name="aider").output_format == "aider-text"
+    assert AgentType.objects.get(name="aider").argv == shipped["argv"], "commits left to Spawner"
+    assert "--no-auto-commits" in shipped["argv"]
     assert AgentType.objects.get(name="my-aider").output_format == ""
 
     AgentType.objects.filter(name="aider").update(argv=["aider", "--model", "mine", "--message-file", "{prompt_file}"])
