@@ -117,6 +117,7 @@ class BranchRemoval:
     commit: str  # where it pointed: `git branch <branch> <commit>` brings it back
     reason: str  # merged | discarded
     batch_id: int
+    run_id: int = 0
 
 
 @dataclass
@@ -263,10 +264,41 @@ def _integration_worktrees(now, older_than: timedelta) -> list[Removal]:
     return out
 
 
+def branch_fate(step_state: str | None, run_status: str, on_integration: bool) -> str | None:
+    """Pure: what a run's branch is, past the retention period: "merged" (its merge step says so, or,
+    with no merge queue, its work is on the integration branch), "discarded" (its run was cancelled
+    or its step skipped), or None: work nobody merged or discarded (a reverted merge included),
+    which keeps its branch."""
+    if step_state == merge_rules.SKIPPED or run_status == RunStatus.CANCELLED:
+        return "discarded"
+    if step_state == merge_rules.MERGED or (step_state is None and on_integration):
+        return "merged"
+    return None
+
+
+def _run_heads(repo: str, ref: str = "refs/heads/spawner/", merged: str = "") -> dict[str, str]:
+    """Branch name -> commit under `ref` (only those merged into `merged`, when given)."""
+    argv = ["for-each-ref", "--format=%(refname) %(objectname)", *([f"--merged={merged}"] if merged else []), ref]
+    listed = git.run(repo, *argv, check=False)
+    heads = {}
+    for line in listed.stdout.splitlines():
+        name, _, commit = line.partition(" ")
+        if name.startswith("refs/heads/") and commit:
+            heads[name.removeprefix("refs/heads/")] = commit.strip()
+    return heads
+
+
+def _fate_now(b: BranchRemoval, run_id: int, on_integration: bool) -> str | None:
+    run = AgentRun.objects.filter(id=run_id).values_list("status", flat=True).first()
+    if run is None:
+        return None
+    return branch_fate(_merge_states([run_id]).get(run_id), run, on_integration)
+
+
 def _stale_branches(now, older_than: timedelta, limit: int | None) -> list[BranchRemoval]:
-    """Run branches of batches that ended longer ago than `older_than` whose work is merged (on the
-    integration branch) or discarded (run cancelled, merge step skipped). One `for-each-ref` per
-    repository; branches of other batches, integration branches and unmerged work are left."""
+    """Run branches of batches that ended longer ago than `older_than` whose work is merged or
+    discarded (`branch_fate`). One `for-each-ref` per repository, and one per batch without a merge
+    queue; other batches' branches, integration branches and unmerged work are left."""
     by_repo: dict[str, set[int]] = {}
     ended = Workspace.objects.filter(
         isolation=Workspace.Isolation.WORKTREE,
@@ -278,28 +310,37 @@ def _stale_branches(now, older_than: timedelta, limit: int | None) -> list[Branc
             by_repo.setdefault(repo, set()).add(batch_id)
     out: list[BranchRemoval] = []
     for repo, batch_ids in by_repo.items():
-        listed = git.run(
-            repo, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/spawner/", check=False
-        )
-        heads = dict(line.split(" ", 1) for line in listed.stdout.splitlines() if " " in line)
-        if not heads:
+        heads = _run_heads(repo)
+        live = {int(name.split("/")[1]) for name in heads if name.count("/") >= 2 and name.split("/")[1].isdigit()}
+        batch_ids &= live  # batches whose branches are all gone cost nothing more
+        if not batch_ids:
             continue
         rows = AgentRun.objects.filter(batch_id__in=batch_ids).values_list("id", "batch_id", "key", "status")
         branches = {changes_rules.run_branch(b, key): (run_id, b, status) for run_id, b, key, status in rows}
         present = {name: run for name, run in branches.items() if name in heads}
         states = _merge_states([run_id for run_id, _, _ in present.values()])
+        merged_into: dict[int, set[str]] = {}
         for name, (run_id, batch_id, status) in sorted(present.items()):
             if limit is not None and len(out) >= limit:
                 return out
-            commit = heads[name].strip()
-            if states.get(run_id) == merge_rules.SKIPPED or status == RunStatus.CANCELLED:
-                reason = "discarded"
-            else:
-                integration = heads.get(changes_rules.integration_branch(batch_id), "").strip()
-                if not integration or not _is_ancestor(repo, commit, integration):
-                    continue  # work nobody merged or discarded: a person decides
-                reason = "merged"
-            out.append(BranchRemoval(repo=repo, branch=name, commit=commit, reason=reason, batch_id=batch_id))
+            state = states.get(run_id)
+            on_integration = False
+            if state is None:  # no merge queue: the integration branch, if a person made one, says
+                if batch_id not in merged_into:
+                    integration = changes_rules.integration_branch(batch_id)
+                    merged_into[batch_id] = (
+                        set(_run_heads(repo, f"refs/heads/spawner/{batch_id}/", merged=integration))
+                        if integration in heads
+                        else set()
+                    )
+                on_integration = name in merged_into[batch_id]
+            reason = branch_fate(state, status, on_integration)
+            if reason:
+                out.append(
+                    BranchRemoval(
+                        repo=repo, branch=name, commit=heads[name], reason=reason, batch_id=batch_id, run_id=run_id
+                    )
+                )
     return out
 
 
@@ -380,10 +421,19 @@ def collect(
 
 
 def _delete_branches(stale: list[BranchRemoval]) -> list[BranchRemoval]:
-    """`git branch -D` each (git refuses one still checked out in a worktree: it stays)."""
+    """`git branch -D` each that is still what was listed: the branch at the same commit and its run's
+    fate unchanged (a person may have merged a skipped step meanwhile); git refuses one checked out
+    in a worktree. Each deletion is logged with its commit (the way back: `git branch NAME COMMIT`)."""
     deleted = []
     for b in stale:
+        if _branch_head(b.repo, b.branch) != b.commit:
+            continue
+        if b.reason == "discarded" and _fate_now(b, b.run_id, on_integration=False) != "discarded":
+            continue
+        if b.reason == "merged" and _fate_now(b, b.run_id, on_integration=True) != "merged":
+            continue
         if git.run(b.repo, "branch", "-D", "--", b.branch, check=False).returncode == 0:
+            log.warning("spawner gc: deleted branch %s (was %s, %s) in %s", b.branch, b.commit, b.reason, b.repo)
             deleted.append(b)
     return deleted
 

@@ -191,3 +191,21 @@ def test_past_retention_merged_and_discarded_branches_go_and_the_rest_stay(clust
     assert sorted(heads.split()) == sorted([c, integration])  # unmerged work and the integration branch stay
     git(repo, "branch", b, tips["b"])  # the printed commit brings a branch back
     assert git(repo, "show", f"{b}:b.txt") == "b\n"
+
+
+@pytest.mark.parametrize(
+    ("state", "status", "on_integration", "fate"),
+    [
+        ("merged", "succeeded", True, "merged"),
+        ("skipped", "succeeded", False, "discarded"),
+        (None, "cancelled", False, "discarded"),
+        ("reverted", "succeeded", True, None),  # its merge was undone: the page offers to merge it again
+        ("conflict", "succeeded", False, None),
+        ("waiting", "succeeded", False, None),
+        (None, "succeeded", True, "merged"),  # no merge queue: a person merged it into the integration branch
+        (None, "succeeded", False, None),
+        (None, "failed", False, None),
+    ],
+)
+def test_which_branches_go_past_retention(state, status, on_integration, fate):
+    assert housekeeping.branch_fate(state, status, on_integration) == fate
