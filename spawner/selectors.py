@@ -1068,6 +1068,24 @@ def event_wakeups() -> wake.AsyncListener:
 # --- the API's event stream ----------------------------------------------------------------------
 
 
+def newest_event_id() -> int:
+    """The newest id in the event log (0: empty)."""
+    from django.db.models import Max
+
+    from spawner.models import RunEvent
+
+    return RunEvent.objects.aggregate(newest=Max("id"))["newest"] or 0
+
+
+def batches_with_events_after(after: int, limit: int = 5000) -> tuple[set[int], int]:
+    """The batches that have events after id `after` (looking at `limit` events at most), and the
+    newest id looked at (`after` when none)."""
+    from spawner.models import RunEvent
+
+    rows = list(RunEvent.objects.filter(id__gt=after).order_by("id").values_list("id", "batch_id")[:limit])
+    return {batch_id for _, batch_id in rows}, (rows[-1][0] if rows else after)
+
+
 def last_event_id(batch_id: int) -> int:
     """The id of the batch's latest event (0: none yet)."""
     from spawner.models import RunEvent

@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -34,6 +36,8 @@ from django.http import StreamingHttpResponse
 from spawner import selectors
 from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL
+
+log = logging.getLogger(__name__)
 
 EVENTS_PER_READ = 500
 # PostgreSQL hands out event ids before commit: an id below the newest one seen that is not in the log
@@ -123,47 +127,82 @@ class EventStream:
 
 
 class Bell:
-    """One wake-up listener per web process (per event loop) for all its streams: a commit of events
-    rings it, and every stream waiting reads the log again at once instead of after its
-    EVENTS_WAIT_SECONDS sleep, which stays as the fallback. A stream takes the current `ring` before
-    it reads the log, so a commit between the read and the wait still wakes it."""
+    """One wake-up listener per web process (per event loop) for all its streams. A commit of events
+    anywhere wakes the listener; it reads once which batches got events since it last looked and
+    rings only the streams of those batches, which then read their log at once instead of after
+    their EVENTS_WAIT_SECONDS sleep (kept as the fallback: a wake-up lost, or an event that
+    PostgreSQL committed behind a newer id). A stream takes its batch's `ring` before it reads the
+    log, so a commit between the read and the wait still wakes it."""
 
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.listener = None
         self.task: asyncio.Task | None = None
-        self.ring = asyncio.Event()
-        self.streams = 0
+        self.rings: dict[int, asyncio.Event] = {}
+        self.streams: dict[int, int] = {}
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-bell")
 
-    def open(self) -> None:
+    def open(self, batch_id: int) -> None:
         loop = asyncio.get_running_loop()
         if self.loop is not loop:  # a new loop (tests): what the old one held went with it
-            self.loop, self.task, self.listener, self.streams = loop, None, None, 0
-        self.streams += 1
-        if self.task is None:
-            self.ring = asyncio.Event()
+            self._stop()
+            self.loop, self.rings, self.streams = loop, {}, {}
+        self.streams[batch_id] = self.streams.get(batch_id, 0) + 1
+        if self.task is None or self.task.done():
+            self._stop()
             self.listener = selectors.event_wakeups()
             self.task = loop.create_task(self._listen(self.listener))
 
-    def close(self) -> None:
+    def ring(self, batch_id: int) -> asyncio.Event:
+        return self.rings.setdefault(batch_id, asyncio.Event())
+
+    def close(self, batch_id: int) -> None:
         if self.loop is not asyncio.get_running_loop():
             return
-        self.streams -= 1
-        if self.streams <= 0 and self.task is not None:
+        self.streams[batch_id] = self.streams.get(batch_id, 1) - 1
+        if self.streams[batch_id] <= 0:
+            self.streams.pop(batch_id, None)
+            self.rings.pop(batch_id, None)
+        if not self.streams:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self.task is not None and not self.task.done():
             self.task.cancel()
+        if self.listener is not None:
             self.listener.close()
-            self.task = self.listener = None
+        self.task = self.listener = None
 
     async def _listen(self, listener) -> None:
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(self.executor, _read, selectors.newest_event_id)
         while True:
-            if await listener.wait(60.0):
-                ring, self.ring = self.ring, asyncio.Event()
-                ring.set()
+            if not await listener.wait(60.0):
+                continue
+            try:
+                read = selectors.batches_with_events_after
+                batches, last = await loop.run_in_executor(self.executor, _read, read, last)
+            except Exception:  # the database is away: every stream reads for itself, as without wake-ups
+                log.warning("event stream wake-ups: reading the log failed; waking every stream", exc_info=True)
+                batches = set(self.rings)
+                await asyncio.sleep(1)
+            for batch_id in batches:
+                if (ring := self.rings.pop(batch_id, None)) is not None:
+                    ring.set()
 
     async def wait(self, ring: asyncio.Event, timeout: float) -> None:
         """Until `ring` rings or `timeout` seconds pass."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ring.wait(), timeout)
+
+
+def _read(fn, *args):
+    """The bell's own thread keeps its connection between reads; drops it after an error."""
+    try:
+        return fn(*args)
+    except Exception:
+        connection.close()
+        raise
 
 
 bell = Bell()
@@ -175,17 +214,17 @@ def _wait_for_events_sync(batch_id: int, after: int) -> None:
 
 async def _async_body(stream: EventStream):
     step = sync_to_async(stream.step)  # the request's own thread: one database connection per stream
-    bell.open()
+    bell.open(stream.batch_id)
     try:
         while not stream.done:
-            ring = bell.ring  # before the read: a commit after it rings this one
+            ring = bell.ring(stream.batch_id)  # before the read: a commit after it rings this one
             chunk, idle = await step()
             if chunk:
                 yield chunk
             if idle and not stream.done:
                 await bell.wait(ring, conf("EVENTS_WAIT_SECONDS"))
     finally:
-        bell.close()
+        bell.close(stream.batch_id)
 
 
 def _sync_body(stream: EventStream):

@@ -223,3 +223,48 @@ def test_the_remote_progress_shows_spent_and_budget_while_the_batch_runs():
     assert "spent $0.5000 / budget $2.00 (1 run with cost unknown) · 10 tokens" in shown, shown
     command.console.print(command._remote_progress({"id": 3, "name": "x", "runs": [run], "cost": {}}))
     assert "spent" not in command.console.export_text()  # a batch without usage or budget: no line
+
+
+def test_the_bell_rings_only_the_streams_of_batches_that_got_events(monkeypatch):
+    """One read per wake-up says which batches got events; only their streams read the log again."""
+    import asyncio
+
+    from dashboard.api import stream
+    from spawner import selectors
+
+    class Listener:
+        def __init__(self):
+            self.woken = asyncio.Event()
+
+        async def wait(self, timeout):
+            await self.woken.wait()
+            self.woken.clear()
+            return True
+
+        def close(self):
+            pass
+
+    listener = Listener()
+    monkeypatch.setattr(selectors, "event_wakeups", lambda: listener)
+    monkeypatch.setattr(selectors, "newest_event_id", lambda: 10)
+    asked = []
+    monkeypatch.setattr(selectors, "batches_with_events_after", lambda after: asked.append(after) or ({2}, 12))
+
+    async def main():
+        bell = stream.Bell()
+        bell.open(1)
+        bell.open(2)
+        one, two = bell.ring(1), bell.ring(2)
+        await asyncio.sleep(0.1)  # the listener has read where the log ends
+        listener.woken.set()
+        await bell.wait(two, 5)
+        assert two.is_set() and not one.is_set()
+        assert bell.ring(2) is not two, "a fresh ring for the next wait"
+        listener.woken.set()
+        await asyncio.sleep(0.1)
+        assert asked == [10, 12], "each read starts after the last one"
+        bell.close(1)
+        bell.close(2)
+        assert bell.task is None
+
+    asyncio.run(main())
