@@ -535,12 +535,13 @@ def attempt_gate(attempt) -> dict | None:
 
 
 WORKSPACE_DISK_CACHE_SECONDS = 30
+WORKSPACE_DISK_SECONDS = 2.0  # a live page does not wait longer for `du` on a slow disk
 
 
-def workspace_disk(batch: Batch) -> int:
+def workspace_disk(batch: Batch) -> int | None:
     """Bytes on disk the batch's worktrees (its runs' and the merge queue's) use now: their files
     plus each one's private git data (its index); the repository's object store is shared and not
-    counted. 0 when none is left.
+    counted. 0 when none is left; None when `du` took longer than WORKSPACE_DISK_SECONDS.
     Measured with `du` (about 10 ms per 10,000 files) and remembered for 30 s, so a live page may
     ask on every redraw."""
     paths = sorted(
@@ -554,9 +555,10 @@ def workspace_disk(batch: Batch) -> int:
     key = f"spawner:workspace-disk:{batch.id}:{hashlib.sha1('|'.join(paths).encode()).hexdigest()[:12]}"
     found = cache.get(key)
     if found is None:
-        found = housekeeping.worktrees_disk(paths)
+        found = housekeeping.worktrees_disk(paths, timeout=WORKSPACE_DISK_SECONDS)
+        found = -1 if found is None else found  # not measured in time: asked again after as long
         cache.set(key, found, WORKSPACE_DISK_CACHE_SECONDS)
-    return found
+    return None if found < 0 else found
 
 
 def example_spec(name: str) -> dict | None:

@@ -49,17 +49,24 @@ BATCH_DIR = re.compile(r"^batch-(\d+)$")
 # --- disk ----------------------------------------------------------------------------------------
 
 
-def _du(paths: Iterable[Path]) -> int:
-    """Bytes on disk (allocated blocks) of these paths, hard links counted once, as `du -s` does."""
+def _du(paths: Iterable[Path], timeout: float | None = None) -> int | None:
+    """Bytes on disk (allocated blocks) of these paths, hard links counted once, as `du -s` does.
+    With a `timeout`: None when `du` takes longer (a page does not wait for a slow disk)."""
     existing = [str(p) for p in paths if p.exists()]
     if not existing:
         return 0
     try:
         done = subprocess.run(
-            ["du", "-s", "-c", "-B1", "--", *existing], capture_output=True, text=True, timeout=120, check=False
+            ["du", "-s", "-c", "-B1", "--", *existing],
+            capture_output=True,
+            text=True,
+            timeout=timeout or 120,
+            check=False,
         )
         return int(done.stdout.strip().splitlines()[-1].split()[0])
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+    except subprocess.TimeoutExpired:
+        return None if timeout else sum(_walk_size(Path(p)) for p in existing)
+    except (OSError, ValueError, IndexError):
         return sum(_walk_size(Path(p)) for p in existing)
 
 
@@ -85,15 +92,16 @@ def private_git_dir(worktree: Path) -> Path | None:
     return None
 
 
-def worktrees_disk(paths: Iterable[str | Path]) -> int:
-    """The disk these worktrees use: their files plus their private git data, in bytes."""
+def worktrees_disk(paths: Iterable[str | Path], timeout: float | None = None) -> int | None:
+    """The disk these worktrees use: their files plus their private git data, in bytes (None: not
+    measured within `timeout`)."""
     counted: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
             counted.append(path)
             if (private := private_git_dir(path)) is not None:
                 counted.append(private)
-    return _du(counted)
+    return _du(counted, timeout)
 
 
 # --- what may go ---------------------------------------------------------------------------------
@@ -219,7 +227,7 @@ def plan(*, older_than: timedelta | None = None, limit: int | None = None, now=N
                 key=attempt.run.key,
                 attempt=attempt.number,
                 repo=repo,
-                bytes=worktrees_disk([attempt.worktree]),
+                bytes=worktrees_disk([attempt.worktree]) or 0,
             )
         )
     for removal in _integration_worktrees(now, older_than):
@@ -258,7 +266,7 @@ def _integration_worktrees(now, older_than: timedelta) -> list[Removal]:
                 batch_id=ws.batch_id,
                 key="(integration)",
                 repo=ws.repo if Path(ws.repo).is_dir() else "",
-                bytes=worktrees_disk([path]),
+                bytes=worktrees_disk([path]) or 0,
             )
         )
     return out
@@ -363,7 +371,11 @@ def _orphans() -> list[Removal]:
             repo = str(Path(worktree, common.stdout.strip()).resolve().parent) if common.returncode == 0 else ""
             out.append(
                 Removal(
-                    path=str(worktree), reason="orphan", batch_id=batch_id, repo=repo, bytes=worktrees_disk([worktree])
+                    path=str(worktree),
+                    reason="orphan",
+                    batch_id=batch_id,
+                    repo=repo,
+                    bytes=worktrees_disk([worktree]) or 0,
                 )
             )
         if not any(p.is_dir() for p in path.iterdir()):

@@ -3,6 +3,7 @@ the buttons, refusals; the keep-sides form against real git and a real cluster."
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -312,7 +313,7 @@ def test_the_section_shows_the_disk_the_batchs_worktrees_use(nine, member, tmp_p
     assert "worktrees on disk: none left" in client_for(member).get(page).content.decode()
     tree = tmp_path / "wt-a"
     tree.mkdir()
-    (tree / "big.bin").write_bytes(b"x" * 300_000)
+    (tree / "big.bin").write_bytes(os.urandom(300_000))  # not compressible
     RunAttempt.objects.filter(run__batch=nine, run__key="merged").update(worktree=str(tree))
     html = client_for(member).get(page).content.decode()
     shown = re.search(r"worktrees on disk: ([\d.]+)\xa0KB", html)

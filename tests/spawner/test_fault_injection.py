@@ -265,6 +265,7 @@ def live_groups() -> set[int]:
     return groups
 
 
+@pytest.mark.timeout(420)  # a web server and its two readers on top of the 300 runs
 def test_kill_9_of_one_of_three_clusters(fault_env, clusters, tmp_path):
     """A whole cluster (every process of its group) is killed -9 mid-batch: its agents are fenced by
     their launchers, its runs are retried once on the two others after the lease, none ran twice at once."""

@@ -16,8 +16,8 @@ from spawner.models import AgentRun, AgentType, Escalation, MergeStep, RunAttemp
 from tests.spawner.helpers import launch, wait_batch, wait_for
 from tests.spawner.test_workspaces import checkout_state, git, make_repo
 
-# Git's work, not the database's: run once, on the default backend (not again on PostgreSQL).
-pytestmark = [pytest.mark.integration, pytest.mark.once]
+# Runs on PostgreSQL too: the merge services take row locks there.
+pytestmark = pytest.mark.integration
 
 # Runs the prompt's first line as a shell command (what follows, such as a re-run's conflict note,
 # is prose), and keeps the whole prompt beside its result file for the test to read.
