@@ -33,6 +33,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.http import StreamingHttpResponse
 
+from dashboard.live.relay import with_connection
 from spawner import selectors
 from spawner.models import Batch
 from spawner.states import BATCH_TERMINAL
@@ -175,13 +176,13 @@ class Bell:
 
     async def _listen(self, listener) -> None:
         loop = asyncio.get_running_loop()
-        last = await loop.run_in_executor(self.executor, _read, selectors.newest_event_id)
+        last = await loop.run_in_executor(self.executor, with_connection, selectors.newest_event_id)
         while True:
             if not await listener.wait(60.0):
                 continue
             try:
                 read = selectors.batches_with_events_after
-                batches, last = await loop.run_in_executor(self.executor, _read, read, last)
+                batches, last = await loop.run_in_executor(self.executor, with_connection, read, last)
             except Exception:  # the database is away: every stream reads for itself, as without wake-ups
                 log.warning("event stream wake-ups: reading the log failed; waking every stream", exc_info=True)
                 batches = set(self.rings)
@@ -194,15 +195,6 @@ class Bell:
         """Until `ring` rings or `timeout` seconds pass."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ring.wait(), timeout)
-
-
-def _read(fn, *args):
-    """The bell's own thread keeps its connection between reads; drops it after an error."""
-    try:
-        return fn(*args)
-    except Exception:
-        connection.close()
-        raise
 
 
 bell = Bell()

@@ -60,7 +60,7 @@ class Relay:
         return settings.DASHBOARD["RELAY_POLL_SECONDS"]
 
     async def _db(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.executor, _with_connection, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, with_connection, fn, *args)
 
     # --- watchers ---------------------------------------------------------------------------
 
@@ -157,8 +157,9 @@ class Relay:
         return events
 
 
-def _with_connection(fn, *args):
-    """Keep the relay thread's connection between steps; drop it after an error."""
+def with_connection(fn, *args):
+    """In a reader thread of its own (the relay's, the event streams' bell): keep the thread's
+    connection between reads; drop it after an error."""
     try:
         return fn(*args)
     except Exception:
