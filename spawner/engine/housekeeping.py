@@ -296,7 +296,8 @@ def _run_heads(repo: str, ref: str = "refs/heads/spawner/", merged: str = "") ->
     return heads
 
 
-def _fate_now(b: BranchRemoval, run_id: int, on_integration: bool) -> str | None:
+def _fate_now(run_id: int, on_integration: bool) -> str | None:
+    """`branch_fate` of a run as the database says now."""
     run = AgentRun.objects.filter(id=run_id).values_list("status", flat=True).first()
     if run is None:
         return None
@@ -440,9 +441,9 @@ def _delete_branches(stale: list[BranchRemoval]) -> list[BranchRemoval]:
     for b in stale:
         if _branch_head(b.repo, b.branch) != b.commit:
             continue
-        if b.reason == "discarded" and _fate_now(b, b.run_id, on_integration=False) != "discarded":
+        if b.reason == "discarded" and _fate_now(b.run_id, on_integration=False) != "discarded":
             continue
-        if b.reason == "merged" and _fate_now(b, b.run_id, on_integration=True) != "merged":
+        if b.reason == "merged" and _fate_now(b.run_id, on_integration=True) != "merged":
             continue
         if git.run(b.repo, "branch", "-D", "--", b.branch, check=False).returncode == 0:
             log.warning("spawner gc: deleted branch %s (was %s, %s) in %s", b.branch, b.commit, b.reason, b.repo)
