@@ -1110,13 +1110,13 @@ def events_after(batch_id: int, after: int, limit: int = 500) -> list[dict]:
     ]
 
 
-def event_ids_between(low: int, high: int, limit: int) -> set[int] | None:
-    """The ids in the whole event log with low < id <= high (every batch's), or None if more than
-    `limit` (too many to check one by one)."""
+def event_ids_between(low: int, high: int, limit: int) -> dict[int, int] | None:
+    """The ids in the whole event log with low < id <= high (every batch's), each with its batch, or
+    None if more than `limit` (too many to check one by one)."""
     from spawner.models import RunEvent
 
-    ids = list(RunEvent.objects.filter(id__gt=low, id__lte=high).values_list("id", flat=True)[: limit + 1])
-    return None if len(ids) > limit else set(ids)
+    rows = list(RunEvent.objects.filter(id__gt=low, id__lte=high).values_list("id", "batch_id")[: limit + 1])
+    return None if len(rows) > limit else dict(rows)
 
 
 def batch_status(batch_id: int) -> str | None:

@@ -76,6 +76,16 @@ def settled(events: list[dict], present: set[int] | None, after: int, missing_si
     return [e for e in events if e["id"] < open_holes[0]]
 
 
+def late_events(read: list[dict], present: dict[int, int] | None, batch_id: int) -> int | None:
+    """The first id of this batch's events that the log holds (`present`: id -> batch, read second)
+    but the read of its events (first) did not return: committed between the two reads. Sending
+    the events past it would skip it for good."""
+    if not present:
+        return None
+    seen = {e["id"] for e in read}
+    return min((i for i, b in present.items() if b == batch_id and i not in seen), default=None)
+
+
 class EventStream:
     """One client's stream: `step()` reads the log once and says what to send."""
 
@@ -103,14 +113,17 @@ class EventStream:
             ), False
         status = selectors.batch_status(self.batch_id)  # before the events: none written before it ended is missed
         read = selectors.events_after(self.batch_id, self.after, EVENTS_PER_READ)
-        present = selectors.event_ids_between(self.after, read[-1]["id"], GAP_SPAN) if read else set()
-        events = settled(read, present, self.after, self.missing_since, now)
+        present = selectors.event_ids_between(self.after, read[-1]["id"], GAP_SPAN) if read else {}
+        late = late_events(read, present, self.batch_id)
+        if late:  # committed between the two reads: stop before it, and read again at once
+            read = [e for e in read if e["id"] < late]
+        events = settled(read, None if present is None else set(present), self.after, self.missing_since, now)
         if events:
             self.after, self.last_sent = events[-1]["id"], now
             # Not idle: look again at once (the batch may have ended with these; no wake-up follows).
             return b"".join(frame(e["id"], e["kind"], e) for e in events), False
-        if read:  # held back behind a hole that may still fill: look again shortly, never end yet
-            return b"", True
+        if read or late:  # held back behind a hole that may still fill: look again, never end yet
+            return b"", not late
         if status is None or status in BATCH_TERMINAL:
             self.done = True
             return frame(self.after, "end", {"status": status}), False

@@ -209,6 +209,20 @@ def test_events_past_a_hole_in_the_log_wait_for_it_then_go():
     assert stream.settled(events, None, 10, {}, now=1.0) == events
 
 
+def test_an_event_committed_between_the_two_reads_is_not_skipped():
+    """The stream reads its batch's events, then which ids the log holds: an event of the batch that
+    committed between the two (seen by the second, not the first) must stop the send before it.
+    Found by the kill -9 fault test: one event of 1,241 never reached the watching client."""
+    from dashboard.api import stream
+
+    read = [{"id": 11}, {"id": 13}, {"id": 14}]
+    present = {11: 7, 12: 7, 13: 7, 14: 7}  # 12 of batch 7 committed after the first read
+    assert stream.late_events(read, present, batch_id=7) == 12
+    assert stream.late_events(read, {11: 7, 12: 8, 13: 7, 14: 7}, batch_id=7) is None, "another batch's"
+    assert stream.late_events(read, {11: 7, 13: 7, 14: 7}, batch_id=7) is None, "a hole: settled() waits for it"
+    assert stream.late_events(read, None, batch_id=7) is None
+
+
 def test_the_remote_progress_shows_spent_and_budget_while_the_batch_runs():
     from rich.console import Console
 
