@@ -76,6 +76,8 @@ def test_a_hard_killed_cluster_strands_no_run(cluster, another_cluster, agent_ty
         "the cluster to prefetch queued attempts",
     )
     started_first = {a.run.key for a in running.select_related("run")}
+    # Running (a process group recorded) is not yet having run its first command: wait for each mark.
+    wait_for(lambda: all((marks / key).exists() for key in started_first), 30, "every running agent's mark")
 
     kill_hard(cluster, with_agents=True)
     killed_at = time.monotonic()
