@@ -43,7 +43,9 @@ def test_a_template_on_a_one_minute_schedule_launches_twice(cluster, agent_types
     batches = list(Batch.objects.filter(template=template).order_by("id"))
     assert len(batches) == 2  # each tick once: two ticks, two batches
     first, second = batches
-    assert (second.launched_at - first.launched_at).total_seconds() >= 30
+    # Two ticks, not one tick launched twice: the scheduler's looks are 30 s apart give or take its
+    # own timing (CI saw 29.98 s), while a double launch would be milliseconds apart.
+    assert (second.launched_at - first.launched_at).total_seconds() >= 20
     for batch in batches:
         batch = wait_batch(batch)
         assert batch.status == "succeeded" and batch.owner == owner and batch.name == "tick cron"
