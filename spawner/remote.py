@@ -159,10 +159,12 @@ class Remote:
             headers={"Content-Type": "application/yaml"},
         )
 
-    def launch(self, text: str, *, sequential: bool = False) -> dict:
+    def launch(self, text: str, *, sequential: bool = False, confirm_cost: bool = False) -> dict:
         """Launch once: a resend after a lost answer carries the same Idempotency-Key."""
         headers = {"Content-Type": "application/yaml", "Idempotency-Key": f"spawn-{uuid.uuid4()}"}
         params = {"sequential": "true"} if sequential else {}
+        if confirm_cost:
+            params["confirm_cost"] = "true"
         return self._send("POST", "/batches", params=params, content=text.encode(), headers=headers)
 
     def follow(self, batch_id: int, on_change=None, terminal=TERMINAL) -> dict:

@@ -640,7 +640,13 @@ def plan_cost(batch_spec: spec.BatchSpec) -> dict:
     threshold = confirm_cost_usd()
     found["label"] = budget_rules.usd(found["estimate_usd"])
     found["confirm_above_usd"] = threshold
-    found["needs_confirm"] = threshold is not None and found["estimate_usd"] > threshold
+    found["confirm_reason"] = budget_rules.confirm_reason(
+        estimate=found["estimate_usd"],
+        threshold=threshold,
+        unknown_paid=len(found["unknown_paid"]),
+        unknown_limit=settings.SPAWNER.get("CONFIRM_UNKNOWN_RUNS") or None,  # 0: off
+    )
+    found["needs_confirm"] = bool(found["confirm_reason"])
     return found
 
 

@@ -197,6 +197,8 @@ SPAWNER = {
     "EVENTS_STREAM_SECONDS": _env_float("SPAWNER_EVENTS_STREAM_SECONDS", 1800),
     # Cost (issue 10): the new-batch page asks for a confirmation above this estimated cost (USD).
     "CONFIRM_COST_USD": _env_float("SPAWNER_CONFIRM_COST_USD", 5.0),
+    # ... and when this many runs of paid agents (models, CLIs that report usage) have no estimate yet.
+    "CONFIRM_UNKNOWN_RUNS": _env_int("SPAWNER_CONFIRM_UNKNOWN_RUNS", 10),
     # Review: how many approvals make a combined result approved, and whether the batch's owner's own
     # approval is one of them (by default someone other than the owner approves).
     "REVIEW_APPROVALS": max(1, _env_int("SPAWNER_REVIEW_APPROVALS", 1)),

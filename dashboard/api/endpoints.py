@@ -169,11 +169,7 @@ def batch_launch(
     batch_spec = _load(request)
     cost = selectors.plan_cost(batch_spec)
     if cost["needs_confirm"] and not confirm_cost:
-        raise HttpError(
-            409,
-            f"the estimated cost {cost['label']} is above {cost['confirm_above_usd']} USD: "
-            "send confirm_cost=true to launch it",
-        )
+        raise HttpError(409, f"{cost['confirm_reason']}: send confirm_cost=true to launch it")
 
     def launch() -> Batch:
         return services.batch_launch(

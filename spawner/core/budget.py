@@ -89,6 +89,20 @@ def batch_estimate(estimates: Mapping[str, float | None]) -> tuple[float, list[s
     return sum(v for v in estimates.values() if v is not None), unknown
 
 
+def confirm_reason(*, estimate: float, threshold: float | None, unknown_paid: int, unknown_limit: int | None) -> str:
+    """Why launching a spec needs a person's confirmation ('' when it does not): its known estimate
+    is above the threshold, or many of its runs would spend money at a cost nobody can estimate yet
+    (a first fan-out of a paid agent: no declared estimate_usd and no past run)."""
+    if threshold is not None and estimate > threshold + EPSILON:
+        return f"the estimated cost {usd(estimate)} is above {usd(threshold)}"
+    if unknown_limit is not None and unknown_paid >= unknown_limit:
+        return (
+            f"{unknown_paid} runs of agents that report a cost have no estimate (no estimate_usd and no past run "
+            f"of their agent type and role), at least {unknown_limit} needs a confirmation"
+        )
+    return ""
+
+
 def daily_refusal(*, daily_usd: float | None, spent_today: float, estimate: float) -> str:
     """Why a launch is refused by its owner's daily budget ('' when it fits)."""
     if daily_usd is None or spent_today + estimate <= daily_usd + EPSILON:

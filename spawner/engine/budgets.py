@@ -11,7 +11,7 @@ from django.utils import timezone
 from spawner.core import budget
 from spawner.core.words import plural
 from spawner.models import AgentRun, AgentType, Batch, Escalation, UserBudget
-from spawner.states import RUN_ACTIVE
+from spawner.states import RUN_ACTIVE, AgentKind, OutputFormat
 
 PAST_RUNS = 50  # the median of at most this many recent runs of an agent type and role
 
@@ -90,6 +90,13 @@ def daily_budget(user) -> float | None:
     return UserBudget.objects.filter(user=user).values_list("daily_usd", flat=True).first()
 
 
+def paid_types(names) -> set[str]:
+    """The agent types among `names` whose runs spend money: model agents and CLIs whose output format
+    reports usage (a plain command reports none)."""
+    rows = AgentType.objects.filter(name__in=set(names)).values_list("name", "kind", "output_format")
+    return {name for name, kind, fmt in rows if kind == AgentKind.MODEL or fmt != OutputFormat.NONE}
+
+
 def spec_estimates(tasks) -> dict[str, float | None]:
     """A spec's tasks' expected costs before launch (declared estimate_usd, else past runs)."""
     types = dict(AgentType.objects.filter(name__in={t.agent for t in tasks}).values_list("name", "id"))
@@ -103,9 +110,12 @@ def plan_cost(tasks, *, budget_usd: float | None = None) -> dict:
     """The estimated cost of a spec, for the plan: total, which tasks have no estimate."""
     estimates = spec_estimates(tasks)
     total, unknown = budget.batch_estimate(estimates)
+    paid = paid_types({t.agent for t in tasks})
     return {
         "estimate_usd": total,
         "unknown": unknown,
+        # Unknown cost, and of an agent that spends money (a model, or a CLI whose output reports usage).
+        "unknown_paid": [t.key for t in tasks if t.key in set(unknown) and t.agent in paid],
         "per_task": estimates,
         "budget_usd": budget_usd,
         "over_budget": budget_usd is not None and total > budget_usd + budget.EPSILON,

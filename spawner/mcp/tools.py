@@ -205,11 +205,7 @@ class _Tools:
         batch_spec = _load(text, user)
         cost = selectors.plan_cost(batch_spec)
         if cost["needs_confirm"] and not confirm_cost:
-            raise Refused(
-                f"the estimated cost {cost['label']} is above {cost['confirm_above_usd']} USD: "
-                "call again with confirm_cost=true to launch it",
-                cost=cost,
-            )
+            raise Refused(f"{cost['confirm_reason']}: call again with confirm_cost=true to launch it", cost=cost)
         note = self.on_launch() if self.on_launch else ""
         base_dir = self.base_dir or settings.SPAWNER_WORKDIR
 

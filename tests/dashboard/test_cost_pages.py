@@ -113,12 +113,39 @@ def test_a_launch_above_the_threshold_asks_for_a_confirmation(signed_in, agent_t
     response = signed_in.post("/batches/new/", {"source": "yaml", "action": "launch", "spec_text": text})
     html = response.content.decode()
     assert response.status_code == 400 and not Batch.objects.exists()
-    assert 'id="cost-confirm"' in html and "estimated at $3.00, above the $1.00" in html
+    assert 'id="cost-confirm"' in html and "the estimated cost $3.00 is above $1.00" in html
     assert "Tick the box, then launch again." in html
     response = signed_in.post(
         "/batches/new/", {"source": "yaml", "action": "launch", "spec_text": text, "confirm_cost": "1"}
     )
     assert response.status_code == 302 and Batch.objects.count() == 1
+
+
+def fan_out(count: int, agent: str) -> str:
+    tasks = "".join(f"  - {{key: t{i}, prompt: 'review part {i}'}}\n" for i in range(count))
+    return f"name: fan-out\nagent: {agent}\ntasks:\n{tasks}"
+
+
+def test_a_first_fan_out_of_a_paid_agent_asks_for_a_confirmation_though_its_cost_is_unknown(
+    signed_in, agent_types, settings
+):
+    """No estimate_usd and no past run: the estimate is $0 known + N unknown. Many runs of an agent
+    that spends money (its output reports usage) still need a person's yes before they start."""
+    from spawner.models import AgentType
+
+    AgentType.objects.create(name="paid", argv=["sh", "-c", "{prompt}"], output_format="claude-json")
+    settings.SPAWNER = {**settings.SPAWNER, "CONFIRM_UNKNOWN_RUNS": 10}
+    page = {"source": "yaml", "action": "launch"}
+    response = signed_in.post("/batches/new/", {**page, "spec_text": fan_out(10, "paid")})
+    html = response.content.decode()
+    assert response.status_code == 400 and not Batch.objects.exists()
+    assert "10 runs of agents that report a cost have no estimate" in html and 'id="cost-confirm"' in html
+    # Nine of them, or ten of a plain command (it reports no usage): no question asked.
+    for spec_text in (fan_out(9, "paid"), fan_out(10, "sh")):
+        response = signed_in.post("/batches/new/", {**page, "spec_text": spec_text})
+        assert response.status_code == 302, response.content.decode()[-2000:]
+    response = signed_in.post("/batches/new/", {**page, "spec_text": fan_out(10, "paid"), "confirm_cost": "1"})
+    assert response.status_code == 302 and Batch.objects.count() == 3
 
 
 def test_the_daily_budget_refusal_shows_on_the_page(signed_in, member, agent_types):

@@ -60,6 +60,18 @@ def test_estimates_and_the_daily_refusal():
     )
 
 
+def test_a_launch_needs_a_confirmation_above_the_threshold_or_for_many_paid_runs_of_unknown_cost():
+    ask = budget.confirm_reason
+    assert ask(estimate=5.0, threshold=5.0, unknown_paid=9, unknown_limit=10) == ""
+    assert ask(estimate=5.01, threshold=5.0, unknown_paid=0, unknown_limit=10) == (
+        "the estimated cost $5.01 is above $5.00"
+    )
+    assert ask(estimate=0.0, threshold=5.0, unknown_paid=10, unknown_limit=10).startswith(
+        "10 runs of agents that report a cost have no estimate"
+    )
+    assert ask(estimate=0.0, threshold=None, unknown_paid=75, unknown_limit=None) == ""  # both off
+
+
 # --- the spec -----------------------------------------------------------------------------
 
 
@@ -275,3 +287,17 @@ def test_the_cli_plan_prints_the_estimated_cost(agent_types, tmp_path, capsys):
     call_command("spawn", str(path), "--plan")
     out = capsys.readouterr().out
     assert "estimated cost: $0.7500 · budget $0.5000" in out and "over the batch's budget" in out
+
+
+def test_the_cli_refuses_a_launch_that_needs_a_confirmation_until_given_confirm_cost(agent_types, tmp_path, capsys):
+    from django.core.management import CommandError, call_command
+
+    from spawner.models import Batch
+
+    path = tmp_path / "dear.yaml"
+    path.write_text("name: dear\nagent: sh\ntasks:\n  - {key: a, prompt: 'echo a', estimate_usd: 7}\n")
+    call_command("spawn", str(path), "--plan")
+    assert "the estimated cost $7.00 is above $5.00: launch with --confirm-cost" in capsys.readouterr().out
+    with pytest.raises(CommandError, match=r"above \$5\.00: add --confirm-cost to launch it; nothing was launched"):
+        call_command("spawn", str(path))
+    assert not Batch.objects.exists()

@@ -50,6 +50,12 @@ class Command(BaseCommand):
         parser.add_argument("--compare", action="store_true", help="then run it sequentially and compare")
         parser.add_argument("--json", action="store_true", help="print the summary as JSON")
         parser.add_argument(
+            "--confirm-cost",
+            action="store_true",
+            help="launch even when the plan needs a confirmation (estimate above SPAWNER_CONFIRM_COST_USD, "
+            "or many paid runs of unknown cost)",
+        )
+        parser.add_argument(
             "--server",
             metavar="URL",
             help="run it on another Spawner through its REST API (token: SPAWNER_TOKEN or the config file); follows it",
@@ -97,6 +103,9 @@ class Command(BaseCommand):
         if opts["plan"]:
             self._print_plan(batch_spec, sequential=opts["sequential"], base_dir=base_dir)
             return
+        cost = selectors.plan_cost(batch_spec)
+        if cost["needs_confirm"] and not opts["confirm_cost"]:
+            raise CommandError(f"{cost['confirm_reason']}: add --confirm-cost to launch it; nothing was launched")
         if not reaper.live_clusters():
             self.console.print("[dim]no cluster is running: starting one for this batch[/dim]")
         began = time.monotonic()
@@ -185,7 +194,7 @@ class Command(BaseCommand):
             if opts["plan"]:
                 self._print_remote_plan(server.plan(text, sequential=opts["sequential"]))
                 return
-            batch = server.launch(text, sequential=opts["sequential"])
+            batch = server.launch(text, sequential=opts["sequential"], confirm_cost=opts["confirm_cost"])
             self.console.print(f"launched batch #{batch['id']} on {server.server}: {escape(batch['name'])}")
             summaries = [self._follow_remote(server, batch)]
             compared = None
@@ -200,7 +209,8 @@ class Command(BaseCommand):
                 line = f"{where}: {field + ': ' if field else ''}{error.get('message', '')}"
                 self.console.print(Text.assemble(("error", "red"), " ", line), soft_wrap=True)
             nothing = "; nothing was launched" if exc.errors and "nothing was launched" not in exc.detail else ""
-            raise CommandError(f"{server.server}: {exc.detail}{nothing}") from None
+            detail = exc.detail.replace("send confirm_cost=true", "add --confirm-cost")
+            raise CommandError(f"{server.server}: {detail}{nothing}") from None
         finally:
             server.close()
         self._report(opts, summaries, compared)
@@ -257,6 +267,8 @@ class Command(BaseCommand):
             f"speedup {plan['estimated_speedup']:.2f}x"
         )
         c.print(f"  estimated cost: {plan['cost']['label']}")
+        if plan["cost"].get("needs_confirm"):
+            c.print(f"  [yellow]warn[/yellow] {escape(plan['cost']['confirm_reason'])}: launch with --confirm-cost")
         for check in plan["checks"]:
             mark = "[green]ok[/green]  " if check["ok"] else "[yellow]warn[/yellow]"
             c.print(f"  {mark} {check['name']}: {escape(check['detail'])}", soft_wrap=True)
@@ -338,6 +350,8 @@ class Command(BaseCommand):
         c.print(f"  estimated cost: {cost['label']}{unknown}{budget}")
         if cost["over_budget"]:
             c.print("  [yellow]warn[/yellow] the estimate is over the batch's budget: some runs will be skipped")
+        if cost["needs_confirm"]:
+            c.print(f"  [yellow]warn[/yellow] {escape(cost['confirm_reason'])}: launch with --confirm-cost")
         for name, ok, detail in plan.checks:
             mark = "[green]ok[/green]  " if ok else "[yellow]warn[/yellow]"
             c.print(f"  {mark} {name}: {escape(detail)}", soft_wrap=True)
