@@ -3,11 +3,11 @@
 ```yaml
 workspace:
   repo: .                 # a git repository, relative like cwd
-  isolation: worktree     # worktree | none (every run in the batch's cwd, the default)
+  isolation: worktree     # worktree (the default with a workspace) | none (every run in the batch's cwd)
   base: main              # branch, tag or commit; default HEAD
   setup: "pip install -e ."   # run in each new worktree before the agent (admins only)
   gate: "pytest -q"       # the run succeeds only if this passes afterwards (admins only)
-  merge: sequential       # none | sequential | manual
+  merge: sequential       # none | sequential (the default with worktrees) | manual
   scope: warn             # an edit outside the task's `files`: warn | fail | escalate
   allow_dirty: false      # snapshot uncommitted changes into the checkpoint instead of refusing
 ```
