@@ -132,17 +132,36 @@ def test_a_failing_gate_fails_the_run_and_the_retry_starts_from_a_fresh_worktree
         f"test ! -f junk.txt || exit 9; if [ -f {marker} ]; then echo ok > ok.txt; else touch {marker} junk.txt; fi"
     )
     tasks = f"  - key: a\n    retries: 1\n    prompt: '{prompt}'\n"
-    workspace = "  gate: 'test -f ok.txt && echo gate-passed'\n  setup: 'echo setting-up'\n"
+    gate = "test -f ok.txt && echo gate-passed || { echo gate says ok.txt is missing; exit 1; }"
+    workspace = f"  gate: '{gate}'\n  setup: 'echo setting-up'\n"
     batch = wait_batch(launch(spec_text(repo, tasks, workspace, backoff=0.1), tmp_path), timeout=60)
     run = AgentRun.objects.get(batch=batch, key="a")
     assert run.status == "succeeded", run.error
     first, second = RunAttempt.objects.filter(run=run).order_by("number")
     assert first.status == "failed" and first.error.startswith("gate failed (exit 1)")
+    assert "gate says ok.txt is missing" in first.error  # the gate's own output is the reason
     log = Path(second.log_path).read_text()
     assert "── spawner setup: echo setting-up ──\nsetting-up" in log
     assert "gate-passed" in log
     assert [f["path"] for f in run.changes["files"]] == ["ok.txt"]  # no junk from the first try
     assert not Path(first.worktree or "/nonexistent").exists()
+
+
+def test_a_failing_setup_fails_the_attempt_before_the_agent_runs(cluster, agent_types, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    ran = tmp_path / "the-agent-ran"
+    tasks = f"  - key: a\n    retries: 1\n    prompt: 'touch {ran}'\n"
+    workspace = "  setup: 'echo installing; echo no such package >&2; exit 3'\n"
+    batch = wait_batch(launch(spec_text(repo, tasks, workspace, backoff=0.1), tmp_path), timeout=60)
+    run = AgentRun.objects.get(batch=batch, key="a")
+    assert batch.status == "failed" and run.status == "failed"
+    attempts = list(RunAttempt.objects.filter(run=run).order_by("number"))
+    assert len(attempts) == 2  # a failed setup is a failure like any other: retried, then the run fails
+    for attempt in attempts:
+        assert attempt.error.startswith("setup failed (exit 3)") and "no such package" in attempt.error
+        log = Path(attempt.log_path).read_text()
+        assert "── spawner setup: echo installing" in log and "installing" in log
+    assert not ran.exists()  # the agent never started
 
 
 @pytest.fixture
