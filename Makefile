@@ -54,11 +54,12 @@ test-sqlite: setup agents
 test-postgres: setup
 	DATABASE_URL=$(PG_URL) $(PY) -m pytest -m "integration and not real_cli and not slow and not faults and not once" tests/spawner
 
-# The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite and two
-# named clusters serving the same batches (caps, staggers, budgets across both).
+# The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite, two named clusters
+# serving the same batches (caps, staggers, budgets across both), and the cluster faults (kill -9 of a
+# cluster holding a backlog it popped from Redis, drains, orphans).
 test-redis: setup
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_URL_TEST) $(PY) -m pytest -m integration tests/spawner/test_execution.py \
-		tests/spawner/test_clusters.py
+		tests/spawner/test_clusters.py tests/spawner/test_faults.py
 
 # Faults at scale on PostgreSQL + Redis: kill -9 of one of three clusters, a partition longer than
 # the lease, a PostgreSQL restart (a private instance) and dropped connections. Prints `faults:` lines.
