@@ -457,10 +457,11 @@ def run_step(step: str, command: str, cwd: Path, log_path: Path, *, timeout: flo
                     return (code if code else -1), f"{step} stopped (timeout or cancel)"
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # what it left running in the background
+        log.flush()
+        with open(log_path, "rb") as f:  # the step's own output, before the closing mark
+            f.seek(max(start, f.seek(0, 2) - TAIL_CHARS))
+            tail = f.read().decode("utf-8", "replace").strip()
         log.write(f"── spawner {step}: exit {code} ──\n".encode())
-    with open(log_path, "rb") as f:
-        f.seek(max(start, f.seek(0, 2) - TAIL_CHARS))
-        tail = f.read().decode("utf-8", "replace").strip()
     return code, tail
 
 

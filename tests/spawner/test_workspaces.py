@@ -158,7 +158,7 @@ def test_a_failing_setup_fails_the_attempt_before_the_agent_runs(cluster, agent_
     attempts = list(RunAttempt.objects.filter(run=run).order_by("number"))
     assert len(attempts) == 2  # a failed setup is a failure like any other: retried, then the run fails
     for attempt in attempts:
-        assert attempt.error.startswith("setup failed (exit 3)") and "no such package" in attempt.error
+        assert attempt.error == "could not start: setup failed (exit 3): installing\nno such package"
         log = Path(attempt.log_path).read_text()
         assert "── spawner setup: echo installing" in log and "installing" in log
     assert not ran.exists()  # the agent never started
