@@ -143,6 +143,24 @@ def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, 
     assert git(repo, "show", f"{integration}:README.md").startswith("# Greeter\n")
     assert '"!"' in git(repo, "show", f"{integration}:app/config.py")
 
+    # A person resolves the example's own conflict, as the batch page's "keep a side" does: README.md
+    # keeps title's line (ours: the integration branch), the rest of usage's work goes in.
+    from django.contrib.auth.models import User
+
+    from spawner import services
+
+    admin = User.objects.create_superuser("ada", password="pw-ada-12345")
+    usage = step.objects.get(batch=batch, run__key="usage")
+    assert usage.conflict["files"] == ["README.md"], usage.conflict
+    services.merge_step_keep_sides(step=usage, sides={"README.md": "ours"}, actor=admin)
+    wait_for(lambda: step.objects.get(id=usage.id).state == "merged", 30, "usage merged after the resolution")
+    assert git(repo, "show", f"{integration}:README.md").startswith("# Greeter\n")  # the side kept
+    assert "# Usage" in git(repo, "show", f"{integration}:docs/usage.md")  # and usage's own work
+    assert "- [Usage](usage.md)" in git(repo, "show", f"{integration}:docs/index.md")
+    conflict_escalation = Escalation.objects.get(batch=batch, kind="conflict", run=runs["usage"])
+    assert conflict_escalation.state == "resolved" and conflict_escalation.resolved_by == admin
+    assert git(repo, "rev-parse", "HEAD").strip() == head  # still: nothing touched the user's checkout
+
 
 def _has_merge_queue() -> bool:
     try:
