@@ -202,6 +202,31 @@ def test_model_agents_stream_live_and_their_schema_results_are_the_runs_results(
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
+def test_model_reviewers_vote_like_cli_agents_and_a_tie_escalates(cluster, tmp_path, server):
+    """The README's three reviewers: structured answers are the runs' results, so `vote` counts them."""
+    from spawner.models import Aggregation, Escalation
+
+    model_type(server, response_schema=SCHEMA)
+    server.chat(json.dumps({"verdict": "ok", "findings": [{"title": "naming", "severity": "low"}]}), when="r1")
+    server.chat(json.dumps({"verdict": "ok"}), when="r2")
+    server.chat(json.dumps({"verdict": "fail", "findings": [{"title": "bug", "severity": "high"}]}), when="r3")
+    prompts = {k: f"review the diff ({k})" for k in ("r1", "r2", "r3")}
+    batch = wait_batch(launch(spec("reviewer", prompts, "aggregation: vote"), tmp_path))
+    assert batch.status == BatchStatus.SUCCEEDED
+    combined = Aggregation.objects.get(batch=batch).data
+    assert combined["verdict"] == "ok" and combined["votes"] == {"ok": 2, "fail": 1}
+    assert combined["summary"] == "'ok' by 2 of 3 agents"
+    assert [f["title"] for f in combined["findings"]] == ["naming"]  # the majority's findings only
+
+    server.chat(json.dumps({"verdict": "fail"}), when="t2")
+    server.chat(json.dumps({"verdict": "ok"}), when="t1")
+    tie = wait_batch(launch(spec("reviewer", {"t1": "review t1", "t2": "review t2"}, "aggregation: vote"), tmp_path))
+    assert Aggregation.objects.get(batch=tie).data["summary"] == "tie between fail, ok (1 vote each)"
+    assert Escalation.objects.filter(batch=tie, kind="vote", state="open").exists()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
 def test_a_429_with_retry_after_2_waits_2_s_and_succeeds_without_spending_a_retry(cluster, tmp_path, server):
     model_type(server)
     server.chat("fine now")
