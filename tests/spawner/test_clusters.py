@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import timedelta
 
 import psutil
@@ -249,6 +250,29 @@ def test_a_budget_stops_new_starts_across_two_clusters(two_clusters, tmp_path):
     assert len(skipped) == 5 and all(r.status == "skipped" and r.error.startswith("budget") for r in skipped)
     assert sum(r.cost_usd for r in started) == pytest.approx(0.9)
     assert Escalation.objects.get(batch=batch).kind == Escalation.Kind.BUDGET
+
+
+@at_scale
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_requests_per_minute_hold_across_two_clusters(two_clusters, tmp_path):
+    """rpm 4, six runs, two clusters with free workers: four start now, the other two wait out the
+    minute as "rate limited" (not failed), whichever cluster would take them."""
+    limited = stamp_type(tmp_path, "limited", 0.2, requests_per_minute=4)
+    tasks = [{"key": f"r{i}", "prompt": f"r{i}"} for i in range(6)]
+    spec_data = {"name": "rpm", "agent": "limited", "max_parallel": 6, "tasks": tasks}
+    batch = launch(json.dumps(spec_data), tmp_path)
+    wait_for(lambda: len(stamps_of(limited)) >= 4, 30, "four starts")
+    time.sleep(3)  # both clusters' pushers and reapers have looked several times since
+    started = RunAttempt.objects.filter(run__batch=batch, started_at__isnull=False)
+    assert started.count() == 4 and len(stamps_of(limited)) == 4
+    waiting = AgentRun.objects.filter(batch=batch).exclude(id__in=started.values("run_id"))
+    assert waiting.count() == 2 and not waiting.exclude(status__in=("pending", "queued")).exists()
+    first = min(started.values_list("started_at", flat=True))
+    for attempt in RunAttempt.objects.filter(run__in=waiting):
+        assert (attempt.not_before - first).total_seconds() >= 59, "held to the next minute"
+    services.batch_cancel(batch=batch, actor=None)
+    wait_batch(batch, timeout=30)
 
 
 @at_scale
