@@ -56,10 +56,11 @@ test-postgres: setup
 
 # The at-scale shape: PostgreSQL plus the Redis broker, for the execution suite, two named clusters
 # serving the same batches (caps, staggers, budgets across both), and the cluster faults (kill -9 of a
-# cluster holding a backlog it popped from Redis, drains, orphans).
+# cluster holding a backlog it popped from Redis, drains, orphans), and the deployed topology: two
+# clusters and a web process with separate log directories and one shared log storage.
 test-redis: setup
 	DATABASE_URL=$(PG_URL) REDIS_URL=$(REDIS_URL_TEST) $(PY) -m pytest -m integration tests/spawner/test_execution.py \
-		tests/spawner/test_clusters.py tests/spawner/test_faults.py
+		tests/spawner/test_clusters.py tests/spawner/test_faults.py tests/spawner/test_shared_logs.py
 
 # Faults at scale on PostgreSQL + Redis: kill -9 of one of three clusters, a partition longer than
 # the lease, a PostgreSQL restart (a private instance) and dropped connections. Prints `faults:` lines.
