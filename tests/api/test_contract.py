@@ -126,3 +126,21 @@ def test_spawn_on_a_server(cluster, live_server, workdir, member, token_for):
     read_only = services.token_create(user=member, name="ro", scope="read")[1]
     done = run_spawn(str(good), "--server", live_server.url, token=read_only, cwd=workdir)
     assert done.returncode == 1 and "scope is read" in done.stderr
+
+    # A template saved on the server, launched by name with variables, followed, summed up.
+    services.template_save(
+        actor=member,
+        name="greet",
+        spec_text="name: greet ${who}\nagent: sh\ntasks:\n  - {key: a, prompt: 'echo hello ${who}'}\n",
+        variables_text="who",
+    )
+    args = ("--server", live_server.url, "--template", "greet", "--var", "who=remote world", "--json")
+    done = run_spawn(*args, token=token, cwd=workdir)
+    assert done.returncode == 0, done.stderr + done.stdout
+    summary = json.loads(done.stdout)
+    assert summary["name"] == "greet remote world" and summary["status"] == "succeeded"
+    assert Batch.objects.get(id=summary["batch"]).template.name == "greet"
+    done = run_spawn("--server", live_server.url, "--template", "nope", token=token, cwd=workdir)
+    assert done.returncode == 1 and "no template named 'nope'" in done.stderr
+    done = run_spawn("--server", live_server.url, "--template", "greet", token=token, cwd=workdir)
+    assert done.returncode == 1 and "who" in done.stderr and "nothing was launched" in done.stderr

@@ -267,9 +267,9 @@ def test_a_scheduled_launch_of_someone_who_lost_the_permission_launches_nothing(
     assert not Batch.objects.exists()
 
 
-def test_cli_template_is_for_this_server(template):
-    with pytest.raises(CommandError, match="/api/templates/ID/launch"):
-        call_command("spawn", "--template", "nightly", "--server", "http://127.0.0.1:9")
+def test_cli_template_on_a_server_launches_it_as_saved(template):
+    with pytest.raises(CommandError, match="no --plan, --compare or --sequential"):
+        call_command("spawn", "--template", "nightly", "--server", "http://127.0.0.1:9", "--plan")
     with pytest.raises(CommandError, match="give a spec file"):
         call_command("spawn", "--plan")
 

@@ -17,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spawner import remote, selectors, services, spec
+from spawner.core import template_names
 from spawner.core.words import plural
 from spawner.engine import cluster, reaper
 from spawner.models import Batch
@@ -69,8 +70,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         self.console = Console(stderr=opts["json"], highlight=False, width=console_width(opts["json"]))
-        if opts["server"] and opts["template"]:
-            raise CommandError("--template is for this server (on another: POST /api/templates/ID/launch)")
+        if opts["server"] and opts["template"] and (opts["plan"] or opts["compare"] or opts["sequential"]):
+            raise CommandError("--template with --server launches it as saved: no --plan, --compare or --sequential")
         if opts["server"]:
             return self._remote(opts)
         if pending := unapplied_migrations():
@@ -143,19 +144,14 @@ class Command(BaseCommand):
         """A saved template by name: a global one, or OWNER/NAME, or the only one so named."""
         from spawner.models import BatchTemplate
 
-        owner, _, name = opts["template"].rpartition("/")
-        found = BatchTemplate.objects.filter(name=name).select_related("owner")
-        if owner:
-            found = found.filter(owner__username=owner)
-        templates = list(found[:20])
-        if len(templates) > 1:
-            templates = [t for t in templates if t.owner_id is None] or templates
-        if not templates:
-            raise CommandError(f"no template named {opts['template']!r}")
-        if len(templates) > 1:
-            owners = ", ".join(f"{t.owner.username}/{name}" for t in templates if t.owner)
-            raise CommandError(f"several templates are named {name!r}: say whose ({owners})")
-        return templates[0]
+        name = opts["template"].rpartition("/")[2]
+        rows = BatchTemplate.objects.filter(name=name).select_related("owner")[:50]
+        by_id = {t.id: t for t in rows}
+        candidates = [template_names.Candidate(t.id, t.name, t.owner.username if t.owner else None) for t in rows]
+        try:
+            return by_id[template_names.pick(opts["template"], candidates).id]
+        except template_names.NotOne as exc:
+            raise CommandError(str(exc)) from None
 
     def _vars(self, pairs: list[str]) -> dict[str, str]:
         values = {}
@@ -185,7 +181,9 @@ class Command(BaseCommand):
                 f'[servers."{opts["server"].rstrip("/")}"] token = "spn_…" in {remote.config_path()} (chmod 600)'
             )
         path = opts["file"]
-        text = sys.stdin.read() if path == "-" else self._read(path)
+        if not opts["template"] and not path:
+            raise CommandError("give a spec file (or --template NAME)")
+        text = "" if opts["template"] else sys.stdin.read() if path == "-" else self._read(path)
         try:
             server = remote.Remote(opts["server"], token)
         except remote.RemoteError as exc:
@@ -194,7 +192,10 @@ class Command(BaseCommand):
             if opts["plan"]:
                 self._print_remote_plan(server.plan(text, sequential=opts["sequential"]))
                 return
-            batch = server.launch(text, sequential=opts["sequential"], confirm_cost=opts["confirm_cost"])
+            if opts["template"]:
+                batch = self._launch_remote_template(server, opts)
+            else:
+                batch = server.launch(text, sequential=opts["sequential"], confirm_cost=opts["confirm_cost"])
             self.console.print(f"launched batch #{batch['id']} on {server.server}: {escape(batch['name'])}")
             summaries = [self._follow_remote(server, batch)]
             compared = None
@@ -214,6 +215,16 @@ class Command(BaseCommand):
         finally:
             server.close()
         self._report(opts, summaries, compared)
+
+    def _launch_remote_template(self, server, opts) -> dict:
+        """The server's template by name (the same rule as here), launched with --var values."""
+        values = self._vars(opts["var"])
+        candidates = [template_names.Candidate(t["id"], t["name"], t["owner"]) for t in server.get("/templates")]
+        try:
+            chosen = template_names.pick(opts["template"], candidates)
+        except template_names.NotOne as exc:
+            raise CommandError(f"{server.server}: {exc}") from None
+        return server.post(f"/templates/{chosen.id}/launch", {"variables": values})
 
     def _report(self, opts, summaries: list[dict], compared: dict | None = None) -> None:
         """The end of a local or a remote run: JSON or the summary (and the comparison), and the exit code."""
