@@ -63,14 +63,17 @@ def test_gemini_json_pretty_printed_after_other_output():
     assert (out.usage.input_tokens, out.usage.cache_read_tokens, out.usage.output_tokens) == (60, 40, 12)
 
 
-def test_gemini_json_recorded_router_and_main_model_each_with_its_tokens():
-    text = fixture("gemini.fenced.log")
+@pytest.mark.parametrize(
+    ("name", "summary"), [("gemini.fenced.log", "greeting written"), ("gemini.text.log", "greeted")]
+)
+def test_gemini_json_recorded_router_and_main_model_each_with_its_tokens(name, summary):
+    text = fixture(name)
     assert text.startswith("Warning:"), "stderr is interleaved with the pretty-printed object"
     out = parse("gemini-json", text)
     doc = json.loads(text[text.index("\n{") :])
 
     assert not out.is_error and out.session_id == doc["session_id"]
-    assert result_from_message(out.final_message) == {"summary": "greeting written", "verdict": "pass"}
+    assert result_from_message(out.final_message) == {"summary": summary, "verdict": "pass"}
     # The model router (flash-lite) and the model it picked: each one's tokens as Gemini CLI counted them.
     assert out.usage.models == list(doc["stats"]["models"]) and len(out.usage.models) == 2
     for model, split in out.usage.per_model.items():

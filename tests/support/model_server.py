@@ -286,8 +286,19 @@ class Request:
 
 
 # Where the APIs keep text: Anthropic's and OpenAI's keys, then Gemini's (contents, parts, and
-# a function's response).
-_TEXT_KEYS = ("text", "content", "input", "output", "messages", "contents", "parts", "functionResponse", "response")
+# a function's response: its output or error).
+_TEXT_KEYS = (
+    "text",
+    "content",
+    "input",
+    "output",
+    "messages",
+    "contents",
+    "parts",
+    "functionResponse",
+    "response",
+    "error",
+)
 
 
 def _texts(node) -> list[str]:
