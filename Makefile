@@ -6,6 +6,7 @@ REDIS_URL_TEST ?= redis://127.0.0.1:6379/5
 # The real coding-agent CLIs the real_cli tests drive, installed inside the clone (.cache/agents).
 CLAUDE_CODE_VERSION ?= 2.1.332
 CODEX_VERSION ?= 0.169.0
+GEMINI_CLI_VERSION ?= 0.61.0
 AIDER_VERSION ?= 0.86.2
 
 .PHONY: setup agents run test test-sqlite test-postgres test-redis test-faults lint bench clean
@@ -18,16 +19,19 @@ setup: .venv/.installed
 	$(PY) -m pip install -q -e '.[test,postgres,redis]'
 	touch $@
 
-# Claude Code and Codex from npm into .cache/agents, aider from PyPI into .cache/aider: pinned,
-# never outside the clone.
-agents: .cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION) .cache/aider/.installed-$(AIDER_VERSION)
+# Claude Code, Codex and Gemini CLI from npm into .cache/agents, aider from PyPI into .cache/aider:
+# pinned, never outside the clone.
+AGENTS_STAMP := .cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION)-$(GEMINI_CLI_VERSION)
+agents: $(AGENTS_STAMP) .cache/aider/.installed-$(AIDER_VERSION)
 
-.cache/agents/.installed-$(CLAUDE_CODE_VERSION)-$(CODEX_VERSION):
+$(AGENTS_STAMP):
 	mkdir -p .cache/agents
 	npm install --prefix .cache/agents --no-audit --no-fund \
-		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION)
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) @openai/codex@$(CODEX_VERSION) \
+		@google/gemini-cli@$(GEMINI_CLI_VERSION)
 	.cache/agents/node_modules/.bin/claude --version
 	.cache/agents/node_modules/.bin/codex --version
+	.cache/agents/node_modules/.bin/gemini --version
 	touch $@
 
 # aider from PyPI, pinned, in a virtualenv of its own (its dependencies pin their own versions).

@@ -6,7 +6,7 @@ from __future__ import annotations
 # (`claude -p "--version"` printed the version); the JSON output mode is on, so the final
 # message can become the run's result (`output_format`); the permission mode lets a headless
 # agent edit files in its working directory and nothing outside it. Verified against the
-# real CLIs (tests/spawner/test_real_clis.py): claude-code, codex and aider; gemini's argv only.
+# real CLIs (tests/spawner/test_real_clis.py): claude-code, codex, gemini and aider.
 # `rate_limit_pattern`: what each CLI prints when its API answered 429 and it gave up (after
 # its own retries), so such a run waits and is queued again instead of failing
 # (tests/spawner/test_cli_rate_limits.py, on recorded output).
@@ -16,7 +16,10 @@ CLAUDE_RESULT_HINT = (
 )
 CLAUDE_RATE_LIMIT = r'"api_error_status":\s*429\b|API Error: Request rejected \(429\)'
 CODEX_RATE_LIMIT = r'"message":\s*"exceeded retry limit, last status: 429'
+# Gemini CLI 0.61.0 ends with {"error": {..., "code": 429}} (and exits 429 % 256 = 173) whatever the
+# API's message; the documented messages stay for other output formats.
 GEMINI_RATE_LIMIT = (
+    r'"code":\s*429\b|'
     r"RESOURCE_EXHAUSTED|\b429\b[^\n]{0,40}(?:resource exhausted|too many requests)|"
     r"exhausted your capacity|exceeded your current quota"
 )
@@ -64,10 +67,12 @@ CODING_AGENTS = {
         "rate_limit_pattern": CODEX_RATE_LIMIT,
     },
     "gemini": {
-        # With stdin not a terminal and no -p, gemini runs headless on what stdin holds.
+        # With stdin not a terminal and no -p, gemini runs headless on what stdin holds. auto_edit:
+        # file edits inside the workspace (the working directory) are accepted, paths outside it
+        # refused; the shell tool is not offered at all.
         "argv": ["gemini", "--output-format", "json", "--approval-mode", "auto_edit", "--skip-trust"],
         "output_format": "gemini-json",
-        # From Gemini CLI's documented errors; not seen from a real run.
+        # Gemini CLI 0.61.0 retries a 429 itself (10 attempts by default), then exits with its JSON error.
         "rate_limit_pattern": GEMINI_RATE_LIMIT,
     },
     "aider": {

@@ -8,8 +8,10 @@ is not its JSON (warnings, progress lines, a half line) instead of failing on it
   "num_turns": ..., "modelUsage": {<model>: {...}}, "is_error": ...}``.
 - ``codex-jsonl``: ``codex exec --json``: one event per line; the final message is the
   last ``item.completed`` whose item is an ``agent_message``; usage is in ``turn.completed``.
-- ``gemini-json``: Gemini CLI's ``--output-format json``: one JSON object
-  ``{"response": <final message>, "stats": {"models": {<model>: {"tokens": {...}}}}}``.
+- ``gemini-json``: Gemini CLI's ``--output-format json``: one JSON object, pretty-printed,
+  ``{"session_id": ..., "response": <final message>, "stats": {"models": {<model>: {"tokens":
+  {"prompt", "cached", "input", "candidates", "thoughts", "tool", "total"}}}}}`` (or ``"error"``
+  instead of ``"response"``); one entry per model, as its model router asks a second model.
 - ``aider-text``: aider prints no JSON; after each message to the model it prints
   ``Tokens: 2.5k sent, 45 received. Cost: $0.0066 message, $0.01 session.`` (see
   ``parse_aider``).
@@ -40,6 +42,9 @@ class Usage:
     cost_usd: float | None = None
     models: list[str] = field(default_factory=list)
     turns: int | None = None
+    # {model: {input_tokens, output_tokens, cache_read_tokens, cache_write_tokens}} when the CLI
+    # reports the tokens of each model apart (Gemini CLI), so each can be priced at its own rate.
+    per_model: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -158,11 +163,21 @@ def parse_gemini(text: str) -> AgentOutput | None:
     models = stats.get("models") if isinstance(stats.get("models"), dict) else {}
     for name, m in models.items():
         tokens = m.get("tokens") if isinstance(m, dict) and isinstance(m.get("tokens"), dict) else {}
+        # Gemini CLI 0.61.0 counts the API's usageMetadata: `prompt` includes the `cached` tokens;
+        # `thoughts` (thinking, billed as output) are apart from the `candidates`, and `tool`
+        # (tool-use prompt, billed as input) apart from the prompt.
         cached = _int(tokens.get("cached"))
-        usage.input_tokens += max(0, _int(tokens.get("prompt")) - cached)
+        split = {
+            "input_tokens": max(0, _int(tokens.get("prompt")) - cached) + _int(tokens.get("tool")),
+            "output_tokens": _int(tokens.get("candidates")) + _int(tokens.get("thoughts")),
+            "cache_read_tokens": cached,
+            "cache_write_tokens": 0,
+        }
+        usage.input_tokens += split["input_tokens"]
+        usage.output_tokens += split["output_tokens"]
         usage.cache_read_tokens += cached
-        usage.output_tokens += _int(tokens.get("candidates"))
         usage.models.append(str(name))
+        usage.per_model[str(name)] = split
     message = found.get("response")
     return AgentOutput(
         final_message=message if isinstance(message, str) else None,

@@ -7,7 +7,9 @@ A usage record is the dict stored in ``RunAttempt.usage`` and ``AgentRun.usage``
      "models": [...], "turns": int | None,
      "source": "cli" | "api" | "result-file", "cost_note": str}
 
-``tokens_total`` is added when only a total is known (a result file's ``tokens``).
+``tokens_total`` is added when only a total is known (a result file's ``tokens``); ``per_model``
+(``{model: {<the four token fields>}}``) when the source splits the tokens by model (Gemini CLI,
+whose model router asks a second model), so each model is priced at its own rate.
 Prices are USD per million tokens. A model without a price gives ``cost_usd: None`` and a
 note naming it: never a made-up number.
 """
@@ -55,6 +57,9 @@ def cost_of(usage: Mapping, prices: Sequence[Price]) -> tuple[float | None, str]
     if not models:
         return None, "the agent did not say which model it used"
     if len({m.lower() for m in models}) > 1:
+        split = usage.get("per_model") or {}
+        if all(m in split for m in models):
+            return _cost_per_model(split, models, prices)
         found = [find_price(m, prices) for m in models]
         if any(p is None for p in found) or len({(p.input, p.output, p.cache_read, p.cache_write) for p in found}) > 1:
             return None, f"tokens of several models ({', '.join(models)}) are not split per model"
@@ -74,6 +79,18 @@ def cost_of(usage: Mapping, prices: Sequence[Price]) -> tuple[float | None, str]
     return total / 1_000_000, f"from the price table: {price.model}{when}"
 
 
+def _cost_per_model(split: Mapping, models: Sequence[str], prices: Sequence[Price]) -> tuple[float | None, str]:
+    total, notes = 0.0, []
+    for model in models:
+        cost, note = cost_of(record(**split[model], models=[model]), prices)
+        if cost is None:
+            return None, note
+        total += cost
+        if note:
+            notes.append(note.removeprefix("from the price table: "))
+    return total, "from the price table: " + ", ".join(notes)
+
+
 def tokens_of(usage: Mapping | None) -> int:
     if not usage:
         return 0
@@ -91,10 +108,11 @@ def record(
     turns=None,
     source: str = "cli",
     cost_note: str = "",
+    per_model: Mapping | None = None,
 ) -> dict:
     """A usage record with every field in its place and in bounds."""
     cost = _cost(cost_usd)
-    return {
+    out = {
         "input_tokens": _int(input_tokens),
         "output_tokens": _int(output_tokens),
         "cache_read_tokens": _int(cache_read_tokens),
@@ -105,6 +123,17 @@ def record(
         "source": source if source in SOURCES else "cli",
         "cost_note": "" if cost is not None else str(cost_note)[:300],
     }
+    split = _per_model(per_model, out["models"])
+    if split:
+        out["per_model"] = split
+    return out
+
+
+def _per_model(value, models: list[str]) -> dict:
+    """Each named model's tokens (models the record does not name are dropped)."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {m: {f: _int(value[m].get(f)) for f in TOKEN_FIELDS} for m in models if isinstance(value.get(m), Mapping)}
 
 
 def from_mapping(value, *, source: str) -> dict | None:

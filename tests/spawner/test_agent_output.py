@@ -55,12 +55,41 @@ def test_gemini_json_pretty_printed_after_other_output():
     doc = {
         "session_id": "s",
         "response": "All done.",
-        "stats": {"models": {"gemini-x": {"tokens": {"prompt": 100, "candidates": 7, "cached": 40}}}},
+        "stats": {"models": {"gemini-x": {"tokens": {"prompt": 100, "candidates": 7, "cached": 40, "thoughts": 5}}}},
     }
     out = parse("gemini-json", "Loaded cached credentials.\n" + json.dumps(doc, indent=2) + "\n")
 
     assert out.final_message == "All done."
-    assert (out.usage.input_tokens, out.usage.cache_read_tokens, out.usage.output_tokens) == (60, 40, 7)
+    assert (out.usage.input_tokens, out.usage.cache_read_tokens, out.usage.output_tokens) == (60, 40, 12)
+
+
+@pytest.mark.parametrize(
+    ("name", "summary"), [("gemini.fenced.log", "greeting written"), ("gemini.text.log", "greeted")]
+)
+def test_gemini_json_recorded_router_and_main_model_each_with_its_tokens(name, summary):
+    text = fixture(name)
+    assert text.startswith("Warning:"), "stderr is interleaved with the pretty-printed object"
+    out = parse("gemini-json", text)
+    doc = json.loads(text[text.index("\n{") :])
+
+    assert not out.is_error and out.session_id == doc["session_id"]
+    assert result_from_message(out.final_message) == {"summary": summary, "verdict": "pass"}
+    # The model router (flash-lite) and the model it picked: each one's tokens as Gemini CLI counted them.
+    assert out.usage.models == list(doc["stats"]["models"]) and len(out.usage.models) == 2
+    for model, split in out.usage.per_model.items():
+        tokens = doc["stats"]["models"][model]["tokens"]
+        assert split["input_tokens"] == tokens["input"] > 0, "the prompt less the cached tokens"
+        assert split["cache_read_tokens"] == tokens["cached"] > 0
+        assert split["output_tokens"] == tokens["candidates"] + tokens["thoughts"] > tokens["candidates"]
+    assert out.usage.tokens == sum(m["tokens"]["total"] for m in doc["stats"]["models"].values())
+    assert out.usage.cost_usd is None, "Gemini CLI reports no cost"
+
+
+def test_gemini_json_recorded_rate_limit_give_up_is_an_error():
+    out = parse("gemini-json", fixture("gemini.rate-limit.log"))
+
+    assert out.is_error and out.final_message is None
+    assert out.usage.tokens == 0
 
 
 def test_aider_text_one_message_usage_cost_and_final_message():

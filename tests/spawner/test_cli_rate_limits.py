@@ -18,12 +18,15 @@ from tests.spawner.helpers import launch, wait_batch
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cli"
 MIGRATION = importlib.import_module("spawner.migrations.0023_clirate_rate_limits")
+GEMINI_MIGRATION = importlib.import_module("spawner.migrations.0024_gemini_rate_limit")
 CLIS = ("claude-code", "codex", "gemini", "aider")
 # The recorded give-ups after a 429, and the exit code each CLI ended with.
 RATE_LIMITED = {
     "claude-code.rate-limit.log": ("claude-code", 1),
     "codex.rate-limit.log": ("codex", 1),
     "aider.rate-limit.log": ("aider", 0),
+    "gemini.rate-limit.log": ("gemini", 173),
+    "gemini.rate-limit-bare.log": ("gemini", 173),
 }
 TAIL_BYTES = 8192  # what the engine reads of the log (execution._rate_limited)
 
@@ -52,7 +55,8 @@ def test_every_coding_preset_has_a_pattern_that_compiles():
     for name in CLIS:
         re.compile(preset(name)["rate_limit_pattern"])
         assert len(preset(name)["rate_limit_pattern"]) <= 300, "it fits AgentType.rate_limit_pattern"
-        assert MIGRATION.PATTERNS[name] == preset(name)["rate_limit_pattern"], "the migration ships the same"
+        shipped = GEMINI_MIGRATION.AFTER if name == "gemini" else MIGRATION.PATTERNS[name]
+        assert shipped == preset(name)["rate_limit_pattern"], "the migrations ship the same"
 
 
 @pytest.mark.parametrize(("fixture", "cli", "exit_code"), [(f, *v) for f, v in RATE_LIMITED.items() if v[1]])
@@ -63,6 +67,34 @@ def test_a_recorded_429_give_up_is_a_rate_limit(fixture, cli, exit_code):
 def test_claude_code_and_codex_advise_no_delay_so_the_default_wait_applies():
     assert advised_in_text(tail("claude-code.rate-limit.log")) is None
     assert advised_in_text(tail("codex.rate-limit.log")) is None
+
+
+def test_gemini_gives_up_on_a_429_with_its_json_error_and_advises_the_apis_delay():
+    # Gemini CLI 0.61.0 exits with the error's code: 429 % 256.
+    quota, bare = tail("gemini.rate-limit.log"), tail("gemini.rate-limit-bare.log")
+    for text in (quota, bare):
+        assert agent_output.parse_gemini(text).is_error
+        assert '"code": 429' in text
+    assert "exceeded your current quota" in quota and advised_in_text(quota) == 1, "'Suggested retry after 1s.'"
+    # The API's bare RESOURCE_EXHAUSTED: only the JSON error's code names the 429 (the status is not printed).
+    assert "RESOURCE_EXHAUSTED" not in bare and "Resource has been exhausted" in bare
+    assert not limited("gemini", bare.replace('"code": 429', '"code": 0'), 173)
+    old = GEMINI_MIGRATION.BEFORE
+    assert not cli_rate_limited(exit_code=173, output_tail=bare, pattern=old, exit_codes=[]), "what 0024 fixed"
+    assert advised_in_text(bare) is None
+
+
+@pytest.mark.django_db
+def test_the_gemini_migration_moves_only_the_pattern_as_shipped():
+    AgentType.objects.update_or_create(name="gemini", defaults={"argv": ["gemini"], "rate_limit_pattern": ""})
+    AgentType.objects.filter(name="gemini").update(rate_limit_pattern=GEMINI_MIGRATION.BEFORE)
+    GEMINI_MIGRATION.gemini_429(apps, None)
+    assert AgentType.objects.get(name="gemini").rate_limit_pattern == presets.GEMINI_RATE_LIMIT
+    GEMINI_MIGRATION.gemini_documented(apps, None)
+    assert AgentType.objects.get(name="gemini").rate_limit_pattern == GEMINI_MIGRATION.BEFORE
+    AgentType.objects.filter(name="gemini").update(rate_limit_pattern="mine")
+    GEMINI_MIGRATION.gemini_429(apps, None)
+    assert AgentType.objects.get(name="gemini").rate_limit_pattern == "mine", "an admin's pattern is kept"
 
 
 def test_aider_gives_up_on_a_429_with_exit_0_and_its_output_says_so():
@@ -131,7 +163,8 @@ def test_codex_reconnecting_after_a_429_then_failing_otherwise_is_not_a_rate_lim
 @pytest.mark.parametrize(
     "text",
     [
-        # From Gemini CLI's documentation and reported output: not recorded from a real run.
+        # From Gemini CLI's documentation and reported output (other output formats; the recorded
+        # JSON give-ups are in tests/fixtures/cli/gemini.rate-limit*.log).
         "[API Error: You have exhausted your capacity on this model. Your quota will reset after 2h52m39s.]",
         "API error: 429 - Resource exhausted",
         '{"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}}',

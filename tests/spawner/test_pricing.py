@@ -42,6 +42,35 @@ def test_unknown_model_or_no_model_or_missing_cache_price_is_unknown_with_the_re
     assert cost is None and "several models" in note
 
 
+def test_tokens_split_per_model_price_each_model_at_its_rate():
+    prices = [*PRICES, pricing.Price("gemini-*-flash-lite", 0.1, 0.4, 0.01, None, "2026-11-26")]
+    split = {
+        "gemini-2.5-pro": {"input_tokens": 1_000_000, "output_tokens": 100_000, "cache_read_tokens": 1_000_000},
+        "gemini-2.5-flash-lite": {"input_tokens": 1_000_000, "cache_read_tokens": 1_000_000},
+        "not-named": {"input_tokens": 5},
+    }
+    usage = pricing.record(
+        input_tokens=2_000_000,
+        output_tokens=100_000,
+        cache_read_tokens=2_000_000,
+        models=["gemini-2.5-flash-lite", "gemini-2.5-pro"],
+        per_model=split,
+    )
+    assert set(usage["per_model"]) == {"gemini-2.5-flash-lite", "gemini-2.5-pro"}
+    assert usage["per_model"]["gemini-2.5-flash-lite"]["output_tokens"] == 0
+    cost, note = pricing.cost_of(usage, prices)
+    assert cost == pytest.approx((0.1 + 0.01) + (1.25 + 1.0 + 0.31))
+    assert note == "from the price table: gemini-*-flash-lite (entered 2026-11-26), gemini-2.5-pro"
+    cost, note = pricing.cost_of(usage, PRICES)
+    assert cost is None and note == "no price for model 'gemini-2.5-flash-lite' in the price table"
+    unsplit = pricing.record(input_tokens=5, models=["gemini-2.5-pro", "gpt-5"], per_model={"gpt-5": {}})
+    assert pricing.cost_of(unsplit, PRICES) == (
+        None,
+        "tokens of several models (gemini-2.5-pro, gpt-5) are not split per model",
+    )
+    assert "per_model" not in pricing.record(input_tokens=5, models=["m"], per_model="junk")
+
+
 def test_priced_keeps_a_stated_cost_and_falls_back_to_the_result_files():
     stated = pricing.priced(pricing.record(input_tokens=5, cost_usd=0.5, models=["llama"]), PRICES)
     assert stated["cost_usd"] == 0.5 and stated["cost_note"] == ""

@@ -1,4 +1,4 @@
-"""The coding-agent presets with the real Claude Code, Codex and aider CLIs (`make agents`), a
+"""The coding-agent presets with the real Claude Code, Codex, Gemini and aider CLIs (`make agents`), a
 real cluster, and a scripted model server: the CLIs really edit files, the prompt is never an
 option, the final message becomes the run's result, writes outside the run's directory are
 refused, and a 429 the CLI gave up on is a rate limit. Without the CLIs these tests skip (they
@@ -6,6 +6,7 @@ fail with CI=true)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from spawner import presets
-from spawner.models import AgentRun, AgentType, Aggregation, Role
+from spawner.models import AgentRun, AgentType, Aggregation, ModelPrice, Role
 from tests.spawner.helpers import launch, wait_batch
 from tests.support import clis
 from tests.support import model_server as ms
@@ -21,6 +22,7 @@ from tests.support import model_server as ms
 pytestmark = [pytest.mark.integration, pytest.mark.real_cli, pytest.mark.timeout(180)]
 
 ROOT = Path(__file__).resolve().parents[2]
+TODAY = datetime.date(2026, 11, 26)
 # A prompt that starts like an option: the old presets passed it as argv and `claude -p "--version"`
 # printed the version instead of asking the model.
 DASH_PROMPT = "--version is not what I want: put a greeting in hello.txt"
@@ -34,6 +36,11 @@ def claude():
 @pytest.fixture
 def codex():
     return clis.require("codex")
+
+
+@pytest.fixture
+def gemini():
+    return clis.require("gemini")
 
 
 @pytest.fixture
@@ -138,6 +145,72 @@ def test_claude_code_rate_limited_waits_and_succeeds_without_spending_a_retry(cl
     assert first.status == "rate_limited" and first.error == "rate limited: exit code 1, retry after 1 s", first.error
     assert second.status == "succeeded" and run.result["summary"] == "Fine now."
     assert (second.started_at - first.finished_at).total_seconds() >= 0.9
+    assert run.retries == 0 and not batch.escalations.exists(), "the wait spent no retry (retries: 0)"
+
+
+def test_gemini_edits_its_directory_only_and_its_final_message_and_usage_are_the_result(
+    gemini, cluster, server, tmp_path
+):
+    clis.install_gemini(server, tmp_path / "gemini-home")
+    repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
+    outside = tmp_path / "outside.txt"
+    server.script(
+        [
+            ms.tools(ms.gemini_replace("hello.txt", "hello", "hello, world")),
+            ms.tools(ms.gemini_write("notes/new.txt", "written by gemini\n")),
+            ms.tools(ms.gemini_write(str(outside), "escaped\n")),
+            ms.tools(ms.call("run_shell_command", {"command": f"touch {outside}"})),
+            ms.text('Greeted the world.\n\n```json\n{"summary": "greeted", "verdict": "pass"}\n```'),
+        ]
+    )
+
+    batch = wait_batch(launch(one_task("gemini", DASH_PROMPT), repo), timeout=150)
+
+    run = AgentRun.objects.get(batch=batch)
+    assert batch.status == "succeeded", run.output_tail
+    assert (repo / "hello.txt").read_text() == "hello, world\n"
+    assert (repo / "notes" / "new.txt").read_text() == "written by gemini\n"
+    assert not outside.exists(), "a write outside the run's directory was refused (and no shell tool offered)"
+    requests = agent_requests_of(server, "gemini")
+    assert requests[0].first_user_text().rstrip().endswith(DASH_PROMPT), "the prompt reached the model as the prompt"
+    said = requests[-1].prompt_text()
+    assert "Path not in workspace" in said and 'Tool "run_shell_command" not found' in said
+    clis.record(run, "gemini.text")
+    # The router's question (no tools) went to a second model: each model's tokens, as the CLI counted.
+    usage = run.attempts.get().usage
+    assert usage["source"] == "cli" and len(usage["models"]) == 2, usage
+    assert {m for m in usage["per_model"]} == set(usage["models"])
+    assert usage["input_tokens"] > 0 and usage["cache_read_tokens"] > 0 and usage["output_tokens"] > 0
+    assert usage["cost_usd"] is None and "no price for model" in usage["cost_note"], "not in the seeded table"
+    assert run.result == {
+        "summary": "greeted",
+        "verdict": "pass",
+        "tokens": usage["input_tokens"] + usage["output_tokens"] + usage["cache_read_tokens"],
+    }
+
+
+def test_gemini_rate_limited_waits_and_succeeds_without_spending_a_retry(gemini, cluster, server, tmp_path):
+    # One attempt of its own (settings.json's general.maxAttempts), a model named (no router request).
+    clis.install_gemini(server, tmp_path / "gemini-home", model=ms.GEMINI_MODEL, max_attempts=1)
+    ModelPrice.objects.update_or_create(
+        model=ms.GEMINI_MODEL,
+        defaults={"input_per_mtok": 1.25, "output_per_mtok": 10, "cache_read_per_mtok": 0.31, "entered_on": TODAY},
+    )
+    repo = clis.git_repo(tmp_path / "repo", {"hello.txt": "hello\n"})
+    # The API's per-minute quota error with its RetryInfo: Gemini CLI prints "Suggested retry after 1s."
+    server.rate_limit("gemini", times=1, retry_after="1")
+    server.script([ms.text("Fine now.")])
+
+    batch = wait_batch(launch(one_task("gemini", "say hello"), repo), timeout=60)
+
+    run = AgentRun.objects.get(batch=batch)
+    assert batch.status == "succeeded", run.output_tail
+    assert server.rate_limited == 1
+    first, second = run.attempts.order_by("number")
+    # Gemini CLI exits with its error's code, 429, which the OS cuts to 429 % 256.
+    assert first.status == "rate_limited" and first.error == "rate limited: exit code 173, retry after 1 s", first.error
+    assert second.status == "succeeded" and run.result["summary"] == "Fine now."
+    assert second.usage["models"] == [ms.GEMINI_MODEL] and second.usage["cost_usd"] > 0, "the seeded price"
     assert run.retries == 0 and not batch.escalations.exists(), "the wait spent no retry (retries: 0)"
 
 

@@ -138,22 +138,38 @@ def claimed_number(batch, key, number):
     return attempt
 
 
-def test_gemini_documented_json_priced_from_the_seeded_table(db, logs, tmp_path):
-    # No recorded Gemini output yet: the documented shape (see test_agent_output.py).
+def test_gemini_recorded_json_each_model_priced_at_its_own_rate(db, logs, tmp_path):
+    # Gemini CLI 0.61.0: its model router (flash-lite) and the model it picked, tokens split per model.
     AgentType.objects.create(name="gemini-like", argv=["true"], output_format="gemini-json")
-    ModelPrice.objects.update_or_create(
-        model="gemini-2.5-pro",
-        defaults=dict(
-            input_per_mtok=1.25, output_per_mtok=10, cache_read_per_mtok=0.31, entered_on=datetime.date(2026, 11, 26)
-        ),
+    text = (FIXTURES / "gemini.fenced.log").read_text()
+    models = json.loads(text[text.index("\n{") :])["stats"]["models"]
+    router, main = list(models)
+    prices = {router: (0.1, 0.4, 0.01), main: (0.5, 3.0, 0.05)}
+    expected = 0.0
+    for model, (i, o, c) in prices.items():
+        t = models[model]["tokens"]
+        expected += (t["input"] * i + (t["candidates"] + t["thoughts"]) * o + t["cached"] * c) / 1_000_000
+    day = datetime.date(2026, 11, 26)
+    ModelPrice.objects.create(
+        model=router, input_per_mtok=0.1, output_per_mtok=0.4, cache_read_per_mtok=0.01, entered_on=day
     )
-    doc = {
-        "response": "Done.",
-        "stats": {"models": {"gemini-2.5-pro": {"tokens": {"prompt": 1_000_000, "candidates": 100_000, "cached": 0}}}},
-    }
     batch, attempt = one_run(tmp_path, "gemini-like")
-    run = finish(attempt, log="Loaded cached credentials.\n" + json.dumps(doc, indent=2) + "\n")
-    assert run.usage["models"] == ["gemini-2.5-pro"] and run.cost_usd == pytest.approx(1.25 + 1.0)
+    run = finish(attempt, log=text)
+    u = run.usage
+    assert u["source"] == "cli" and u["models"] == [router, main]
+    attempt.refresh_from_db()
+    assert attempt.usage["per_model"][main]["cache_read_tokens"] == models[main]["tokens"]["cached"] > 0
+    assert run.cost_usd is None and u["cost_note"] == f"no price for model '{main}' in the price table"
+
+    ModelPrice.objects.create(
+        model=main, input_per_mtok=0.5, output_per_mtok=3.0, cache_read_per_mtok=0.05, entered_on=day
+    )
+    batch, attempt = one_run(tmp_path, "gemini-like", key="b")
+    run = finish(attempt, log=text)
+    assert run.cost_usd == pytest.approx(expected) and expected > 0
+    entered = "(entered 2026-11-26)"
+    attempt.refresh_from_db()
+    assert attempt.usage["cost_from"] == f"from the price table: {router} {entered}, {main} {entered}"
 
 
 def test_a_cancelled_attempts_usage_is_recorded_by_the_worker_that_stopped_it(db, logs, tmp_path, agent_types):

@@ -3,6 +3,7 @@ their preset agent types pointed at a scripted model server, with dummy keys and
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -71,6 +72,41 @@ def install_codex(server: model_server.ModelServer, home: Path):
     home.mkdir(parents=True, exist_ok=True)
     (home / "config.toml").write_text(CODEX_CONFIG.format(url=server.url))
     fields["env"] = {"CODEX_HOME": str(home), "HOME": str(home), "OPENAI_API_KEY": model_server.DUMMY_KEY}
+    name = fields.pop("name")
+    agent_type, _ = AgentType.objects.update_or_create(name=name, defaults=fields)
+    return agent_type
+
+
+def gemini_settings(max_attempts: int | None = None) -> dict:
+    """Gemini CLI's settings.json: API-key auth (with GOOGLE_GEMINI_BASE_URL set and no auth
+    selected, Gemini CLI 0.61.0 picks "gateway" and refuses it: "Invalid auth method selected."),
+    no usage statistics, no update checks; `max_attempts`: its own retries of the main model."""
+    settings: dict = {
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "privacy": {"usageStatisticsEnabled": False},
+        "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+    }
+    if max_attempts is not None:
+        settings["general"]["maxAttempts"] = max_attempts
+    return settings
+
+
+def install_gemini(server: model_server.ModelServer, home: Path, model: str = "", max_attempts: int | None = None):
+    """The gemini preset as shipped, the Gemini API behind the scripted server (GOOGLE_GEMINI_BASE_URL)
+    with a dummy key. No `model`: Gemini CLI's own choice (its router asks a flash-lite model first)."""
+    from spawner.models import AgentType
+
+    fields = preset("gemini")
+    fields["argv"] = [str(require("gemini")), *fields["argv"][1:]]
+    (home / ".gemini").mkdir(parents=True, exist_ok=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps(gemini_settings(max_attempts), indent=2))
+    fields["env"] = {
+        "HOME": str(home),
+        "GEMINI_API_KEY": model_server.DUMMY_KEY,
+        "GOOGLE_GEMINI_BASE_URL": server.url,
+    }
+    if model:
+        fields["env"]["GEMINI_MODEL"] = model
     name = fields.pop("name")
     agent_type, _ = AgentType.objects.update_or_create(name=name, defaults=fields)
     return agent_type

@@ -18,10 +18,16 @@ It speaks, on 127.0.0.1 and a random port:
   else one ``chat.completion``. What it answers is scripted with ``server.chat(...)``: an answer
   streamed token by token (``server.token_delay`` seconds apart), an HTTP error, a 429 with
   Retry-After, or a stream cut after some tokens; ``server.chat_disconnects`` counts the streams
-  whose client went away before the end (a cancel).
+  whose client went away before the end (a cancel);
+- the Gemini API as Gemini CLI calls it through ``GOOGLE_GEMINI_BASE_URL`` (API-key auth):
+  ``POST /v1beta/models/{model}:streamGenerateContent?alt=sse`` streamed as unnamed ``data:``
+  events, each a ``GenerateContentResponse`` (text parts, then ``functionCall`` parts, the last one
+  with ``finishReason`` and ``usageMetadata``), ``:generateContent`` as one such response (its
+  model router and other side requests: those offering no tools), and ``:countTokens``.
 
 ``server.rate_limit(api, times=...)`` makes the next requests to an API (``"anthropic"``:
-``/v1/messages``; ``"openai"``: ``/v1/responses``) answer 429 with a ``Retry-After`` header and
+``/v1/messages``; ``"openai"``: ``/v1/responses``; ``"gemini"``: ``:generateContent`` and
+``:streamGenerateContent``) answer 429 with a ``Retry-After`` header and
 that API's error body, as the real APIs do when a key is over its limit; ``server.rate_limited``
 counts the 429s sent. ``server.api_error(api, status)`` answers another error status the same way.
 
@@ -30,8 +36,8 @@ recorded, so a test can see it).
 
 A test scripts what the model answers: ``server.script(turns, when="text in the prompt")``.
 Each turn is ``text("...")``, ``tools(call, ...)`` (``claude_write``, ``claude_edit``,
-``claude_bash``, ``codex_shell``, ``codex_patch``, or any ``call(name, input)``), or a
-function of the request that returns a turn. The turn a
+``claude_bash``, ``codex_shell``, ``codex_patch``, ``gemini_write``, ``gemini_replace``, or any
+``call(name, input)``), or a function of the request that returns a turn. The turn a
 request gets is the number of assistant turns already in its conversation, so several agents
 can talk to one server at once and each follows its own script; once a script is used up, the
 last turn repeats (a text answer ends the agent's loop). Requests the CLI makes on the side
@@ -56,6 +62,7 @@ from urllib.parse import urlsplit
 
 MODEL = "claude-sonnet-4-5"
 CODEX_MODEL = "gpt-5-codex"
+GEMINI_MODEL = "gemini-2.5-pro"
 DUMMY_KEY = "sk-test-not-a-real-key"
 
 
@@ -112,6 +119,14 @@ def codex_patch(patch: str) -> Call:
     return Call("$apply_patch", {"input": patch})
 
 
+def gemini_write(path: str, content: str) -> Call:
+    return Call("write_file", {"file_path": path, "content": content})
+
+
+def gemini_replace(path: str, old: str, new: str) -> Call:
+    return Call("replace", {"file_path": path, "instruction": "scripted", "old_string": old, "new_string": new})
+
+
 @dataclass
 class ChatReply:
     """What `POST /v1/chat/completions` answers, for requests whose user message contains `when`."""
@@ -130,7 +145,7 @@ class ChatReply:
 class ApiError:
     """An error answer (a 429 unless told) for the requests to one API (see ModelServer.rate_limit)."""
 
-    api: str  # "anthropic" | "openai"
+    api: str  # "anthropic" | "openai" | "gemini"
     times: int | None = None  # this many requests, then answers resume; None: every one
     retry_after: str | None = "3"
     status: int = 429
@@ -140,8 +155,42 @@ class ApiError:
 RATE_LIMIT_MESSAGE = "This request would exceed the rate limit for your organization. Please try again later."
 
 
-def rate_limit_body(api: str, message: str = "") -> dict:
+# What the Gemini API sends with a per-minute quota's 429 (google.rpc.Status with its details).
+GEMINI_QUOTA_METRIC = "generativelanguage.googleapis.com/generate_content_paid_tier_input_token_count"
+
+
+def gemini_error(status: int, message: str, details: list | None = None) -> dict:
+    names = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}
+    status_name = names.get(status, "INTERNAL")
+    return {"error": {"code": status, "message": message, "status": status_name, "details": details or []}}
+
+
+def rate_limit_body(api: str, message: str = "", retry_after: str | None = None) -> dict:
     """The error body each real API sends with its 429."""
+    if api == "gemini":
+        # With a message of its own: the bare status the API also answers (no quota, no retry delay).
+        if message:
+            return gemini_error(429, message)
+        delay = f"{retry_after or 3}s"
+        text = (
+            "You exceeded your current quota, please check your plan and billing details. For more "
+            "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n"
+            f"* Quota exceeded for metric: {GEMINI_QUOTA_METRIC}, limit: 1000000\nPlease retry in {delay}."
+        )
+        violation = {
+            "quotaMetric": GEMINI_QUOTA_METRIC,
+            "quotaId": "GenerateContentPaidTierInputTokensPerModelPerMinute",
+            "quotaDimensions": {"location": "global", "model": GEMINI_MODEL},
+            "quotaValue": "1000000",
+        }
+        return gemini_error(
+            429,
+            text,
+            [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay},
+            ],
+        )
     if api == "anthropic":
         return {"type": "error", "error": {"type": "rate_limit_error", "message": message or RATE_LIMIT_MESSAGE}}
     return {
@@ -154,10 +203,12 @@ def rate_limit_body(api: str, message: str = "") -> dict:
     }
 
 
-def error_body(api: str, status: int, message: str = "") -> dict:
+def error_body(api: str, status: int, message: str = "", retry_after: str | None = None) -> dict:
     """The error body each real API sends with this status."""
     if status == 429:
-        return rate_limit_body(api, message)
+        return rate_limit_body(api, message, retry_after)
+    if api == "gemini":
+        return gemini_error(status, message or f"scripted {status}")
     if api == "anthropic":
         return {"type": "error", "error": {"type": "api_error", "message": f"scripted {status}"}}
     return {"error": {"message": f"scripted {status}", "type": "server_error", "param": None, "code": None}}
@@ -186,6 +237,8 @@ class Request:
             return "openai"
         if self.path.endswith("/chat/completions"):
             return "chat"
+        if self.path.endswith((":generateContent", ":streamGenerateContent")):
+            return "gemini"
         return "other"
 
     def prompt_text(self) -> str:
@@ -194,7 +247,9 @@ class Request:
 
     def system_text(self) -> str:
         body = self.body if isinstance(self.body, dict) else {}
-        return "\n".join(_texts(body.get("system"))) + "\n".join(_texts(body.get("instructions")))
+        return "\n".join(
+            _texts(body.get("system")) + _texts(body.get("instructions")) + _texts(body.get("systemInstruction"))
+        )
 
     def result_file(self) -> str:
         """The result file the Claude Code preset names in the system prompt (what a model would read)."""
@@ -218,7 +273,32 @@ class Request:
                 for i in items or []
                 if isinstance(i, dict) and i.get("role") == "user"
             )
+        if self.api == "gemini":
+            # Gemini CLI sends its session context, then the prompt, as two user contents.
+            return "\n".join(
+                part["text"]
+                for c in body.get("contents") or []
+                if c.get("role") == "user"
+                for part in c.get("parts") or []
+                if isinstance(part.get("text"), str)
+            )
         return ""
+
+
+# Where the APIs keep text: Anthropic's and OpenAI's keys, then Gemini's (contents, parts, and
+# a function's response: its output or error).
+_TEXT_KEYS = (
+    "text",
+    "content",
+    "input",
+    "output",
+    "messages",
+    "contents",
+    "parts",
+    "functionResponse",
+    "response",
+    "error",
+)
 
 
 def _texts(node) -> list[str]:
@@ -228,7 +308,7 @@ def _texts(node) -> list[str]:
         return [t for n in node for t in _texts(n)]
     if isinstance(node, dict):
         out = []
-        for key in ("text", "content", "input", "output", "messages"):
+        for key in _TEXT_KEYS:
             if key in node and not (key == "input" and node.get("type") == "tool_use"):
                 out += _texts(node[key])
         return out
@@ -329,6 +409,16 @@ class ModelServer:
         """The requests of agent loops (tools offered), in order received."""
         return [r for r in self.requests if _offers_tools(r) and (api is None or r.api == api)]
 
+    def gemini_turn_for(self, request: Request) -> Turn:
+        """As turn_for; a side request that asks for JSON (Gemini CLI's model router) gets the
+        router's answer: a simple task, so the router picks its flash model."""
+        body = request.body if isinstance(request.body, dict) else {}
+        config = body.get("generationConfig") or {}
+        schema = config.get("responseJsonSchema") or config.get("responseSchema") or {}
+        if not _offers_tools(request) and "complexity_score" in (schema.get("properties") or {}):
+            return text(json.dumps({"complexity_reasoning": "Scripted: a simple task.", "complexity_score": 10}))
+        return self.turn_for(request)
+
     def next_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
 
@@ -351,6 +441,8 @@ def _offers_tools(request: Request) -> bool:
 
 def _assistant_turns(request: Request) -> int:
     body = request.body
+    if request.api == "gemini":
+        return sum(1 for c in body.get("contents") or [] if c.get("role") == "model")
     if request.api == "anthropic":
         return sum(1 for m in body.get("messages") or [] if m.get("role") == "assistant")
     items = body.get("input") or []
@@ -414,7 +506,7 @@ def _handler(server: ModelServer):
             error = None if request.path.startswith("/v1/messages/count_tokens") else server.api_error_for(request)
             if error is not None:
                 extra = {"Retry-After": error.retry_after} if error.retry_after is not None else {}
-                self._json(error.status, error_body(error.api, error.status, error.message), extra)
+                self._json(error.status, error_body(error.api, error.status, error.message, error.retry_after), extra)
             elif request.path.startswith("/v1/messages/count_tokens"):
                 self._json(200, {"input_tokens": max(1, len(json.dumps(body)) // 4)})
             elif request.path.startswith("/v1/messages"):
@@ -427,6 +519,14 @@ def _handler(server: ModelServer):
                 self._sse(_responses_events(server, request, server.turn_for(request)), named=True)
             elif request.path.endswith("/chat/completions"):
                 self._chat(request, body)
+            elif request.path.endswith(":countTokens"):
+                self._json(200, {"totalTokens": max(1, len(json.dumps(body)) // 4)})
+            elif request.api == "gemini":
+                responses = _gemini_responses(server, request, server.gemini_turn_for(request))
+                if request.path.endswith(":streamGenerateContent"):
+                    self._sse(((None, r) for r in responses), named=False)
+                else:
+                    self._json(200, _gemini_merged(list(responses)))
             else:
                 self._json(200, {})
 
@@ -751,3 +851,59 @@ def _responses_events(server: ModelServer, request: Request, turn: Turn):
         "total_tokens": tokens_in + tokens_out,
     }
     yield ev("response.completed", {"response": {**base, "status": "completed", "output": items, "usage": usage}})
+
+
+# --- Gemini API -------------------------------------------------------------------------------
+
+
+def _gemini_model(request: Request) -> str:
+    found = re.search(r"/models/([^/:]+):", request.path)
+    return found.group(1) if found else GEMINI_MODEL
+
+
+def _gemini_responses(server: ModelServer, request: Request, turn: Turn):
+    """The stream of GenerateContentResponse chunks: the text in pieces, then the function calls,
+    the last chunk with the finish reason and the usage: half the prompt as if read from the cache,
+    and as many thinking tokens as answer tokens (counted apart from the candidates, as Gemini does)."""
+    model = _gemini_model(request)
+    response_id = server.next_id("gemresp")
+    tokens_in, tokens_out = _usage_numbers(request, turn)
+    cached = tokens_in // 2
+    usage = {
+        "promptTokenCount": tokens_in,
+        "candidatesTokenCount": tokens_out,
+        "thoughtsTokenCount": tokens_out,
+        "totalTokenCount": tokens_in + 2 * tokens_out,
+        "cachedContentTokenCount": cached,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": tokens_in}],
+        "cacheTokensDetails": [{"modality": "TEXT", "tokenCount": cached}],
+    }
+    parts = [{"text": piece} for piece in _chunks(turn.text, 24)] if turn.text else []
+    parts += [{"functionCall": {"name": c.name, "args": c.input}} for c in turn.calls]
+    parts = parts or [{"text": ""}]
+    for i, part in enumerate(parts):
+        chunk = {
+            "candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}],
+            "modelVersion": model,
+            "responseId": response_id,
+        }
+        if i == len(parts) - 1:
+            chunk["candidates"][0]["finishReason"] = "STOP"
+            chunk["usageMetadata"] = usage
+        else:
+            chunk["usageMetadata"] = {"promptTokenCount": tokens_in, "totalTokenCount": tokens_in}
+        yield chunk
+
+
+def _gemini_merged(chunks: list[dict]) -> dict:
+    """The chunks as `:generateContent` answers them: one response, its text parts joined."""
+    parts: list[dict] = []
+    for chunk in chunks:
+        for part in chunk["candidates"][0]["content"]["parts"]:
+            if "text" in part and parts and "text" in parts[-1]:
+                parts[-1] = {"text": parts[-1]["text"] + part["text"]}
+            else:
+                parts.append(part)
+    last = chunks[-1]
+    candidate = {**last["candidates"][0], "content": {"role": "model", "parts": parts}}
+    return {**last, "candidates": [candidate]}
