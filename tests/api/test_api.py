@@ -38,11 +38,23 @@ POSTS = {
     "api-1:schedule-create",
     "api-1:schedule-pause",
     "api-1:schedule-resume",
+    # The merge queue and best of N (tests/api/test_merge_api.py).
+    "api-1:merge-step-merge",
+    "api-1:merge-step-skip",
+    "api-1:merge-step-keep-sides",
+    "api-1:merge-step-rerun",
+    "api-1:merge-step-by-hand",
+    "api-1:merge-step-resolved",
+    "api-1:merge-step-revert",
+    "api-1:merge-reset",
+    "api-1:merge-pick",
 }
 METHODS = {"api-1:template-update": "put", "api-1:template-delete": "delete", "api-1:schedule-delete": "delete"}
 WRITES = POSTS | set(METHODS)
 # Reads for admins only (a token of scope admin): tests/dashboard/test_clusters.py checks them.
 ADMIN_GETS = {"api-1:clusters"}
+# Reads of a batch's merge queue (a 404 for this file's batch, which has none): tests/api/test_merge_api.py.
+MERGE_GETS = {"api-1:batch-merge", "api-1:merge-candidates"}
 
 
 def is_problem(response, status: int) -> dict:
@@ -65,6 +77,8 @@ def ids(reviewed):
         "escalation_id": Escalation.objects.get(batch=reviewed).id,
         "template_id": template.id,
         "schedule_id": services.schedule_create(template=template, cron="0 3 * * *", actor=reviewed.owner).id,
+        # No merge step: the token is checked before the step is looked up (a 401, or a read token's 403).
+        "step_id": 999_999,
     }
 
 
@@ -106,7 +120,7 @@ def test_every_endpoint_needs_a_token(ids, name, route, token_for, member):
         is_problem(call({"Authorization": f"Bearer {secret}"}), 401)
 
 
-@pytest.mark.parametrize(("name", "route"), [u for u in API_URLS if u[0] not in WRITES | ADMIN_GETS])
+@pytest.mark.parametrize(("name", "route"), [u for u in API_URLS if u[0] not in WRITES | ADMIN_GETS | MERGE_GETS])
 def test_every_read_answers_a_read_token(ids, name, route, api_as, viewer, settings, tmp_path):
     log = tmp_path / "critical.log"
     log.write_bytes(b"line one\nline two\n")
