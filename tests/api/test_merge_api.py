@@ -155,6 +155,8 @@ def test_a_batch_without_a_merge_queue_or_worktrees_is_a_404(make_batch, member,
     assert "worktrees" in is_problem(api.get(f"/batches/{batch.id}/candidates"), 404)["detail"]
     is_problem(api.get("/batches/999999/merge"), 404)
     is_problem(api_as(member).post("/merge-steps/999999/skip", {}), 404)
+    is_problem(api_as(member).post(f"/merge-steps/{2**63}/skip", {}), 404)  # past what the database holds
+    is_problem(api.get(f"/batches/{2**63}/candidates"), 404)
     is_problem(api_as(member).post(f"/batches/{batch.id}/merge/reset", {}), 409)  # as the page: a refusal
 
 
