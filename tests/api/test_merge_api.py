@@ -341,14 +341,11 @@ def test_a_conflict_resolved_by_keeping_a_side_or_re_running_on_top_through_the_
     assert response.status_code == 200, response.content
     wait_steps(batch, {"a": "merged", "b": "merged", "c": "merged"})
     assert show(repo, integration(batch), "README.md") == "one\nfrom b\nthree\n"
-    # The branch back at the checkpoint, 'a' merged alone, then 'b' conflicts again: re-run on top.
-    assert api.post(f"/batches/{batch.id}/merge/reset").status_code == 200
-    assert api.post(f"/merge-steps/{found['a'].id}/merge").status_code == 200
-    wait_steps(batch, {"a": "merged", "b": "reverted", "c": "reverted"})
-    assert api.post(f"/merge-steps/{found['b'].id}/merge").status_code == 200
-    wait_steps(batch, {"a": "merged", "b": "conflict", "c": "reverted"})
+    # Another batch with the same conflict: 'b' re-run on top of the integration branch this time.
+    batch, found = conflicting_batch(repo, tmp_path)
     response = api.post(f"/merge-steps/{found['b'].id}/rerun")
     assert response.status_code == 200, response.content
-    assert response.json()["attempt"] == 2
-    wait_steps(batch, {"a": "merged", "b": "merged", "c": "reverted"}, timeout=90)
+    assert response.json()["attempt"] == 2 and response.json()["step"]["state"] == "rerunning"
+    wait_steps(batch, {"a": "merged", "b": "merged", "c": "merged"}, timeout=90)
     assert show(repo, integration(batch), "README.md") == "one\nfrom b\nthree\n"
+    assert Escalation.objects.get(batch=batch, kind="conflict").resolution == "retried"
