@@ -9,7 +9,7 @@ from django.http import Http404
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from dashboard.api import clusters, endpoints
+from dashboard.api import clusters, endpoints, merging
 from dashboard.api.auth import SessionAuth, TokenAuth, request_user
 from dashboard.api.limits import MAX_BODY_BYTES
 from dashboard.api.problems import field_errors, problem
@@ -32,15 +32,16 @@ def docs_auth(view):
 api = NinjaAPI(
     title="Spawner API",
     version="1",
-    description="Launch batches of agents, follow them, retry, read the combined result, review and resolve "
-    "escalations. Authenticate with a personal token (`Authorization: Bearer spn_…`, made on the tokens page) "
-    "or the browser's session. Errors are RFC 9457 problem details.",
+    description="Launch batches of agents, follow them, retry, read the combined result, review, resolve "
+    "escalations and work the merge queue. Authenticate with a personal token (`Authorization: Bearer spn_…`, "
+    "made on the tokens page) or the browser's session. Errors are RFC 9457 problem details.",
     auth=[TokenAuth(), SessionAuth()],
     urls_namespace="api-1",
     docs_decorator=docs_auth,
 )
 api.add_router("/", endpoints.router)
 api.add_router("/", clusters.router)  # the cluster registry (admins)
+api.add_router("/", merging.router)  # the merge queue and best of N
 
 
 def _unauthenticated():

@@ -343,3 +343,132 @@ class ClusterOut(Schema):
     heartbeat_age_seconds: float
     drain_requested_at: datetime | None
     drain_requested_by: str
+
+
+# --- the merge queue and best of N ------------------------------------------------------------
+
+
+class MergeStepOut(Schema):
+    id: int
+    position: int
+    run_id: int
+    key: str = Field(description="The run's key.")
+    state: str = Field(
+        description="queued, waiting (manual mode: a person picks it), merged, conflict, resolving (by hand), "
+        "rerunning (on top of the integration branch), gate_failed, skipped or reverted."
+    )
+    merge_commit: str
+    merged_head: str = Field(description="The run's branch head it merged.")
+    revert_commit: str
+    conflict_files: list[str]
+    conflict_kinds: dict[str, str]
+    hunks: dict[str, list[dict[str, Any]]] = Field(description="Per conflicting file: line, ours, theirs, text.")
+    gate_output: str
+    resolution: dict[str, Any] | None = Field(None, description="What a person chose: sides per file, by hand.")
+    worktree: str = Field(description="While resolving by hand: the worktree to edit.")
+    error: str
+    escalation: int | None = Field(None, description="Its open conflict or merge-gate escalation.")
+    acted_by: str | None
+    merged_at: datetime | None
+    updated_at: datetime
+    actions: list[str] = Field(
+        description="What may be done now (merge, skip, revert, keep_sides, rerun, by_hand, resolved); "
+        "the rest is refused with a 409."
+    )
+
+
+class ConflictPair(Schema):
+    a: str
+    b: str
+    files: list[str]
+
+
+class ConflictMatrix(Schema):
+    runs: list[str] = Field(description="The runs' keys, in queue order.")
+    pairs: list[ConflictPair] = Field(description="Only the pairs that conflict, with the files they conflict on.")
+    integration: dict[str, list[str]] = Field(description="Runs that conflict with the integration head: files.")
+    checked_pairs: int
+    computed_at: datetime | None
+
+
+class IntegrationOut(Schema):
+    branch: str
+    head: str
+    summary: dict[str, Any] | None = Field(None, description="files (path, added, removed), added, removed, changed.")
+    diff: str = Field(description="The integration branch against the checkpoint, as a unified diff.")
+    truncated: bool
+
+
+class MergeQueueOut(Schema):
+    batch: int
+    mode: str = Field(description="The workspace's merge mode: sequential or manual.")
+    gate: bool = Field(description="Whether a gate command checks each merge.")
+    repo: str
+    checkpoint: str
+    integration_branch: str
+    integration_head: str
+    counts: dict[str, int] = Field(description="Steps per state.")
+    steps: list[MergeStepOut]
+    matrix: ConflictMatrix | None = Field(None, description="The pre-check's conflict matrix; null before it ran.")
+    integration: IntegrationOut
+    take_commands: list[str] = Field(description="What to type to take the integration branch into your own.")
+    candidates_url: str = Field(description="Best of N: the runs side by side.")
+
+
+class MergeActionOut(Schema):
+    detail: str
+    step: MergeStepOut = Field(description="The step after the action.")
+    commit: str | None = Field(None, description="revert: the revert commit; resolved: the resolution's commit.")
+    attempt: int | None = Field(None, description="rerun: the new attempt's number.")
+    worktree: str | None = Field(None, description="by-hand: the worktree holding the conflict to edit.")
+    files: list[str] | None = Field(None, description="by-hand: the files with conflict markers.")
+
+
+class KeepSidesIn(Schema):
+    sides: dict[str, Literal["ours", "theirs"]] = Field(
+        max_length=10_000,
+        description="Every conflicting file: ours (the integration branch) or theirs (the run).",
+    )
+
+
+class MergeResetOut(Schema):
+    detail: str
+    queue: MergeQueueOut
+
+
+class CandidateStep(Schema):
+    id: int
+    state: str
+
+
+class CandidateOut(Schema):
+    id: int = Field(description="The run's id (what to pick).")
+    key: str
+    agent_type: str
+    status: str
+    error: str
+    duration_seconds: float | None
+    gate: bool | None = Field(None, description="Whether its gate passed; null without a gate.")
+    gate_exit: int | None
+    changes: dict[str, Any]
+    usage: dict[str, Any] | None
+    cost_usd: float | None
+    diff: str
+    truncated: bool
+    step: CandidateStep | None = Field(None, description="Its place in the merge queue.")
+    winner: bool = Field(description="Whether the aggregation picked it.")
+
+
+class CandidatesOut(Schema):
+    batch: int
+    aggregation: str
+    gate: bool
+    merge_mode: str
+    winner: str | None
+    verdict: Any = None
+    candidates: list[CandidateOut]
+
+
+class PickOut(Schema):
+    detail: str
+    done: list[str] = Field(description="What the pick did, one line each.")

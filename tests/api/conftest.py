@@ -18,6 +18,7 @@ from tests.dashboard.conftest import (  # noqa: F401  (fixtures)
     teammate,
     viewer,
 )
+from tests.dashboard.test_merge_pages import nine, race  # noqa: F401  (fixtures: a merge queue, best of N)
 
 
 class Api:

@@ -15,7 +15,7 @@ from django.utils import timezone
 from openapi_spec_validator import validate
 
 from spawner import services
-from spawner.models import ApiToken, Batch, Escalation, RunAttempt
+from spawner.models import AgentRun, ApiToken, Batch, Escalation, RunAttempt
 from tests.api.conftest import Api
 from tests.dashboard.test_access import walk
 
@@ -38,11 +38,23 @@ POSTS = {
     "api-1:schedule-create",
     "api-1:schedule-pause",
     "api-1:schedule-resume",
+    # The merge queue and best of N (tests/api/test_merge_api.py).
+    "api-1:merge-step-merge",
+    "api-1:merge-step-skip",
+    "api-1:merge-step-keep-sides",
+    "api-1:merge-step-rerun",
+    "api-1:merge-step-by-hand",
+    "api-1:merge-step-resolved",
+    "api-1:merge-step-revert",
+    "api-1:merge-reset",
+    "api-1:merge-pick",
 }
 METHODS = {"api-1:template-update": "put", "api-1:template-delete": "delete", "api-1:schedule-delete": "delete"}
 WRITES = POSTS | set(METHODS)
 # Reads for admins only (a token of scope admin): tests/dashboard/test_clusters.py checks them.
 ADMIN_GETS = {"api-1:clusters"}
+# Reads of a batch's merge queue (a 404 for this file's batch, which has none): tests/api/test_merge_api.py.
+MERGE_GETS = {"api-1:batch-merge", "api-1:merge-candidates"}
 
 
 def is_problem(response, status: int) -> dict:
@@ -65,6 +77,8 @@ def ids(reviewed):
         "escalation_id": Escalation.objects.get(batch=reviewed).id,
         "template_id": template.id,
         "schedule_id": services.schedule_create(template=template, cron="0 3 * * *", actor=reviewed.owner).id,
+        # No merge step: the token is checked before the step is looked up (a 401, or a read token's 403).
+        "step_id": 999_999,
     }
 
 
@@ -106,7 +120,7 @@ def test_every_endpoint_needs_a_token(ids, name, route, token_for, member):
         is_problem(call({"Authorization": f"Bearer {secret}"}), 401)
 
 
-@pytest.mark.parametrize(("name", "route"), [u for u in API_URLS if u[0] not in WRITES | ADMIN_GETS])
+@pytest.mark.parametrize(("name", "route"), [u for u in API_URLS if u[0] not in WRITES | ADMIN_GETS | MERGE_GETS])
 def test_every_read_answers_a_read_token(ids, name, route, api_as, viewer, settings, tmp_path):
     log = tmp_path / "critical.log"
     log.write_bytes(b"line one\nline two\n")
@@ -187,6 +201,73 @@ def test_someone_elses_batch_is_refused_where_the_browser_refuses(member, viewer
     # Its owner may cancel it, once; the second time does not apply (409), never a 500.
     assert api_as(member).post(f"/batches/{batch.id}/cancel").status_code == 200
     assert "not running" in is_problem(api_as(member).post(f"/batches/{batch.id}/cancel"), 409)["detail"]
+
+
+def test_someone_elses_runs_and_escalations_are_refused_where_the_browser_refuses(
+    reviewed, member, viewer, teammate, launcher, reviewer, make_batch, api_as
+):
+    """mia's batches, acted on by others through the API and through the browser's buttons: the same
+    answer for the same person (batches are not hidden from others in either), and nothing changes."""
+    from spawner.models import RunEvent
+
+    failed = reviewed.runs.get(key="critical")  # failed; its P0 escalation is open
+    escalation = Escalation.objects.get(batch=reviewed)
+    pending = make_batch(member).runs.get(key="build")  # not ended: may be cancelled
+    cases = [
+        # (what, API path and body, browser path and form, who is refused)
+        ("retry", (f"/runs/{failed.id}/retry", None), (f"/runs/{failed.id}/retry/", {}), (viewer, teammate, reviewer)),
+        (
+            "cancel",
+            (f"/runs/{pending.id}/cancel", None),
+            (f"/runs/{pending.id}/cancel/", {}),
+            (viewer, teammate, launcher, reviewer),
+        ),
+        (
+            "assign",
+            (f"/escalations/{escalation.id}/assign", {"assignee": teammate.username}),
+            (f"/escalations/{escalation.id}/assign/", {"assignee": teammate.id}),
+            (viewer, teammate, launcher),
+        ),
+        (
+            "resolve",
+            (f"/escalations/{escalation.id}/resolve", {"action": "accept", "note": "fine"}),
+            (f"/escalations/{escalation.id}/resolve/", {"action": "accept", "note": "fine"}),
+            (viewer, teammate, launcher),
+        ),
+        (
+            "resolve by retrying",  # may resolve, may not launch: the retry is refused
+            (f"/escalations/{escalation.id}/resolve", {"action": "retry"}),
+            (f"/escalations/{escalation.id}/resolve/", {"action": "retry"}),
+            (reviewer,),
+        ),
+    ]
+
+    def snapshot():
+        return (
+            list(AgentRun.objects.order_by("id").values_list("status", "attempt")),
+            list(Escalation.objects.values_list("state", "assignee_id", "resolution")),
+            RunEvent.objects.count(),
+        )
+
+    before = snapshot()
+    for what, (api_path, body), (page_path, form), refused in cases:
+        for user in refused:
+            detail = is_problem(api_as(user).post(api_path, body if body is not None else {}), 403)["detail"]
+            assert "permission" in detail, (what, user.username, detail)
+            browser = Client()
+            browser.force_login(user)
+            answer = browser.post(page_path, form, headers={"HX-Request": "true"})
+            assert answer.status_code == 403, (what, user.username, answer.status_code)
+    assert snapshot() == before
+    # Whom the browser lets act on mia's batches, the API lets too: the owner cancels her own run
+    # without the cancel permission; a launcher retries her failed run; a reviewer assigns and accepts.
+    assert not member.has_perm("spawner.cancel_batch")
+    assert api_as(member).post(f"/runs/{pending.id}/cancel").status_code == 200
+    assert api_as(reviewer).post(f"/escalations/{escalation.id}/assign", {"assignee": "rey"}).status_code == 200
+    response = api_as(reviewer).post(f"/escalations/{escalation.id}/resolve", {"action": "accept", "note": "ok"})
+    assert response.status_code == 200 and response.json()["resolved_by"] == "rey"
+    assert api_as(launcher).post(f"/runs/{failed.id}/retry").status_code == 200
+    assert AgentRun.objects.get(id=failed.id).attempt == 2
 
 
 def test_launching_needs_the_permission(viewer, reviewer, api_as, agent_types):
