@@ -174,6 +174,7 @@ def batch_launch(
             f"{cost['confirm_reason']}: send confirm_cost=true to launch it",
             estimate_usd=cost["estimate_usd"],
             confirm_above_usd=cost["confirm_above_usd"],
+            unknown_paid=cost["unknown_paid"],
         )
 
     def launch() -> Batch:

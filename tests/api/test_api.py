@@ -322,8 +322,8 @@ def test_a_launch_above_the_cost_to_confirm_needs_confirm_cost(member, api_as, w
 
     body = is_problem(api.post("/batches", costly(0.75, 0.75)), 409)
     assert body["type"] == "/api/problems/refused"
-    assert body["detail"] == "the estimated cost $1.50 is above 1.0 USD: send confirm_cost=true to launch it"
-    assert (body["estimate_usd"], body["confirm_above_usd"]) == (1.5, 1.0)
+    assert body["detail"] == "the estimated cost $1.50 is above $1.00: send confirm_cost=true to launch it"
+    assert (body["estimate_usd"], body["confirm_above_usd"], body["unknown_paid"]) == (1.5, 1.0, [])
     assert not Batch.objects.exists()
     unreadable = is_problem(api.post("/batches?confirm_cost=perhaps", costly(0.75, 0.75)), 422)
     assert "confirm_cost" in unreadable["detail"] and not Batch.objects.exists()

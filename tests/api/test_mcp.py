@@ -412,7 +412,7 @@ def test_a_launch_above_the_cost_to_confirm_needs_confirm_cost(
     refused, confirmed, at_threshold = anyio.run(in_memory, as_token(token_for(member, "launch")), launches, tmp_path)
     assert refused.isError
     said = data(refused)
-    assert said["error"] == "the estimated cost $1.50 is above 1.0 USD: call again with confirm_cost=true to launch it"
+    assert said["error"] == "the estimated cost $1.50 is above $1.00: call again with confirm_cost=true to launch it"
     assert (said["cost"]["estimate_usd"], said["cost"]["confirm_above_usd"], said["cost"]["needs_confirm"]) == (
         1.5,
         1.0,
