@@ -4,6 +4,14 @@ from dataclasses import dataclass
 
 from django.core.exceptions import PermissionDenied
 
+PROBLEM_TYPES = "/api/problems/"  # each problem type's page (dashboard.api.problem_pages)
+
+
+def problem_type(slug: str) -> str:
+    """The `type` URI of a problem details answer, the page that explains it: `/api/problems/<slug>`.
+    The one spelling for the REST API (dashboard.api.problems) and the MCP endpoint (spawner.mcp.http)."""
+    return PROBLEM_TYPES + slug
+
 
 class ActionRefused(Exception):
     """The action does not apply to the object in its current state; the message says why."""

@@ -652,8 +652,8 @@ class WebhookDelivery(models.Model):
 
 
 class PersonalWebhook(models.Model):
-    """A person's own notification address: what concerns them (an escalation assigned to them) is
-    also sent here, signed like every webhook. Set on their tokens page."""
+    """A person's own notification address: what concerns them (an escalation assigned to them, a
+    review requested of them) is also sent here, signed like every webhook. Set on their tokens page."""
 
     class Format(models.TextChoices):
         JSON = "json", "JSON (signed)"

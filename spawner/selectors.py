@@ -17,8 +17,7 @@ from spawner.core import aggregation, changes, logview, masking, planning, prici
 from spawner.core import budget as budget_rules
 from spawner.core import graph as graph_layout
 from spawner.core import merge_queue as merge_rules
-from spawner.core import review as review_rules
-from spawner.engine import budgets, housekeeping, logstore, merging, redaction, wake
+from spawner.engine import budgets, fanin, housekeeping, logstore, merging, redaction, wake
 from spawner.models import AgentRun, Batch, Escalation, MergeStep, RunAttempt, Workspace
 from spawner.states import RUN_FAILED, RUN_TERMINAL, RunStatus
 
@@ -142,13 +141,7 @@ def batches_progress(batch_ids) -> dict[int, dict[str, int]]:
 
 def review_summary(batch: Batch):
     """Who approved, how many approvals count (SPAWNER REVIEW_APPROVALS, REVIEW_OWNER_COUNTS), the state."""
-    rows = batch.reviews.order_by("id").values_list("author_id", "author__username", "decision")
-    return review_rules.summarise(
-        list(rows),
-        owner_id=batch.owner_id,
-        needed=settings.SPAWNER.get("REVIEW_APPROVALS", 1),
-        owner_counts=settings.SPAWNER.get("REVIEW_OWNER_COUNTS", False),
-    )
+    return fanin.review_summary(batch)
 
 
 def review_state(batch: Batch) -> str:

@@ -1207,7 +1207,8 @@ def schedule_fire(link_id: int) -> Batch | None:
 
 
 def personal_webhook_set(*, user, url: str, fmt: str = "json"):
-    """Set a person's own notification webhook (an escalation assigned to them is sent there), or
+    """Set a person's own notification webhook (an escalation assigned to them, a review requested of
+    them are sent there), or
     remove it with an empty URL. The same rules as a batch's webhook: http(s), a public address
     unless the host is in SPAWNER_WEBHOOK_ALLOW_HOSTS (checked again after the lookup when sent)."""
     from spawner.models import PersonalWebhook

@@ -169,7 +169,13 @@ def batch_launch(
     batch_spec = _load(request)
     cost = selectors.plan_cost(batch_spec)
     if cost["needs_confirm"] and not confirm_cost:
-        raise HttpError(409, f"{cost['confirm_reason']}: send confirm_cost=true to launch it")
+        return problem(
+            409,
+            f"{cost['confirm_reason']}: send confirm_cost=true to launch it",
+            estimate_usd=cost["estimate_usd"],
+            confirm_above_usd=cost["confirm_above_usd"],
+            unknown_paid=cost["unknown_paid"],
+        )
 
     def launch() -> Batch:
         return services.batch_launch(

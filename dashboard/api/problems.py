@@ -6,10 +6,9 @@ import json
 
 from django.http import HttpResponse
 
-from spawner.errors import FieldError
+from spawner.errors import FieldError, problem_type
 
 CONTENT_TYPE = "application/problem+json"
-TYPE_BASE = "/api/problems/"  # each type is explained there (dashboard.api.problem_pages)
 
 TITLES = {
     400: "Bad request",
@@ -40,7 +39,7 @@ SLUGS = {
 def problem(status: int, detail: str, *, kind: str = "", title: str = "", headers=None, **extra) -> HttpResponse:
     """A problem details response: `kind` names the problem type (default: from the status)."""
     body = {
-        "type": TYPE_BASE + (kind or SLUGS.get(status, "error")),
+        "type": problem_type(kind or SLUGS.get(status, "error")),
         "title": title or TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,

@@ -90,5 +90,11 @@ def personal_webhook(request):
     if own is None:
         messages.success(request, "Your notification webhook is removed.")
     else:
-        messages.success(request, "Your notification webhook is saved: escalations assigned to you are sent there.")
+        messages.success(
+            request,
+            (
+                "Your notification webhook is saved: escalations assigned to you and reviews requested of you "
+                "are sent there."
+            ),
+        )
     return redirect("tokens")

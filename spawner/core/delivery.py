@@ -41,6 +41,10 @@ def slack_text(payload: dict) -> str:
     if event == "escalation.assigned":
         who = payload.get("assignee")
         return f"{batch}: escalation #{payload.get('escalation')} " + (f"assigned to {who}." if who else "unassigned.")
+    if event == "review.requested":
+        needed, counted = payload.get("approvals_needed"), payload.get("approvals_counted")
+        tally = f" ({counted} of {needed} approvals)" if needed is not None and counted is not None else ""
+        return f"{batch}: its result waits for review{tally}."
     if event == "budget.reached":
         return f"{batch} reached its budget: {payload.get('reason')}"
     return f"{batch}: {event}"

@@ -150,7 +150,7 @@ def _stop_reason(batch: Batch) -> str:
 
 
 def batch_finish(batch: Batch, outcome: str) -> None:
-    """Close the batch with its figures, combine its results, tell its webhook."""
+    """Close the batch with its figures, combine its results, tell its webhook, ask for review."""
     now = timezone.now()
     figures = _batch_figures(batch, finished_at=now)
     if not transitions.batch_end(batch, outcome, figures=figures, now=now):
@@ -158,6 +158,7 @@ def batch_finish(batch: Batch, outcome: str) -> None:
     agg = fanin.aggregation_compute(batch)
     merging.enter_queue(batch)  # its git work runs in a q2 task after this transaction
     webhooks.notify(batch, "batch.ended", {**figures, "aggregation": agg.status})
+    fanin.review_request(batch, agg)
 
 
 def advance_all_running() -> int:

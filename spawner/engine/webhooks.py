@@ -1,4 +1,4 @@
-"""Tell an outside URL when a batch ends or escalates.
+"""Tell an outside URL when a batch ends, escalates or waits for review.
 
 An outbox: `notify` writes a WebhookDelivery row in the transaction of the change it reports;
 the cluster's delivery loop (a thread of `spawner_cluster`, never an agent's worker) sends due
@@ -85,6 +85,14 @@ def escalation_assigned(escalation, assignee) -> list[WebhookDelivery]:
     }
     queued = [notify(escalation.batch, "escalation.assigned", data)]
     queued.append(notify_person(assignee, escalation.batch, "escalation.assigned", {**data, "to_you": True}))
+    return [d for d in queued if d is not None]
+
+
+def review_requested(batch, data: dict, reviewers) -> list[WebhookDelivery]:
+    """Queue `review.requested` to the batch's webhook and to each reviewer's own notification
+    webhook (`"to_you": true`); `engine.fanin.review_request` decides when and to whom."""
+    queued = [notify(batch, "review.requested", data)]
+    queued += [notify_person(person, batch, "review.requested", {**data, "to_you": True}) for person in reviewers]
     return [d for d in queued if d is not None]
 
 

@@ -21,10 +21,10 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 
+from spawner.errors import problem_type
 from spawner.mcp import tools
 
 PATH = "/mcp"
-PROBLEM_BASE = "/api/docs#problem-"
 
 
 def _identity(secret: str):
@@ -32,9 +32,10 @@ def _identity(secret: str):
     return tools.identity_from_token(secret)
 
 
-async def _problem(send, status: int, slug: str, title: str, detail: str, headers=()) -> None:
+async def _problem(send, status: int, detail: str, *, kind: str, title: str, headers=()) -> None:
+    """A problem details answer whose `type` is the REST API's page for `kind` (`/api/problems/<kind>`)."""
     body = json.dumps(
-        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}, ensure_ascii=False
+        {"type": problem_type(kind), "title": title, "status": status, "detail": detail}, ensure_ascii=False
     ).encode()
     await send(
         {
@@ -86,10 +87,13 @@ class McpEndpoint:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "")
         if not _host_allowed(host):
-            await _problem(send, 400, "bad-request", "Bad request", f"the host {host!r} is not one this server answers")
+            detail = f"the host {host!r} is not one this server answers"
+            await _problem(send, 400, detail, kind="bad-request", title="Bad request")
             return
         if not _same_origin(headers.get("origin", ""), host):
-            await _problem(send, 403, "not-allowed", "Not allowed", "requests from another origin are refused")
+            await _problem(
+                send, 403, "requests from another origin are refused", kind="not-allowed", title="Not allowed"
+            )
             return
         scheme, _, secret = headers.get("authorization", "").partition(" ")
         identity = None
@@ -99,9 +103,9 @@ class McpEndpoint:
             await _problem(
                 send,
                 401,
-                "unauthenticated",
-                "Authentication required",
                 "send a personal API token as `Authorization: Bearer spn_…` (made on the tokens page)",
+                kind="unauthenticated",
+                title="Authentication required",
                 headers=[(b"www-authenticate", b'Bearer realm="spawner"')],
             )
             return

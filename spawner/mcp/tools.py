@@ -2,10 +2,11 @@
 list_escalations.
 
 Each acts as one person: over HTTP the owner of the API token the request carries (narrowed by its
-scope, as in the REST API: `read` may plan and read, `launch` may also launch, cancel and retry,
-`admin` may run admin-only agent types); over stdio the person `manage.py spawner_mcp` was started
-for. The work is done by `spawner.services` (writes, permission-checked) and `spawner.selectors`
-(reads) in a thread of their own, never in the event loop; results are the REST API's shapes
+scope, as in the REST API: `read` may read, `launch` may also plan (as `POST /api/batches/plan`),
+launch, cancel and retry, `admin` may run admin-only agent types); over stdio the person
+`manage.py spawner_mcp` was started for. The work is done by `spawner.services` (writes,
+permission-checked) and `spawner.selectors` (reads) in a thread of their own, never in the event
+loop; results are the REST API's shapes
 (`spawner.api.batch_detail`, `selectors.plan_view`, `selectors.escalation_view`). A refusal, a bad
 spec (every field error with its task, field and line) or a failure comes back as a tool error
 that says what is wrong, never a traceback.
@@ -357,8 +358,9 @@ def build_server(
         sequential: Annotated[bool, Field(description="Plan it one task at a time.")] = False,
     ) -> CallToolResult:
         """Check and plan a batch spec without launching it: waves, critical path, estimated wall time and
-        speedup, checks, cost. A bad spec gives every field error with its task, field and line."""
-        return await call(ctx, "read", "plan", work.plan, spec, sequential)
+        speedup, checks, cost. A bad spec gives every field error with its task, field and line. Needs a
+        token of the launch scope, as POST /api/batches/plan does (a read token gets a tool error)."""
+        return await call(ctx, "launch", "plan batches", work.plan, spec, sequential)
 
     @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=True))
     async def launch_batch(

@@ -390,6 +390,33 @@ def test_plan_without_launching(member, viewer, api_as, workdir):
     assert not Batch.objects.exists()
 
 
+def costly(*estimates: float) -> dict:
+    """GOOD with each task's declared estimate (the plan's estimate is their sum)."""
+    return {**GOOD, "tasks": [{**t, "estimate_usd": e} for t, e in zip(GOOD["tasks"], estimates, strict=True)]}
+
+
+def test_a_launch_above_the_cost_to_confirm_needs_confirm_cost(member, api_as, workdir, settings):
+    settings.SPAWNER = {**settings.SPAWNER, "CONFIRM_COST_USD": 1.0}
+    api = api_as(member)
+    planned = api.post("/batches/plan", costly(0.75, 0.75)).json()["cost"]
+    assert (planned["estimate_usd"], planned["needs_confirm"]) == (1.5, True)
+
+    body = is_problem(api.post("/batches", costly(0.75, 0.75)), 409)
+    assert body["type"] == "/api/problems/refused"
+    assert body["detail"] == "the estimated cost $1.50 is above $1.00: send confirm_cost=true to launch it"
+    assert (body["estimate_usd"], body["confirm_above_usd"], body["unknown_paid"]) == (1.5, 1.0, [])
+    assert not Batch.objects.exists()
+    unreadable = is_problem(api.post("/batches?confirm_cost=perhaps", costly(0.75, 0.75)), 422)
+    assert "confirm_cost" in unreadable["detail"] and not Batch.objects.exists()
+
+    launched = api.post("/batches?confirm_cost=true", costly(0.75, 0.75))
+    assert launched.status_code == 201, launched.content
+    assert Batch.objects.get().id == launched.json()["id"]
+    # At the threshold itself (and below it) no confirmation is asked.
+    assert api.post("/batches", costly(0.5, 0.5)).status_code == 201
+    assert Batch.objects.count() == 2
+
+
 def test_retry_rerun_and_compare(member, api_as, make_batch):
     from tests.dashboard.conftest import finish, move
 

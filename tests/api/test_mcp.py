@@ -1,7 +1,8 @@
 """Spawner's MCP server, driven by the `mcp` SDK's own client: over stdio (`manage.py spawner_mcp`,
 which starts its own cluster) and over streamable HTTP (daphne serving spawner.asgi, with API
 tokens), each listing the tools, planning a bad spec, launching a batch, waiting for it with progress
-notifications and reading its merged result; and what each refuses."""
+notifications and reading its merged result; and what each refuses. In this process too (the SDK's
+in-memory transport, no server): the scope planning needs, and the cost to confirm."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tests.browser.conftest import WebServer
 from tests.conftest import CLUSTER_ENV, ROOT, database_url_for_subprocess
 from tests.spawner.helpers import wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = pytest.mark.timeout(240)  # the servers' tests are `integration`; the in-process ones are not
 
 TOOLS = {
     "plan_batch",
@@ -49,6 +50,7 @@ SPEC = {
     "aggregation": "merge",
     "tasks": [finding_task("alpha", "alpha finding"), finding_task("beta", "beta finding")],
 }
+READ_MAY_NOT_PLAN = "this token's scope is read: it may not plan batches (make a token with the launch scope)"
 BAD_SPEC = "name: bad\nagent: sh\ntasks:\n  - key: one\n    prompt: echo one\n  - key: two\n    agent: nope\n"
 
 
@@ -148,6 +150,7 @@ async def over_stdio(params: StdioServerParameters, errlog, work) -> dict:
         return await work(session)
 
 
+@pytest.mark.integration
 def test_stdio_server_starts_a_cluster_and_fans_out(transactional_db, agent_types, member, tmp_path, settings):
     """No web server and no cluster running: the stdio server starts one at the launch, and stops it
     when the agent closes it."""
@@ -163,6 +166,7 @@ def test_stdio_server_starts_a_cluster_and_fans_out(transactional_db, agent_type
     wait_for(lambda: not clusters.alive(), timeout=60, what="the cluster the server started to stop")
 
 
+@pytest.mark.integration
 def test_stdio_server_acts_as_its_token_and_refuses_without_one(transactional_db, viewer, tmp_path):
     from asgiref.sync import sync_to_async
 
@@ -231,6 +235,7 @@ async def over_http(url: str, token: str, work):
         return await work(session)
 
 
+@pytest.mark.integration
 def test_http_server_needs_a_token_and_fans_out(web, member, viewer, token_for):
     url = web.url + "/mcp"
     hello = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
@@ -258,8 +263,9 @@ def test_http_server_needs_a_token_and_fans_out(web, member, viewer, token_for):
         assert cancel.isError and data(cancel)["error"].startswith("this token's scope is read: it may not cancel")
         status = data(await session.call_tool("batch_status", {"batch_id": out["batch_id"]}))
         assert status["status"] == "succeeded"
-        planned = data(await session.call_tool("plan_batch", {"spec": SPEC}))
-        assert planned["tasks"] == 2, "planning changes nothing: a read token may plan"
+        plan = await session.call_tool("plan_batch", {"spec": SPEC})  # as POST /api/batches/plan: launch scope
+        assert plan.isError and data(plan)["scope"] == "read"
+        assert data(plan)["error"] == READ_MAY_NOT_PLAN
 
     anyio.run(over_http, url, token_for(member, "read"), read_only)
 
@@ -273,6 +279,7 @@ def test_http_server_needs_a_token_and_fans_out(web, member, viewer, token_for):
     assert "SynchronousOnlyOperation" not in daphne_log and "Traceback" not in daphne_log, daphne_log[-3000:]
 
 
+@pytest.mark.integration
 def test_a_revoked_token_is_refused_at_once(web, member, token_for):
     from spawner import services
     from spawner.models import ApiToken
@@ -309,6 +316,7 @@ tasks:
 """
 
 
+@pytest.mark.integration
 def test_http_wait_times_out_then_retry_escalations_and_cancel(web, member, token_for):
     """A batch still running when wait_batch's timeout comes: it says so; a failed P0 run is an open
     escalation; retry and cancel act on it."""
@@ -345,3 +353,72 @@ def test_http_wait_times_out_then_retry_escalations_and_cancel(web, member, toke
     batch_id = anyio.run(over_http, web.url + "/mcp", token_for(member, "launch"), follow)
     batch = Batch.objects.get(id=batch_id)
     assert batch.status == "cancelled" and batch.runs.get(key="broken").attempt == 2
+
+
+# --- in this process (the SDK's in-memory transport): scopes and the cost to confirm ----------------
+
+
+async def in_memory(identity, work, base_dir):
+    from mcp.shared.memory import create_connected_server_and_client_session
+
+    from spawner.mcp import tools
+
+    server = tools.build_server(identity=identity, base_dir=base_dir)
+    async with create_connected_server_and_client_session(server) as session:
+        return await work(session)
+
+
+def as_token(token: str):
+    from spawner.mcp import tools
+
+    return tools.identity_from_token(token)
+
+
+def test_plan_needs_the_launch_scope_as_the_rest_api_does(transactional_db, agent_types, member, token_for, tmp_path):
+    from tests.api.conftest import Api
+
+    read_token, launch_token = token_for(member, "read"), token_for(member, "launch")
+
+    async def plan(session: ClientSession):
+        return await session.call_tool("plan_batch", {"spec": SPEC})
+
+    refused = anyio.run(in_memory, as_token(read_token), plan, tmp_path)
+    assert refused.isError and data(refused) == {"error": READ_MAY_NOT_PLAN, "scope": "read"}
+    assert Api(read_token).post("/batches/plan", SPEC).status_code == 403  # the REST API refuses it the same
+
+    planned = anyio.run(in_memory, as_token(launch_token), plan, tmp_path)
+    assert not planned.isError and data(planned)["waves"] == [["alpha", "beta"]]
+    assert Api(launch_token).post("/batches/plan", SPEC).json()["waves"] == [["alpha", "beta"]]
+    assert not Batch.objects.exists()
+
+
+def costly(*estimates: float) -> dict:
+    """SPEC with each task's declared estimate (the plan's estimate is their sum)."""
+    return {**SPEC, "tasks": [{**t, "estimate_usd": e} for t, e in zip(SPEC["tasks"], estimates, strict=True)]}
+
+
+def test_a_launch_above_the_cost_to_confirm_needs_confirm_cost(
+    transactional_db, agent_types, member, token_for, tmp_path, settings
+):
+    settings.SPAWNER = {**settings.SPAWNER, "CONFIRM_COST_USD": 1.0}
+
+    async def launches(session: ClientSession) -> list:
+        return [
+            await session.call_tool("launch_batch", {"spec": costly(0.75, 0.75)}),
+            await session.call_tool("launch_batch", {"spec": costly(0.75, 0.75), "confirm_cost": True}),
+            await session.call_tool("launch_batch", {"spec": costly(0.5, 0.5)}),  # at the threshold: no question
+        ]
+
+    refused, confirmed, at_threshold = anyio.run(in_memory, as_token(token_for(member, "launch")), launches, tmp_path)
+    assert refused.isError
+    said = data(refused)
+    assert said["error"] == "the estimated cost $1.50 is above $1.00: call again with confirm_cost=true to launch it"
+    assert (said["cost"]["estimate_usd"], said["cost"]["confirm_above_usd"], said["cost"]["needs_confirm"]) == (
+        1.5,
+        1.0,
+        True,
+    )
+    assert not confirmed.isError and not at_threshold.isError, (confirmed.content, at_threshold.content)
+    launched = [data(confirmed)["batch_id"], data(at_threshold)["batch_id"]]
+    assert sorted(Batch.objects.values_list("id", flat=True)) == sorted(launched)
+    assert Batch.objects.get(id=launched[0]).owner == member

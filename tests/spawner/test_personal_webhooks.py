@@ -101,7 +101,8 @@ def test_the_tokens_page_sets_it_masked_and_refuses_a_private_address(db, client
     secret_url = "https://hooks.slack.example.org/services/T000/B000/abcdef0123456789abcdef"
     saved = client.post("/tokens/notifications/", {"url": secret_url, "format": "slack"}, follow=True)
     page = saved.content.decode()
-    assert "escalations assigned to you are sent there" in page and "abcdef0123456789abcdef" not in page
+    assert "escalations assigned to you and reviews requested of you are sent there" in page
+    assert "abcdef0123456789abcdef" not in page
     assert PersonalWebhook.objects.get(user=bo).url == secret_url
     client.post("/tokens/notifications/", {"url": ""})
     assert not PersonalWebhook.objects.exists()

@@ -134,6 +134,10 @@ def test_a_live_webhook_receives_the_json_post_from_the_cluster(
     assert request["json"]["batch"] == batch.id and request["json"]["status"] == "succeeded"
     row = wait_for(lambda: WebhookDelivery.objects.filter(batch=batch, state="delivered").first(), 10, "the record")
     assert row.attempts == 1 and row.last_status == 204
+    # Its result waits for sign-off: the review request follows the end (tests/spawner/test_review_webhooks.py).
+    wait_for(lambda: len(hook.requests) == 2, 20, "the review request")
+    assert hook.requests[1]["json"]["event"] == "review.requested"
+    assert hook.requests[1]["json"]["review_state"] == "pending"
 
 
 @pytest.mark.integration
