@@ -17,6 +17,14 @@ class ActionRefused(Exception):
     """The action does not apply to the object in its current state; the message says why."""
 
 
+class CostUnconfirmed(ActionRefused):
+    """A launch that needs a person's yes to its cost (spawner.core.budget.confirm_reason)."""
+
+    def __init__(self, reason: str, cost: dict):
+        super().__init__(reason)
+        self.cost = cost
+
+
 class NotAllowed(ActionRefused, PermissionDenied):
     """The actor lacks the permission the action needs (see `spawner.permissions`); the message says which.
 

@@ -147,8 +147,8 @@ class Remote:
     def get(self, path: str, **params):
         return self._send("GET", path, params=params)
 
-    def post(self, path: str, body=None):
-        return self._send("POST", path, json=body)
+    def post(self, path: str, body=None, params: dict | None = None):
+        return self._send("POST", path, json=body, params=params or {})
 
     def plan(self, text: str, *, sequential: bool = False) -> dict:
         return self._send(

@@ -20,7 +20,7 @@ from spawner.core import changes as changes_rules
 from spawner.core import merge_queue as merge_rules
 from spawner.core import netcheck, planning
 from spawner.engine import budgets, dispatch, events, git, merging, prompts, transitions, workspaces
-from spawner.errors import ActionRefused, NotAllowed
+from spawner.errors import ActionRefused, CostUnconfirmed, NotAllowed
 from spawner.models import (
     AgentRun,
     AgentType,
@@ -1097,9 +1097,18 @@ def template_delete(*, template, actor) -> None:
     template.delete()
 
 
-def template_launch(*, template, values: Mapping, actor, base_dir: Path | None = None, confine: bool = True) -> Batch:
+def template_launch(
+    *,
+    template,
+    values: Mapping,
+    actor,
+    base_dir: Path | None = None,
+    confine: bool = True,
+    confirm_cost: bool = False,
+) -> Batch:
     """Fill the template's variables and launch it through `batch_launch`, as `actor`: the same
-    permission checks as any launch. The batch is linked to its template."""
+    permission checks as any launch, and the same cost confirmation as launching its spec (the
+    person says yes with `confirm_cost`). The batch is linked to its template."""
     permissions.require(actor, permissions.may_launch)
     text = template_render(spec_text=template.spec_text, declared=template.variables, given=values)
     is_admin = actor is None or permissions.may_run_admin_only(actor)
@@ -1107,6 +1116,12 @@ def template_launch(*, template, values: Mapping, actor, base_dir: Path | None =
         batch_spec = spec_load(text, is_admin=is_admin)
     except spec.SpecInvalid as exc:
         raise _with_template_lines(exc, template.spec_text) from None
+    if not confirm_cost:
+        from spawner import selectors
+
+        cost = selectors.plan_cost(batch_spec)
+        if cost["needs_confirm"]:
+            raise CostUnconfirmed(f"{cost['confirm_reason']}: confirm the cost to launch it", cost)
     return batch_launch(
         batch_spec=batch_spec,
         base_dir=Path(base_dir or settings.SPAWNER_WORKDIR),
@@ -1196,7 +1211,9 @@ def schedule_fire(link_id: int) -> Batch | None:
     if link is None:
         return None
     try:
-        return template_launch(template=link.template, values=link.variables, actor=link.run_as)
+        # Nobody is there to say yes at 3 a.m.: an unattended launch is held by budgets (the batch's
+        # budget_usd, its maker's daily budget), not by the confirmation an interactive launch asks for.
+        return template_launch(template=link.template, values=link.variables, actor=link.run_as, confirm_cost=True)
     finally:
         Schedule.objects.filter(id=link.schedule_id).exclude(repeats=0).update(
             next_run=_cron_next(link.cron, link.timezone)

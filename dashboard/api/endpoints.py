@@ -23,7 +23,7 @@ from dashboard.api.problems import problem
 from dashboard.pages import exports, fanin_queries, queries
 from dashboard.pages.downloads import file_download
 from spawner import permissions, selectors, services
-from spawner.errors import NotAllowed, SpecInvalid
+from spawner.errors import CostUnconfirmed, NotAllowed, SpecInvalid
 from spawner.models import AgentRun, AgentType, Batch, Escalation, Role, RunAttempt
 from spawner.states import BatchStatus, Mode
 
@@ -732,13 +732,23 @@ def template_get(request, template_id: int):
     url_name="template-launch",
     tags=["templates"],
 )
-def template_launch(request, template_id: int, body: schemas.TemplateLaunchIn):
+def template_launch(
+    request,
+    body: schemas.TemplateLaunchIn,
+    template_id: int,
+    confirm_cost: bool = Query(False, description="Launch even when its cost needs a confirmation."),
+):
     """Fill the template's variables (the defaults for those not given) and launch it: the same
-    checks as launching its spec."""
+    checks as launching its spec, the cost confirmation included (a 409 until confirm_cost=true)."""
     from spawner.models import BatchTemplate
 
     t = get_object_or_404(BatchTemplate, id=template_id)
-    batch = services.template_launch(template=t, values=body.variables, actor=actor(request))
+    try:
+        batch = services.template_launch(
+            template=t, values=body.variables, actor=actor(request), confirm_cost=confirm_cost
+        )
+    except CostUnconfirmed as exc:
+        raise HttpError(409, str(exc).replace("confirm the cost", "send confirm_cost=true")) from None
     return Status(201, _batch_detail(batch))
 
 

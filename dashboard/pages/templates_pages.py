@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from spawner import permissions, selectors, services
-from spawner.errors import NotAllowed, SpecInvalid
+from spawner.errors import CostUnconfirmed, NotAllowed, SpecInvalid
 from spawner.models import AgentRun, Batch, BatchTemplate, TemplateSchedule
 
 HISTORY = 100
@@ -113,6 +113,7 @@ def _page(request, template: BatchTemplate, *, status=200, **extra):
             "variables": _declared_text(template),
         },
         "launch_errors": extra.get("launch_errors", []),
+        "cost_confirm": extra.get("cost_confirm", ""),
         "edit_errors": extra.get("edit_errors", []),
         "schedule_errors": extra.get("schedule_errors", []),
         "schedule_form": extra.get("schedule_form") or {"cron": "0 3 * * *", "timezone": "UTC"},
@@ -130,10 +131,13 @@ def template_detail(request, template_id: int):
     if not permissions.may_launch(request.user):
         return _forbidden(request, permissions.REFUSALS[permissions.may_launch])
     values = _values(request.POST, template)
+    confirmed = request.POST.get("confirm_cost") == "1"
     try:
-        batch = services.template_launch(template=template, values=values, actor=request.user)
+        batch = services.template_launch(template=template, values=values, actor=request.user, confirm_cost=confirmed)
     except NotAllowed as exc:
         return _forbidden(request, str(exc))
+    except CostUnconfirmed as exc:  # the browser asks, as the new-batch page does
+        return _page(request, template, status=400, cost_confirm=str(exc.cost["confirm_reason"]), values=values)
     except SpecInvalid as exc:
         return _page(request, template, status=400, launch_errors=exc.errors, values=values)
     return redirect("batch", batch_id=batch.id)

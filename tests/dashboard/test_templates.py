@@ -218,6 +218,34 @@ def test_api_launch_errors_and_permissions(template, member, viewer, api_as):  #
     assert not Batch.objects.exists()
 
 
+COSTLY = "name: dear ${who}\nagent: sh\ntasks:\n  - {key: a, prompt: 'echo ${who}', estimate_usd: 7}\n"
+
+
+def test_a_costly_template_asks_for_a_confirmation_on_the_page_and_the_api_but_not_on_its_schedule(
+    agent_types,
+    member,
+    api_as,  # noqa: F811
+):
+    t = services.template_save(actor=member, name="dear", spec_text=COSTLY, variables_text="who=you")
+    c = client(member)
+    response = c.post(f"/templates/{t.id}/", {"var_who": "me"})
+    page = response.content.decode()
+    assert response.status_code == 400 and not Batch.objects.exists()
+    assert 'id="cost-confirm"' in page and "the estimated cost $7.00 is above $5.00" in page
+    assert 'name="var_who" value="me"' in page  # what was typed stays
+    response = c.post(f"/templates/{t.id}/", {"var_who": "me", "confirm_cost": "1"})
+    assert response.status_code == 302 and Batch.objects.count() == 1
+
+    refused = api_as(member).post(f"/templates/{t.id}/launch", {"variables": {}})
+    assert refused.status_code == 409 and "send confirm_cost=true" in refused.json()["detail"]
+    launched = api_as(member).post(f"/templates/{t.id}/launch?confirm_cost=true", {"variables": {}})
+    assert launched.status_code == 201 and Batch.objects.count() == 2
+
+    # A schedule launches unattended: its budgets hold it, no person is there to say yes.
+    link = services.schedule_create(template=t, cron="0 3 * * *", tz="UTC", values={}, actor=member)
+    assert services.schedule_fire(link.id).name == "dear you"
+
+
 # --- the command line --------------------------------------------------------------------------
 
 

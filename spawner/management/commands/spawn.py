@@ -224,7 +224,8 @@ class Command(BaseCommand):
             chosen = template_names.pick(opts["template"], candidates)
         except template_names.NotOne as exc:
             raise CommandError(f"{server.server}: {exc}") from None
-        return server.post(f"/templates/{chosen.id}/launch", {"variables": values})
+        params = {"confirm_cost": "true"} if opts["confirm_cost"] else {}
+        return server.post(f"/templates/{chosen.id}/launch", {"variables": values}, params=params)
 
     def _report(self, opts, summaries: list[dict], compared: dict | None = None) -> None:
         """The end of a local or a remote run: JSON or the summary (and the comparison), and the exit code."""
