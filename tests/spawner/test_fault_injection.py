@@ -1,7 +1,7 @@
-"""Fault injection at scale, on PostgreSQL + Redis: three clusters on three simulated hosts
-(SPAWNER_HOST), a batch of short agents, and one fault each: a kill -9 of a whole cluster, a
-partition (SIGSTOP longer than the lease, then SIGCONT), a PostgreSQL restart plus the loss of every
-connection (on a private PostgreSQL instance).
+"""Fault injection at scale, on PostgreSQL + Redis: clusters on simulated hosts (SPAWNER_HOST), a
+batch of short agents, and one fault each: a kill -9 of one of three clusters, a partition of one of
+two (SIGSTOP longer than the lease, then SIGCONT), a PostgreSQL restart plus the loss of every
+connection (on a private PostgreSQL instance, two clusters).
 
 Each agent stamps its own start and progress (run key, process group, time) into one file; two
 stretches of the same run that overlap would be a run executed twice at the same time. Each test
