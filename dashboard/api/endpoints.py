@@ -705,12 +705,15 @@ def _template(t, *, launches: bool = True) -> dict:
 
 
 @router.get("/templates", response={200: list[schemas.TemplateOut], **ERRORS}, url_name="templates", tags=["templates"])
-def template_list(request):
-    """Saved batch templates: everyone's, and the global ones."""
+def template_list(request, name: str | None = Query(None, max_length=100, description="Only those so named.")):
+    """Saved batch templates: everyone's, and the global ones (the first 500 by name; `name` finds
+    one among more)."""
     from spawner.models import BatchTemplate
 
-    found = BatchTemplate.objects.select_related("owner").prefetch_related("schedules__schedule")[:500]
-    return [_template(t, launches=False) for t in found]
+    found = BatchTemplate.objects.select_related("owner").prefetch_related("schedules__schedule")
+    if name:
+        found = found.filter(name=name)
+    return [_template(t, launches=False) for t in found.order_by("name", "id")[:500]]
 
 
 @router.get(

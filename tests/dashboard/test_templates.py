@@ -196,8 +196,11 @@ def test_a_global_template_needs_an_admin(agent_types, member, admin):
 
 def test_api_lists_and_launches_with_variables(template, member, api_as):  # noqa: F811
     api = api_as(member)
+    services.template_save(actor=member, name="weekly", spec_text=SPEC, variables_text=VARS)
     listed = api.get("/templates").json()
-    assert [t["name"] for t in listed] == ["nightly"]
+    assert [t["name"] for t in listed] == ["nightly", "weekly"]
+    assert [t["name"] for t in api.get("/templates?name=weekly").json()] == ["weekly"]
+    listed = listed[:1]
     assert {"name": "ticket", "default": None} in listed[0]["variables"]
     response = api.post(f"/templates/{template.id}/launch", {"variables": {"ticket": "T-9", "branch": "b1"}})
     assert response.status_code == 201, response.content

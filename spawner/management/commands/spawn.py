@@ -219,7 +219,9 @@ class Command(BaseCommand):
     def _launch_remote_template(self, server, opts) -> dict:
         """The server's template by name (the same rule as here), launched with --var values."""
         values = self._vars(opts["var"])
-        candidates = [template_names.Candidate(t["id"], t["name"], t["owner"]) for t in server.get("/templates")]
+        name = opts["template"].rpartition("/")[2]
+        listed = server.get("/templates", name=name)
+        candidates = [template_names.Candidate(t["id"], t["name"], t["owner"]) for t in listed]
         try:
             chosen = template_names.pick(opts["template"], candidates)
         except template_names.NotOne as exc:
