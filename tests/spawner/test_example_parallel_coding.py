@@ -79,7 +79,7 @@ def merge_tree(repo, a: str, b: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.integration
 @pytest.mark.once  # git's work, not the database's: the default backend only
-def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, settings):
+def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, settings, capsys):
     # The layout the example expects, in a temp dir: <root>/examples/parallel-coding.yaml, <root>/var/demo-repo;
     # <root> is the base directory, where the relative paths of a spec file inside it start.
     settings.SPAWNER_WORKDIR = tmp_path
@@ -100,6 +100,15 @@ def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, 
         pytest.fail(f"spawn exited {exc.code}")
     batch = Batch.objects.get()
     runs = {r.key: r for r in AgentRun.objects.filter(batch=batch)}
+    # What the newcomer reads in the terminal: the queue, the conflict, and how to take the result.
+    printed = capsys.readouterr().out
+    integration = changes.integration_branch(batch.id)
+    assert f"merge queue (sequential) onto {integration}:" in printed
+    for line in ("1. title: merged (", "greeting: merged (", "config: merged (", "usage: conflict"):
+        assert line in printed, printed[-3000:]
+    assert "conflicting files: README.md" in printed
+    assert "take it (nothing was pushed, none of your branches changed):" in printed
+    assert f"git merge {integration}" in printed
     assert {k: r.status for k, r in runs.items()} == dict.fromkeys(
         ("title", "greeting", "config", "usage"), "succeeded"
     )
@@ -139,7 +148,6 @@ def test_the_example_runs_from_the_cli_in_isolated_worktrees(cluster, tmp_path, 
     states = dict(step.objects.filter(batch=batch).values_list("run__key", "state"))
     assert states == {"title": "merged", "greeting": "merged", "config": "merged", "usage": "conflict"}
     assert Escalation.objects.filter(batch=batch, kind="conflict", run=runs["usage"]).exists()
-    integration = changes.integration_branch(batch.id)
     assert git(repo, "show", f"{integration}:README.md").startswith("# Greeter\n")
     assert '"!"' in git(repo, "show", f"{integration}:app/config.py")
 
