@@ -231,9 +231,13 @@ def batch_header_context(batch: Batch) -> dict:
 
 
 def batch_context(batch: Batch) -> dict:
+    workspace = selectors.workspace_of(batch.id)
+    # Worktrees without a merge queue: their disk shows here (with one, the merge section shows it).
+    alone = workspace is not None and workspace.isolation == "worktree" and workspace.merge_mode == "none"
     return {
         **batch_header_context(batch),
-        "workspace": selectors.workspace_of(batch.id),
+        "workspace": workspace,
+        "workspace_disk": selectors.workspace_disk(batch) if alone else "",
         "runs": grid_runs(batch.id),
         "timeline": timeline(batch, deferred=batch.runs.count() > TIMELINE_INLINE_LANES),
         **graph_context(batch),  # the dependency graph (dashboard/pages/graph.py)

@@ -318,3 +318,17 @@ def test_the_section_shows_the_disk_the_batchs_worktrees_use(nine, member, tmp_p
     html = client_for(member).get(page).content.decode()
     shown = re.search(r"worktrees on disk: ([\d.]+)\xa0KB", html)
     assert shown and 290 <= float(shown.group(1)) <= 320, html.split('class="disk"', 1)[1][:400]
+
+
+def test_a_batch_of_worktrees_without_a_merge_queue_shows_their_disk_in_its_workspace_card(nine, member, tmp_path):
+    page = f"/batches/{nine.id}/"
+    assert 'id="workspace-disk"' not in client_for(member).get(page).content.decode()  # the merge section has it
+    Workspace.objects.filter(batch=nine).update(merge_mode="none")
+    tree = tmp_path / "wt-alone"
+    tree.mkdir()
+    (tree / "big.bin").write_bytes(os.urandom(200_000))
+    RunAttempt.objects.filter(run__batch=nine, run__key="merged").update(worktree=str(tree))
+    html = client_for(member).get(page).content.decode()
+    card = html.split('id="workspace-disk"', 1)[1][:600]
+    shown = re.search(r"([\d.]+)\xa0KB", card)
+    assert shown and 190 <= float(shown.group(1)) <= 220, card
