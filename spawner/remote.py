@@ -129,11 +129,18 @@ class Remote:
         raise RemoteError(response.status_code, detail or response.reason_phrase, body.get("errors") or [])
 
     def _send(self, method: str, path: str, **kwargs):
-        """One request; a failed connection or a 429/503 is tried again (with its Retry-After)."""
+        """One request; a failed connection or a 429/503 is tried again (with its Retry-After). A
+        change without an Idempotency-Key is sent again only if it never reached the server: once
+        sent, a lost answer may hide a batch launched (a template's launch, a re-run)."""
+        once = method not in ("GET", "HEAD") and "Idempotency-Key" not in (kwargs.get("headers") or {})
         for attempt in range(SEND_ATTEMPTS):
             try:
                 response = self.client.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+                if once and sent:
+                    why = f"{method} {path} on {self.server} got no answer ({exc})"
+                    raise RemoteError(0, f"{why}: it may have been done; look before trying again") from None
                 if attempt == SEND_ATTEMPTS - 1:
                     raise RemoteError(0, f"cannot reach {self.server}: {exc}") from None
                 time.sleep(2**attempt)

@@ -637,7 +637,7 @@ def plan_cost(batch_spec: spec.BatchSpec) -> dict:
         estimate=found["estimate_usd"],
         threshold=threshold,
         unknown_paid=len(found["unknown_paid"]),
-        unknown_limit=settings.SPAWNER.get("CONFIRM_UNKNOWN_RUNS") or None,  # 0: off
+        unknown_limit=settings.SPAWNER.get("CONFIRM_UNKNOWN_RUNS"),  # 0 or less: off
     )
     found["needs_confirm"] = bool(found["confirm_reason"])
     return found

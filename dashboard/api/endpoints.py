@@ -169,13 +169,7 @@ def batch_launch(
     batch_spec = _load(request)
     cost = selectors.plan_cost(batch_spec)
     if cost["needs_confirm"] and not confirm_cost:
-        return problem(
-            409,
-            f"{cost['confirm_reason']}: send confirm_cost=true to launch it",
-            estimate_usd=cost["estimate_usd"],
-            confirm_above_usd=cost["confirm_above_usd"],
-            unknown_paid=cost["unknown_paid"],
-        )
+        return _cost_unconfirmed(cost)
 
     def launch() -> Batch:
         return services.batch_launch(
@@ -751,8 +745,19 @@ def template_launch(
             template=t, values=body.variables, actor=actor(request), confirm_cost=confirm_cost
         )
     except CostUnconfirmed as exc:
-        raise HttpError(409, str(exc).replace("confirm the cost", "send confirm_cost=true")) from None
+        return _cost_unconfirmed(exc.cost)
     return Status(201, _batch_detail(batch))
+
+
+def _cost_unconfirmed(cost: dict):
+    """The 409 of a launch (a spec's or a template's) whose cost needs the person's yes."""
+    return problem(
+        409,
+        f"{cost['confirm_reason']}: send confirm_cost=true to launch it",
+        estimate_usd=cost["estimate_usd"],
+        confirm_above_usd=cost["confirm_above_usd"],
+        unknown_paid=cost["unknown_paid"],
+    )
 
 
 def _save(request, body: schemas.TemplateIn, template=None):

@@ -14,6 +14,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import Query, Router
+from ninja.errors import HttpError
 
 from dashboard.api import schemas
 from dashboard.api.endpoints import actor
@@ -58,7 +59,12 @@ def _step(step_id: int) -> MergeStep:
 def _step_now(step: MergeStep) -> dict:
     """The step as the queue shows it now (after the action)."""
     queue = selectors.merge_queue(step.batch) or {"steps": []}
-    return next(s for s in queue["steps"] if s["id"] == step.id)
+    found = next((s for s in queue["steps"] if s["id"] == step.id), None)
+    if found is None:  # gone from the queue meanwhile (a reset, the batch deleted)
+        raise HttpError(
+            409, f"merge step {step.id} is no longer in the queue: read GET /api/batches/{step.batch_id}/merge"
+        )
+    return found
 
 
 def _done(step: MergeStep, detail: str, **extra) -> dict:

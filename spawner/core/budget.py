@@ -95,10 +95,10 @@ def confirm_reason(*, estimate: float, threshold: float | None, unknown_paid: in
     (a first fan-out of a paid agent: no declared estimate_usd and no past run)."""
     if threshold is not None and estimate > threshold + EPSILON:
         return f"the estimated cost {usd(estimate)} is above {usd(threshold)}"
-    if unknown_limit is not None and unknown_paid >= unknown_limit:
+    if unknown_limit is not None and unknown_limit > 0 and unknown_paid >= unknown_limit:
         return (
-            f"{unknown_paid} runs of agents that report a cost have no estimate (no estimate_usd and no past run "
-            f"of their agent type and role), at least {unknown_limit} needs a confirmation"
+            f"{unknown_paid} runs of agents that report a cost have no estimate (no estimate_usd, and no past run "
+            f"of their agent type and role with a known cost): {unknown_limit} or more need a confirmation"
         )
     return ""
 

@@ -460,7 +460,7 @@ def run_step(step: str, command: str, cwd: Path, log_path: Path, *, timeout: flo
         log.flush()
         with open(log_path, "rb") as f:  # the step's own output, before the closing mark
             f.seek(max(start, f.seek(0, 2) - TAIL_CHARS))
-            tail = f.read().decode("utf-8", "replace").strip()
+            tail = f.read().decode("utf-8", "replace").strip() or "(no output)"
         log.write(f"── spawner {step}: exit {code} ──\n".encode())
     return code, tail
 

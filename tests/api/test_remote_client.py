@@ -118,3 +118,40 @@ def test_a_refused_stream_falls_back_to_polling(monkeypatch):
         thread.join(timeout=10)
     assert done["status"] == "succeeded" and seen == ["running", "succeeded"]
     assert OldServer.asked[0] == "/api/batches/5/events" and OldServer.asked.count("/api/batches/5") == 3
+
+
+def test_a_change_without_a_key_is_not_sent_again_once_it_reached_the_server(monkeypatch):
+    """A template's launch whose answer is lost may have launched a batch: never twice. A launch
+    with its Idempotency-Key, a read, or a request that never connected are tried again."""
+    import httpx
+
+    monkeypatch.setattr(remote.time, "sleep", lambda _s: None)
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((request.method, request.url.path, request.headers.get("Idempotency-Key")))
+        if len(calls) % 2:  # every first try: the server took it, the answer never came
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(201, json={"id": 7})
+
+    server = remote.Remote(URL, "spn_x")
+    server.client = httpx.Client(base_url=URL + "/api", transport=httpx.MockTransport(handler))
+    with pytest.raises(remote.RemoteError, match="it may have been done; look before trying again"):
+        server.post("/templates/3/launch", {"variables": {}})
+    assert calls == [("POST", "/api/templates/3/launch", None)]
+    calls.clear()
+    assert server.launch("name: x") == {"id": 7}  # keyed: the second try is the same launch
+    assert [c[2] for c in calls] == [calls[0][2]] * 2 and calls[0][2].startswith("spawn-")
+    calls.clear()
+    assert server.get("/batches/7") == {"id": 7}
+    assert len(calls) == 2
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if len(calls) == 1:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    calls.clear()
+    server.client = httpx.Client(base_url=URL + "/api", transport=httpx.MockTransport(refused))
+    assert server.post("/batches/7/cancel") == {"ok": True}  # it never reached the server: sent again

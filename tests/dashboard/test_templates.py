@@ -11,6 +11,7 @@ from spawner import services
 from spawner.errors import NotAllowed, SpecInvalid
 from spawner.models import Batch, BatchTemplate, TemplateSchedule
 from tests.api.conftest import Api, api_as, token_for  # noqa: F401  (fixtures)
+from tests.dashboard.conftest import grant
 
 SPEC = """\
 name: check ${branch}
@@ -257,6 +258,18 @@ def test_cli_plans_a_template_with_vars(template, capsys):
     out = capsys.readouterr().out
     assert "wave 1: a" in out and "wave 2: b" in out
     assert not Batch.objects.exists()
+
+
+def test_cli_finds_owner_slash_name_among_many_so_named(agent_types, member, capsys, django_user_model):
+    for i in range(60):  # more than any page of rows the lookup might read
+        owner = django_user_model.objects.create_user(f"u{i:02d}")  # no password: no hashing
+        owner = grant(owner, "add_batch")
+        services.template_save(actor=owner, name="nightly", spec_text=SPEC, variables_text=VARS)
+    services.template_save(actor=member, name="nightly", spec_text=SPEC, variables_text=VARS)
+    call_command("spawn", "--template", f"{member.username}/nightly", "--var", "ticket=T-1", "--plan")
+    assert "wave 1: a" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="several templates are named 'nightly': say whose"):
+        call_command("spawn", "--template", "nightly", "--var", "ticket=T-1", "--plan")
 
 
 def test_cli_template_errors(template, member, capsys):

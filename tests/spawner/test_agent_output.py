@@ -78,11 +78,19 @@ def test_gemini_json_recorded_router_and_main_model_each_with_its_tokens(name, s
     assert out.usage.models == list(doc["stats"]["models"]) and len(out.usage.models) == 2
     for model, split in out.usage.per_model.items():
         tokens = doc["stats"]["models"][model]["tokens"]
-        assert split["input_tokens"] == tokens["input"] > 0, "the prompt less the cached tokens"
+        assert split["input_tokens"] == tokens["input"] + tokens["tool"] > 0, "the prompt less the cached tokens"
         assert split["cache_read_tokens"] == tokens["cached"] > 0
         assert split["output_tokens"] == tokens["candidates"] + tokens["thoughts"] > tokens["candidates"]
     assert out.usage.tokens == sum(m["tokens"]["total"] for m in doc["stats"]["models"].values())
     assert out.usage.cost_usd is None, "Gemini CLI reports no cost"
+
+
+def test_gemini_json_tool_use_prompt_counts_as_input_and_thoughts_as_output():
+    stats = {"prompt": 1000, "cached": 200, "input": 800, "candidates": 50, "thoughts": 30, "tool": 40, "total": 1120}
+    doc = {"response": "done", "stats": {"models": {"gemini-x": {"tokens": stats}}}}
+    out = parse("gemini-json", json.dumps(doc))
+    split = out.usage.per_model["gemini-x"]
+    assert (split["input_tokens"], split["cache_read_tokens"], split["output_tokens"]) == (840, 200, 80)
 
 
 def test_gemini_json_recorded_rate_limit_give_up_is_an_error():

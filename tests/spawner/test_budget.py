@@ -70,6 +70,10 @@ def test_a_launch_needs_a_confirmation_above_the_threshold_or_for_many_paid_runs
         "10 runs of agents that report a cost have no estimate"
     )
     assert ask(estimate=0.0, threshold=None, unknown_paid=75, unknown_limit=None) == ""  # both off
+    assert ask(estimate=0.0, threshold=None, unknown_paid=75, unknown_limit=-1) == ""  # 0 or less: off
+    assert ask(estimate=0.0, threshold=None, unknown_paid=12, unknown_limit=10).endswith(
+        "with a known cost): 10 or more need a confirmation"
+    )
 
 
 # --- the spec -----------------------------------------------------------------------------

@@ -144,8 +144,9 @@ class Command(BaseCommand):
         """A saved template by name: a global one, or OWNER/NAME, or the only one so named."""
         from spawner.models import BatchTemplate
 
-        name = opts["template"].rpartition("/")[2]
-        rows = BatchTemplate.objects.filter(name=name).select_related("owner")[:50]
+        owner, _, name = opts["template"].rpartition("/")
+        rows = BatchTemplate.objects.filter(name=name).select_related("owner").order_by("id")
+        rows = rows.filter(owner__username=owner) if owner else rows
         by_id = {t.id: t for t in rows}
         candidates = [template_names.Candidate(t.id, t.name, t.owner.username if t.owner else None) for t in rows]
         try:
@@ -282,7 +283,10 @@ class Command(BaseCommand):
         )
         c.print(f"  estimated cost: {plan['cost']['label']}")
         if plan["cost"].get("needs_confirm"):
-            c.print(f"  [yellow]warn[/yellow] {escape(plan['cost']['confirm_reason'])}: launch with --confirm-cost")
+            reason = (
+                plan["cost"].get("confirm_reason") or f"the estimated cost {plan['cost']['label']} needs a confirmation"
+            )
+            c.print(f"  [yellow]warn[/yellow] {escape(reason)}: launch with --confirm-cost")
         for check in plan["checks"]:
             mark = "[green]ok[/green]  " if check["ok"] else "[yellow]warn[/yellow]"
             c.print(f"  {mark} {check['name']}: {escape(check['detail'])}", soft_wrap=True)
