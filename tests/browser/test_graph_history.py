@@ -145,6 +145,9 @@ def test_graph_live_timeline_zoom_and_history(web, alice, agent_types, workdir, 
     expect(small.locator(f"#graph-{batch_id} g.node")).to_have_count(5)
     assert small.evaluate("document.documentElement.scrollWidth") <= 390
     box = small.locator(f"#graph-{batch_id} .graph-scroll")
+    # Once laid out (CI once read the box before its width was settled): it scrolls in its own box.
+    overflows = "sel => { const e = document.querySelector(sel); return !!e && e.scrollWidth > e.clientWidth; }"
+    small.wait_for_function(overflows, arg=f"#graph-{batch_id} .graph-scroll", timeout=10_000)
     assert box.evaluate("e => e.scrollWidth > e.clientWidth"), "the graph scrolls inside its own box"
     keep(shots(small, "batch-phone"), "batch-phone")
     small.goto(web.url + "/batches/history/?name=graph-journey")

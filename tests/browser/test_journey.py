@@ -43,6 +43,9 @@ def test_build_launch_watch_retry_and_compare(web, alice, agent_types, workdir, 
         count = page.locator(".task-row").count()
         page.click("button:has-text('+ Add task')")
         expect(page.locator(".task-row")).to_have_count(count + 1)
+        # The new row's first field takes the focus once htmx has settled; typing before that would
+        # have the focus move away in the middle of a fill (CI saw row 1's key land in row 6).
+        expect(page.locator(".task-row").last.locator("input:not([type=hidden])").first).to_be_focused()
     assert still_same_document(page)
     rows = page.locator(".task-row")
     expect(rows).to_have_count(6)
