@@ -4,10 +4,8 @@ the own addresses of the people whose approval would count, signed, logged and r
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from spawner import services
 from spawner.core import signing
@@ -16,7 +14,7 @@ from spawner.models import AgentRun, Batch, WebhookDelivery
 from spawner.states import RunStatus
 from tests.spawner.helpers import launch
 from tests.spawner.test_fanin import teammate
-from tests.spawner.test_webhooks import allow_loopback, receiver  # noqa: F401  (fixtures)
+from tests.spawner.test_webhooks import allow_loopback, receiver, spend_every_try  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(120)
 TWO = "name: rv\nagent: sh\nwebhook: {url}\ntasks:\n  - {{key: a, prompt: 'true'}}\n  - {{key: b, prompt: 'true'}}\n"
@@ -153,12 +151,7 @@ def test_a_failed_review_request_is_redelivered_by_an_admin(
     end(batch)
     row = WebhookDelivery.objects.get(batch=batch, event="review.requested")
     WebhookDelivery.objects.filter(batch=batch, event="batch.ended").delete()  # only the request, here
-    later = timezone.now()
-    for _ in range(3):
-        later += timedelta(hours=1)
-        webhooks.deliver_due(now=later)
-    row.refresh_from_db()
-    assert row.state == "failed" and row.attempts == 3 and row.last_error == "HTTP 500"
+    spend_every_try(row)
     admin = django_user_model.objects.create_superuser("ada", password="pw-ada-12345")
     services.webhook_redeliver(delivery_id=row.id, actor=admin)
     deliver_all()
